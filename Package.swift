@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "imgsandbox",
+    products: [
+        .executable(name: "imgsandbox", targets: ["imgsandbox"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // libfuse3 through pkg-config; shim.h sets FUSE_USE_VERSION and wraps macros.
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // What Swift cannot import: ioctl request numbers, struct dm_ioctl, _GNU_SOURCE calls.
+        .target(name: "CLinux"),
+        // Pure Swift image model: partition tables, filesystem sniffing. No privileges.
+        .target(name: "DiskImage"),
+        // Thin typed wrappers over loop, device-mapper, zram, mount.
+        .target(name: "LinuxBlock", dependencies: ["CLinux"]),
+        // Engines (dm, overlay) and the sandbox manager.
+        .target(name: "Sandbox", dependencies: [
+            "DiskImage", "LinuxBlock",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The FUSE layer: virtual tree and passthrough.
+        .target(name: "SandboxFS", dependencies: [
+            "CFuse", "CLinux", "Sandbox",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "imgsandbox", dependencies: [
+            "Sandbox", "SandboxFS", "DiskImage", "LinuxBlock",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "DiskImageTests", dependencies: ["DiskImage"]),
+        .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
+        .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox"]),
+    ]
+)

@@ -1,0 +1,39 @@
+import Glibc
+
+/// An error that knows the errno a FUSE caller should receive.
+public protocol ErrnoCarrying: Error {
+    var errno: Int32 { get }
+}
+
+/// A live sandbox as the FUSE layer sees it: where its filesystem is mounted.
+public struct SandboxRef: Sendable, Hashable {
+    public let image: String
+    public let name: String
+    /// Unique for the life of the serve process; never reused, so a stale node can be told apart.
+    public let serial: UInt64
+    /// The hidden mount (outside the FUSE tree) that operations inside the sandbox pass through to.
+    public let mountPath: String
+
+    public init(image: String, name: String, serial: UInt64, mountPath: String) {
+        self.image = image
+        self.name = name
+        self.serial = serial
+        self.mountPath = mountPath
+    }
+}
+
+/// What the FUSE layer needs from the sandbox manager. Implementations are thread-safe:
+/// libfuse calls them from several worker threads at once.
+public protocol SandboxProvider: AnyObject, Sendable {
+    /// Names of the images currently offered (IMAGES_DIR/NAME.img, plus images that still hold sandboxes).
+    func imageNames() -> [String]
+    /// The image's live sandboxes, or nil when there is no such image.
+    func sandboxNames(image: String) -> [String]?
+    func sandbox(image: String, name: String) -> SandboxRef?
+    /// Returns when the sandbox is ready. Throws an `ErrnoCarrying` error on failure, having released
+    /// everything it made.
+    func createSandbox(image: String, name: String) throws -> SandboxRef
+    /// Discards the sandbox and every kernel object it used. The caller has already made sure no file
+    /// in it is open and has closed its own descriptors inside `mountPath`.
+    func destroySandbox(image: String, name: String) throws
+}
