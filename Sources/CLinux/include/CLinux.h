@@ -1,0 +1,7 @@
+#ifndef CLINUX_H
+#define CLINUX_H
+// What Swift cannot import from the kernel and glibc headers: ioctl request numbers, struct dm_ioctl
+// handling, and _GNU_SOURCE-only calls. Every item is prefixed clinux_.
+#include "clinux_block.h"
+#include "clinux_fs.h"
+#endif

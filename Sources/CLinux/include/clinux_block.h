@@ -1,0 +1,3 @@
+#ifndef CLINUX_BLOCK_H
+#define CLINUX_BLOCK_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef CLINUX_FS_H
+#define CLINUX_FS_H
+#endif
