@@ -1,0 +1,34 @@
+public enum FilesystemType: String, Sendable {
+    case ext2, ext3, ext4, vfat, xfs, btrfs, squashfs, erofs, swap
+}
+
+/// What a filesystem's superblock says about itself.
+public struct FilesystemInfo: Sendable, Equatable {
+    public let type: FilesystemType
+    /// The filesystem block size (vfat: bytes per sector, as blkid reports it; swap: page size).
+    public let blockSize: Int
+    /// The size the filesystem says it has (may differ from its partition's size).
+    public let sizeBytes: UInt64
+    public let label: String?
+    public let uuid: String?
+    /// ext3/4 journal flagged dirty (INCOMPAT_RECOVER): a read-only mount must use `noload`.
+    public let needsRecovery: Bool
+
+    /// A filesystem a Linux root can live on: ext2/3/4, xfs, btrfs.
+    public var isLinuxRoot: Bool {
+        switch type {
+        case .ext2, .ext3, .ext4, .xfs, .btrfs: return true
+        case .vfat, .squashfs, .erofs, .swap: return false
+        }
+    }
+
+    public init(type: FilesystemType, blockSize: Int, sizeBytes: UInt64, label: String? = nil,
+                uuid: String? = nil, needsRecovery: Bool = false) {
+        self.type = type
+        self.blockSize = blockSize
+        self.sizeBytes = sizeBytes
+        self.label = label
+        self.uuid = uuid
+        self.needsRecovery = needsRecovery
+    }
+}
