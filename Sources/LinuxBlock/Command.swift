@@ -1,0 +1,96 @@
+import CLinux
+import Glibc
+
+/// A helper program that failed: its argv, exit status (128+signal if killed, 127 if it could not start)
+/// and the tail of its stderr.
+public struct CommandError: Error, Sendable, CustomStringConvertible {
+    public let argv: [String]
+    public let status: Int32
+    public let stderr: String
+
+    public init(argv: [String], status: Int32, stderr: String) {
+        self.argv = argv
+        self.status = status
+        self.stderr = stderr
+    }
+
+    public var description: String {
+        let tail = stderr.isEmpty ? "" : ": \(stderr)"
+        return "\(argv.joined(separator: " ")) exited with status \(status)\(tail)"
+    }
+}
+
+/// Runs helper programs (mkfs.ext4 ...) without a shell.
+public enum Command {
+    /// How much of stderr a CommandError keeps (the end is where tools say what went wrong).
+    static let stderrTail = 4096
+
+    /// posix_spawnp with stdin from /dev/null, waits, returns stdout; throws CommandError on a non-zero exit.
+    public static func run(_ argv: [String]) throws(CommandError) -> String {
+        guard !argv.isEmpty else { throw CommandError(argv: argv, status: 127, stderr: "empty argv") }
+        func failure(_ operation: String, _ code: Int32) -> CommandError {
+            CommandError(argv: argv, status: 127, stderr: SystemError(operation, argv[0], errno: code).description)
+        }
+        var out: [Int32] = [-1, -1]
+        var err: [Int32] = [-1, -1]
+        guard clinux_pipe_cloexec(&out) == 0 else { throw failure("pipe2", errno) }
+        guard clinux_pipe_cloexec(&err) == 0 else {
+            let saved = errno
+            close(out[0]); close(out[1])
+            throw failure("pipe2", saved)
+        }
+        var pid: pid_t = 0
+        let spawnError: Int32 = {
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_adddup2(&actions, out[1], 1)
+            posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+            var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+            defer { cArgs.forEach { free($0) } }
+            return posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, clinux_environ())
+        }()
+        close(out[1])
+        close(err[1])
+        defer { close(out[0]); close(err[0]) }
+        if spawnError != 0 { throw failure("posix_spawnp", spawnError) }
+
+        let (stdout, stderr) = drain(out[0], err[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 {
+            if errno != EINTR { throw failure("waitpid", errno) }
+        }
+        // WIFEXITED / WEXITSTATUS / WTERMSIG by hand: the macros do not import.
+        let signal = status & 0x7f
+        let code: Int32 = signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        guard code == 0 else {
+            let text = String(decoding: stderr.suffix(stderrTail), as: UTF8.self)
+            throw CommandError(argv: argv, status: code, stderr: FileIO.trimmed(text))
+        }
+        return String(decoding: stdout, as: UTF8.self)
+    }
+
+    /// Reads both pipes to EOF together, so a child filling one while we block on the other cannot deadlock.
+    private static func drain(_ outFD: Int32, _ errFD: Int32) -> ([UInt8], [UInt8]) {
+        var output: [[UInt8]] = [[], []]
+        var fds = [pollfd(fd: outFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: errFD, events: Int16(POLLIN), revents: 0)]
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while fds.contains(where: { $0.fd >= 0 }) {
+            if poll(&fds, nfds_t(fds.count), -1) < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for i in fds.indices where fds[i].fd >= 0 && fds[i].revents != 0 {
+                let count = chunk.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    output[i].append(contentsOf: chunk[0..<count])
+                } else if count == 0 || errno != EINTR {
+                    fds[i].fd = -1  // EOF or error: stop watching (poll ignores negative fds)
+                }
+            }
+        }
+        return (output[0], output[1])
+    }
+}

@@ -1,0 +1,130 @@
+import CLinux
+import Glibc
+import Synchronization
+
+/// An attached loop device. Holds its fd open until close()/detach()/deinit: with autoclear the kernel detaches
+/// the device once the last opener (this object, a dm table, a mount) lets go. Thread-safe.
+public final class LoopDevice: @unchecked Sendable {
+    public let index: Int
+    public let deviceNumber: DeviceNumber
+    public var path: String { Self.path(index) }
+
+    /// Our fd on the device, -1 once closed.
+    private let fd: Mutex<Int32>
+
+    /// How many times attach takes a new free index after another process grabbed the one it was given.
+    static let attachAttempts = 16
+
+    private init(index: Int, deviceNumber: DeviceNumber, fd: Int32) {
+        self.index = index
+        self.deviceNumber = deviceNumber
+        self.fd = Mutex(fd)
+    }
+
+    deinit { close() }
+
+    static func path(_ index: Int) -> String { "/dev/loop\(index)" }
+
+    /// LOOP_CTL_GET_FREE on /dev/loop-control + LOOP_CONFIGURE (offset, sizelimit, LO_FLAGS_READ_ONLY when
+    /// readOnly, LO_FLAGS_AUTOCLEAR when autoclear, lo_file_name = `label` truncated to 63 bytes so leftovers
+    /// are recognisable). The backing file is opened O_RDONLY (readOnly) | O_CLOEXEC | O_NOFOLLOW.
+    public static func attach(file: String, offset: UInt64 = 0, sizeLimit: UInt64 = 0, readOnly: Bool = true,
+                              autoclear: Bool = true, label: String) throws(SystemError) -> LoopDevice {
+        let backing = try systemCall("open", file) {
+            open(file, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW)
+        }
+        // The kernel takes its own reference to the file at LOOP_CONFIGURE.
+        defer { Glibc.close(backing) }
+        let controlPath = "/dev/loop-control"
+        let control = try systemCall("open", controlPath) { open(controlPath, O_RDWR | O_CLOEXEC) }
+        defer { Glibc.close(control) }
+
+        var flags: UInt32 = 0
+        if readOnly { flags |= clinux_LO_FLAGS_READ_ONLY }
+        if autoclear { flags |= clinux_LO_FLAGS_AUTOCLEAR }
+        let name = truncatedLabel(label)
+
+        for _ in 0..<attachAttempts {
+            let index = Int(try systemCall("LOOP_CTL_GET_FREE", controlPath) {
+                clinux_ioctl_none(control, clinux_LOOP_CTL_GET_FREE)
+            })
+            let path = Self.path(index)
+            let dev = sysfsDeviceNumber(index)
+                ?? DeviceNumber(major: clinux_LOOP_MAJOR, minor: UInt32(index))
+            try BlockDevice.makeNode(path, dev)
+            // O_RDWR even for read-only: the kernel makes a device read-only when its opener cannot write.
+            let loopFD = try systemCall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
+            do {
+                try systemCall("LOOP_CONFIGURE", path) {
+                    clinux_loop_configure(loopFD, backing, offset, sizeLimit, flags, name)
+                }
+                return LoopDevice(index: index, deviceNumber: dev, fd: loopFD)
+            } catch {
+                Glibc.close(loopFD)
+                // EBUSY: another process configured this free device between our GET_FREE and CONFIGURE.
+                if error.errno != EBUSY { throw error }
+            }
+        }
+        throw SystemError("LOOP_CONFIGURE", controlPath, errno: EBUSY)
+    }
+
+    /// Drops our fd (idempotent). With autoclear and no other opener, the kernel detaches the device now.
+    public func close() {
+        let old = fd.withLock { fd in
+            defer { fd = -1 }
+            return fd
+        }
+        if old >= 0 { Glibc.close(old) }
+    }
+
+    /// LOOP_CLR_FD, then close. If the device is still open elsewhere (a mount), the kernel only marks it
+    /// autoclear and detaches it when that opener goes.
+    public func detach() throws(SystemError) {
+        let current = fd.withLock { $0 }
+        guard current >= 0 else { throw SystemError("LOOP_CLR_FD", path, errno: EBADF) }
+        try systemCall("LOOP_CLR_FD", path) { clinux_ioctl_none(current, clinux_LOOP_CLR_FD) }
+        close()
+    }
+
+    /// Attached loop devices from sysfs (/sys/block/loopN/loop/backing_file), with lo_file_name as label.
+    public static func attached() -> [(index: Int, backingFile: String, label: String?)] {
+        var result: [(index: Int, backingFile: String, label: String?)] = []
+        for entry in FileIO.list("/sys/block") {
+            guard entry.hasPrefix("loop"), let index = Int(entry.dropFirst(4)),
+                  let backing = try? FileIO.readText("/sys/block/\(entry)/loop/backing_file") else { continue }
+            let file = backing.hasSuffix("\n") ? String(backing.dropLast()) : backing
+            result.append((index: index, backingFile: file, label: label(index)))
+        }
+        return result.sorted { $0.index < $1.index }
+    }
+
+    /// lo_file_name via LOOP_GET_STATUS64, nil if the device cannot be opened or is not bound.
+    static func label(_ index: Int) -> String? {
+        let path = Self.path(index)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var buffer = [CChar](repeating: 0, count: 65)
+        var flags: UInt32 = 0
+        guard clinux_loop_get_status(fd, &buffer, buffer.count, &flags) == 0 else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The label cut to 63 bytes on a character boundary (lo_file_name is 64 bytes with its NUL).
+    static func truncatedLabel(_ label: String) -> String {
+        var result = ""
+        var size = 0
+        for character in label {
+            let count = character.utf8.count
+            if size + count > 63 { break }
+            size += count
+            result.append(character)
+        }
+        return result
+    }
+
+    private static func sysfsDeviceNumber(_ index: Int) -> DeviceNumber? {
+        guard let text = try? FileIO.readValue("/sys/block/loop\(index)/dev") else { return nil }
+        return DeviceNumber(text)
+    }
+}
