@@ -1,0 +1,151 @@
+import DiskImage
+import Glibc
+import LinuxBlock
+
+/// The seed's pipeline: per image a read-only loop device and a `base` dm device (linear over the root
+/// partition plus a zero tail up to the grown size); per sandbox a zram COW store, a transient dm
+/// snapshot of base, the mount, and an online grow of ext4.
+public struct DeviceMapperEngine: SandboxEngine {
+    public let kind = "dm"
+    private let instance: String
+    private let deviceMapper: DeviceMapper
+    private let zram: Zram
+
+    public init(instance: String, deviceMapper: DeviceMapper, zram: Zram = Zram()) {
+        self.instance = instance
+        self.deviceMapper = deviceMapper
+        self.zram = zram
+    }
+
+    final class ImageAttachment: EngineAttachment {
+        let teardown: Teardown
+        let base: DMDevice
+        let sectors: UInt64
+        let filesystem: FilesystemInfo
+        init(teardown: Teardown, base: DMDevice, sectors: UInt64, filesystem: FilesystemInfo) {
+            self.teardown = teardown
+            self.base = base
+            self.sectors = sectors
+            self.filesystem = filesystem
+        }
+    }
+
+    final class SandboxAttachment: EngineAttachment {
+        let teardown: Teardown
+        let snapshotName: String
+        let zramID: Int
+        let mountPath: String
+        init(teardown: Teardown, snapshotName: String, zramID: Int, mountPath: String) {
+            self.teardown = teardown
+            self.snapshotName = snapshotName
+            self.zramID = zramID
+            self.mountPath = mountPath
+        }
+    }
+
+    public func attachImage(_ request: ImageRequest) throws -> any EngineAttachment {
+        let filesystem = request.root.filesystem
+        // zram has 4 KiB logical blocks and the snapshot inherits them; a filesystem with smaller
+        // blocks cannot be mounted on it.
+        guard filesystem.blockSize >= 4096 else {
+            throw SandboxError.stepFailed(step: "check block size", underlying: SystemError(
+                "dm snapshot on zram (4 KiB sectors) of a \(filesystem.type.rawValue) with \(filesystem.blockSize)-byte blocks",
+                request.name, errno: EOPNOTSUPP))
+        }
+        let teardown = Teardown()
+        return try building(teardown) {
+            let partition = request.root.partition
+            let loop = try step("attach loop device") {
+                try LoopDevice.attach(file: request.path, readOnly: true, autoclear: true,
+                                      label: "imgsandbox-\(instance):\(request.name)")
+            }
+            teardown.push("detach \(loop.path)") { try loop.detach() }
+            let partitionSectors = partition.sizeBytes / 512
+            let growSectors = request.settings.effectiveGrow / 512
+            let table = [
+                DMTarget.linear(start: 0, length: partitionSectors, device: loop.deviceNumber, offset: partition.startByte / 512),
+                DMTarget.zero(start: partitionSectors, length: growSectors),
+            ].filter { $0.length > 0 }
+            let name = "imgsandbox-\(instance)-i\(request.serial)-base"
+            let base = try step("create dm \(name)") {
+                try deviceMapper.create(name: name, uuid: "\(name)-\(request.name)".prefix(127).description,
+                                        targets: table, readOnly: true)
+            }
+            teardown.push("remove dm \(name)") { try deviceMapper.remove(name: name) }
+            return ImageAttachment(teardown: teardown, base: base, sectors: partitionSectors + growSectors,
+                                   filesystem: filesystem)
+        }
+    }
+
+    public func createSandbox(_ request: SandboxRequest, on image: any EngineAttachment) throws -> any EngineAttachment {
+        guard let image = image as? ImageAttachment else { preconditionFailure("attachment of another engine") }
+        let teardown = Teardown()
+        return try building(teardown) {
+            let zramID = try step("add zram device") { try zram.add() }
+            teardown.push("remove zram\(zramID)") {
+                try zram.reset(zramID)
+                try zram.remove(zramID)
+            }
+            let cowPath = zram.devicePath(zramID)
+            try step("size \(cowPath)") { try zram.setDisksize(zramID, bytes: request.settings.cowSize) }
+            let cow = try step("stat \(cowPath)") { try BlockDevice.deviceNumber(of: cowPath) }
+            let name = "imgsandbox-\(instance)-s\(request.serial)"
+            let snapshot = DMTarget.snapshot(start: 0, length: image.sectors, origin: image.base.deviceNumber, cow: cow,
+                                             persistent: false, chunkSectors: max(1, request.settings.chunkSize / 512))
+            let device = try step("create dm snapshot \(name)") {
+                try deviceMapper.create(name: name, uuid: "\(name)-\(request.image)-\(request.name)".prefix(127).description,
+                                        targets: [snapshot], readOnly: false)
+            }
+            teardown.push("remove dm \(name)") { try deviceMapper.remove(name: name) }
+            let fsType = image.filesystem.type.rawValue
+            try step("mount \(device.path) on \(request.mountPath)") {
+                try Mount.mount(source: device.path, target: request.mountPath, type: fsType, flags: [.nosuid, .nodev])
+            }
+            teardown.push("unmount \(request.mountPath)") { try Mount.unmount(request.mountPath) }
+            if [.ext2, .ext3, .ext4].contains(image.filesystem.type) {
+                let blocks = image.sectors * 512 / UInt64(image.filesystem.blockSize)
+                try step("grow \(fsType) on \(request.mountPath) to \(blocks) blocks") {
+                    try Ext4.growOnline(mountPath: request.mountPath, toBlocks: blocks)
+                }
+            }
+            return SandboxAttachment(teardown: teardown, snapshotName: name, zramID: zramID, mountPath: request.mountPath)
+        }
+    }
+
+    public func usage(of sandbox: any EngineAttachment) -> SandboxUsage {
+        guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
+        var usage = SandboxUsage()
+        if let line = try? deviceMapper.status(name: sandbox.snapshotName).first?.status,
+           let status = SnapshotStatus(statusLine: line) {
+            switch status {
+            case .active(let used, let total, _):
+                usage.cowUsedBytes = used * 512
+                usage.cowTotalBytes = total * 512
+            case .invalid, .overflow:
+                usage.state = .overflowed
+                usage.cowTotalBytes = (try? zram.disksize(sandbox.zramID)) ?? 0
+                usage.cowUsedBytes = usage.cowTotalBytes
+            case .merging:
+                break
+            }
+        }
+        usage.fillZram(zram, id: sandbox.zramID)
+        usage.fillFilesystem(sandbox.mountPath)
+        return usage
+    }
+}
+
+extension SandboxUsage {
+    mutating func fillZram(_ zram: Zram, id: Int) {
+        guard let stats = try? zram.memoryStats(id) else { return }
+        zramOriginalBytes = stats.originalBytes
+        zramCompressedBytes = stats.compressedBytes
+        zramMemoryBytes = stats.memoryUsedBytes
+    }
+
+    mutating func fillFilesystem(_ mountPath: String) {
+        guard let fs = try? FilesystemUsage.of(mountPath) else { return }
+        filesystemSizeBytes = fs.totalBytes
+        filesystemFreeBytes = fs.availableBytes
+    }
+}

@@ -1,0 +1,29 @@
+import Glibc
+
+/// IMAGES_DIR/NAME.img files: each regular file (a symlink to one counts, the directory is the admin's)
+/// whose name does not start with '.' is offered as image NAME.
+enum ImageDirectory {
+    static let suffix = ".img"
+
+    static func names(in directory: String) -> [String] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let fileName = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard fileName.hasSuffix(suffix) else { continue }
+            let name = String(fileName.dropLast(suffix.count))
+            if path(of: name, in: directory) != nil { names.append(name) }
+        }
+        return names
+    }
+
+    /// The image's path when NAME is a plausible name and NAME.img is a regular file; else nil.
+    static func path(of name: String, in directory: String) -> String? {
+        guard !name.isEmpty, !name.hasPrefix("."), !name.contains("/"), !name.utf8.contains(0) else { return nil }
+        let path = "\(directory)/\(name)\(suffix)"
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
+        return path
+    }
+}

@@ -1,0 +1,157 @@
+import DiskImage
+import Glibc
+import LinuxBlock
+
+/// For kernels without device-mapper: per image the root partition through a read-only loop device,
+/// mounted read-only once; per sandbox an ext4 upper on a fresh zram device (a size-limited tmpfs
+/// where there is no zram) and an overlayfs of the two on the hidden path.
+public struct OverlayEngine: SandboxEngine {
+    public let kind = "overlay"
+    private let instance: String
+    /// Holds lower/<image serial> and upper/<sandbox serial>; mode 0700.
+    private let workDirectory: String
+    private let zram: Zram
+
+    public init(instance: String, workDirectory: String, zram: Zram = Zram()) {
+        self.instance = instance
+        self.workDirectory = workDirectory
+        self.zram = zram
+    }
+
+    /// "zram" or, where the kernel has none, "tmpfs".
+    public var cowStore: String { zram.isAvailable ? "zram" : "tmpfs" }
+
+    final class ImageAttachment: EngineAttachment {
+        let teardown: Teardown
+        let lowerPath: String
+        init(teardown: Teardown, lowerPath: String) {
+            self.teardown = teardown
+            self.lowerPath = lowerPath
+        }
+    }
+
+    final class SandboxAttachment: EngineAttachment {
+        let teardown: Teardown
+        let zramID: Int?
+        let upperMount: String
+        let mountPath: String
+        init(teardown: Teardown, zramID: Int?, upperMount: String, mountPath: String) {
+            self.teardown = teardown
+            self.zramID = zramID
+            self.upperMount = upperMount
+            self.mountPath = mountPath
+        }
+    }
+
+    public func attachImage(_ request: ImageRequest) throws -> any EngineAttachment {
+        let teardown = Teardown()
+        return try building(teardown) {
+            let partition = request.root.partition
+            let loop = try step("attach loop device") {
+                try LoopDevice.attach(file: request.path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                                      readOnly: true, autoclear: true, label: "imgsandbox-\(instance):\(request.name)")
+            }
+            teardown.push("detach \(loop.path)") { try loop.detach() }
+            let lowerPath = "\(workDirectory)/lower-\(request.serial)"
+            try step("create \(lowerPath)") { try PrivateDirectory.create(lowerPath) }
+            teardown.push("remove \(lowerPath)") { try PrivateDirectory.remove(lowerPath) }
+            let type = request.root.filesystem.type
+            try step("mount \(loop.path) read-only on \(lowerPath)") {
+                try Mount.mount(source: loop.path, target: lowerPath, type: type.rawValue,
+                                flags: [.rdonly, .nosuid, .nodev], options: Self.noReplayOption(type))
+            }
+            teardown.push("unmount \(lowerPath)") { try Mount.unmount(lowerPath) }
+            return ImageAttachment(teardown: teardown, lowerPath: lowerPath)
+        }
+    }
+
+    /// Mount options that keep a dirty journal in the image from being replayed (or failing the mount).
+    static func noReplayOption(_ type: FilesystemType) -> String {
+        switch type {
+        case .ext3, .ext4: "noload"
+        case .xfs: "norecovery"
+        case .btrfs: "rescue=nologreplay"
+        default: ""
+        }
+    }
+
+    public func createSandbox(_ request: SandboxRequest, on image: any EngineAttachment) throws -> any EngineAttachment {
+        guard let image = image as? ImageAttachment else { preconditionFailure("attachment of another engine") }
+        let teardown = Teardown()
+        return try building(teardown) {
+            let upperMount = "\(workDirectory)/upper-\(request.serial)"
+            try step("create \(upperMount)") { try PrivateDirectory.create(upperMount) }
+            teardown.push("remove \(upperMount)") { try PrivateDirectory.remove(upperMount) }
+            let zramID = try makeUpper(at: upperMount, size: request.settings.cowSize, teardown: teardown)
+            let upper = upperMount + "/upper", work = upperMount + "/work"
+            try step("prepare \(upper)") {
+                try Self.makeDirectory(upper, like: image.lowerPath)
+                try Self.makeDirectory(work, like: nil)
+            }
+            // index + nfs_export give stable file handles, which the FUSE layer identifies inodes by.
+            let options = "lowerdir=\(image.lowerPath),upperdir=\(upper),workdir=\(work),index=on,nfs_export=on"
+            try step("mount overlay on \(request.mountPath)") {
+                try Mount.mount(source: "imgsandbox", target: request.mountPath, type: "overlay",
+                                flags: [.nosuid, .nodev], options: options)
+            }
+            teardown.push("unmount \(request.mountPath)") { try Mount.unmount(request.mountPath) }
+            return SandboxAttachment(teardown: teardown, zramID: zramID, upperMount: upperMount, mountPath: request.mountPath)
+        }
+    }
+
+    /// Mounts the COW store on `path`: ext4 on a new zram device, else a tmpfs. Returns the zram id.
+    private func makeUpper(at path: String, size: UInt64, teardown: Teardown) throws -> Int? {
+        guard zram.isAvailable else {
+            try step("mount tmpfs on \(path)") {
+                try Mount.mount(source: "imgsandbox", target: path, type: "tmpfs", flags: [.nosuid, .nodev],
+                                options: "size=\(size),mode=0700")
+            }
+            teardown.push("unmount \(path)") { try Mount.unmount(path) }
+            return nil
+        }
+        let id = try step("add zram device") { try zram.add() }
+        teardown.push("remove zram\(id)") {
+            try zram.reset(id)
+            try zram.remove(id)
+        }
+        let device = zram.devicePath(id)
+        try step("size \(device)") { try zram.setDisksize(id, bytes: size) }
+        // No journal and no reserved blocks: the store is RAM and dies with the sandbox.
+        try step("mkfs.ext4 \(device)") {
+            _ = try Command.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "nodiscard", device])
+        }
+        try step("mount \(device) on \(path)") {
+            try Mount.mount(source: device, target: path, type: "ext4", flags: [.nosuid, .nodev])
+        }
+        teardown.push("unmount \(path)") { try Mount.unmount(path) }
+        return id
+    }
+
+    /// Creates a directory with the mode and owner of `template` (the lower root), so the merged root
+    /// looks like the image's.
+    private static func makeDirectory(_ path: String, like template: String?) throws(SystemError) {
+        var info = stat()
+        if let template {
+            guard lstat(template, &info) == 0 else { throw SystemError("lstat", template, errno: errno) }
+        } else {
+            info.st_mode = 0o700
+        }
+        guard mkdir(path, info.st_mode & 0o7777) == 0 else { throw SystemError("mkdir", path, errno: errno) }
+        guard chmod(path, info.st_mode & 0o7777) == 0 else { throw SystemError("chmod", path, errno: errno) }
+        if template != nil, chown(path, info.st_uid, info.st_gid) != 0 { throw SystemError("chown", path, errno: errno) }
+    }
+
+    public func usage(of sandbox: any EngineAttachment) -> SandboxUsage {
+        guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
+        var usage = SandboxUsage(cowStore: sandbox.zramID == nil ? "tmpfs" : "zram")
+        if let upper = try? FilesystemUsage.of(sandbox.upperMount) {
+            usage.cowTotalBytes = upper.totalBytes
+            usage.cowUsedBytes = upper.totalBytes - min(upper.totalBytes, upper.freeBytes)
+            // A full upper refuses every write that needs new blocks: that is overflow for this engine.
+            if upper.availableBytes < upper.blockSize * 16 { usage.state = .overflowed }
+        }
+        if let id = sandbox.zramID { usage.fillZram(zram, id: id) }
+        usage.fillFilesystem(sandbox.mountPath)
+        return usage
+    }
+}

@@ -1,0 +1,98 @@
+import DiskImage
+
+/// What an engine is asked to attach: one image, shared by all its sandboxes.
+public struct ImageRequest: Sendable {
+    public let name: String
+    /// Resolved path of IMAGES_DIR/NAME.img.
+    public let path: String
+    /// Unique per serve process; used in kernel object names.
+    public let serial: UInt64
+    public let root: RootPartition
+    public let settings: SandboxSettings
+
+    public init(name: String, path: String, serial: UInt64, root: RootPartition, settings: SandboxSettings) {
+        self.name = name
+        self.path = path
+        self.serial = serial
+        self.root = root
+        self.settings = settings
+    }
+}
+
+public struct SandboxRequest: Sendable {
+    public let image: String
+    public let name: String
+    public let serial: UInt64
+    /// An existing empty directory (mode 0700 parent) where the sandbox's filesystem must be mounted.
+    public let mountPath: String
+    public let settings: SandboxSettings
+
+    public init(image: String, name: String, serial: UInt64, mountPath: String, settings: SandboxSettings) {
+        self.image = image
+        self.name = name
+        self.serial = serial
+        self.mountPath = mountPath
+        self.settings = settings
+    }
+}
+
+/// The kernel objects an image or a sandbox holds. `teardown` releases them newest first.
+public protocol EngineAttachment: AnyObject, Sendable {
+    var teardown: Teardown { get }
+}
+
+public enum SandboxState: String, Sendable, Codable {
+    case active
+    case overflowed
+}
+
+public struct SandboxUsage: Sendable, Equatable, Codable {
+    public var state: SandboxState
+    public var cowUsedBytes: UInt64
+    public var cowTotalBytes: UInt64
+    public var zramOriginalBytes: UInt64
+    public var zramCompressedBytes: UInt64
+    public var zramMemoryBytes: UInt64
+    public var filesystemSizeBytes: UInt64
+    public var filesystemFreeBytes: UInt64
+    /// Where the COW store lives when it is not zram (e.g. "tmpfs"), for status.
+    public var cowStore: String
+
+    public init(state: SandboxState = .active, cowUsedBytes: UInt64 = 0, cowTotalBytes: UInt64 = 0,
+                zramOriginalBytes: UInt64 = 0, zramCompressedBytes: UInt64 = 0, zramMemoryBytes: UInt64 = 0,
+                filesystemSizeBytes: UInt64 = 0, filesystemFreeBytes: UInt64 = 0, cowStore: String = "zram") {
+        self.state = state
+        self.cowUsedBytes = cowUsedBytes
+        self.cowTotalBytes = cowTotalBytes
+        self.zramOriginalBytes = zramOriginalBytes
+        self.zramCompressedBytes = zramCompressedBytes
+        self.zramMemoryBytes = zramMemoryBytes
+        self.filesystemSizeBytes = filesystemSizeBytes
+        self.filesystemFreeBytes = filesystemFreeBytes
+        self.cowStore = cowStore
+    }
+}
+
+/// Turns an image into sandboxes. Engines are stateless between calls: everything a call makes is
+/// recorded in the attachment it returns, so the manager owns lifetimes.
+public protocol SandboxEngine: Sendable {
+    /// "dm" or "overlay", as shown in status.
+    var kind: String { get }
+    /// Makes what every sandbox of the image shares. On failure releases what it made and throws.
+    func attachImage(_ request: ImageRequest) throws -> any EngineAttachment
+    /// Makes one sandbox and mounts it at `request.mountPath`. On failure releases what it made and throws.
+    func createSandbox(_ request: SandboxRequest, on image: any EngineAttachment) throws -> any EngineAttachment
+    func usage(of sandbox: any EngineAttachment) -> SandboxUsage
+}
+
+extension SandboxEngine {
+    /// Runs `build` with a fresh teardown stack; if it throws, unwinds what it pushed.
+    func building<A>(_ teardown: Teardown, _ build: () throws -> A) throws -> A {
+        do {
+            return try build()
+        } catch {
+            teardown.runAll()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,55 @@
+import DiskImage
+import Glibc
+import LinuxBlock
+
+/// Errors a caller of the manager can meet; each carries the errno returned to the FUSE caller.
+public enum SandboxError: Error, ErrnoCarrying, CustomStringConvertible {
+    case noSuchImage(String)
+    case invalidName(String, SandboxName.Problem)
+    case exists(image: String, sandbox: String)
+    case noSuchSandbox(image: String, sandbox: String)
+    case unusableImage(String, DiskImageError)
+    /// A kernel step failed; `step` says which ("attach loop device", "mount snapshot", ...).
+    case stepFailed(step: String, underlying: any Error)
+    case shuttingDown
+
+    public var errno: Int32 {
+        switch self {
+        case .noSuchImage, .noSuchSandbox: ENOENT
+        case .invalidName: EINVAL
+        case .exists: EEXIST
+        case .unusableImage(_, let error): error.errno
+        case .stepFailed(_, let underlying): (underlying as? any ErrnoCarrying)?.errno ?? EIO
+        case .shuttingDown: ESHUTDOWN
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .noSuchImage(let image): "no image \(image).img"
+        case .invalidName(let name, let problem): "invalid sandbox name \"\(name)\": \(problem)"
+        case .exists(let image, let sandbox): "sandbox \(image)/\(sandbox) already exists"
+        case .noSuchSandbox(let image, let sandbox): "no sandbox \(image)/\(sandbox)"
+        case .unusableImage(let image, let error): "image \(image).img: \(error)"
+        case .stepFailed(let step, let underlying): "\(step): \(underlying)"
+        case .shuttingDown: "the daemon is shutting down"
+        }
+    }
+}
+
+/// Wraps any error thrown by `body` with the name of the step, so one log line can say what failed.
+func step<T>(_ name: String, _ body: () throws -> T) throws(SandboxError) -> T {
+    do {
+        return try body()
+    } catch let error as SandboxError {
+        throw error
+    } catch {
+        throw .stepFailed(step: name, underlying: error)
+    }
+}
+
+extension SystemError: ErrnoCarrying {}
+extension DiskImageError: ErrnoCarrying {}
+extension CommandError: ErrnoCarrying {
+    public var errno: Int32 { EIO }
+}
