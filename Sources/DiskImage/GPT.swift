@@ -135,8 +135,9 @@ enum GPT {
             let first = e.le64(32), last = e.le64(40)
             guard last >= first else { throw .gptEntryReversed(number: number, firstLBA: first, lastLBA: last) }
             guard first >= 1, last < diskSectors else {
-                let count = last &- first &+ 1
-                throw .partitionBeyondEnd(number: number, startSector: first, sectorCount: count, diskSectors: diskSectors)
+                let (count, overflow) = (last - first).addingReportingOverflow(1)
+                throw .partitionBeyondEnd(number: number, startSector: first, sectorCount: overflow ? .max : count,
+                                          diskSectors: diskSectors)
             }
             let guid = mixedEndianGUID(typeBytes)
             parts.append(Partition(number: number, startByte: first * sectorSize,
