@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/sysmacros.h>
+#include <linux/capability.h>
 #include <linux/dm-ioctl.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
@@ -30,6 +31,8 @@ const unsigned long clinux_BLKSSZGET = BLKSSZGET;
 
 // fs/ext4/ext4.h: #define EXT4_IOC_RESIZE_FS _IOW('f', 16, __u64)
 const unsigned long clinux_EXT4_IOC_RESIZE_FS = _IOW('f', 16, uint64_t);
+
+const int clinux_CAP_SYS_RESOURCE = CAP_SYS_RESOURCE;
 
 const unsigned long clinux_DM_VERSION = DM_VERSION;
 const unsigned long clinux_DM_DEV_CREATE = DM_DEV_CREATE;

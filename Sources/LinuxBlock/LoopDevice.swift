@@ -12,7 +12,8 @@ public final class LoopDevice: @unchecked Sendable {
     /// Our fd on the device, -1 once closed.
     private let fd: Mutex<Int32>
 
-    /// How many times attach takes a new free index after another process grabbed the one it was given.
+    /// How many times attach takes a new free index after another process grabbed the one it was given
+    /// (EBUSY at LOOP_CONFIGURE, ENXIO at open).
     static let attachAttempts = 16
 
     private init(index: Int, deviceNumber: DeviceNumber, fd: Int32) {
@@ -53,7 +54,15 @@ public final class LoopDevice: @unchecked Sendable {
                 ?? DeviceNumber(major: clinux_LOOP_MAJOR, minor: UInt32(index))
             try BlockDevice.makeNode(path, dev)
             // O_RDWR even for read-only: the kernel makes a device read-only when its opener cannot write.
-            let loopFD = try systemCall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
+            let loopFD: Int32
+            do {
+                loopFD = try systemCall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
+            } catch {
+                // ENXIO: another process bound and already let go of this device (autoclear rundown) since
+                // GET_FREE; ask for another one.
+                if error.errno == ENXIO { continue }
+                throw error
+            }
             do {
                 try systemCall("LOOP_CONFIGURE", path) {
                     clinux_loop_configure(loopFD, backing, offset, sizeLimit, flags, name)
@@ -87,13 +96,20 @@ public final class LoopDevice: @unchecked Sendable {
     }
 
     /// Attached loop devices from sysfs (/sys/block/loopN/loop/backing_file), with lo_file_name as label.
+    /// Reading a label opens the device briefly: a concurrent close/LOOP_CLR_FD of an autoclear device then
+    /// completes when that open ends rather than at once.
     public static func attached() -> [(index: Int, backingFile: String, label: String?)] {
+        attached(readingLabels: true)
+    }
+
+    /// `readingLabels: false` only reads sysfs and never opens a device.
+    static func attached(readingLabels: Bool) -> [(index: Int, backingFile: String, label: String?)] {
         var result: [(index: Int, backingFile: String, label: String?)] = []
         for entry in FileIO.list("/sys/block") {
             guard entry.hasPrefix("loop"), let index = Int(entry.dropFirst(4)),
                   let backing = try? FileIO.readText("/sys/block/\(entry)/loop/backing_file") else { continue }
             let file = backing.hasSuffix("\n") ? String(backing.dropLast()) : backing
-            result.append((index: index, backingFile: file, label: label(index)))
+            result.append((index: index, backingFile: file, label: readingLabels ? label(index) : nil))
         }
         return result.sorted { $0.index < $1.index }
     }

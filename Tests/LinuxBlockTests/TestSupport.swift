@@ -1,4 +1,5 @@
 import Glibc
+import Testing
 @testable import LinuxBlock
 
 /// Gates and scratch space shared by the tests.
@@ -34,6 +35,10 @@ enum TestSupport {
 
     static func readText(_ path: String) throws -> String { try FileIO.readText(path) }
 
-    /// The backing files of currently attached loop devices (from sysfs).
-    static func attachedBackingFiles() -> [String] { LoopDevice.attached().map(\.backingFile) }
+    /// The backing files of currently attached loop devices (sysfs only: opening devices would delay detaches).
+    static func attachedBackingFiles() -> [String] { LoopDevice.attached(readingLabels: false).map(\.backingFile) }
 }
+
+/// Tests on real kernel objects run one at a time: reading a loop label opens the device, which would delay
+/// another test's autoclear detach and make its "nothing left behind" check race.
+@Suite(.serialized) struct RootTests {}

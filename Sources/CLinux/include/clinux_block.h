@@ -32,6 +32,9 @@ extern const unsigned long clinux_BLKSSZGET;
 /// headers, so built here from the same _IOW macro fs/ext4/ext4.h uses.
 extern const unsigned long clinux_EXT4_IOC_RESIZE_FS;
 
+/// CAP_SYS_RESOURCE from <linux/capability.h>: ext4 online resize needs it (root here may lack it).
+extern const int clinux_CAP_SYS_RESOURCE;
+
 /// Device-mapper control ioctls (<linux/dm-ioctl.h>).
 extern const unsigned long clinux_DM_VERSION;
 extern const unsigned long clinux_DM_DEV_CREATE;
