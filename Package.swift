@@ -38,5 +38,7 @@ let package = Package(
         .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox"]),
+        // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
+        .testTarget(name: "IntegrationTests"),
     ]
 )

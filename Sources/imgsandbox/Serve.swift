@@ -1,0 +1,140 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import LinuxBlock
+import Logging
+import Sandbox
+import SandboxFS
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show each IMAGES_DIR/NAME.img as MOUNTPOINT/NAME/; mkdir NAME/sandboxes/X makes a sandbox.",
+        discussion: "Returns once the filesystem is live and keeps serving in the background (--foreground stays attached). Unmounting, SIGTERM or SIGINT tear every sandbox down.")
+
+    @Argument(help: "Folder of NAME.img files (default ./images; a demo image is made there when it has none).")
+    var imagesDirectory: String?
+    @Argument(help: "Where to mount (default ./mnt).")
+    var mountpoint: String?
+
+    @Option(help: "auto (dm when device-mapper is usable, else overlay), dm or overlay.")
+    var engine: String = "auto"
+    @Option(help: "RAM budget of each sandbox's COW store: 512M, 5G or bytes.")
+    var cowSize: String = "512M"
+    @Option(help: "dm-snapshot chunk size.")
+    var chunkSize: String = "8K"
+    @Option(help: "How far the root filesystem is enlarged (default: by --cow-size, so the COW budget can be filled).")
+    var grow: String?
+    @Option(help: "Root partition number (default: the largest partition holding a Linux filesystem).")
+    var partition: Int?
+    @Flag(help: "Let other users than root reach the mount (FUSE allow_other).")
+    var allowOther = false
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+    @Flag(help: "Stay attached to the terminal (for systemd).")
+    var foreground = false
+    @Flag(help: .hidden)
+    var daemonChild = false
+
+    func validate() throws {
+        guard EngineKind(rawValue: engine) != nil else { throw ValidationError("--engine must be auto, dm or overlay") }
+        for (name, value) in [("--cow-size", cowSize), ("--chunk-size", chunkSize), ("--grow", grow ?? "0")] {
+            guard ByteSize.parse(value) != nil else { throw ValidationError("\(name) \(value): expected a size like 512M, 5G or bytes") }
+        }
+        guard let chunk = ByteSize.parse(chunkSize), chunk >= 4096, chunk.nonzeroBitCount == 1, chunk <= 1 << 20 else {
+            throw ValidationError("--chunk-size must be a power of two between 4K and 1M")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        if let partition, partition < 0 { throw ValidationError("--partition must be 0 or more") }
+        guard getuid() == 0 || geteuid() == 0 else { throw ValidationError("serve needs root (loop, zram and mounts)") }
+    }
+
+    var settings: SandboxSettings {
+        var settings = SandboxSettings()
+        settings.cowSize = ByteSize.parse(cowSize) ?? settings.cowSize
+        settings.chunkSize = ByteSize.parse(chunkSize) ?? settings.chunkSize
+        settings.grow = grow.flatMap(ByteSize.parse)
+        settings.partition = partition
+        return settings
+    }
+
+    func run() throws {
+        let imagesDirectory = try Self.absoluteDirectory(imagesDirectory ?? "images", create: self.imagesDirectory == nil)
+        let mountpoint = try Self.absoluteDirectory(mountpoint ?? "mnt", create: self.mountpoint == nil)
+        if self.imagesDirectory == nil { try DemoImage.ensure(in: imagesDirectory) }
+        if !foreground && !daemonChild {
+            try Daemon.startInBackground()
+            return
+        }
+        guard daemonChild else { return try serve(imagesDirectory: imagesDirectory, mountpoint: mountpoint) }
+        setsid()
+        do {
+            try serve(imagesDirectory: imagesDirectory, mountpoint: mountpoint)
+        } catch {
+            Daemon.reportFailure(error)
+            throw error
+        }
+    }
+
+    private func serve(imagesDirectory: String, mountpoint: String) throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let instance = String(getpid())
+        var logger = Logger(label: "imgsandbox")
+        logger[metadataKey: "instance"] = "\(instance)"
+        let choice = EngineChoice.choose(EngineKind(rawValue: engine) ?? .auto)
+        logger.info("engine \(choice.kind.rawValue): \(choice.reason)")
+        if choice.kind == .dm { EngineChoice.loadModules() }
+
+        try RunDirectory.createRoot()
+        let runDirectory = RunDirectory.instanceDirectory(instance)
+        let engine = try choice.makeEngine(instance: instance, workDirectory: runDirectory)
+        let manager = try SandboxManager(imagesDirectory: imagesDirectory, runDirectory: runDirectory, engine: engine,
+                                         settings: settings, logger: logger)
+        var options = FileSystemOptions()
+        options.allowOther = allowOther
+        let fileSystem = SandboxFileSystem(provider: manager, options: options, logger: logger)
+        do {
+            try fileSystem.mount(at: mountpoint)
+        } catch {
+            manager.shutdown()
+            throw ValidationFailure("cannot mount on \(mountpoint): \(error)")
+        }
+        try InstanceRecord(pid: getpid(), mountpoint: mountpoint, imagesDirectory: imagesDirectory, engine: engine.kind)
+            .write(instance: instance)
+        let control = try ControlSocket(path: RunDirectory.socketPath(instance)) {
+            let rows = manager.status().map { StatusRow(mountpoint: mountpoint, $0) }
+            return (try? StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows))) ?? Data()
+        }
+        control.start()
+        logger.info("serving \(imagesDirectory) on \(mountpoint)")
+        if daemonChild { Daemon.reportReady() }
+
+        _ = fileSystem.run()
+
+        logger.info("unmounted; tearing every sandbox down")
+        fileSystem.unmount()
+        control.stop()
+        for sandbox in manager.status() {
+            if let ref = manager.sandbox(image: sandbox.image, name: sandbox.sandbox) { fileSystem.forgetSandbox(serial: ref.serial) }
+        }
+        let failures = manager.shutdown()
+        for failure in failures { logger.error("teardown: \(failure)") }
+        unlink(RunDirectory.recordPath(instance))
+        rmdir(runDirectory)
+        if !failures.isEmpty { throw ExitCode.failure }
+    }
+
+    static func absoluteDirectory(_ path: String, create: Bool) throws -> String {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        if create { try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true) }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ValidationError("\(path) is not a directory")
+        }
+        return url.resolvingSymlinksInPath().path
+    }
+}

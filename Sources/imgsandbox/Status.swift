@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+import Sandbox
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show every live sandbox: COW use, zram memory, free space.")
+
+    @Argument(help: "Only the daemon serving this mountpoint (default: every running daemon).")
+    var mountpoint: String?
+
+    @Flag(help: "Print JSON: an object with a `sandboxes` array.")
+    var json = false
+
+    func run() throws {
+        var instances = InstanceRecord.live()
+        if let mountpoint {
+            let wanted = URL(fileURLWithPath: mountpoint).standardizedFileURL.resolvingSymlinksInPath().path
+            instances = instances.filter { $0.record.mountpoint == wanted }
+            if instances.isEmpty { throw ValidationError("no imgsandbox daemon serves \(wanted)") }
+        }
+        var rows: [StatusRow] = []
+        for (instance, _) in instances {
+            let data = try ControlSocket.query(RunDirectory.socketPath(instance))
+            rows += try StatusRow.decoder.decode(StatusRow.Document.self, from: data).sandboxes
+        }
+        if json {
+            let data = try StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows))
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(Self.table(rows))
+        }
+    }
+
+    static func table(_ rows: [StatusRow]) -> String {
+        let header = ["IMAGE", "SANDBOX", "ENGINE", "STATE", "COW USED", "COW TOTAL", "ZRAM ORIG/COMPR/MEM",
+                      "FS SIZE", "FS FREE", "MOUNT"]
+        let lines = rows.map { row in
+            [row.image, row.sandbox, row.engine, row.state, ByteSize.format(row.cowUsedBytes),
+             ByteSize.format(row.cowTotalBytes),
+             row.cowStore == "zram"
+                ? "\(ByteSize.format(row.zramOriginalBytes))/\(ByteSize.format(row.zramCompressedBytes))/\(ByteSize.format(row.zramMemoryBytes))"
+                : row.cowStore,
+             ByteSize.format(row.fsSizeBytes), ByteSize.format(row.fsFreeBytes), row.mountPath]
+        }
+        let all = [header] + lines
+        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        return all.map { line in
+            line.enumerated().map { column, text in
+                column == line.count - 1 ? text : text.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Sandbox
+
+/// One sandbox in `status` output; JSON keys are the snake_case of these names (cow_used_bytes, ...).
+struct StatusRow: Codable {
+    var mountpoint: String
+    var image: String
+    var sandbox: String
+    var engine: String
+    var state: String
+    var cowUsedBytes: UInt64
+    var cowTotalBytes: UInt64
+    var cowStore: String
+    var zramOriginalBytes: UInt64
+    var zramCompressedBytes: UInt64
+    var zramMemoryBytes: UInt64
+    var fsSizeBytes: UInt64
+    var fsFreeBytes: UInt64
+    var mountPath: String
+
+    init(mountpoint: String, _ status: SandboxStatus) {
+        let usage = status.usage
+        self.mountpoint = mountpoint
+        image = status.image
+        sandbox = status.sandbox
+        engine = status.engine
+        state = usage.state.rawValue
+        cowUsedBytes = usage.cowUsedBytes
+        cowTotalBytes = usage.cowTotalBytes
+        cowStore = usage.cowStore
+        zramOriginalBytes = usage.zramOriginalBytes
+        zramCompressedBytes = usage.zramCompressedBytes
+        zramMemoryBytes = usage.zramMemoryBytes
+        fsSizeBytes = usage.filesystemSizeBytes
+        fsFreeBytes = usage.filesystemFreeBytes
+        mountPath = status.mountPath
+    }
+
+    struct Document: Codable {
+        var sandboxes: [StatusRow]
+    }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return encoder
+    }()
+
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }()
+}

@@ -1,0 +1,76 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The everyday changes a user makes in a sandbox, each checked right after it is made.
+enum FileChecks {
+    static func errnoOf(_ result: Int32) -> Int32 { result == 0 ? 0 : errno }
+
+    static func writeFile(_ path: String, _ text: String, mode: mode_t = 0o644) throws {
+        let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { close(fd) }
+        let written = text.withCString { write(fd, $0, strlen($0)) }
+        #expect(written == text.utf8.count)
+    }
+
+    static func readFile(_ path: String) -> String? {
+        FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    static func stat(_ path: String) -> Glibc.stat? {
+        var info = Glibc.stat()
+        return lstat(path, &info) == 0 ? info : nil
+    }
+
+    /// Files, dirs, symlinks, hard links, xattrs, modes, owners, and a 100 MiB file; `tag` makes the
+    /// content unique to this sandbox so isolation can be checked.
+    static func makeChanges(in root: String, tag: String) throws {
+        try FileManager.default.createDirectory(atPath: "\(root)/work/\(tag)/deep", withIntermediateDirectories: true)
+        try writeFile("\(root)/work/\(tag)/note.txt", "hello from \(tag)\n")
+        #expect(readFile("\(root)/work/\(tag)/note.txt") == "hello from \(tag)\n")
+        #expect(symlink("note.txt", "\(root)/work/\(tag)/link") == 0)
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: "\(root)/work/\(tag)/link")) == "note.txt")
+        #expect(link("\(root)/work/\(tag)/note.txt", "\(root)/work/\(tag)/hard") == 0)
+        #expect(stat("\(root)/work/\(tag)/note.txt")?.st_nlink == 2)
+        #expect(chmod("\(root)/work/\(tag)/note.txt", 0o640) == 0)
+        #expect(stat("\(root)/work/\(tag)/hard").map { $0.st_mode & 0o7777 } == 0o640)
+        #expect(chown("\(root)/work/\(tag)/note.txt", 1000, 1001) == 0)
+        #expect(stat("\(root)/work/\(tag)/note.txt").map { ($0.st_uid, $0.st_gid) } ?? (0, 0) == (1000, 1001))
+        let value = Array("v-\(tag)".utf8)
+        #expect(setxattr("\(root)/work/\(tag)/note.txt", "user.imgsandbox", value, value.count, 0) == 0)
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let length = getxattr("\(root)/work/\(tag)/note.txt", "user.imgsandbox", &buffer, buffer.count)
+        #expect(length == value.count && Array(buffer.prefix(max(0, length))) == value)
+        // Changing a file that came with the image.
+        try writeFile("\(root)/etc/hostname", "\(tag)\n")
+        #expect(readFile("\(root)/etc/hostname") == "\(tag)\n")
+        try writeBig("\(root)/work/\(tag)/big.bin", mebibytes: 100, seed: UInt8(truncatingIfNeeded: tag.hashValue))
+    }
+
+    /// A 100 MiB file of a pattern that depends on `seed`, written then read back and compared.
+    static func writeBig(_ path: String, mebibytes: Int, seed: UInt8) throws {
+        let chunk = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
+        let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        for _ in 0..<mebibytes {
+            let written = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard written == chunk.count else {
+                let error = errno
+                close(fd)
+                throw POSIXError(POSIXErrorCode(rawValue: error) ?? .EIO)
+            }
+        }
+        #expect(fsync(fd) == 0)
+        close(fd)
+        let readFD = open(path, O_RDONLY)
+        defer { close(readFD) }
+        var back = [UInt8](repeating: 0, count: 1 << 20)
+        var same = true
+        for _ in 0..<mebibytes {
+            let count = back.withUnsafeMutableBytes { read(readFD, $0.baseAddress, $0.count) }
+            if count != back.count || back != chunk { same = false }
+        }
+        #expect(same, "\(path) did not read back as written")
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Where the package lives, and the imgsandbox binary `swift build` made next to the test bundle.
+enum Paths {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+    static let makeTestImage = packageRoot + "/Tools/make-test-image"
+    static var binary: String {
+        if let override = ProcessInfo.processInfo.environment["IMGSANDBOX_BIN"] { return override }
+        let bundleDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        var candidate = bundleDirectory
+        while candidate.path != "/" {
+            let path = candidate.appendingPathComponent("imgsandbox").path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+            candidate = candidate.deletingLastPathComponent()
+        }
+        return packageRoot + "/.build/debug/imgsandbox"
+    }
+}
+
+enum Environment {
+    /// The engine the suite runs against: overlay natively; Tools/vm-test sets dm inside the VM.
+    static let engine = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_ENGINE"] ?? "overlay"
+
+    static var canServe: Bool {
+        geteuid() == 0 && access("/dev/fuse", R_OK | W_OK) == 0 && access("/dev/loop-control", W_OK) == 0
+            && FileManager.default.isExecutableFile(atPath: Paths.binary)
+    }
+
+    static var skipReason: Comment {
+        "integration suite needs root, /dev/fuse, /dev/loop-control and a built imgsandbox (\(Paths.binary)); skipped"
+    }
+}
+
+@discardableResult
+func run(_ argv: [String], allowFailure: Bool = false) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : "/usr/bin/env")
+    process.arguments = argv[0].hasPrefix("/") ? Array(argv.dropFirst()) : argv
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let output = String(decoding: data, as: UTF8.self)
+    if !allowFailure, process.terminationStatus != 0 {
+        throw CommandFailed(argv: argv, status: process.terminationStatus, output: output)
+    }
+    return (process.terminationStatus, output)
+}
+
+struct CommandFailed: Error, CustomStringConvertible {
+    let argv: [String], status: Int32, output: String
+    var description: String { "\(argv.joined(separator: " ")) exited \(status): \(output)" }
+}
+
+/// A serve daemon in the foreground on images made by Tools/make-test-image, in a temp folder.
+/// `close()` stops it (if running) and checks that nothing is left behind; tests call it in `defer`.
+final class ServeFixture: @unchecked Sendable {
+    let work: String
+    let images: String
+    let mountpoint: String
+    private var process: Process?
+    private let logLock = NSLock()
+    private var logLines: [String] = []
+    private var checksums: [String: String] = [:]
+
+    init(images specs: [(name: String, kind: String, extra: [String])]) throws {
+        let base = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_WORK"] ?? NSTemporaryDirectory()
+        work = URL(fileURLWithPath: base).appendingPathComponent("imgsandbox-it-\(UUID().uuidString.prefix(8))").path
+        images = work + "/images"
+        mountpoint = work + "/mnt"
+        try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        for spec in specs {
+            try makeImage(spec.name, kind: spec.kind, extra: spec.extra)
+        }
+    }
+
+    func makeImage(_ name: String, kind: String, extra: [String] = []) throws {
+        let path = "\(images)/\(name).img"
+        try run([Paths.makeTestImage, kind, path] + extra)
+        checksums[path] = try sha256(path)
+    }
+
+    func removeImage(_ name: String) throws {
+        let path = "\(images)/\(name).img"
+        try FileManager.default.removeItem(atPath: path)
+        checksums[path] = nil
+    }
+
+    func sha256(_ path: String) throws -> String {
+        String(try run(["sha256sum", path]).output.prefix(64))
+    }
+
+    var log: [String] { logLock.withLock { logLines } }
+
+    /// Starts `serve --foreground` and returns once it logs that it is serving.
+    func start(_ extraArguments: [String] = []) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Paths.binary)
+        process.arguments = ["serve", "--foreground", "--engine", Environment.engine, "--cow-size", "256M"]
+            + extraArguments + [images, mountpoint]
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = pipe
+        try process.run()
+        self.process = process
+        let reader = pipe.fileHandleForReading
+        var pending = Data()
+        var ready = false
+        // Read the log until the daemon says it is serving (or dies); then keep draining it in the background.
+        while !ready {
+            let chunk = reader.availableData
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: 10) {
+                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+                pending.removeSubrange(pending.startIndex...newline)
+                logLock.withLock { logLines.append(line) }
+                if line.contains("serving ") { ready = true }
+            }
+        }
+        guard ready else {
+            process.waitUntilExit()
+            throw CommandFailed(argv: ["serve"], status: process.terminationStatus, output: log.joined(separator: "\n"))
+        }
+        let thread = Thread { [self] in
+            var rest = pending
+            while true {
+                let chunk = reader.availableData
+                if chunk.isEmpty { break }
+                rest.append(chunk)
+                while let newline = rest.firstIndex(of: 10) {
+                    let line = String(decoding: rest[rest.startIndex..<newline], as: UTF8.self)
+                    rest.removeSubrange(rest.startIndex...newline)
+                    logLock.withLock { logLines.append(line) }
+                }
+            }
+        }
+        thread.start()
+    }
+
+    var pid: Int32? { process?.processIdentifier }
+
+    /// Stops the daemon the way a user would and returns its exit status.
+    @discardableResult
+    func stop(with signal: Int32 = SIGTERM) -> Int32? {
+        guard let process, process.isRunning else { return process?.terminationStatus }
+        kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// Ends the daemon (if a test left it running), force-cleans as a last resort, then checks residue and
+    /// that no image changed.
+    func close() {
+        if let process, process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            process.waitUntilExit()
+        }
+        let residue = Residue.find(work: work, instance: pid)
+        #expect(residue.isEmpty, "left behind: \(residue)")
+        if !residue.isEmpty { Residue.forceClean(work: work, instance: pid) }
+        for (path, checksum) in checksums {
+            #expect((try? sha256(path)) == checksum, "image \(path) changed")
+        }
+        try? FileManager.default.removeItem(atPath: work)
+    }
+
+    func sandbox(_ image: String, _ name: String) -> String { "\(mountpoint)/\(image)/sandboxes/\(name)" }
+
+    func status() throws -> [[String: Any]] {
+        let output = try run([Paths.binary, "status", "--json", mountpoint]).output
+        let document = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
+        return document?["sandboxes"] as? [[String: Any]] ?? []
+    }
+}
