@@ -1,0 +1,37 @@
+import Glibc
+
+/// An open passthrough directory: a DIR stream and where the kernel last left off. Its lock comes first
+/// in the lock order (a readdirplus registers nodes while holding it).
+final class DirHandle: @unchecked Sendable {
+    struct Stream {
+        var dir: OpaquePointer?
+        /// The telldir position the next entry starts at, as last reported to the kernel.
+        var offset: Int64 = 0
+    }
+
+    let serial: UInt64
+    let mountID: Int32
+    private let stream: Locked<Stream>
+
+    init(serial: UInt64, mountID: Int32, dir: OpaquePointer) {
+        self.serial = serial
+        self.mountID = mountID
+        stream = Locked(Stream(dir: dir))
+    }
+
+    deinit { close() }
+
+    func withStream<R>(_ body: (OpaquePointer, inout Stream) throws -> R) throws -> R {
+        try stream.withLock { s in
+            guard let dir = s.dir else { throw FSError(EBADF, "readdir", "closed directory of sandbox \(serial)") }
+            return try body(dir, &s)
+        }
+    }
+
+    func close() {
+        stream.withLock { s in
+            if let dir = s.dir { closedir(dir) }
+            s.dir = nil
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import Glibc
+
+/// A file descriptor shared by concurrent requests. `acquire` hands out the fd and counts the user;
+/// `retire` stops new users and closes the fd as soon as the last one releases it, so an fd is never
+/// closed (and its number reused) under a request that is still using it.
+final class FdLease: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let cond: UnsafeMutablePointer<pthread_cond_t>
+    private let fd: Int32
+    private var users = 0
+    private var retired = false
+    private var closed = false
+
+    init(fd: Int32) {
+        self.fd = fd
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+        cond = .allocate(capacity: 1)
+        cond.initialize(to: pthread_cond_t())
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        if !closed { close(fd) }
+        pthread_cond_destroy(cond)
+        cond.deallocate()
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    /// The fd, counted as in use until `release`; nil once retired.
+    func acquire() -> Int32? {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        guard !retired else { return nil }
+        users += 1
+        return fd
+    }
+
+    func release() {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        users -= 1
+        closeIfIdle()
+    }
+
+    /// No new users; closes now if idle, else when the last user releases.
+    func retire() {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        retired = true
+        closeIfIdle()
+    }
+
+    /// Retires and blocks until the fd is closed. Only for teardown, where users are short requests.
+    func retireAndWait() {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        retired = true
+        closeIfIdle()
+        while !closed { pthread_cond_wait(cond, mutex) }
+    }
+
+    private func closeIfIdle() {
+        guard retired, users == 0, !closed else { return }
+        close(fd)
+        closed = true
+        pthread_cond_broadcast(cond)
+    }
+}
+
+extension FdLease {
+    /// Runs `body` with the fd held; EBADF (or `errno`) when the lease is retired.
+    @discardableResult
+    func with<R>(orErrno code: Int32 = EBADF, _ body: (Int32) throws -> R) throws -> R {
+        guard let fd = acquire() else { throw FSError(code, "use fd", "retired descriptor") }
+        defer { release() }
+        return try body(fd)
+    }
+}

@@ -1,0 +1,22 @@
+/// How the FUSE filesystem is mounted and served.
+public struct FileSystemOptions: Sendable {
+    /// Mount with allow_other so users other than the daemon's may enter (needs user_allow_other or root).
+    public var allowOther = false
+    /// libfuse's own request trace on stderr.
+    public var debug = false
+    /// The fsname shown in /proc/mounts.
+    public var fsName = "imgsandbox"
+    /// Let libfuse move read/write payloads with splice(2) instead of copying through user memory.
+    public var splice = false
+    /// Worker threads: a slow mkdir/rmdir of a sandbox holds one while devices are set up or torn down.
+    public var maxThreads: UInt32 = 32
+    public var maxIdleThreads: UInt32 = 8
+    /// Bound on cached O_PATH fds of passthrough inodes.
+    public var handleCacheCapacity = 1024
+    /// Entry/attr timeout of passthrough nodes: only this daemon changes the hidden mounts.
+    public var passthroughTimeout: Double = 86_400
+    /// Entry/attr timeout of the virtual tree, whose listings change under the daemon.
+    public var virtualTimeout: Double = 1
+
+    public init() {}
+}

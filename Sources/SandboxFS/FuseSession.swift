@@ -1,0 +1,128 @@
+import CFuse
+import Dispatch
+import Glibc
+import Logging
+
+/// Errors of the session lifecycle (mount/loop), not of individual requests.
+public struct FuseSessionError: Error, CustomStringConvertible {
+    public let operation: String
+    public let mountpoint: String
+    public let errno: Int32
+    public var description: String {
+        "\(operation) \(mountpoint): \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+/// Runs kernel notifications (inval_entry) off the request threads: called inside a request they deadlock.
+final class NotificationQueue: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "imgsandbox.fuse-notify")
+    func async(_ work: @escaping @Sendable () -> Void) { queue.async(execute: work) }
+}
+
+extension SandboxFileSystem {
+    /// Creates the session and mounts it: nosuid, nodev, default_permissions (+ allow_other).
+    /// Sets the process umask to 0: the kernel already applied the caller's umask to every mode it sends.
+    public func mount(at mountpoint: String) throws {
+        precondition(session == nil, "mount called twice")
+        umask(0)
+        var mountOptions = "nosuid,nodev,default_permissions,fsname=\(options.fsName),subtype=imgsandbox"
+        if options.allowOther { mountOptions += ",allow_other" }
+        var args = ["imgsandbox", "-o", mountOptions]
+        if options.debug { args.append("-d") }
+        let cArgs = args.map { strdup($0) }
+        defer { cArgs.forEach { free($0) } }
+        let userdata = Unmanaged.passUnretained(self).toOpaque()
+        let se: OpaquePointer? = cArgs.map { UnsafePointer($0) }.withUnsafeBufferPointer { argv in
+            withUnsafePointer(to: &operations) { ops in
+                cfuse_session_new(Int32(argv.count), argv.baseAddress, ops, userdata)
+            }
+        }
+        guard let se else {
+            throw FuseSessionError(operation: "fuse_session_new", mountpoint: mountpoint, errno: EINVAL)
+        }
+        guard fuse_session_mount(se, mountpoint) == 0 else {
+            let saved = errno
+            fuse_session_destroy(se)
+            throw FuseSessionError(operation: "fuse_session_mount", mountpoint: mountpoint, errno: saved == 0 ? EIO : saved)
+        }
+        session = se
+        self.mountpoint = mountpoint
+        logger.info("mounted", metadata: ["mountpoint": "\(mountpoint)"])
+    }
+
+    /// Serves requests on a multi-threaded loop (one cloned /dev/fuse fd per worker) until `exit()` or
+    /// an unmount. Returns libfuse's result (0, -errno or a signal number).
+    public func run() -> Int32 {
+        guard let session else { return -EINVAL }
+        return withExtendedLifetime(self) {
+            cfuse_session_loop_mt(session, 1, options.maxIdleThreads, options.maxThreads)
+        }
+    }
+
+    /// Ends `run()`. Not async-signal-safe: call it from a normal thread, e.g. a DispatchSource for
+    /// SIGTERM/SIGINT in the executable (this layer installs no signal handlers). fuse_session_exit only
+    /// sets a flag the workers check after their next request, so a statfs of the mountpoint from a
+    /// helper thread delivers that request.
+    public func exit() {
+        guard let session else { return }
+        fuse_session_exit(session)
+        guard let mountpoint else { return }
+        DispatchQueue.global().async {
+            var buf = statvfs()
+            _ = statvfs(mountpoint, &buf)
+        }
+    }
+
+    /// Detaches the mount (idempotent). Open files keep the connection until closed (lazy unmount).
+    public func unmount() {
+        let first = unmountOnce.withLock { done -> Bool in
+            defer { done = true }
+            return !done
+        }
+        guard first, let session else { return }
+        fuse_session_unmount(session)
+        logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint ?? "")"])
+    }
+
+    /// The init callback: capabilities and buffer sizes.
+    func initConnection(_ conn: UnsafeMutablePointer<fuse_conn_info>) {
+        func want(_ flag: Int32) {
+            let bit = UInt32(bitPattern: flag)
+            if conn.pointee.capable & bit != 0 { conn.pointee.want |= bit }
+        }
+        want(FUSE_CAP_ASYNC_READ)
+        want(FUSE_CAP_PARALLEL_DIROPS)
+        want(FUSE_CAP_READDIRPLUS)
+        want(FUSE_CAP_READDIRPLUS_AUTO)
+        want(FUSE_CAP_ATOMIC_O_TRUNC)
+        want(FUSE_CAP_CACHE_SYMLINKS)
+        if options.splice {
+            want(FUSE_CAP_SPLICE_WRITE)
+            want(FUSE_CAP_SPLICE_MOVE)
+            want(FUSE_CAP_SPLICE_READ)
+        } else {
+            let off = UInt32(bitPattern: FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ)
+            conn.pointee.want &= ~off
+        }
+        // No writeback cache: writes reach the hidden mount before write() returns.
+        conn.pointee.want &= ~UInt32(bitPattern: FUSE_CAP_WRITEBACK_CACHE)
+        // 1 MiB requests; libfuse derives max_pages from max_write when the kernel supports it.
+        conn.pointee.max_write = 1 << 20
+        logger.debug("fuse init", metadata: [
+            "proto": "\(conn.pointee.proto_major).\(conn.pointee.proto_minor)",
+            "want": "\(String(conn.pointee.want, radix: 16))",
+            "max_write": "\(conn.pointee.max_write)",
+        ])
+    }
+
+    /// Asks the kernel to drop a cached dentry; always from the notification thread.
+    func invalidateEntry(parent: UInt64, name: String) {
+        notifier.async { [self] in
+            guard let session else { return }
+            let rc = name.withCString { fuse_lowlevel_notify_inval_entry(session, parent, $0, strlen($0)) }
+            if rc != 0 && rc != -ENOENT {
+                logger.debug("inval_entry failed", metadata: ["name": "\(name)", "rc": "\(rc)"])
+            }
+        }
+    }
+}

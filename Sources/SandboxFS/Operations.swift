@@ -1,0 +1,222 @@
+import CFuse
+import Glibc
+
+/// One method per FUSE operation: picks the virtual tree or the passthrough and replies exactly once.
+extension SandboxFileSystem {
+    private func kind(_ id: UInt64) throws -> NodeKind {
+        guard let kind = nodeKind(id) else { throw FSError(ESTALE, "resolve", "unknown node \(id)") }
+        return kind
+    }
+
+    private var isPass: (NodeKind) -> Bool { { if case .pass = $0 { return true } else { return false } } }
+
+    func fuseLookup(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName) {
+        respond(req, "lookup") {
+            let k = try kind(parent)
+            guard isPass(k) else { return try virtualLookup(k, name) }
+            do {
+                let child = try withPass(parent) { try lookUpChild($0, name) }
+                return .entry(id: child.id, attr: child.attr, attrTimeout: options.passthroughTimeout,
+                              entryTimeout: options.passthroughTimeout)
+            } catch let error as FSError where error.code == ENOENT {
+                // Names appear only through this daemon, which invalidates this for the kernel.
+                return .negativeEntry(timeout: options.passthroughTimeout)
+            }
+        }
+    }
+
+    func fuseForget(_ req: fuse_req_t, _ id: UInt64, _ count: UInt64) {
+        forget(id, count)
+        fuse_reply_none(req)
+    }
+
+    func fuseForgetMulti(_ req: fuse_req_t, _ items: UnsafeBufferPointer<fuse_forget_data>) {
+        for item in items { forget(item.ino, item.nlookup) }
+        fuse_reply_none(req)
+    }
+
+    func fuseGetattr(_ req: fuse_req_t, _ id: UInt64, fh: UInt64?) {
+        respond(req, "getattr") {
+            let k = try kind(id)
+            guard isPass(k) else { return .attr(virtualAttr(id), timeout: options.virtualTimeout) }
+            return try passGetattr(id, fh: fh)
+        }
+    }
+
+    func fuseSetattr(_ req: fuse_req_t, _ id: UInt64, _ attr: stat, _ toSet: Int32, fh: UInt64?) {
+        respond(req, "setattr") {
+            guard isPass(try kind(id)) else { throw FSError(EPERM, "setattr", "virtual directory") }
+            return try passSetattr(id, attr, toSet, fh: fh)
+        }
+    }
+
+    func fuseReadlink(_ req: fuse_req_t, _ id: UInt64) {
+        respond(req, "readlink") {
+            guard isPass(try kind(id)) else { throw FSError(EINVAL, "readlink", "virtual directory") }
+            return try passReadlink(id)
+        }
+    }
+
+    func fuseMknod(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ mode: mode_t, _ rdev: dev_t) {
+        respond(req, "mknod") {
+            guard isPass(try kind(parent)) else { throw virtualRefusal("mknod", name) }
+            return try passMknod(parent, name, mode: mode, rdev: rdev, caller: Caller(req))
+        }
+    }
+
+    func fuseMkdir(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ mode: mode_t) {
+        respond(req, "mkdir") {
+            switch try kind(parent) {
+            case .pass: return try passMkdir(parent, name, mode: mode, caller: Caller(req))
+            case .sandboxes(let image): return try createSandbox(image: image, name: name)
+            default: throw virtualRefusal("mkdir", name)
+            }
+        }
+    }
+
+    func fuseUnlink(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName) {
+        respond(req, "unlink") {
+            guard isPass(try kind(parent)) else { throw virtualRefusal("unlink", name) }
+            return try passUnlink(parent, name, directory: false)
+        }
+    }
+
+    func fuseRmdir(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName) {
+        respond(req, "rmdir") {
+            switch try kind(parent) {
+            case .pass: return try passUnlink(parent, name, directory: true)
+            case .sandboxes(let image): return try destroySandbox(image: image, name: name)
+            default: throw virtualRefusal("rmdir", name)
+            }
+        }
+    }
+
+    func fuseSymlink(_ req: fuse_req_t, _ target: RawName, _ parent: UInt64, _ name: RawName) {
+        respond(req, "symlink") {
+            guard isPass(try kind(parent)) else { throw virtualRefusal("symlink", name) }
+            return try passSymlink(parent, name, target: target, caller: Caller(req))
+        }
+    }
+
+    func fuseRename(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ newParent: UInt64, _ newName: RawName, _ flags: UInt32) {
+        respond(req, "rename") {
+            guard isPass(try kind(parent)), isPass(try kind(newParent)) else { throw virtualRefusal("rename", name) }
+            return try passRename(parent, name, newParent, newName, flags: flags)
+        }
+    }
+
+    func fuseLink(_ req: fuse_req_t, _ id: UInt64, _ newParent: UInt64, _ newName: RawName) {
+        respond(req, "link") {
+            guard isPass(try kind(id)), isPass(try kind(newParent)) else { throw virtualRefusal("link", newName) }
+            return try passLink(id, newParent: newParent, newName)
+        }
+    }
+
+    func fuseOpen(_ req: fuse_req_t, _ id: UInt64, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        let flags = fi.pointee.flags
+        respond(req, "open", fi: fi) {
+            guard isPass(try kind(id)) else { throw FSError(EISDIR, "open", "virtual directory") }
+            return try passOpen(id, flags: flags)
+        }
+    }
+
+    func fuseCreate(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ mode: mode_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        let flags = fi.pointee.flags
+        respond(req, "create", fi: fi) {
+            guard isPass(try kind(parent)) else { throw virtualRefusal("create", name) }
+            return try passCreate(parent, name, mode: mode, flags: flags, caller: Caller(req))
+        }
+    }
+
+    func fuseRead(_ req: fuse_req_t, fh: UInt64, size: Int, offset: off_t) {
+        passRead(req, fh: fh, size: size, offset: offset)
+    }
+
+    func fuseWriteBuf(_ req: fuse_req_t, fh: UInt64, buffers: UnsafeMutablePointer<fuse_bufvec>, offset: off_t) {
+        respond(req, "write") { try passWrite(fh: fh, buffers: buffers, offset: offset) }
+    }
+
+    func fuseFlush(_ req: fuse_req_t, fh: UInt64) {
+        respond(req, "flush") { try passFlush(fh: fh) }
+    }
+
+    func fuseRelease(_ req: fuse_req_t, fh: UInt64) {
+        release(fh: fh)
+        fuse_reply_err(req, 0)
+    }
+
+    func fuseFsync(_ req: fuse_req_t, fh: UInt64, datasync: Bool) {
+        respond(req, "fsync") { try passFsync(fh: fh, datasync: datasync) }
+    }
+
+    func fuseOpendir(_ req: fuse_req_t, _ id: UInt64, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        respond(req, "opendir", fi: fi) {
+            let k = try kind(id)
+            guard isPass(k) else { return try virtualOpendir(id, k) }
+            return try passOpendir(id)
+        }
+    }
+
+    func fuseReaddir(_ req: fuse_req_t, fh: UInt64, size: Int, offset: off_t, plus: Bool) {
+        respond(req, "readdir") { try readdirReply(req, fh: fh, size: size, offset: offset, plus: plus) }
+    }
+
+    func fuseFsyncdir(_ req: fuse_req_t, fh: UInt64, datasync: Bool) {
+        respond(req, "fsyncdir") { try fsyncdir(fh: fh, datasync: datasync) }
+    }
+
+    func fuseStatfs(_ req: fuse_req_t, _ id: UInt64) {
+        respond(req, "statfs") {
+            guard isPass(try kind(id)) else { return .statfs(virtualStatfs()) }
+            return try passStatfs(id)
+        }
+    }
+
+    func fuseSetxattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName, _ value: [UInt8], _ flags: Int32) {
+        respond(req, "setxattr") {
+            guard isPass(try kind(id)) else { throw FSError(EPERM, "setxattr", "virtual directory") }
+            return try passSetxattr(id, name, value: value, flags: flags)
+        }
+    }
+
+    func fuseGetxattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName, _ size: Int) {
+        respond(req, "getxattr") {
+            guard isPass(try kind(id)) else { throw FSError(ENODATA, "getxattr", "virtual directory") }
+            return try passGetxattr(id, name, size: size)
+        }
+    }
+
+    func fuseListxattr(_ req: fuse_req_t, _ id: UInt64, _ size: Int) {
+        respond(req, "listxattr") {
+            guard isPass(try kind(id)) else { return size == 0 ? .xattrSize(0) : .bytes([]) }
+            return try passListxattr(id, size: size)
+        }
+    }
+
+    func fuseRemovexattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName) {
+        respond(req, "removexattr") {
+            guard isPass(try kind(id)) else { throw FSError(EPERM, "removexattr", "virtual directory") }
+            return try passRemovexattr(id, name)
+        }
+    }
+
+    func fuseFallocate(_ req: fuse_req_t, fh: UInt64, mode: Int32, offset: off_t, length: off_t) {
+        respond(req, "fallocate") { try passFallocate(fh: fh, mode: mode, offset: offset, length: length) }
+    }
+
+    func fuseLseek(_ req: fuse_req_t, fh: UInt64, offset: off_t, whence: Int32) {
+        respond(req, "lseek") { try passLseek(fh: fh, offset: offset, whence: whence) }
+    }
+
+    func fuseCopyFileRange(_ req: fuse_req_t, fhIn: UInt64, offIn: off_t, fhOut: UInt64, offOut: off_t, length: Int, flags: UInt32) {
+        respond(req, "copy_file_range") {
+            try passCopyFileRange(fhIn: fhIn, offIn: offIn, fhOut: fhOut, offOut: offOut, length: length, flags: flags)
+        }
+    }
+
+    /// EPERM for anything but mkdir/rmdir in `sandboxes/`; logged once per refusal.
+    private func virtualRefusal(_ op: String, _ name: RawName) -> FSError {
+        logger.notice("\(op) \(name.display) refused: the tree above the sandboxes is read-only")
+        return FSError(EPERM, op, name.display)
+    }
+}

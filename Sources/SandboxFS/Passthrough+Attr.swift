@@ -1,0 +1,105 @@
+import CFuse
+import CLinux
+import Glibc
+
+/// getattr, setattr, readlink, statfs for passthrough nodes.
+extension SandboxFileSystem {
+    func passGetattr(_ id: UInt64, fh: UInt64?) throws -> Reply {
+        if let fh, let file = openFile(fh) {
+            let serial = file.serial
+            let st = try file.lease.with { fd in try fstatFD(fd, "getattr") }
+            return .attr(Self.fuseAttr(st, serial: serial), timeout: options.passthroughTimeout)
+        }
+        return try withPass(id) { ctx in
+            let st = try ctx.withPathFD { try fstatFD($0, "getattr \(ctx.object)") }
+            return .attr(Self.fuseAttr(st, serial: ctx.node.serial), timeout: options.passthroughTimeout)
+        }
+    }
+
+    func fstatFD(_ fd: Int32, _ what: @autoclosure () -> String) throws -> stat {
+        var st = stat()
+        try sys("fstat", what()) { fstatat(fd, "", &st, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) }
+        return st
+    }
+
+    func passSetattr(_ id: UInt64, _ attr: stat, _ toSet: Int32, fh: UInt64?) throws -> Reply {
+        let file = fh.flatMap { openFile($0) }
+        return try withPass(id) { ctx in
+            try ctx.withPathFD { pathFD in
+                let object = ctx.object
+                let proc = PassContext.procPath(pathFD)
+                if toSet & FUSE_SET_ATTR_MODE != 0 {
+                    // Linux has no symlink modes; fchmod refuses O_PATH fds, so go through /proc.
+                    guard !ctx.node.isSymlink else { throw FSError(EOPNOTSUPP, "chmod", object) }
+                    try sys("chmod", object) { chmod(proc, attr.st_mode & 0o7777) }
+                }
+                if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
+                    let uid = toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max
+                    let gid = toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max
+                    try sys("chown", object) {
+                        fchownat(pathFD, "", uid, gid, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+                    }
+                }
+                if toSet & FUSE_SET_ATTR_SIZE != 0 {
+                    if let file {
+                        try file.lease.with { fd in try sys("ftruncate", object) { ftruncate(fd, attr.st_size) } }
+                    } else {
+                        let fd = try ctx.open(flags: O_WRONLY | O_NONBLOCK)
+                        defer { close(fd) }
+                        try sys("ftruncate", object) { ftruncate(fd, attr.st_size) }
+                    }
+                }
+                if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
+                    var times = [Self.timeToSet(attr.st_atim, set: toSet & FUSE_SET_ATTR_ATIME != 0,
+                                                now: toSet & FUSE_SET_ATTR_ATIME_NOW != 0),
+                                 Self.timeToSet(attr.st_mtim, set: toSet & FUSE_SET_ATTR_MTIME != 0,
+                                                now: toSet & FUSE_SET_ATTR_MTIME_NOW != 0)]
+                    if let file {
+                        try file.lease.with { fd in try sys("futimens", object) { futimens(fd, &times) } }
+                    } else if ctx.node.isSymlink {
+                        try sys("utimensat", object) {
+                            utimensat(pathFD, "", &times, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+                        }
+                    } else {
+                        try sys("utimensat", object) { utimensat(AT_FDCWD, proc, &times, 0) }
+                    }
+                }
+                let st = try fstatFD(pathFD, "getattr \(object)")
+                return .attr(Self.fuseAttr(st, serial: ctx.node.serial), timeout: options.passthroughTimeout)
+            }
+        }
+    }
+
+    static func timeToSet(_ value: timespec, set: Bool, now: Bool) -> timespec {
+        if now { return timespec(tv_sec: 0, tv_nsec: clinux_UTIME_NOW) }
+        if set { return value }
+        return timespec(tv_sec: 0, tv_nsec: clinux_UTIME_OMIT)
+    }
+
+    func passReadlink(_ id: UInt64) throws -> Reply {
+        try withPass(id) { ctx in
+            guard ctx.node.isSymlink else { throw FSError(EINVAL, "readlink", ctx.object) }
+            return try ctx.withPathFD { fd in
+                var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+                let count = try sys("readlink", ctx.object) {
+                    buffer.withUnsafeMutableBufferPointer { bytes in
+                        bytes.withMemoryRebound(to: CChar.self) { chars in
+                            // Never nil: the buffer is PATH_MAX + 1 long.
+                            readlinkat(fd, "", chars.baseAddress!, chars.count)
+                        }
+                    }
+                }
+                guard count < buffer.count else { throw FSError(ENAMETOOLONG, "readlink", ctx.object) }
+                return .readlink(Array(buffer.prefix(count)))
+            }
+        }
+    }
+
+    func passStatfs(_ id: UInt64) throws -> Reply {
+        try withPass(id) { ctx in
+            var st = statvfs()
+            try sys("fstatvfs", ctx.object) { fstatvfs(ctx.mountFD, &st) }
+            return .statfs(st)
+        }
+    }
+}

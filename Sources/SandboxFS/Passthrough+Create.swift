@@ -1,0 +1,134 @@
+import CFuse
+import CLinux
+import Glibc
+
+/// Operations that add, remove or move names inside a sandbox.
+extension SandboxFileSystem {
+    private func checkName(_ name: RawName, _ op: String) throws {
+        guard name.isPlainComponent else { throw FSError(EINVAL, op, "name \(name.display)") }
+    }
+
+    /// Creates something under `parent` as the caller, then looks the new name up.
+    private func make(_ parent: UInt64, _ name: RawName, _ caller: Caller?, _ op: String,
+                      _ call: (Int32, UnsafePointer<CChar>) -> Int32) throws -> Reply {
+        try checkName(name, op)
+        return try withPass(parent) { ctx in
+            try ctx.withPathFD { parentFD in
+                let object = "\(ctx.object)/\(name.display)"
+                if let caller {
+                    try caller.asFilesystemIdentity { try sys(op, object) { name.withCString { call(parentFD, $0) } } }
+                } else {
+                    try sys(op, object) { name.withCString { call(parentFD, $0) } }
+                }
+            }
+            let child = try lookUpChild(ctx, name)
+            return .entry(id: child.id, attr: child.attr, attrTimeout: options.passthroughTimeout,
+                          entryTimeout: options.passthroughTimeout)
+        }
+    }
+
+    func passMknod(_ parent: UInt64, _ name: RawName, mode: mode_t, rdev: dev_t, caller: Caller) throws -> Reply {
+        let type = mode & UInt32(SwiftGlibc.S_IFMT)
+        // The daemon keeps CAP_MKNOD under any fsuid: only root may make device nodes.
+        if (type == UInt32(SwiftGlibc.S_IFCHR) || type == UInt32(SwiftGlibc.S_IFBLK)) && caller.uid != 0 {
+            throw FSError(EPERM, "mknod", "device node \(name.display) for uid \(caller.uid)")
+        }
+        return try make(parent, name, caller, "mknod") { mknodat($0, $1, mode, rdev) }
+    }
+
+    func passMkdir(_ parent: UInt64, _ name: RawName, mode: mode_t, caller: Caller) throws -> Reply {
+        try make(parent, name, caller, "mkdir") { mkdirat($0, $1, mode) }
+    }
+
+    func passSymlink(_ parent: UInt64, _ name: RawName, target: RawName, caller: Caller) throws -> Reply {
+        try make(parent, name, caller, "symlink") { parentFD, cName in
+            target.withCString { symlinkat($0, parentFD, cName) }
+        }
+    }
+
+    func passLink(_ id: UInt64, newParent: UInt64, _ name: RawName) throws -> Reply {
+        try checkName(name, "link")
+        return try withPass(id) { source in
+            try withPass(newParent) { parent in
+                guard source.node.serial == parent.node.serial else {
+                    throw FSError(EXDEV, "link", "across sandboxes")
+                }
+                // linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH: done as the daemon, not the caller
+                // (a link creates no inode, so ownership does not matter).
+                try source.withPathFD { sourceFD in
+                    try parent.withPathFD { parentFD in
+                        try sys("link", "\(parent.object)/\(name.display)") {
+                            name.withCString { linkat(sourceFD, "", parentFD, $0, clinux_AT_EMPTY_PATH) }
+                        }
+                    }
+                }
+                let child = try lookUpChild(parent, name)
+                return .entry(id: child.id, attr: child.attr, attrTimeout: options.passthroughTimeout,
+                              entryTimeout: options.passthroughTimeout)
+            }
+        }
+    }
+
+    func passUnlink(_ parent: UInt64, _ name: RawName, directory: Bool) throws -> Reply {
+        try checkName(name, directory ? "rmdir" : "unlink")
+        return try withPass(parent) { ctx in
+            try ctx.withPathFD { parentFD in
+                try sys(directory ? "rmdir" : "unlink", "\(ctx.object)/\(name.display)") {
+                    name.withCString { unlinkat(parentFD, $0, directory ? AT_REMOVEDIR : 0) }
+                }
+            }
+            return .ok
+        }
+    }
+
+    func passRename(_ parent: UInt64, _ name: RawName, _ newParent: UInt64, _ newName: RawName, flags: UInt32) throws -> Reply {
+        try checkName(name, "rename")
+        try checkName(newName, "rename")
+        let known = clinux_RENAME_NOREPLACE | clinux_RENAME_EXCHANGE
+        guard flags & ~known == 0 else { throw FSError(EINVAL, "rename", "flags \(flags)") }
+        return try withPass(parent) { from in
+            try withPass(newParent) { to in
+                guard from.node.serial == to.node.serial else { throw FSError(EXDEV, "rename", "across sandboxes") }
+                try from.withPathFD { fromFD in
+                    try to.withPathFD { toFD in
+                        try sys("rename", "\(from.object)/\(name.display) -> \(to.object)/\(newName.display)") {
+                            name.withCString { old in
+                                newName.withCString { new in clinux_renameat2(fromFD, old, toFD, new, flags) }
+                            }
+                        }
+                    }
+                }
+                return .ok
+            }
+        }
+    }
+
+    func passCreate(_ parent: UInt64, _ name: RawName, mode: mode_t, flags: Int32, caller: Caller) throws -> Reply {
+        try checkName(name, "create")
+        return try withPass(parent) { ctx in
+            let fd = try ctx.withPathFD { parentFD in
+                try caller.asFilesystemIdentity {
+                    try sys("create", "\(ctx.object)/\(name.display)") {
+                        name.withCString {
+                            openat(parentFD, $0, (flags | O_CREAT | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode)
+                        }
+                    }
+                }
+            }
+            let child: (id: UInt64, attr: stat)
+            do {
+                child = try register(fd: fd, serial: ctx.node.serial, mountID: ctx.mountID)
+            } catch {
+                close(fd)
+                throw error
+            }
+            do {
+                let fh = try addOpenFile(fd: fd, serial: ctx.node.serial)
+                return .created(id: child.id, attr: child.attr, timeout: options.passthroughTimeout, fh: fh)
+            } catch {
+                forget(child.id, 1)
+                throw error
+            }
+        }
+    }
+}

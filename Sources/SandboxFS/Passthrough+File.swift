@@ -1,0 +1,139 @@
+import CFuse
+import CLinux
+import Glibc
+
+/// Open files: fi->fh indexes `FSState.handles`; each holds an fd opened from the inode's file handle.
+extension SandboxFileSystem {
+    /// Takes ownership of `fd`; counts it as open in its sandbox (rmdir answers EBUSY until release).
+    func addOpenFile(fd: Int32, serial: UInt64) throws -> UInt64 {
+        let lease = FdLease(fd: fd)
+        do {
+            return try state.withLock { s in
+                guard var sandbox = s.sandboxes[serial], !sandbox.blocked else {
+                    throw FSError(ESTALE, "open", "sandbox \(serial) is going away")
+                }
+                sandbox.openHandles += 1
+                s.sandboxes[serial] = sandbox
+                return s.addHandle(.file(OpenFile(serial: serial, lease: lease)))
+            }
+        } catch {
+            lease.retire()
+            throw error
+        }
+    }
+
+    func openFile(_ fh: UInt64) -> OpenFile? {
+        state.withLock { s in
+            if case .file(let file)? = s.handles[fh] { return file }
+            return nil
+        }
+    }
+
+    private func requireFile(_ fh: UInt64) throws -> OpenFile {
+        guard let file = openFile(fh) else { throw FSError(EBADF, "file handle", "\(fh)") }
+        return file
+    }
+
+    func passOpen(_ id: UInt64, flags: Int32) throws -> Reply {
+        try withPass(id) { ctx in
+            guard !ctx.node.isDirectory else { throw FSError(EISDIR, "open", ctx.object) }
+            guard !ctx.node.isSymlink else { throw FSError(ELOOP, "open", ctx.object) }
+            let fd = try ctx.open(flags: flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW))
+            let fh = try addOpenFile(fd: fd, serial: ctx.node.serial)
+            // Only this daemon writes the hidden mount, so cached pages stay valid across opens.
+            return .opened(fh: fh, keepCache: flags & O_TRUNC == 0, cacheReaddir: false)
+        }
+    }
+
+    /// Forgets a file or directory handle; its fd closes once no request uses it.
+    func release(fh: UInt64) {
+        let handle: OpenHandle? = state.withLock { s in
+            guard let handle = s.handles.removeValue(forKey: fh) else { return nil }
+            let serial: UInt64?
+            switch handle {
+            case .file(let file): serial = file.serial
+            case .directory(let dir): serial = dir.serial
+            case .virtualDirectory: serial = nil
+            }
+            if let serial, var sandbox = s.sandboxes[serial] {
+                sandbox.openHandles = max(sandbox.openHandles - 1, 0)
+                s.sandboxes[serial] = sandbox
+            }
+            return handle
+        }
+        switch handle {
+        case .file(let file)?: file.lease.retire()
+        case .directory(let dir)?: dir.close()
+        case .virtualDirectory?, nil: break
+        }
+    }
+
+    /// Replies to a read from the fd (libfuse reads it, or splices when enabled). Replies itself.
+    func passRead(_ req: fuse_req_t, fh: UInt64, size: Int, offset: off_t) {
+        guard let file = openFile(fh), let fd = file.lease.acquire() else {
+            fuse_reply_err(req, EBADF)
+            return
+        }
+        defer { file.lease.release() }
+        // The lease keeps the fd open while libfuse reads it; no lock is held here.
+        _ = cfuse_reply_data_fd(req, fd, size, offset)
+    }
+
+    func passWrite(fh: UInt64, buffers: UnsafeMutablePointer<fuse_bufvec>, offset: off_t) throws -> Reply {
+        let file = try requireFile(fh)
+        return try file.lease.with { fd in
+            let written = cfuse_write_buf_to_fd(buffers, fd, offset)
+            guard written >= 0 else {
+                let code = Int32(clamping: -written)
+                throw FSError(code == 0 ? EIO : code, "write", "file handle \(fh)")
+            }
+            return .written(written)
+        }
+    }
+
+    func passFlush(fh: UInt64) throws -> Reply {
+        // Our fds are private; nothing to flush. A dup+close would emulate close-time errors (NFS) but
+        // local filesystems report none.
+        _ = try requireFile(fh)
+        return .ok
+    }
+
+    func passFsync(fh: UInt64, datasync: Bool) throws -> Reply {
+        let file = try requireFile(fh)
+        return try file.lease.with { fd in
+            try sys(datasync ? "fdatasync" : "fsync", "file handle \(fh)") { datasync ? fdatasync(fd) : SwiftGlibc.fsync(fd) }
+            return .ok
+        }
+    }
+
+    func passFallocate(fh: UInt64, mode: Int32, offset: off_t, length: off_t) throws -> Reply {
+        let file = try requireFile(fh)
+        return try file.lease.with { fd in
+            try sys("fallocate", "file handle \(fh)") { clinux_fallocate(fd, mode, Int64(offset), Int64(length)) }
+            return .ok
+        }
+    }
+
+    func passLseek(fh: UInt64, offset: off_t, whence: Int32) throws -> Reply {
+        let file = try requireFile(fh)
+        return try file.lease.with { fd in
+            let result = try sys("lseek", "file handle \(fh)") { lseek(fd, offset, whence) }
+            return .lseek(Int64(result))
+        }
+    }
+
+    func passCopyFileRange(fhIn: UInt64, offIn: off_t, fhOut: UInt64, offOut: off_t, length: Int, flags: UInt32) throws -> Reply {
+        let source = try requireFile(fhIn)
+        let target = try requireFile(fhOut)
+        return try source.lease.with { inFD in
+            try target.lease.with { outFD in
+                var inOffset = Int64(offIn)
+                var outOffset = Int64(offOut)
+                let copied = try sys("copy_file_range", "file handles \(fhIn) -> \(fhOut)") {
+                    clinux_copy_file_range(inFD, &inOffset, outFD, &outOffset, length, flags)
+                }
+                return .written(copied)
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+import CFuse
+import CLinux
+import Glibc
+import Sandbox
+
+/// Everything a passthrough request needs about its node, valid while the request holds the mount fd.
+struct PassContext {
+    let id: UInt64
+    let node: PassNode
+    let mountFD: Int32
+    let mountID: Int32
+    let cache: HandleCache
+
+    var object: String { "sandbox \(node.serial) inode \(node.key.ino)" }
+
+    /// Opens the inode from its file handle (never by path: nothing in the image is followed).
+    func open(flags: Int32) throws -> Int32 {
+        try sys("open_by_handle_at", object) {
+            node.handle.withUnsafeBytes { clinux_open_by_handle_at(mountFD, $0.baseAddress, flags | O_CLOEXEC) }
+        }
+    }
+
+    /// Runs `body` with an O_PATH fd of the node, from the bounded cache or freshly reopened into it.
+    @discardableResult
+    func withPathFD<R>(_ body: (Int32) throws -> R) throws -> R {
+        let held: (lease: FdLease, fd: Int32)
+        if let hit = cache.acquire(id) {
+            held = hit
+        } else {
+            let fd = try open(flags: clinux_O_PATH)
+            held = cache.insert(id, serial: node.serial, fd: fd)
+        }
+        defer { held.lease.release() }
+        return try body(held.fd)
+    }
+
+    /// "/proc/self/fd/N": a path to the inode itself for calls that have no fd form (O_PATH fds refuse
+    /// fchmod/fgetxattr). Only for non-symlinks, where the final jump follows nothing further.
+    static func procPath(_ fd: Int32) -> String { "/proc/self/fd/\(fd)" }
+}
+
+extension SandboxFileSystem {
+    func nodeKind(_ id: UInt64) -> NodeKind? {
+        state.withLock { $0.table[id] }
+    }
+
+    /// Resolves a passthrough node and holds its sandbox's mount fd for the duration of `body`, so
+    /// teardown (which waits for that fd) never runs under a request.
+    func withPass<R>(_ id: UInt64, _ body: (PassContext) throws -> R) throws -> R {
+        let (node, mount, mountID): (PassNode, FdLease, Int32) = try state.withLock { s in
+            guard case .pass(let node)? = s.table[id] else {
+                throw FSError(ESTALE, "resolve", "node \(id)")
+            }
+            guard let sandbox = s.sandboxes[node.serial], !sandbox.blocked else {
+                throw FSError(ESTALE, "resolve", "node \(id) of a discarded sandbox")
+            }
+            return (node, sandbox.mount, sandbox.mountID)
+        }
+        guard let mountFD = mount.acquire() else {
+            throw FSError(ESTALE, "resolve", "node \(id) of a discarded sandbox")
+        }
+        defer { mount.release() }
+        return try body(PassContext(id: id, node: node, mountFD: mountFD, mountID: mountID, cache: cache))
+    }
+
+    /// Registers the inode `fd` refers to (fd may be O_PATH or open) as a node with one more lookup.
+    /// Returns its node ID and the attributes to hand the kernel.
+    func register(fd: Int32, serial: UInt64, mountID: Int32) throws -> (id: UInt64, attr: stat) {
+        var st = stat()
+        try sys("fstat", "sandbox \(serial) fd \(fd)") {
+            fstatat(fd, "", &st, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+        }
+        var buffer = [UInt8](repeating: 0, count: 8 + Int(clinux_MAX_HANDLE_SZ))
+        var handleMountID: Int32 = 0
+        let length = try sys("name_to_handle_at", "sandbox \(serial) inode \(st.st_ino)") {
+            clinux_name_to_handle_at(fd, "", &buffer, buffer.count, &handleMountID, clinux_AT_EMPTY_PATH)
+        }
+        // A submount inside the hidden mount cannot be reopened through the mount fd: refuse it.
+        guard handleMountID == mountID else {
+            throw FSError(EXDEV, "lookup", "sandbox \(serial) inode \(st.st_ino) lies on another mount")
+        }
+        let handle = Array(buffer.prefix(Int(length)))
+        let key = InodeKey(serial: serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+        let id: UInt64 = try state.withLock { s in
+            guard let sandbox = s.sandboxes[serial], !sandbox.blocked else {
+                throw FSError(ESTALE, "lookup", "sandbox \(serial) discarded")
+            }
+            return s.table.lookUp(key: key, handle: handle, type: UInt32(st.st_mode) & UInt32(SwiftGlibc.S_IFMT))
+        }
+        return (id, Self.fuseAttr(st, serial: serial))
+    }
+
+    /// Looks `name` up under the directory `parent` without following it, and registers it.
+    func lookUpChild(_ ctx: PassContext, _ name: RawName) throws -> (id: UInt64, attr: stat) {
+        guard name.isPlainComponent else { throw FSError(EINVAL, "lookup", "name \(name.display)") }
+        return try ctx.withPathFD { parentFD in
+            let fd = try sys("openat", "\(ctx.object)/\(name.display)") {
+                name.withCString { openat(parentFD, $0, clinux_O_PATH | O_NOFOLLOW | O_CLOEXEC) }
+            }
+            defer { close(fd) }
+            return try register(fd: fd, serial: ctx.node.serial, mountID: ctx.mountID)
+        }
+    }
+
+    /// Inode numbers as the kernel shows them: mixed with the sandbox serial so two sandboxes of one image
+    /// never share (dev, ino) pairs, and kept clear of the virtual tree's numbers (top bit set there).
+    static func fuseAttr(_ st: stat, serial: UInt64) -> stat {
+        var attr = st
+        attr.st_ino = numericCast((UInt64(st.st_ino) ^ (serial << 48)) & ~(UInt64(1) << 63))
+        return attr
+    }
+
+    func forget(_ id: UInt64, _ count: UInt64) {
+        let erased = state.withLock { $0.table.forget(id, count) }
+        if erased { cache.drop(id) }
+    }
+}

@@ -1,0 +1,82 @@
+import CFuse
+import CLinux
+import Glibc
+import Logging
+import Sandbox
+
+/// The FUSE filesystem: `/IMAGE/sandboxes/NAME/...` with everything inside a sandbox passed through to the
+/// sandbox's hidden mount.
+///
+/// Lock order (never reversed, never held across fuse_reply_* or provider calls):
+///   DirHandle.lock -> SandboxFileSystem.state -> HandleCache state -> FdLease mutex.
+public final class SandboxFileSystem: @unchecked Sendable {
+    let provider: any SandboxProvider
+    let options: FileSystemOptions
+    let logger: Logger
+    let cache: HandleCache
+    let state = Locked(FSState())
+    /// Time the virtual directories report.
+    let startTime: timespec
+    /// Kernel notifications must not run on the request's own thread (they deadlock there).
+    let notifier = NotificationQueue()
+    var session: OpaquePointer?
+    var mountpoint: String?
+    var operations = makeOperations()
+    let unmountOnce = Locked(false)
+
+    public init(provider: any SandboxProvider, options: FileSystemOptions, logger: Logger) {
+        self.provider = provider
+        self.options = options
+        self.logger = logger
+        cache = HandleCache(capacity: options.handleCacheCapacity)
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        startTime = now
+    }
+
+    deinit {
+        if let session { fuse_session_destroy(session) }
+    }
+}
+
+/// A sandbox the layer has attached: its mount fd and who uses it.
+struct SandboxEntry {
+    let ref: SandboxRef
+    /// Directory fd of the hidden mount's root; every passthrough request holds it for its duration.
+    var mount: FdLease
+    let mountID: Int32
+    /// File and directory handles opened through FUSE and not yet released (rmdir answers EBUSY while > 0).
+    var openHandles = 0
+    /// Set while rmdir tears the sandbox down: new requests get ESTALE.
+    var blocked = false
+}
+
+/// An open file or directory (fi->fh indexes `FSState.handles`).
+enum OpenHandle {
+    case file(OpenFile)
+    case directory(DirHandle)
+    case virtualDirectory([VirtualEntry])
+}
+
+final class OpenFile: @unchecked Sendable {
+    let serial: UInt64
+    let lease: FdLease
+    init(serial: UInt64, lease: FdLease) {
+        self.serial = serial
+        self.lease = lease
+    }
+}
+
+struct FSState {
+    var table = NodeTable()
+    var sandboxes: [UInt64: SandboxEntry] = [:]
+    var handles: [UInt64: OpenHandle] = [:]
+    var nextHandle: UInt64 = 1
+
+    mutating func addHandle(_ handle: OpenHandle) -> UInt64 {
+        let fh = nextHandle
+        nextHandle &+= 1
+        handles[fh] = handle
+        return fh
+    }
+}

@@ -1,0 +1,185 @@
+import CLinux
+import Glibc
+import Logging
+import Sandbox
+
+/// mkdir/rmdir in `/IMAGE/sandboxes/` and shutdown teardown: attaching a sandbox's hidden mount to the
+/// layer and detaching it so nothing here pins the mount when the provider unmounts it.
+extension SandboxFileSystem {
+    /// Attaches (once) the sandbox's hidden mount and returns its root, with one more lookup.
+    func attach(_ ref: SandboxRef) throws -> (id: UInt64, attr: stat) {
+        let attached: Bool = try state.withLock { s in
+            guard let entry = s.sandboxes[ref.serial] else { return false }
+            guard !entry.blocked else { throw FSError(ESTALE, "attach", "sandbox \(ref.image)/\(ref.name) is going away") }
+            return true
+        }
+        if !attached {
+            let (lease, mountID) = try openMount(ref)
+            state.withLock { s in
+                if s.sandboxes[ref.serial] == nil {
+                    s.sandboxes[ref.serial] = SandboxEntry(ref: ref, mount: lease, mountID: mountID)
+                } else {
+                    lease.retire() // another request attached it first
+                }
+            }
+        }
+        let (mount, mountID): (FdLease, Int32) = try state.withLock { s in
+            guard let entry = s.sandboxes[ref.serial], !entry.blocked else {
+                throw FSError(ESTALE, "attach", "sandbox \(ref.image)/\(ref.name) is going away")
+            }
+            return (entry.mount, entry.mountID)
+        }
+        return try mount.with(orErrno: ESTALE) { fd in try register(fd: fd, serial: ref.serial, mountID: mountID) }
+    }
+
+    /// Opens the hidden mount's root (a trusted path from the manager) and checks it supports file handles.
+    private func openMount(_ ref: SandboxRef) throws -> (FdLease, Int32) {
+        // A real directory fd: open_by_handle_at refuses an O_PATH mount fd (EBADF).
+        let fd = try sys("open", ref.mountPath) { open(ref.mountPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        var buffer = [UInt8](repeating: 0, count: 8 + Int(clinux_MAX_HANDLE_SZ))
+        var mountID: Int32 = 0
+        if clinux_name_to_handle_at(fd, "", &buffer, buffer.count, &mountID, clinux_AT_EMPTY_PATH) < 0 {
+            let saved = errno
+            close(fd)
+            let error = FSError(saved == EOPNOTSUPP ? EOPNOTSUPP : saved, "name_to_handle_at", ref.mountPath)
+            logger.error("sandbox \(ref.image)/\(ref.name): its filesystem gives no file handles (overlayfs needs index=on,nfs_export=on): \(error)")
+            throw error
+        }
+        return (FdLease(fd: fd), mountID)
+    }
+
+    func createSandbox(image: String, name: RawName) throws -> Reply {
+        guard let text = name.string else {
+            logger.warning("mkdir \(image)/sandboxes/\(name.display): the name is not UTF-8")
+            throw FSError(EINVAL, "mkdir", "sandbox name \(name.display)")
+        }
+        let ref: SandboxRef
+        do {
+            ref = try provider.createSandbox(image: image, name: text)
+        } catch {
+            logger.warning("mkdir \(image)/sandboxes/\(text) failed: \(error)")
+            throw error
+        }
+        do {
+            let root = try attach(ref)
+            logger.info("sandbox \(image)/\(text) created", metadata: ["mount": "\(ref.mountPath)"])
+            return .entry(id: root.id, attr: root.attr, attrTimeout: options.passthroughTimeout,
+                          entryTimeout: options.virtualTimeout)
+        } catch {
+            logger.error("mkdir \(image)/sandboxes/\(text): attaching the sandbox failed, discarding it: \(error)")
+            detach(serial: ref.serial)
+            do {
+                try provider.destroySandbox(image: image, name: text)
+            } catch let destroyError {
+                logger.error("discarding \(image)/\(text) after a failed attach also failed: \(destroyError)")
+            }
+            throw error
+        }
+    }
+
+    func destroySandbox(image: String, name: RawName) throws -> Reply {
+        guard let text = name.string, let ref = provider.sandbox(image: image, name: text) else {
+            throw FSError(ENOENT, "rmdir", "\(image)/sandboxes/\(name.display)")
+        }
+        // Phase 1: refuse if anything is open, else block every new request in the sandbox.
+        let mount: FdLease? = try state.withLock { s in
+            guard var entry = s.sandboxes[ref.serial] else {
+                // Never attached: a blocked placeholder keeps lookups out while the provider works.
+                let placeholder = FdLease(fd: -1)
+                placeholder.retire()
+                var entry = SandboxEntry(ref: ref, mount: placeholder, mountID: -1)
+                entry.blocked = true
+                s.sandboxes[ref.serial] = entry
+                return nil
+            }
+            guard !entry.blocked else { throw FSError(EBUSY, "rmdir", "\(image)/\(text) is already being removed") }
+            guard entry.openHandles == 0 else {
+                throw FSError(EBUSY, "rmdir", "\(image)/\(text) has \(entry.openHandles) open file(s)")
+            }
+            entry.blocked = true
+            s.sandboxes[ref.serial] = entry
+            return entry.mount
+        }
+        // Phase 2: wait out requests in flight (they hold the mount fd), then close every fd we keep there.
+        mount?.retireAndWait()
+        cache.dropSandbox(ref.serial)
+        do {
+            try provider.destroySandbox(image: image, name: text)
+        } catch {
+            logger.warning("rmdir \(image)/sandboxes/\(text) failed, the sandbox stays: \(error)")
+            restore(ref, wasAttached: mount != nil)
+            throw error
+        }
+        let parent = state.withLock { s in
+            s.sandboxes[ref.serial] = nil
+            return s.table.sandboxesNode(image)
+        }
+        invalidateEntry(parent: parent, name: text)
+        logger.info("sandbox \(image)/\(text) discarded")
+        return .ok
+    }
+
+    /// Undoes phase 1 and 2 of a failed rmdir: the sandbox is served again.
+    private func restore(_ ref: SandboxRef, wasAttached: Bool) {
+        cache.restore(ref.serial)
+        let reopened = wasAttached ? try? openMount(ref) : nil
+        state.withLock { s in
+            guard var entry = s.sandboxes[ref.serial] else { return }
+            if let (lease, _) = reopened {
+                entry.mount = lease
+                entry.blocked = false
+                s.sandboxes[ref.serial] = entry
+            } else {
+                // Nothing to reopen (or it failed): the next lookup attaches afresh.
+                s.sandboxes[ref.serial] = nil
+            }
+        }
+    }
+
+    /// Drops a sandbox's attachment without asking the provider (failed attach).
+    private func detach(serial: UInt64) {
+        let mount = state.withLock { $0.sandboxes.removeValue(forKey: serial)?.mount }
+        mount?.retireAndWait()
+        cache.dropSandbox(serial)
+    }
+
+    /// Closes every fd this layer holds inside the sandbox and makes its nodes answer ESTALE; for teardown at
+    /// shutdown, before the provider unmounts. Open files lose their fds (after requests in flight on them).
+    public func forgetSandbox(serial: UInt64) {
+        let found: (SandboxEntry, [OpenHandle])? = state.withLock { s in
+            guard var entry = s.sandboxes[serial] else { return nil }
+            entry.blocked = true
+            s.sandboxes[serial] = entry
+            var mine: [OpenHandle] = []
+            for (fh, handle) in s.handles {
+                switch handle {
+                case .file(let file) where file.serial == serial:
+                    mine.append(handle)
+                    s.handles[fh] = nil
+                case .directory(let dir) where dir.serial == serial:
+                    mine.append(handle)
+                    s.handles[fh] = nil
+                default:
+                    break
+                }
+            }
+            return (entry, mine)
+        }
+        guard let (entry, handles) = found else { return }
+        entry.mount.retireAndWait()
+        cache.dropSandbox(serial)
+        for handle in handles {
+            switch handle {
+            case .file(let file): file.lease.retire()
+            case .directory(let dir): dir.close()
+            case .virtualDirectory: break
+            }
+        }
+        let parent = state.withLock { s in
+            s.sandboxes[serial] = nil
+            return s.table.sandboxesNode(entry.ref.image)
+        }
+        invalidateEntry(parent: parent, name: entry.ref.name)
+        logger.info("sandbox \(entry.ref.image)/\(entry.ref.name) released by the FUSE layer")
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import Glibc
+import Logging
+import Sandbox
+@testable import SandboxFS
+
+/// Root and /dev/fuse: the only way these tests can run.
+let canMountFuse = geteuid() == 0 && access("/dev/fuse", R_OK | W_OK) == 0
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// A SandboxFileSystem mounted at a temp dir and served on a background thread, over a FakeProvider
+/// whose sandboxes live in another temp dir. `stop()` unmounts and removes everything; call it in defer.
+final class MountedFS: @unchecked Sendable {
+    let root: String
+    let mountpoint: String
+    let backing: String
+    let provider: FakeProvider
+    let fs: SandboxFileSystem
+    private let done = DispatchSemaphore(value: 0)
+    private(set) var loopResult: Int32 = 0
+    private var stopped = false
+
+    init(images: [String] = ["alpha", "beta"], options: FileSystemOptions = FileSystemOptions()) throws {
+        var template = Array("/tmp/sandboxfs-test-XXXXXX".utf8CString)
+        guard let dir = mkdtemp(&template) else { throw HarnessError(description: "mkdtemp: errno \(errno)") }
+        root = String(cString: dir)
+        mountpoint = root + "/mnt"
+        backing = root + "/backing"
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: backing, withIntermediateDirectories: true)
+        provider = FakeProvider(base: backing, images: images)
+        var logger = Logger(label: "sandboxfs-test")
+        logger.logLevel = ProcessInfo.processInfo.environment["SANDBOXFS_TEST_DEBUG"] != nil ? .trace : .critical
+        fs = SandboxFileSystem(provider: provider, options: options, logger: logger)
+        do {
+            try fs.mount(at: mountpoint)
+        } catch {
+            try? FileManager.default.removeItem(atPath: root)
+            throw error
+        }
+        let thread = Thread { [fs, done, weak self] in
+            let rc = fs.run()
+            self?.loopResult = rc
+            done.signal()
+        }
+        thread.start()
+    }
+
+    /// Ends the loop (exit + unmount), waits for it, and deletes the temp dirs.
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
+        fs.exit()
+        done.wait()
+        fs.unmount()
+        // Last resort if the kernel still lists it (a failed test left something open).
+        if umount2(mountpoint, Int32(MNT_DETACH)) != 0 { _ = errno }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    func path(_ relative: String) -> String { mountpoint + "/" + relative }
+
+    /// Number of fds this (test + daemon) process holds.
+    static func openFDCount() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    }
+}
+
+/// errno of a failing call, 0 on success.
+func errnoOf(_ rc: Int32) -> Int32 { rc == 0 ? 0 : errno }
+func errnoOf(_ rc: Int) -> Int32 { rc >= 0 ? 0 : errno }
+
+/// Runs a command and returns (status, stdout).
+func run(_ arguments: [String], cwd: String? = nil) throws -> (Int32, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    if let cwd { process.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+func readAll(_ path: String) -> String? {
+    FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }
+}
+
+func lstatOf(_ path: String) -> stat? {
+    var st = stat()
+    return lstat(path, &st) == 0 ? st : nil
+}

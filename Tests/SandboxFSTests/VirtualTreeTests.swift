@@ -1,0 +1,74 @@
+import Foundation
+import CLinux
+import Glibc
+import Testing
+@testable import SandboxFS
+
+@Suite("SandboxFS over /dev/fuse", .serialized, .enabled(if: canMountFuse, "needs root and /dev/fuse"))
+struct SandboxFSTests {
+    @Test func treeListsImagesAndSandboxesDirectories() throws {
+        let m = try MountedFS(images: ["alpha", "beta"])
+        defer { m.stop() }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.mountpoint).sorted() == ["alpha", "beta"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha")) == ["sandboxes"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha/sandboxes")).isEmpty)
+        let st = try #require(lstatOf(m.path("beta/sandboxes")))
+        #expect(st.st_mode == UInt32(S_IFDIR) | 0o755)
+        #expect(st.st_uid == 0)
+        #expect(st.st_mtim.tv_sec > 0)
+        #expect(lstatOf(m.path("gamma")) == nil && errno == ENOENT)
+        #expect(lstatOf(m.path("alpha/other")) == nil && errno == ENOENT)
+    }
+
+    @Test func sandboxMkdirAndRmdir() throws {
+        let m = try MountedFS()
+        defer { m.stop() }
+        #expect(errnoOf(mkdir(m.path("alpha/sandboxes/one"), 0o755)) == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha/sandboxes")) == ["one"])
+        #expect(errnoOf(mkdir(m.path("alpha/sandboxes/one"), 0o755)) == EEXIST)
+        // Anywhere outside sandboxes/ the tree is read-only.
+        #expect(errnoOf(mkdir(m.path("alpha/one"), 0o755)) == EPERM)
+        #expect(errnoOf(mkdir(m.path("gamma"), 0o755)) == EPERM)
+        #expect(errnoOf(creat(m.path("alpha/file"), 0o644)) == EPERM)
+        #expect(errnoOf(rmdir(m.path("alpha"))) == EPERM)
+        #expect(errnoOf(rename(m.path("alpha/sandboxes/one"), m.path("alpha/sandboxes/two"))) == EPERM)
+
+        // An open file keeps the sandbox: EBUSY, nothing changes.
+        let backing = try #require(m.provider.sandbox(image: "alpha", name: "one")?.mountPath)
+        let fd = open(m.path("alpha/sandboxes/one/f"), O_CREAT | O_RDWR, 0o644)
+        #expect(fd >= 0)
+        #expect(errnoOf(rmdir(m.path("alpha/sandboxes/one"))) == EBUSY)
+        #expect(write(fd, "x", 1) == 1)
+        close(fd)
+        #expect(readAll(backing + "/f") == "x")
+
+        // A failing provider leaves the sandbox served.
+        m.provider.setFailDestroy(EIO)
+        #expect(errnoOf(rmdir(m.path("alpha/sandboxes/one"))) == EIO)
+        m.provider.setFailDestroy(nil)
+        #expect(readAll(m.path("alpha/sandboxes/one/f")) == "x")
+
+        // A directory fd inside (like a shell's cwd) goes stale after rmdir.
+        #expect(errnoOf(mkdir(m.path("alpha/sandboxes/one/sub"), 0o755)) == 0)
+        let cwd = open(m.path("alpha/sandboxes/one/sub"), clinux_O_PATH | O_DIRECTORY)
+        #expect(cwd >= 0)
+        defer { close(cwd) }
+        #expect(errnoOf(rmdir(m.path("alpha/sandboxes/one"))) == 0)
+        #expect(!FileManager.default.fileExists(atPath: backing))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha/sandboxes")).isEmpty)
+        let stale = openat(cwd, "new", O_CREAT | O_WRONLY, 0o644)
+        let staleErrno = errno
+        #expect(stale < 0 && [ESTALE, ENOENT].contains(staleErrno))
+        if stale >= 0 { close(stale) }
+
+        // The name is free again: a new sandbox, empty.
+        #expect(errnoOf(mkdir(m.path("alpha/sandboxes/one"), 0o755)) == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha/sandboxes/one")).isEmpty)
+    }
+
+    @Test func exitEndsTheLoop() throws {
+        let m = try MountedFS()
+        m.stop() // exit() then wait: returns only if the loop ended
+        #expect(m.loopResult == 0 || m.loopResult == -ENODEV || m.loopResult > 0)
+    }
+}
