@@ -49,6 +49,7 @@ struct LoopDeviceTests {
         let loop = try LoopDevice.attach(file: file, label: "linuxblock-test-autoclear")
         defer { loop.close() }
         #expect(TestSupport.attachedBackingFiles().contains(file))
+        TestSupport.settleUdev()
         loop.close()
         loop.close()  // idempotent
         #expect(!TestSupport.attachedBackingFiles().contains(file))
@@ -64,6 +65,7 @@ struct LoopDeviceTests {
         defer { try? loop.detach() }
         #expect(try FileIO.readValue("/sys/block/loop\(loop.index)/ro") == "0")
         #expect(try FileIO.readValue("/sys/block/loop\(loop.index)/loop/autoclear") == "0")
+        TestSupport.settleUdev()
         try loop.detach()
         #expect(!TestSupport.attachedBackingFiles().contains(file))
         #expect(throws: SystemError("LOOP_CLR_FD", loop.path, errno: EBADF)) { try loop.detach() }

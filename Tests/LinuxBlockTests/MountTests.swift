@@ -30,6 +30,7 @@ struct MountTests {
         try Mount.unmount(target)
         mounted = false
         #expect(!Mount.mountPoints().contains { $0.mountPoint == target })
+        TestSupport.settleUdev()
         loop.close()
         #expect(!TestSupport.attachedBackingFiles().contains(file))
     }

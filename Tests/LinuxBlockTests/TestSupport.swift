@@ -8,9 +8,10 @@ enum TestSupport {
     static var canLoop: Bool { isRoot && access("/dev/loop-control", F_OK) == 0 }
     static var canZram: Bool { isRoot && Zram().isAvailable }
 
-    /// A fresh directory under /tmp; remove it with `removeTree`.
+    /// A fresh directory under $TMPDIR (or /tmp); remove it with `removeTree`.
     static func makeTemporaryDirectory() -> String {
-        var template = Array("/tmp/linuxblock-test-XXXXXX".utf8CString)
+        let base = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+        var template = Array("\(base)/linuxblock-test-XXXXXX".utf8CString)
         guard let result = mkdtemp(&template) else { fatalError("mkdtemp failed: errno \(errno)") }
         return String(cString: result)
     }
@@ -34,6 +35,13 @@ enum TestSupport {
     }
 
     static func readText(_ path: String) throws -> String { try FileIO.readText(path) }
+
+    /// Waits until udev has handled every queued event (where udev runs): udev opens new block devices to
+    /// probe them, and an autoclear loop detaches only when its last opener, possibly udev, closes it.
+    static func settleUdev() {
+        guard access("/run/udev/control", F_OK) == 0 else { return }
+        _ = try? Command.run(["udevadm", "settle"])
+    }
 
     /// The backing files of currently attached loop devices (sysfs only: opening devices would delay detaches).
     static func attachedBackingFiles() -> [String] { LoopDevice.attached(readingLabels: false).map(\.backingFile) }
