@@ -23,13 +23,12 @@ enum FileIO {
     static func writeText(_ path: String, _ text: String) throws(SystemError) {
         let fd = try systemCall("open", path) { open(path, O_WRONLY | O_CLOEXEC | O_TRUNC) }
         defer { close(fd) }
-        var bytes = Array(text.utf8)
+        let bytes = Array(text.utf8)
         let written = try systemCall("write", path) {
-            bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) }
+            bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         }
         // sysfs consumes a value whole; a short write elsewhere would be a truncated value.
         if written != bytes.count { throw SystemError("write", path, errno: EIO) }
-        bytes.removeAll()
     }
 
     /// Trimmed content of a one-value file ("4\n" -> "4").

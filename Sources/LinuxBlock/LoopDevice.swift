@@ -53,7 +53,8 @@ public final class LoopDevice: @unchecked Sendable {
             let dev = sysfsDeviceNumber(index)
                 ?? DeviceNumber(major: clinux_LOOP_MAJOR, minor: UInt32(index))
             try BlockDevice.makeNode(path, dev)
-            // O_RDWR even for read-only: the kernel makes a device read-only when its opener cannot write.
+            // O_RDWR always: the kernel forces read-only when the configuring opener cannot write, and
+            // LO_FLAGS_READ_ONLY covers the read-only case.
             let loopFD: Int32
             do {
                 loopFD = try systemCall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
