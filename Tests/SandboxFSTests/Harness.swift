@@ -49,12 +49,21 @@ final class MountedFS: @unchecked Sendable {
         thread.start()
     }
 
-    /// Ends the loop (exit + unmount), waits for it, and deletes the temp dirs.
+    private var loopEnded = false
+
+    /// exit(), then waits until run() has returned.
+    func endLoop() {
+        guard !loopEnded else { return }
+        loopEnded = true
+        fs.exit()
+        done.wait()
+    }
+
+    /// Ends the loop, unmounts, and deletes the temp dirs.
     func stop() {
         guard !stopped else { return }
         stopped = true
-        fs.exit()
-        done.wait()
+        endLoop()
         fs.unmount()
         // Last resort if the kernel still lists it (a failed test left something open).
         if umount2(mountpoint, Int32(MNT_DETACH)) != 0 { _ = errno }
@@ -62,6 +71,18 @@ final class MountedFS: @unchecked Sendable {
     }
 
     func path(_ relative: String) -> String { mountpoint + "/" + relative }
+
+    static func isMounted(_ path: String) -> Bool {
+        (readAll("/proc/self/mounts") ?? "").split(separator: "\n").contains { $0.split(separator: " ").dropFirst().first.map(String.init) == path }
+    }
+
+    /// fds of this process whose target lies under `path` (the daemon's fds inside a backing directory).
+    static func fdsPointing(into path: String) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return fds.filter { fd in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + fd)).map { $0 == path || $0.hasPrefix(path + "/") } ?? false
+        }.count
+    }
 
     /// Number of fds this (test + daemon) process holds.
     static func openFDCount() -> Int {

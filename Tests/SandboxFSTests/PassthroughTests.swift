@@ -16,8 +16,11 @@ extension SandboxFSTests {
         try body(m, m.path("alpha/sandboxes/s"), backing)
     }
 
-    @Test func filesAndDirectoriesPassThrough() throws {
-        try withSandbox { _, s, backing in
+    @Test("files and directories pass through", arguments: [false, true])
+    func filesAndDirectoriesPassThrough(splice: Bool) throws {
+        var options = FileSystemOptions()
+        options.splice = splice
+        try withSandbox(options: options) { _, s, backing in
             try "hello".write(toFile: s + "/a.txt", atomically: false, encoding: .utf8)
             #expect(readAll(backing + "/a.txt") == "hello")
             try "from below".write(toFile: backing + "/b.txt", atomically: false, encoding: .utf8)

@@ -66,9 +66,32 @@ struct SandboxFSTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha/sandboxes/one")).isEmpty)
     }
 
-    @Test func exitEndsTheLoop() throws {
+    @Test func exitEndsTheLoopAndUnmountDetaches() throws {
         let m = try MountedFS()
-        m.stop() // exit() then wait: returns only if the loop ended
-        #expect(m.loopResult == 0 || m.loopResult == -ENODEV || m.loopResult > 0)
+        defer { m.stop() }
+        #expect(errnoOf(mkdir(m.path("alpha/sandboxes/busy"), 0o755)) == 0)
+        m.endLoop() // exit(), then waits for run() to return
+        #expect(m.loopResult == 0)
+        #expect(MountedFS.isMounted(m.mountpoint))
+        m.fs.unmount()
+        m.fs.unmount() // idempotent
+        #expect(!MountedFS.isMounted(m.mountpoint))
+    }
+
+    @Test func forgetSandboxClosesEveryFdInside() throws {
+        let m = try MountedFS()
+        defer { m.stop() }
+        try #require(mkdir(m.path("alpha/sandboxes/s"), 0o755) == 0)
+        let ref = try #require(m.provider.sandbox(image: "alpha", name: "s"))
+        try "data".write(toFile: m.path("alpha/sandboxes/s/f"), atomically: false, encoding: .utf8)
+        let fd = open(m.path("alpha/sandboxes/s/f"), O_RDONLY)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        #expect(MountedFS.fdsPointing(into: ref.mountPath) > 0)
+        m.fs.forgetSandbox(serial: ref.serial)
+        #expect(MountedFS.fdsPointing(into: ref.mountPath) == 0)
+        var byte: UInt8 = 0
+        let readErrno = errnoOf(pread(fd, &byte, 1, 0))
+        #expect([EBADF, ESTALE].contains(readErrno), "errno \(readErrno)")
     }
 }
