@@ -10,6 +10,13 @@ struct FakeError: ErrnoCarrying, CustomStringConvertible {
 
 /// A directory-backed SandboxProvider: images are names, a sandbox is a fresh directory under `base`.
 final class FakeProvider: SandboxProvider, Sendable {
+    /// How a sandbox's mountPath is made.
+    enum Backing: Sendable {
+        case directory
+        /// An overlayfs mount (lower = an empty dir); handles only with index=on,nfs_export=on.
+        case overlay(nfsExport: Bool)
+    }
+
     struct State {
         var images: [String: [String: SandboxRef]] = [:]
         var nextSerial: UInt64 = 1
@@ -17,10 +24,12 @@ final class FakeProvider: SandboxProvider, Sendable {
     }
 
     let base: String
+    let backing: Backing
     let state = Mutex(State())
 
-    init(base: String, images: [String]) {
+    init(base: String, images: [String], backing: Backing = .directory) {
         self.base = base
+        self.backing = backing
         state.withLock { s in for image in images { s.images[image] = [:] } }
     }
 
@@ -40,6 +49,14 @@ final class FakeProvider: SandboxProvider, Sendable {
             s.nextSerial += 1
             let path = "\(base)/\(image)-\(name)-\(serial)"
             guard mkdir(path, 0o755) == 0 else { throw FakeError(errno: errno) }
+            if case .overlay(let nfsExport) = backing {
+                for part in ["lower", "upper", "work"] {
+                    guard mkdir(path + "." + part, 0o755) == 0 else { throw FakeError(errno: errno) }
+                }
+                var options = "lowerdir=\(path).lower,upperdir=\(path).upper,workdir=\(path).work"
+                if nfsExport { options += ",index=on,nfs_export=on" }
+                guard mount("overlay", path, "overlay", 0, options) == 0 else { throw FakeError(errno: errno) }
+            }
             let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: path)
             s.images[image]?[name] = ref
             return ref
@@ -50,8 +67,28 @@ final class FakeProvider: SandboxProvider, Sendable {
         try state.withLock { s in
             if let code = s.failDestroy { throw FakeError(errno: code) }
             guard let ref = s.images[image]?[name] else { throw FakeError(errno: ENOENT) }
-            try FileManager.default.removeItem(atPath: ref.mountPath)
+            try remove(ref)
             s.images[image]?[name] = nil
+        }
+    }
+
+    private func remove(_ ref: SandboxRef) throws {
+        if case .overlay = backing {
+            // Not detached: EBUSY here means the FUSE layer still holds an fd inside.
+            guard umount2(ref.mountPath, 0) == 0 else { throw FakeError(errno: errno) }
+            for part in ["lower", "upper", "work"] { try? FileManager.default.removeItem(atPath: ref.mountPath + "." + part) }
+        }
+        try FileManager.default.removeItem(atPath: ref.mountPath)
+    }
+
+    /// Test cleanup: whatever is left, unmounted lazily so a failed test leaves no mount behind.
+    func discardAll() {
+        let refs = state.withLock { s in
+            defer { for image in s.images.keys { s.images[image] = [:] } }
+            return s.images.values.flatMap(\.values)
+        }
+        for ref in refs {
+            if case .overlay = backing { _ = umount2(ref.mountPath, Int32(MNT_DETACH)) }
         }
     }
 }

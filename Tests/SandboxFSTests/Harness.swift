@@ -23,15 +23,16 @@ final class MountedFS: @unchecked Sendable {
     private(set) var loopResult: Int32 = 0
     private var stopped = false
 
-    init(images: [String] = ["alpha", "beta"], options: FileSystemOptions = FileSystemOptions()) throws {
+    init(images: [String] = ["alpha", "beta"], options: FileSystemOptions = FileSystemOptions(),
+         backing: FakeProvider.Backing = .directory) throws {
         var template = Array("/tmp/sandboxfs-test-XXXXXX".utf8CString)
         guard let dir = mkdtemp(&template) else { throw HarnessError(description: "mkdtemp: errno \(errno)") }
         root = String(cString: dir)
         mountpoint = root + "/mnt"
-        backing = root + "/backing"
+        self.backing = root + "/backing"
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: backing, withIntermediateDirectories: true)
-        provider = FakeProvider(base: backing, images: images)
+        try FileManager.default.createDirectory(atPath: self.backing, withIntermediateDirectories: true)
+        provider = FakeProvider(base: self.backing, images: images, backing: backing)
         var logger = Logger(label: "sandboxfs-test")
         logger.logLevel = ProcessInfo.processInfo.environment["SANDBOXFS_TEST_DEBUG"] != nil ? .trace : .critical
         fs = SandboxFileSystem(provider: provider, options: options, logger: logger)
@@ -65,6 +66,7 @@ final class MountedFS: @unchecked Sendable {
         stopped = true
         endLoop()
         fs.unmount()
+        provider.discardAll()
         // Last resort if the kernel still lists it (a failed test left something open).
         if umount2(mountpoint, Int32(MNT_DETACH)) != 0 { _ = errno }
         try? FileManager.default.removeItem(atPath: root)
