@@ -33,11 +33,12 @@ final class ControlSocket: @unchecked Sendable {
 
     private func serve() {
         while true {
-            let client = accept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            let client = accept(fd, nil, nil)
             if client < 0 {
                 if errno == EINTR || errno == ECONNABORTED { continue }
                 return  // closed by stop()
             }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             let reply = respond()
             reply.withUnsafeBytes { buffer in
                 var offset = 0

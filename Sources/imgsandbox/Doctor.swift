@@ -21,7 +21,7 @@ struct Doctor: ParsableCommand {
             filesystems.split(separator: "\n").contains { $0.split(separator: "\t").last == Substring(name) }
         }
         let fuse = access("/dev/fuse", R_OK | W_OK) == 0
-        let fusermount = ["/usr/bin/fusermount3", "/bin/fusermount3"].contains { access($0, X_OK) == 0 }
+        let fusermount = ["/usr/bin/fusermount3", "/bin/fusermount3"].contains { (path: String) in access(path, X_OK) == 0 }
         let loop = access("/dev/loop-control", R_OK | W_OK) == 0
         let dm = DeviceMapper.isAvailable
         let zram = Zram().isAvailable

@@ -113,7 +113,9 @@ struct Serve: ParsableCommand {
         logger.info("serving \(imagesDirectory) on \(mountpoint)")
         if daemonChild { Daemon.reportReady() }
 
+        let signalSources = Self.exitOnSignals { fileSystem.exit() }
         _ = fileSystem.run()
+        signalSources.forEach { $0.cancel() }
 
         logger.info("unmounted; tearing every sandbox down")
         fileSystem.unmount()
@@ -126,6 +128,18 @@ struct Serve: ParsableCommand {
         unlink(RunDirectory.recordPath(instance))
         rmdir(runDirectory)
         if !failures.isEmpty { throw ExitCode.failure }
+    }
+
+    /// SIGTERM, SIGINT and SIGHUP end the session like an unmount. Handled on a dispatch queue, not in a
+    /// signal handler, because ending the session takes locks and starts a thread.
+    static func exitOnSignals(_ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
+        [SIGTERM, SIGINT, SIGHUP].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler(handler: handler)
+            source.resume()
+            return source
+        }
     }
 
     static func absoluteDirectory(_ path: String, create: Bool) throws -> String {

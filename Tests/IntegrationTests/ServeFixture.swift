@@ -128,8 +128,9 @@ final class ServeFixture: @unchecked Sendable {
             process.waitUntilExit()
             throw CommandFailed(argv: ["serve"], status: process.terminationStatus, output: log.joined(separator: "\n"))
         }
+        let leftover = pending
         let thread = Thread { [self] in
-            var rest = pending
+            var rest = leftover
             while true {
                 let chunk = reader.availableData
                 if chunk.isEmpty { break }
