@@ -14,24 +14,30 @@ enum Residue {
                 found.append("\(device) -> \(backing)")
             }
         }
+        let dmPrefix = instance.map { "imgsandbox-\($0)-" } ?? "imgsandbox-"
         for device in blockDevices(prefix: "dm-") {
-            if let name = read("/sys/block/\(device)/dm/name"), name.hasPrefix("imgsandbox-") { found.append("dm \(name)") }
+            if let name = read("/sys/block/\(device)/dm/name"), name.hasPrefix(dmPrefix) { found.append("dm \(name)") }
         }
+        // A zram device cannot carry a name: one in use (sized) that nothing mounts or holds is a leak;
+        // one still mounted by this instance shows up as a mount above. Devices other serve processes
+        // use right now (mounted, or held by their dm devices) are theirs.
+        let mountedSources = Set(mountSources())
         for device in blockDevices(prefix: "zram") {
-            if let size = read("/sys/block/\(device)/disksize"), size != "0" { found.append("\(device) disksize \(size)") }
+            guard let size = read("/sys/block/\(device)/disksize"), size != "0" else { continue }
+            let holders = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block/\(device)/holders")) ?? []
+            if holders.isEmpty, !mountedSources.contains("/dev/\(device)") { found.append("\(device) disksize \(size)") }
         }
         return found
     }
 
     /// Last resort after a failed test, so one failure does not poison the next tests.
     static func forceClean(work: String, instance: Int32?) {
-        for mountPoint in mountPoints().reversed() where mountPoint.hasPrefix(work) || mountPoint.hasPrefix("/run/imgsandbox/") {
+        for mountPoint in mountPoints().reversed() where mountPoint.hasPrefix(work) {
             umount2(mountPoint, Int32(MNT_DETACH))
         }
-        for device in blockDevices(prefix: "zram") {
-            if let size = read("/sys/block/\(device)/disksize"), size != "0" {
-                try? "1".write(toFile: "/sys/block/\(device)/reset", atomically: false, encoding: .utf8)
-            }
+        let runDirectory = instance.map { "/run/imgsandbox/\($0)/" } ?? "/run/imgsandbox/"
+        for mountPoint in mountPoints().reversed() where mountPoint.hasPrefix(runDirectory) {
+            umount2(mountPoint, Int32(MNT_DETACH))
         }
     }
 
@@ -41,6 +47,15 @@ enum Residue {
             let fields = line.split(separator: " ")
             guard fields.count > 4 else { return nil }
             return String(fields[4]).replacingOccurrences(of: "\\040", with: " ")
+        }
+    }
+
+    static func mountSources() -> [String] {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            guard let separator = line.range(of: " - ") else { return nil }
+            let fields = line[separator.upperBound...].split(separator: " ")
+            return fields.count > 1 ? String(fields[1]) : nil
         }
     }
 
