@@ -96,6 +96,15 @@ public final class LoopDevice: @unchecked Sendable {
         close()
     }
 
+    /// LOOP_CLR_FD on /dev/loopN, for a device another (dead) process attached. If it is still open elsewhere
+    /// (a mount, a dm table) the kernel only marks it autoclear and detaches it when that opener goes.
+    public static func detach(index: Int) throws(SystemError) {
+        let path = Self.path(index)
+        let fd = try systemCall("open", path) { open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) }
+        defer { Glibc.close(fd) }
+        try systemCall("LOOP_CLR_FD", path) { clinux_ioctl_none(fd, clinux_LOOP_CLR_FD) }
+    }
+
     /// Attached loop devices from sysfs (/sys/block/loopN/loop/backing_file), with lo_file_name as label.
     /// Reading a label opens the device briefly: a concurrent close/LOOP_CLR_FD of an autoclear device then
     /// completes when that open ends rather than at once.

@@ -67,6 +67,13 @@ public struct Zram: Sendable {
         try FileIO.writeText("\(controlDirectory)/hot_remove", "\(id)")
     }
 
+    /// Names of the block devices stacked on this one (a dm device using it as COW store shows here).
+    public func holders(_ id: Int) -> [String] {
+        FileIO.list("\(sysfsRoot)/block/zram\(id)/holders").sorted()
+    }
+
+    public func exists(_ id: Int) -> Bool { FileIO.exists("\(sysfsRoot)/block/zram\(id)") }
+
     /// Ids of the zram devices present, ascending.
     public func devices() -> [Int] {
         FileIO.list("\(sysfsRoot)/block").compactMap { name in

@@ -10,11 +10,14 @@ public struct DeviceMapperEngine: SandboxEngine {
     private let instance: String
     private let deviceMapper: DeviceMapper
     private let zram: Zram
+    private let allocator: ZramAllocator
 
-    public init(instance: String, deviceMapper: DeviceMapper, zram: Zram = Zram()) {
+    /// `zramLedger`: where the zram devices it adds are recorded for a sweep after a crash (nil: nowhere).
+    public init(instance: String, deviceMapper: DeviceMapper, zram: Zram = Zram(), zramLedger: String? = nil) {
         self.instance = instance
         self.deviceMapper = deviceMapper
         self.zram = zram
+        self.allocator = ZramAllocator(zram: zram, ledger: zramLedger)
     }
 
     final class ImageAttachment: EngineAttachment {
@@ -33,12 +36,12 @@ public struct DeviceMapperEngine: SandboxEngine {
     final class SandboxAttachment: EngineAttachment {
         let teardown: Teardown
         let snapshotName: String
-        let zramID: Int
+        let cow: CowStore
         let mountPath: String
-        init(teardown: Teardown, snapshotName: String, zramID: Int, mountPath: String) {
+        init(teardown: Teardown, snapshotName: String, cow: CowStore, mountPath: String) {
             self.teardown = teardown
             self.snapshotName = snapshotName
-            self.zramID = zramID
+            self.cow = cow
             self.mountPath = mountPath
         }
     }
@@ -81,15 +84,10 @@ public struct DeviceMapperEngine: SandboxEngine {
         guard let image = image as? ImageAttachment else { preconditionFailure("attachment of another engine") }
         let teardown = Teardown()
         return try building(teardown) {
-            let zramID = try step("add zram device") { try zram.add() }
-            teardown.push("remove zram\(zramID)") {
-                try zram.reset(zramID)
-                try zram.remove(zramID)
-            }
-            let cowPath = zram.devicePath(zramID)
-            try step("size \(cowPath)") { try zram.setDisksize(zramID, bytes: request.settings.cowSize) }
-            let cow = try step("stat \(cowPath)") { try BlockDevice.deviceNumber(of: cowPath) }
             let name = "imgsandbox-\(instance)-s\(request.serial)"
+            let (store, cow) = try CowStore.make(
+                name: "\(name)-cow", uuid: "\(name)-cow-\(request.image)-\(request.name)".prefix(127).description,
+                settings: request.settings, allocator: allocator, deviceMapper: deviceMapper, teardown: teardown)
             let snapshot = DMTarget.snapshot(start: 0, length: image.sectors, origin: image.base.deviceNumber, cow: cow,
                                              persistent: false, chunkSectors: max(1, request.settings.chunkSize / 512))
             let device = try step("create dm snapshot \(name)") {
@@ -108,7 +106,7 @@ public struct DeviceMapperEngine: SandboxEngine {
                     try Ext4.growOnline(mountPath: request.mountPath, toBlocks: blocks)
                 }
             }
-            return SandboxAttachment(teardown: teardown, snapshotName: name, zramID: zramID, mountPath: request.mountPath)
+            return SandboxAttachment(teardown: teardown, snapshotName: name, cow: store, mountPath: request.mountPath)
         }
     }
 
@@ -123,24 +121,33 @@ public struct DeviceMapperEngine: SandboxEngine {
                 usage.cowTotalBytes = total * 512
             case .invalid, .overflow:
                 usage.state = .overflowed
-                usage.cowTotalBytes = (try? zram.disksize(sandbox.zramID)) ?? 0
+                usage.cowTotalBytes = sandbox.cow.zramIDs.reduce(0) { $0 + ((try? zram.disksize($1)) ?? 0) }
                 usage.cowUsedBytes = usage.cowTotalBytes
             case .merging:
                 break
             }
         }
-        usage.fillZram(zram, id: sandbox.zramID)
+        usage.cowMaxBytes = max(sandbox.cow.maxBytes, usage.cowTotalBytes)
+        usage.fillZram(zram, ids: sandbox.cow.zramIDs)
         usage.fillFilesystem(sandbox.mountPath)
         return usage
+    }
+
+    public func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64? {
+        guard let sandbox = sandbox as? SandboxAttachment, usage.state == .active else { return nil }
+        return try sandbox.cow.grow(usedBytes: usage.cowUsedBytes, totalBytes: usage.cowTotalBytes)
     }
 }
 
 extension SandboxUsage {
-    mutating func fillZram(_ zram: Zram, id: Int) {
-        guard let stats = try? zram.memoryStats(id) else { return }
-        zramOriginalBytes = stats.originalBytes
-        zramCompressedBytes = stats.compressedBytes
-        zramMemoryBytes = stats.memoryUsedBytes
+    /// Sums mm_stat over the sandbox's zram devices.
+    mutating func fillZram(_ zram: Zram, ids: [Int]) {
+        for id in ids {
+            guard let stats = try? zram.memoryStats(id) else { continue }
+            zramOriginalBytes += stats.originalBytes
+            zramCompressedBytes += stats.compressedBytes
+            zramMemoryBytes += stats.memoryUsedBytes
+        }
     }
 
     mutating func fillFilesystem(_ mountPath: String) {

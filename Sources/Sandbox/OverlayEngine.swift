@@ -11,11 +11,14 @@ public struct OverlayEngine: SandboxEngine {
     /// Holds lower/<image serial> and upper/<sandbox serial>; mode 0700.
     private let workDirectory: String
     private let zram: Zram
+    private let allocator: ZramAllocator
 
-    public init(instance: String, workDirectory: String, zram: Zram = Zram()) {
+    /// `zramLedger`: where the zram devices it adds are recorded for a sweep after a crash (nil: nowhere).
+    public init(instance: String, workDirectory: String, zram: Zram = Zram(), zramLedger: String? = nil) {
         self.instance = instance
         self.workDirectory = workDirectory
         self.zram = zram
+        self.allocator = ZramAllocator(zram: zram, ledger: zramLedger)
     }
 
     /// "zram" or, where the kernel has none, "tmpfs".
@@ -109,13 +112,9 @@ public struct OverlayEngine: SandboxEngine {
             teardown.push("unmount \(path)") { try Mount.unmount(path) }
             return nil
         }
-        let id = try step("add zram device") { try zram.add() }
-        teardown.push("remove zram\(id)") {
-            try zram.reset(id)
-            try zram.remove(id)
-        }
+        let id = try allocator.add(bytes: size)
+        teardown.push("remove zram\(id)") { try allocator.free(id) }
         let device = zram.devicePath(id)
-        try step("size \(device)") { try zram.setDisksize(id, bytes: size) }
         // No journal and no reserved blocks: the store is RAM and dies with the sandbox.
         try step("mkfs.ext4 \(device)") {
             _ = try Command.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "nodiscard", device])
@@ -150,7 +149,8 @@ public struct OverlayEngine: SandboxEngine {
             // A full upper refuses every write that needs new blocks: that is overflow for this engine.
             if upper.availableBytes < upper.blockSize * 16 { usage.state = .overflowed }
         }
-        if let id = sandbox.zramID { usage.fillZram(zram, id: id) }
+        usage.cowMaxBytes = usage.cowTotalBytes
+        if let id = sandbox.zramID { usage.fillZram(zram, ids: [id]) }
         usage.fillFilesystem(sandbox.mountPath)
         return usage
     }

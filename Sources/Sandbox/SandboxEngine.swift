@@ -50,6 +50,8 @@ public struct SandboxUsage: Sendable, Equatable, Codable {
     public var state: SandboxState
     public var cowUsedBytes: UInt64
     public var cowTotalBytes: UInt64
+    /// What cowTotalBytes may grow to (--cow-max); equal to it when the store cannot grow.
+    public var cowMaxBytes: UInt64
     public var zramOriginalBytes: UInt64
     public var zramCompressedBytes: UInt64
     public var zramMemoryBytes: UInt64
@@ -59,11 +61,12 @@ public struct SandboxUsage: Sendable, Equatable, Codable {
     public var cowStore: String
 
     public init(state: SandboxState = .active, cowUsedBytes: UInt64 = 0, cowTotalBytes: UInt64 = 0,
-                zramOriginalBytes: UInt64 = 0, zramCompressedBytes: UInt64 = 0, zramMemoryBytes: UInt64 = 0,
+                cowMaxBytes: UInt64? = nil, zramOriginalBytes: UInt64 = 0, zramCompressedBytes: UInt64 = 0, zramMemoryBytes: UInt64 = 0,
                 filesystemSizeBytes: UInt64 = 0, filesystemFreeBytes: UInt64 = 0, cowStore: String = "zram") {
         self.state = state
         self.cowUsedBytes = cowUsedBytes
         self.cowTotalBytes = cowTotalBytes
+        self.cowMaxBytes = cowMaxBytes ?? cowTotalBytes
         self.zramOriginalBytes = zramOriginalBytes
         self.zramCompressedBytes = zramCompressedBytes
         self.zramMemoryBytes = zramMemoryBytes
@@ -83,9 +86,15 @@ public protocol SandboxEngine: Sendable {
     /// Makes one sandbox and mounts it at `request.mountPath`. On failure releases what it made and throws.
     func createSandbox(_ request: SandboxRequest, on image: any EngineAttachment) throws -> any EngineAttachment
     func usage(of sandbox: any EngineAttachment) -> SandboxUsage
+    /// Called by the COW watcher with the latest usage: enlarges the sandbox's COW store when it is close
+    /// to full and may still grow. Returns the new total in bytes, or nil when nothing changed.
+    func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64?
 }
 
 extension SandboxEngine {
+    /// Engines whose COW store has a fixed size.
+    public func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64? { nil }
+
     /// Runs `build` with a fresh teardown stack; if it throws, unwinds what it pushed.
     func building<A>(_ teardown: Teardown, _ build: () throws -> A) throws -> A {
         do {

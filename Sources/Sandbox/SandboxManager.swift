@@ -23,8 +23,10 @@ public final class SandboxManager: SandboxProvider {
     private let imagesDirectory: String
     /// Holds the hidden mounts: <runDirectory>/mnt/IMAGE/SANDBOX. Mode 0700, outside the FUSE tree.
     private let runDirectory: String
-    private let logger: Logger
+    let logger: Logger
     private let registry = Mutex(Registry())
+    /// The COW watcher's thread state and per-sandbox alarms (SandboxManager+CowWatch.swift).
+    let cowWatch = CowWatch()
 
     private struct Registry {
         var slots: [String: ImageSlot] = [:]
@@ -240,6 +242,7 @@ public final class SandboxManager: SandboxProvider {
     /// Tears every sandbox down (at unmount or signal). Returns the errors it could not get past.
     @discardableResult
     public func shutdown() -> [any Error] {
+        stopCowWatcher()
         let all = registry.withLock { registry -> [(String, String)] in
             registry.shuttingDown = true
             return registry.ready.flatMap { image, sandboxes in sandboxes.keys.map { (image, $0) } }
@@ -253,6 +256,11 @@ public final class SandboxManager: SandboxProvider {
             try? PrivateDirectory.remove(runDirectory)
         }
         return errors
+    }
+
+    /// Every ready sandbox with its engine attachment, for the COW watcher.
+    func liveSandboxes() -> [(ref: SandboxRef, attachment: any EngineAttachment)] {
+        registry.withLock { $0.ready.values.flatMap(\.values).map { ($0.ref, $0.attachment) } }
     }
 
     public func status() -> [SandboxStatus] {

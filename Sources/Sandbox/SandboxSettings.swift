@@ -4,15 +4,20 @@ public struct SandboxSettings: Sendable, Equatable {
 
     /// RAM budget of one sandbox's COW store.
     public var cowSize: UInt64 = 512 * mebibyte
+    /// dm engine: how far a sandbox's COW store may grow, a --cow-size step at a time, while it is used;
+    /// nil means it stays at cowSize.
+    public var cowMax: UInt64? = nil
     /// dm-snapshot exception size.
     public var chunkSize: UInt64 = 8 << 10
-    /// How far the root filesystem is enlarged; nil means "by the COW budget", so a user can fill the COW
-    /// store before the filesystem runs out of blocks.
+    /// How far the root filesystem is enlarged; nil means "by the (maximum) COW budget", so a user can fill
+    /// the COW store before the filesystem runs out of blocks.
     public var grow: UInt64? = nil
     /// Root partition number chosen by the user; nil means the largest Linux one.
     public var partition: Int? = nil
 
     public init() {}
 
-    public var effectiveGrow: UInt64 { grow ?? cowSize }
+    public var effectiveGrow: UInt64 { grow ?? effectiveCowMax }
+    /// The most COW store a sandbox can have.
+    public var effectiveCowMax: UInt64 { max(cowMax ?? cowSize, cowSize) }
 }

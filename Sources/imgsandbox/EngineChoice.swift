@@ -37,12 +37,12 @@ struct EngineChoice {
         return DeviceMapper.isAvailable
     }
 
-    func makeEngine(instance: String, workDirectory: String) throws -> any SandboxEngine {
+    func makeEngine(instance: String, workDirectory: String, zramLedger: String? = nil) throws -> any SandboxEngine {
         switch kind {
         case .dm:
-            return DeviceMapperEngine(instance: instance, deviceMapper: try DeviceMapper())
+            return DeviceMapperEngine(instance: instance, deviceMapper: try DeviceMapper(), zramLedger: zramLedger)
         case .overlay, .auto:
-            return OverlayEngine(instance: instance, workDirectory: workDirectory)
+            return OverlayEngine(instance: instance, workDirectory: workDirectory, zramLedger: zramLedger)
         }
     }
 }

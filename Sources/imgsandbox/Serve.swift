@@ -20,6 +20,8 @@ struct Serve: ParsableCommand {
     var engine: String = "auto"
     @Option(help: "RAM budget of each sandbox's COW store: 512M, 5G or bytes.")
     var cowSize: String = "512M"
+    @Option(help: "dm engine: let each sandbox's COW store grow online, a --cow-size step at a time, up to this size (default: no growth).")
+    var cowMax: String?
     @Option(help: "dm-snapshot chunk size.")
     var chunkSize: String = "8K"
     @Option(help: "How far the root filesystem is enlarged (default: by --cow-size, so the COW budget can be filled).")
@@ -37,11 +39,15 @@ struct Serve: ParsableCommand {
 
     func validate() throws {
         guard EngineKind(rawValue: engine) != nil else { throw ValidationError("--engine must be auto, dm or overlay") }
-        for (name, value) in [("--cow-size", cowSize), ("--chunk-size", chunkSize), ("--grow", grow ?? "0")] {
+        for (name, value) in [("--cow-size", cowSize), ("--chunk-size", chunkSize), ("--grow", grow ?? "0"),
+                              ("--cow-max", cowMax ?? "0")] {
             guard ByteSize.parse(value) != nil else { throw ValidationError("\(name) \(value): expected a size like 512M, 5G or bytes") }
         }
         guard let chunk = ByteSize.parse(chunkSize), chunk >= 4096, chunk.nonzeroBitCount == 1, chunk <= 1 << 20 else {
             throw ValidationError("--chunk-size must be a power of two between 4K and 1M")
+        }
+        if let cowMax, let maximum = ByteSize.parse(cowMax), let size = ByteSize.parse(cowSize), maximum < size {
+            throw ValidationError("--cow-max \(cowMax) is below --cow-size \(cowSize)")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         if let partition, partition < 0 { throw ValidationError("--partition must be 0 or more") }
@@ -53,11 +59,20 @@ struct Serve: ParsableCommand {
         settings.cowSize = ByteSize.parse(cowSize) ?? settings.cowSize
         settings.chunkSize = ByteSize.parse(chunkSize) ?? settings.chunkSize
         settings.grow = grow.flatMap(ByteSize.parse)
+        settings.cowMax = cowMax.flatMap(ByteSize.parse)
         settings.partition = partition
         return settings
     }
 
     func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        // Before the mountpoint is looked at: a crashed instance's dead FUSE mount there answers ENOTCONN.
+        if !daemonChild { InstanceRun.sweepStale(logger: Logger(label: "imgsandbox")) }
         let imagesDirectory = try Self.absoluteDirectory(imagesDirectory ?? "images", create: self.imagesDirectory == nil)
         let mountpoint = try Self.absoluteDirectory(mountpoint ?? "mnt", create: self.mountpoint == nil)
         if self.imagesDirectory == nil { try DemoImage.ensure(in: imagesDirectory) }
@@ -76,12 +91,6 @@ struct Serve: ParsableCommand {
     }
 
     private func serve(imagesDirectory: String, mountpoint: String) throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
         let instance = String(getpid())
         var logger = Logger(label: "imgsandbox")
         logger[metadataKey: "instance"] = "\(instance)"
@@ -89,20 +98,30 @@ struct Serve: ParsableCommand {
         logger.info("engine \(choice.kind.rawValue): \(choice.reason)")
         if choice.kind == .dm { EngineChoice.loadModules() }
 
+        if settings.cowMax != nil, choice.kind != .dm {
+            logger.notice("--cow-max applies to the dm engine only; \(choice.kind.rawValue) sandboxes keep --cow-size")
+        }
+
         try RunDirectory.createRoot()
         let runDirectory = RunDirectory.instanceDirectory(instance)
-        let engine = try choice.makeEngine(instance: instance, workDirectory: runDirectory)
+        // Recorded before any kernel object exists, so a sweep after a crash can tell this instance is gone.
+        try InstanceRun.recordProcess(runDirectory: runDirectory)
+        let engine = try choice.makeEngine(instance: instance, workDirectory: runDirectory,
+                                           zramLedger: InstanceRun.zramLedger(runDirectory))
         let manager = try SandboxManager(imagesDirectory: imagesDirectory, runDirectory: runDirectory, engine: engine,
                                          settings: settings, logger: logger)
         var options = FileSystemOptions()
         options.allowOther = allowOther
+        // The pid in the fsname lets a later sweep find this mount if the daemon dies.
+        options.fsName = "imgsandbox-\(instance)"
         let fileSystem = SandboxFileSystem(provider: manager, options: options, logger: logger)
         do {
             try fileSystem.mount(at: mountpoint)
         } catch {
-            manager.shutdown()
+            if manager.shutdown().isEmpty { InstanceRun.removeRecords(runDirectory: runDirectory) }
             throw ValidationFailure("cannot mount on \(mountpoint): \(error)")
         }
+        manager.startCowWatcher()
         try InstanceRecord(pid: getpid(), mountpoint: mountpoint, imagesDirectory: imagesDirectory, engine: engine.kind)
             .write(instance: instance)
         let control = try ControlSocket(path: RunDirectory.socketPath(instance)) {
@@ -126,7 +145,8 @@ struct Serve: ParsableCommand {
         let failures = manager.shutdown()
         for failure in failures { logger.error("teardown: \(failure)") }
         unlink(RunDirectory.recordPath(instance))
-        rmdir(runDirectory)
+        // With failures the records stay: the next serve's sweep releases what is left.
+        if failures.isEmpty { InstanceRun.removeRecords(runDirectory: runDirectory) }
         if !failures.isEmpty { throw ExitCode.failure }
     }
 

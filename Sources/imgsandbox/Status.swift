@@ -32,11 +32,11 @@ struct Status: ParsableCommand {
     }
 
     static func table(_ rows: [StatusRow]) -> String {
-        let header = ["IMAGE", "SANDBOX", "ENGINE", "STATE", "COW USED", "COW TOTAL", "ZRAM ORIG/COMPR/MEM",
+        let header = ["IMAGE", "SANDBOX", "ENGINE", "STATE", "COW USED", "COW TOTAL", "COW MAX", "ZRAM ORIG/COMPR/MEM",
                       "FS SIZE", "FS FREE", "MOUNT"]
         let lines = rows.map { row in
             [row.image, row.sandbox, row.engine, row.state, ByteSize.format(row.cowUsedBytes),
-             ByteSize.format(row.cowTotalBytes),
+             ByteSize.format(row.cowTotalBytes), ByteSize.format(row.cowMaxBytes),
              row.cowStore == "zram"
                 ? "\(ByteSize.format(row.zramOriginalBytes))/\(ByteSize.format(row.zramCompressedBytes))/\(ByteSize.format(row.zramMemoryBytes))"
                 : row.cowStore,

@@ -10,6 +10,7 @@ struct StatusRow: Codable {
     var state: String
     var cowUsedBytes: UInt64
     var cowTotalBytes: UInt64
+    var cowMaxBytes: UInt64
     var cowStore: String
     var zramOriginalBytes: UInt64
     var zramCompressedBytes: UInt64
@@ -27,6 +28,7 @@ struct StatusRow: Codable {
         state = usage.state.rawValue
         cowUsedBytes = usage.cowUsedBytes
         cowTotalBytes = usage.cowTotalBytes
+        cowMaxBytes = max(usage.cowMaxBytes, usage.cowTotalBytes)
         cowStore = usage.cowStore
         zramOriginalBytes = usage.zramOriginalBytes
         zramCompressedBytes = usage.zramCompressedBytes
