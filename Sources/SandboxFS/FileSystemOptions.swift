@@ -17,6 +17,8 @@ public struct FileSystemOptions: Sendable {
     public var passthroughTimeout: Double = 86_400
     /// Entry/attr timeout of the virtual tree, whose listings change under the daemon.
     public var virtualTimeout: Double = 1
+    /// Kernel writeback cache: write() returns once pages are dirty in the FUSE page cache (Tools/bench knob).
+    public var writebackCache = false
 
     public init() {}
 }

@@ -104,8 +104,12 @@ extension SandboxFileSystem {
             let off = UInt32(bitPattern: FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ)
             conn.pointee.want &= ~off
         }
-        // No writeback cache: writes reach the hidden mount before write() returns.
-        conn.pointee.want &= ~UInt32(bitPattern: FUSE_CAP_WRITEBACK_CACHE)
+        // No writeback cache by default: writes reach the hidden mount before write() returns.
+        if options.writebackCache {
+            want(FUSE_CAP_WRITEBACK_CACHE)
+        } else {
+            conn.pointee.want &= ~UInt32(bitPattern: FUSE_CAP_WRITEBACK_CACHE)
+        }
         // 1 MiB requests; libfuse derives max_pages from max_write when the kernel supports it.
         conn.pointee.max_write = 1 << 20
         logger.debug("fuse init", metadata: [

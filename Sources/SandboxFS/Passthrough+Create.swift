@@ -110,7 +110,7 @@ extension SandboxFileSystem {
                 try caller.asFilesystemIdentity {
                     try sys("create", "\(ctx.object)/\(name.display)") {
                         name.withCString {
-                            openat(parentFD, $0, (flags | O_CREAT | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode)
+                            openat(parentFD, $0, (hiddenOpenFlags(flags) | O_CREAT | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode)
                         }
                     }
                 }

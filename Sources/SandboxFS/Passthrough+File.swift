@@ -38,7 +38,7 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             guard !ctx.node.isDirectory else { throw FSError(EISDIR, "open", ctx.object) }
             guard !ctx.node.isSymlink else { throw FSError(ELOOP, "open", ctx.object) }
-            let fd = try ctx.open(flags: flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW))
+            let fd = try ctx.open(flags: hiddenOpenFlags(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW))
             let fh = try addOpenFile(fd: fd, serial: ctx.node.serial)
             // Only this daemon writes the hidden mount, so cached pages stay valid across opens.
             return .opened(fh: fh, keepCache: flags & O_TRUNC == 0, cacheReaddir: false)

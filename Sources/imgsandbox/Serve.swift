@@ -112,6 +112,7 @@ struct Serve: ParsableCommand {
                                          settings: settings, logger: logger)
         var options = FileSystemOptions()
         options.allowOther = allowOther
+        FuseKnobs.apply(ProcessInfo.processInfo.environment, to: &options)
         // The pid in the fsname lets a later sweep find this mount if the daemon dies.
         options.fsName = "imgsandbox-\(instance)"
         let fileSystem = SandboxFileSystem(provider: manager, options: options, logger: logger)
