@@ -1,0 +1,224 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Crash safety and the COW budget (issue 5): a SIGKILLed daemon's objects are swept by the next serve,
+/// every way of stopping tears everything down, a full COW store is reported and contained, and (dm, in
+/// the VM) a COW store grows up to --cow-max.
+@Suite(.serialized, .enabled(if: Environment.canServe, Environment.skipReason))
+struct ReliabilitySuite {
+    /// What a serve instance with this pid still holds, found by the names and places it uses.
+    static func leftovers(of pid: Int32) -> [String] {
+        var found: [String] = []
+        let runDirectory = "/run/imgsandbox/\(pid)"
+        for line in Reliability.mountInfo() where line.source == "imgsandbox-\(pid)" || line.point.hasPrefix(runDirectory + "/") {
+            found.append("mount \(line.point) (\(line.source))")
+        }
+        for device in Residue.blockDevices(prefix: "dm-") {
+            if let name = Residue.read("/sys/block/\(device)/dm/name"), name.hasPrefix("imgsandbox-\(pid)-") { found.append("dm \(name)") }
+        }
+        if access(runDirectory, F_OK) == 0 { found.append("run directory \(runDirectory)") }
+        return found
+    }
+
+    @Test func sigkillWithThreeSandboxesThenServeAgainSweepsOnlyTheDeadInstance() throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi", []), ("disk", "gpt", [])])
+        defer { fixture.close() }
+        // A second, live daemon whose objects the sweep must leave alone.
+        let bystander = try ServeFixture(images: [("pi", "rpi", [])])
+        defer { bystander.close() }
+        try bystander.start()
+        #expect(mkdir(bystander.sandbox("pi", "keep"), 0o755) == 0)
+        try FileChecks.writeFile("\(bystander.sandbox("pi", "keep"))/mine", "bystander")
+
+        try fixture.start()
+        for (image, name) in [("pi", "a"), ("pi", "b"), ("disk", "c")] {
+            #expect(mkdir(fixture.sandbox(image, name), 0o755) == 0, "mkdir \(image)/\(name): \(String(cString: strerror(errno)))")
+            try FileChecks.writeFile("\(fixture.sandbox(image, name))/note", name)
+        }
+        let dead = try #require(fixture.pid)
+        #expect(Self.leftovers(of: dead).count >= 4, "the live instance shows its FUSE and hidden mounts")
+
+        #expect(fixture.stop(with: SIGKILL) == SIGKILL)
+        let stale = Self.leftovers(of: dead)
+        #expect(!stale.isEmpty, "SIGKILL leaves the kernel objects behind: \(stale)")
+
+        try fixture.start()
+        #expect(fixture.pid != dead)
+        #expect(Self.leftovers(of: dead).isEmpty, "still there after the sweep: \(Self.leftovers(of: dead))")
+        #expect(fixture.log.contains { $0.contains("swept") && $0.contains("\(dead)") })
+        // The only thing left under the fixture's folder is the new daemon's own FUSE mount.
+        let residue = Residue.find(work: fixture.work, instance: dead).filter { $0 != "mount \(fixture.mountpoint)" }
+        #expect(residue.isEmpty, "left behind by the dead instance: \(residue)")
+
+        // The new daemon works on the same mountpoint, starting clean.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sandbox("pi", "")).isEmpty)
+        #expect(mkdir(fixture.sandbox("pi", "a"), 0o755) == 0)
+        #expect(!FileManager.default.fileExists(atPath: "\(fixture.sandbox("pi", "a"))/note"))
+        // The bystander was not touched.
+        #expect(FileChecks.readFile("\(bystander.sandbox("pi", "keep"))/mine") == "bystander")
+        #expect(try bystander.status().count == 1)
+
+        #expect(fixture.stop() == 0)
+        #expect(bystander.stop() == 0)
+    }
+
+    enum StopWay: String, CaseIterable, Sendable {
+        case sigterm, sigint, umount, fusermount
+    }
+
+    @Test(arguments: StopWay.allCases)
+    func everyWayOfStoppingTearsEverythingDown(way: StopWay) throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        for name in ["x", "y"] {
+            #expect(mkdir(fixture.sandbox("pi", name), 0o755) == 0)
+            try FileChecks.writeFile("\(fixture.sandbox("pi", name))/note", name)
+        }
+        let pid = try #require(fixture.pid)
+        let status: Int32?
+        switch way {
+        case .sigterm: status = Reliability.stop(fixture, signal: SIGTERM)
+        case .sigint: status = Reliability.stop(fixture, signal: SIGINT)
+        case .umount:
+            #expect(try run(["umount", fixture.mountpoint]).status == 0)
+            status = Reliability.stop(fixture, signal: 0)
+        case .fusermount:
+            #expect(try run(["fusermount3", "-u", fixture.mountpoint]).status == 0)
+            status = Reliability.stop(fixture, signal: 0)
+        }
+        #expect(status == 0, "serve's exit status after \(way)")
+        #expect(Self.leftovers(of: pid).isEmpty, "left after \(way): \(Self.leftovers(of: pid))")
+        // fixture.close() checks the machine-wide residue (loops, zram) and the image checksum.
+    }
+
+    @Test func aFullCowStoreIsOverflowedContainedAndFreedByRmdir() throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi", [])])
+        defer { fixture.close() }
+        // The filesystem gets more room than the store, so the store is what runs out.
+        try fixture.start(["--cow-size", "64M", "--grow", "256M"])
+        let full = fixture.sandbox("pi", "full"), other = fixture.sandbox("pi", "other")
+        #expect(mkdir(full, 0o755) == 0)
+        #expect(mkdir(other, 0o755) == 0)
+
+        let failure = Reliability.writeUntilError("\(full)/big.bin", mebibytes: 100)
+        #expect(failure != 0, "a 100 MiB write into a 64 MiB COW store fails somewhere")
+
+        let rows = try Reliability.waitForStatus(fixture, deadline: .seconds(30)) { rows in
+            rows.first { $0["sandbox"] as? String == "full" }?["state"] as? String == "overflowed"
+        }
+        let otherRow = rows.first { $0["sandbox"] as? String == "other" }
+        #expect(otherRow?["state"] as? String == "active", "the other sandbox is unaffected")
+        #expect(try Reliability.waitForLog(fixture, deadline: .seconds(30)) { $0.contains("pi/full overflowed its COW store") })
+
+        try FileChecks.writeFile("\(other)/still-works", "yes")
+        #expect(FileChecks.readFile("\(other)/still-works") == "yes")
+        #expect(FileChecks.readFile("\(other)/etc/hostname") != nil)
+
+        #expect(rmdir(full) == 0, "rmdir of an overflowed sandbox: \(String(cString: strerror(errno)))")
+        #expect(try fixture.status().map { $0["sandbox"] as? String } == ["other"])
+        // The name is free again and a new sandbox of it starts with an empty store.
+        #expect(mkdir(full, 0o755) == 0)
+        let fresh = try fixture.status().first { $0["sandbox"] as? String == "full" }
+        #expect(fresh?["state"] as? String == "active")
+        #expect(fixture.stop() == 0)
+    }
+
+    /// dm only (the VM): the COW store starts at --cow-size and grows online to --cow-max.
+    @Test(.enabled(if: Environment.engine == "dm", "the COW store grows on the dm engine only"))
+    func cowStoreGrowsUpToCowMax() throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi", [])])
+        defer { fixture.close() }
+        try fixture.start(["--cow-size", "64M", "--cow-max", "512M"])
+        let sandbox = fixture.sandbox("pi", "grow")
+        #expect(mkdir(sandbox, 0o755) == 0)
+        let before = try #require(try fixture.status().first)
+        #expect(Reliability.bytes(before["cow_max_bytes"]) == 512 << 20)
+        #expect(Reliability.bytes(before["cow_total_bytes"]) <= 128 << 20)
+
+        try FileChecks.writeBig("\(sandbox)/big.bin", mebibytes: 300, seed: 7)
+
+        let after = try #require(try fixture.status().first)
+        #expect(after["state"] as? String == "active")
+        #expect(Reliability.bytes(after["cow_total_bytes"]) > 300 << 20, "the store grew past the data written")
+        #expect(Reliability.bytes(after["cow_total_bytes"]) <= 512 << 20)
+        #expect(Reliability.bytes(after["cow_used_bytes"]) >= 300 << 20)
+        #expect(fixture.log.contains { $0.contains("grew the COW store of pi/grow") })
+        #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+    }
+}
+
+/// Helpers of ReliabilitySuite.
+enum Reliability {
+    struct MountLine {
+        let point: String
+        let source: String
+    }
+
+    static func mountInfo() -> [MountLine] {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, let separator = fields.firstIndex(of: "-"), fields.count > separator + 2 else { return nil }
+            return MountLine(point: String(fields[4]).replacingOccurrences(of: "\\040", with: " "),
+                             source: String(fields[separator + 2]))
+        }
+    }
+
+    /// Signals serve (0: none, it is already on its way out) and waits for it; SIGKILLs it after 120 s so a
+    /// hung teardown fails the test instead of hanging the suite.
+    static func stop(_ fixture: ServeFixture, signal: Int32) -> Int32? {
+        guard let pid = fixture.pid else { return nil }
+        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 120, execute: watchdog)
+        defer { watchdog.cancel() }
+        return fixture.stop(with: signal)
+    }
+
+    /// Writes up to `mebibytes` and fsyncs; returns the first errno (write or fsync), 0 if all succeeded.
+    static func writeUntilError(_ path: String, mebibytes: Int) -> Int32 {
+        let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        let chunk = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+        for _ in 0..<mebibytes {
+            let written = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if written < 0 { return errno }
+            if written < chunk.count { return ENOSPC }
+        }
+        return fsync(fd) == 0 ? 0 : errno
+    }
+
+    /// Polls `status --json` until `condition` holds; throws on the deadline.
+    @discardableResult
+    static func waitForStatus(_ fixture: ServeFixture, deadline: Duration,
+                              _ condition: ([[String: Any]]) -> Bool) throws -> [[String: Any]] {
+        let clock = ContinuousClock(), end = clock.now + deadline
+        var rows = try fixture.status()
+        while !condition(rows) {
+            guard clock.now < end else { throw Timeout(what: "status condition", rows: "\(rows)") }
+            usleep(100_000)
+            rows = try fixture.status()
+        }
+        return rows
+    }
+
+    static func waitForLog(_ fixture: ServeFixture, deadline: Duration, _ matches: (String) -> Bool) throws -> Bool {
+        let clock = ContinuousClock(), end = clock.now + deadline
+        while !fixture.log.contains(where: matches) {
+            guard clock.now < end else { throw Timeout(what: "log line", rows: fixture.log.suffix(20).joined(separator: "\n")) }
+            usleep(100_000)
+        }
+        return true
+    }
+
+    static func bytes(_ value: Any?) -> UInt64 { (value as? NSNumber)?.uint64Value ?? 0 }
+
+    struct Timeout: Error, CustomStringConvertible {
+        let what: String
+        let rows: String
+        var description: String { "timed out waiting for \(what); last seen: \(rows)" }
+    }
+}
