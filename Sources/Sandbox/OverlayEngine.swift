@@ -140,6 +140,13 @@ public struct OverlayEngine: SandboxEngine {
         if template != nil, chown(path, info.st_uid, info.st_gid) != 0 { throw SystemError("chown", path, errno: errno) }
     }
 
+    /// ext4 answers ENOSPC while a little space is still free (reservations for metadata and delayed
+    /// allocation; 650 KiB of a 64 MiB upper, seen): an upper with less than 1/32 of its size (at most
+    /// 8 MiB, at least 16 blocks) available counts as full.
+    static func fullMargin(totalBytes: UInt64, blockSize: UInt64) -> UInt64 {
+        max(blockSize * 16, min(totalBytes / 32, 8 << 20))
+    }
+
     public func usage(of sandbox: any EngineAttachment) -> SandboxUsage {
         guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
         var usage = SandboxUsage(cowStore: sandbox.zramID == nil ? "tmpfs" : "zram")
@@ -147,7 +154,9 @@ public struct OverlayEngine: SandboxEngine {
             usage.cowTotalBytes = upper.totalBytes
             usage.cowUsedBytes = upper.totalBytes - min(upper.totalBytes, upper.freeBytes)
             // A full upper refuses every write that needs new blocks: that is overflow for this engine.
-            if upper.availableBytes < upper.blockSize * 16 { usage.state = .overflowed }
+            if upper.availableBytes < Self.fullMargin(totalBytes: upper.totalBytes, blockSize: upper.blockSize) {
+                usage.state = .overflowed
+            }
         }
         usage.cowMaxBytes = usage.cowTotalBytes
         if let id = sandbox.zramID { usage.fillZram(zram, ids: [id]) }

@@ -212,6 +212,8 @@ public final class SandboxManager: SandboxProvider {
                 } catch {
                     throw .stepFailed(step: "destroy sandbox", underlying: error)
                 }
+                // Before releaseImage, which removes the image's folder of mount points.
+                try? PrivateDirectory.remove(live.ref.mountPath)
                 slot.sandboxCount -= 1
                 if slot.sandboxCount == 0 { releaseImage(slot, image: image) }
             }
@@ -222,7 +224,6 @@ public final class SandboxManager: SandboxProvider {
             }
             throw error
         }
-        try? PrivateDirectory.remove(live.ref.mountPath)
         registry.withLock {
             $0.busy.remove(key)
             if $0.ready[image]?.isEmpty == true { $0.ready[image] = nil }

@@ -49,7 +49,7 @@ struct ReliabilitySuite {
         #expect(fixture.log.contains { $0.contains("swept") && $0.contains("\(dead)") })
         // The only thing left under the fixture's folder is the new daemon's own FUSE mount.
         let residue = Residue.find(work: fixture.work, instance: dead).filter { $0 != "mount \(fixture.mountpoint)" }
-        #expect(residue.isEmpty, "left behind by the dead instance: \(residue)")
+        #expect(residue.isEmpty, "left behind by the dead instance: \(residue); sweep: \(fixture.log.filter { $0.contains("swe") })")
 
         // The new daemon works on the same mountpoint, starting clean.
         #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sandbox("pi", "")).isEmpty)
