@@ -96,6 +96,10 @@ extension SandboxFileSystem {
         want(FUSE_CAP_READDIRPLUS_AUTO)
         want(FUSE_CAP_ATOMIC_O_TRUNC)
         want(FUSE_CAP_CACHE_SYMLINKS)
+        // POSIX ACLs as a local filesystem has them: the kernel enforces them (default_permissions) and
+        // leaves the umask to the daemon (DONT_MASK), which a parent's default ACL replaces.
+        want(FUSE_CAP_POSIX_ACL)
+        want(FUSE_CAP_DONT_MASK)
         if options.splice {
             want(FUSE_CAP_SPLICE_WRITE)
             want(FUSE_CAP_SPLICE_MOVE)

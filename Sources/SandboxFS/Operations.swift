@@ -189,7 +189,7 @@ extension SandboxFileSystem {
     func fuseListxattr(_ req: fuse_req_t, _ id: UInt64, _ size: Int) {
         respond(req, "listxattr") {
             guard isPass(try kind(id)) else { return size == 0 ? .xattrSize(0) : .bytes([]) }
-            return try passListxattr(id, size: size)
+            return try passListxattr(id, size: size, caller: Caller(req))
         }
     }
 

@@ -5,21 +5,27 @@ import Glibc
 /// Operations that add, remove or move names inside a sandbox.
 extension SandboxFileSystem {
     private func checkName(_ name: RawName, _ op: String) throws {
-        guard name.isPlainComponent else { throw FSError(EINVAL, op, "name \(name.display)") }
+        guard name.isPlainComponent else { throw FSError(name.componentErrno, op, "name \(name.display)") }
     }
 
-    /// Creates something under `parent` as the caller, then looks the new name up.
-    private func make(_ parent: UInt64, _ name: RawName, _ caller: Caller?, _ op: String,
-                      _ call: (Int32, UnsafePointer<CChar>) -> Int32) throws -> Reply {
+    /// The mode to create with. The kernel sends modes without the caller's umask (FUSE_CAP_DONT_MASK, so
+    /// that a default ACL can apply): apply it unless the parent has a default ACL, which replaces the
+    /// umask (what the kernel's posix_acl_create does for a local filesystem).
+    private func createMode(_ mode: mode_t, _ caller: Caller, parentFD: Int32) -> mode_t {
+        guard caller.umask != 0 else { return mode }
+        let hasDefaultACL = clinux_getxattr(PassContext.procPath(parentFD), "system.posix_acl_default", nil, 0) > 0
+        return hasDefaultACL ? mode : mode & ~caller.umask
+    }
+
+    /// Creates something under `parent` as the caller with `mode` (umask applied), then looks the new name up.
+    private func make(_ parent: UInt64, _ name: RawName, _ caller: Caller, _ op: String, mode: mode_t,
+                      _ call: (Int32, UnsafePointer<CChar>, mode_t) -> Int32) throws -> Reply {
         try checkName(name, op)
         return try withPass(parent) { ctx in
             try ctx.withPathFD { parentFD in
                 let object = "\(ctx.object)/\(name.display)"
-                if let caller {
-                    try caller.asFilesystemIdentity { try sys(op, object) { name.withCString { call(parentFD, $0) } } }
-                } else {
-                    try sys(op, object) { name.withCString { call(parentFD, $0) } }
-                }
+                let mode = createMode(mode, caller, parentFD: parentFD)
+                try caller.asFilesystemIdentity { try sys(op, object) { name.withCString { call(parentFD, $0, mode) } } }
             }
             let child = try lookUpChild(ctx, name)
             return .entry(id: child.id, attr: child.attr, attrTimeout: options.passthroughTimeout,
@@ -33,15 +39,15 @@ extension SandboxFileSystem {
         if (type == UInt32(SwiftGlibc.S_IFCHR) || type == UInt32(SwiftGlibc.S_IFBLK)) && caller.uid != 0 {
             throw FSError(EPERM, "mknod", "device node \(name.display) for uid \(caller.uid)")
         }
-        return try make(parent, name, caller, "mknod") { mknodat($0, $1, mode, rdev) }
+        return try make(parent, name, caller, "mknod", mode: mode) { mknodat($0, $1, $2, rdev) }
     }
 
     func passMkdir(_ parent: UInt64, _ name: RawName, mode: mode_t, caller: Caller) throws -> Reply {
-        try make(parent, name, caller, "mkdir") { mkdirat($0, $1, mode) }
+        try make(parent, name, caller, "mkdir", mode: mode) { mkdirat($0, $1, $2) }
     }
 
     func passSymlink(_ parent: UInt64, _ name: RawName, target: RawName, caller: Caller) throws -> Reply {
-        try make(parent, name, caller, "symlink") { parentFD, cName in
+        try make(parent, name, caller, "symlink", mode: 0) { parentFD, cName, _ in
             target.withCString { symlinkat($0, parentFD, cName) }
         }
     }
@@ -107,7 +113,8 @@ extension SandboxFileSystem {
         try checkName(name, "create")
         return try withPass(parent) { ctx in
             let fd = try ctx.withPathFD { parentFD in
-                try caller.asFilesystemIdentity {
+                let mode = createMode(mode, caller, parentFD: parentFD)
+                return try caller.asFilesystemIdentity {
                     try sys("create", "\(ctx.object)/\(name.display)") {
                         name.withCString {
                             openat(parentFD, $0, (hiddenOpenFlags(flags) | O_CREAT | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode)

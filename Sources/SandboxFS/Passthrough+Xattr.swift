@@ -23,19 +23,27 @@ extension SandboxFileSystem {
         }
     }
 
-    func passListxattr(_ id: UInt64, size: Int) throws -> Reply {
+    func passListxattr(_ id: UInt64, size: Int, caller: Caller) throws -> Reply {
         try withPass(id) { ctx in
             guard !ctx.node.isSymlink else { return size == 0 ? .xattrSize(0) : .bytes([]) }
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
-                if size == 0 {
-                    return .xattrSize(try sys("listxattr", ctx.object) { clinux_listxattr(path, nil, 0) })
-                }
-                var buffer = [UInt8](repeating: 0, count: size)
+                let needed = try sys("listxattr", ctx.object) { clinux_listxattr(path, nil, 0) }
+                var buffer = [UInt8](repeating: 0, count: max(needed, 1))
                 let count = try sys("listxattr", ctx.object) {
                     buffer.withUnsafeMutableBytes { clinux_listxattr(path, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
                 }
-                return .bytes(Array(buffer.prefix(count)))
+                var list = Array(buffer.prefix(count))
+                // The filesystem lists trusted.* only to CAP_SYS_ADMIN, and the lister here is the daemon:
+                // hide them from callers without it, as the kernel would.
+                let trusted = Array("trusted.".utf8)
+                let names = list.split(separator: 0)
+                if names.contains(where: { $0.starts(with: trusted) }), !caller.hasSysAdmin {
+                    list = names.filter { !$0.starts(with: trusted) }.flatMap { Array($0) + [0] }
+                }
+                if size == 0 { return .xattrSize(list.count) }
+                guard list.count <= size else { throw FSError(ERANGE, "listxattr", ctx.object) }
+                return .bytes(list)
             }
         }
     }

@@ -92,7 +92,7 @@ extension SandboxFileSystem {
 
     /// Looks `name` up under the directory `parent` without following it, and registers it.
     func lookUpChild(_ ctx: PassContext, _ name: RawName) throws -> (id: UInt64, attr: stat) {
-        guard name.isPlainComponent else { throw FSError(EINVAL, "lookup", "name \(name.display)") }
+        guard name.isPlainComponent else { throw FSError(name.componentErrno, "lookup", "name \(name.display)") }
         return try ctx.withPathFD { parentFD in
             let fd = try sys("openat", "\(ctx.object)/\(name.display)") {
                 name.withCString { openat(parentFD, $0, clinux_O_PATH | O_NOFOLLOW | O_CLOEXEC) }

@@ -30,4 +30,8 @@ struct RawName: Sendable, Hashable {
     var isPlainComponent: Bool {
         !bytes.isEmpty && bytes != [0x2E] && bytes != [0x2E, 0x2E] && !bytes.contains(0x2F) && bytes.count <= 255
     }
+
+    /// The errno for a name that is not a plain component: ENAMETOOLONG past NAME_MAX, as the filesystem
+    /// itself answers (callers such as pjdfstest check it), EINVAL for the rest.
+    var componentErrno: Int32 { bytes.count > 255 ? ENAMETOOLONG : EINVAL }
 }
