@@ -57,7 +57,8 @@ extension SandboxFileSystem {
         do {
             ref = try provider.createSandbox(image: image, name: text)
         } catch {
-            logger.warning("mkdir \(image)/sandboxes/\(text) failed: \(error)")
+            // The provider wrote the one log line this failure gets; more here would only repeat it.
+            logger.debug("mkdir \(image)/sandboxes/\(text) failed: \(error)")
             throw error
         }
         do {
@@ -80,6 +81,13 @@ extension SandboxFileSystem {
     func destroySandbox(image: String, name: RawName) throws -> Reply {
         guard let text = name.string, let ref = provider.sandbox(image: image, name: text) else {
             throw FSError(ENOENT, "rmdir", "\(image)/sandboxes/\(name.display)")
+        }
+        // The kernel sends RELEASE after close(2) has returned, so a file the caller just closed may still
+        // count as open here: give such releases a short, bounded time to arrive before answering EBUSY.
+        for _ in 0..<Self.releaseGraceSteps {
+            let pending = state.withLock { $0.sandboxes[ref.serial]?.openHandles ?? 0 }
+            if pending == 0 { break }
+            usleep(Self.releaseGraceStepMicroseconds)
         }
         // Phase 1: refuse if anything is open, else block every new request in the sandbox.
         let mount: FdLease? = try state.withLock { s in
@@ -106,7 +114,7 @@ extension SandboxFileSystem {
         do {
             try provider.destroySandbox(image: image, name: text)
         } catch {
-            logger.warning("rmdir \(image)/sandboxes/\(text) failed, the sandbox stays: \(error)")
+            logger.debug("rmdir \(image)/sandboxes/\(text) failed, the sandbox stays: \(error)")  // the provider logged it
             restore(ref, wasAttached: mount != nil)
             throw error
         }
@@ -118,6 +126,11 @@ extension SandboxFileSystem {
         logger.info("sandbox \(image)/\(text) discarded")
         return .ok
     }
+
+    /// rmdir waits at most steps x step for asynchronous RELEASEs (200 ms): a file that really is open
+    /// still gets EBUSY quickly.
+    static let releaseGraceSteps = 100
+    static let releaseGraceStepMicroseconds: useconds_t = 2_000
 
     /// Undoes phase 1 and 2 of a failed rmdir: the sandbox is served again.
     private func restore(_ ref: SandboxRef, wasAttached: Bool) {

@@ -69,7 +69,7 @@ struct Serve: ParsableCommand {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
-            return handler
+            return EscapingLogHandler(inner: handler)
         }
         // Before the mountpoint is looked at: a crashed instance's dead FUSE mount there answers ENOTCONN.
         if !daemonChild { InstanceRun.sweepStale(logger: Logger(label: "imgsandbox")) }

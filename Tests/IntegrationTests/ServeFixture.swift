@@ -92,6 +92,15 @@ final class ServeFixture: @unchecked Sendable {
         checksums[path] = nil
     }
 
+    /// Builds a new image outside IMAGES_DIR and renames it over NAME.img, as an admin replacing it would.
+    func replaceImage(_ name: String, kind: String, extra: [String] = []) throws {
+        let path = "\(images)/\(name).img", staged = "\(work)/staged-\(name).img"
+        try run([Paths.makeTestImage, kind, staged] + extra)
+        let checksum = try sha256(staged)
+        guard rename(staged, path) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        checksums[path] = checksum
+    }
+
     func sha256(_ path: String) throws -> String {
         String(try run(["sha256sum", path]).output.prefix(64))
     }
