@@ -89,10 +89,17 @@ struct HostileInputSuite {
         defer { fixture.close() }
         try fixture.start()
         let path = fixture.sandbox("small", "s")
-        #expect(mkdir(path, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
-        #expect(FileChecks.readFile("\(path)/etc/hostname") == "raspberrypi\n")
-        try FileChecks.writeBig("\(path)/big.bin", mebibytes: 20, seed: 3)
-        #expect(rmdir(path) == 0)
+        // Not done yet on dm: the engine still refuses with EOPNOTSUPP. Recorded as a known issue, which
+        // turns into a failure ("known issue not recorded") the day it works, so this gets updated.
+        try withKnownIssue("dm engine: no 512-byte-sector COW store yet", isIntermittent: false) {
+            #expect(mkdir(path, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+            #expect(FileChecks.readFile("\(path)/etc/hostname") == "raspberrypi\n")
+            try FileChecks.writeBig("\(path)/big.bin", mebibytes: 20, seed: 3)
+            #expect(rmdir(path) == 0)
+        } when: {
+            Environment.engine == "dm"
+        }
+        if Environment.engine == "dm" { #expect(FileChecks.stat(path) == nil, "a refused sandbox leaves no entry") }
         #expect(fixture.stop() == 0)
     }
 
