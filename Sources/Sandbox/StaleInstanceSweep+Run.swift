@@ -35,6 +35,11 @@ extension StaleInstanceSweep {
         guard !outcome.dead.isEmpty else { return outcome }
         logger.notice("sweeping what dead serve instances left: pids \(outcome.dead.map(String.init).joined(separator: ", "))")
         for action in plan(survey, dead: outcome.dead) {
+            // The records (zram ledger) are the only way back to what failed: keep them for the next sweep.
+            if case .removeRunDirectory(let path) = action, !outcome.failures.isEmpty {
+                logger.warning("sweep keeps \(path) for the next start: \(outcome.failures.count) objects could not be released")
+                continue
+            }
             do {
                 try perform(action, deviceMapper: deviceMapper, zram: zram)
                 outcome.done.append(action)
