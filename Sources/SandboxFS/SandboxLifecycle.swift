@@ -127,9 +127,10 @@ extension SandboxFileSystem {
         return .ok
     }
 
-    /// rmdir waits at most steps x step for asynchronous RELEASEs (200 ms): a file that really is open
+    /// rmdir waits at most steps x step for asynchronous RELEASEs (1 s; they queue behind readahead in the
+    /// kernel's background queue under heavy I/O): a file that really is open
     /// still gets EBUSY quickly.
-    static let releaseGraceSteps = 100
+    static let releaseGraceSteps = 500
     static let releaseGraceStepMicroseconds: useconds_t = 2_000
 
     /// Undoes phase 1 and 2 of a failed rmdir: the sandbox is served again.

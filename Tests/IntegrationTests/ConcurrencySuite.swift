@@ -195,7 +195,11 @@ struct ConcurrencySuite {
                 if !listed.contains(path.split(separator: "/").last.map(String.init) ?? "") {
                     workers.fail("\(path) missing from its listing \(listed)")
                 }
-                if rmdir(path) != 0 { workers.fail("rmdir \(path): \(errnoName(errno))") }
+                if rmdir(path) != 0 {
+                    let error = errno
+                    let said = fixture.log.filter { $0.contains("rmdir") }.suffix(2)
+                    workers.fail("rmdir \(path): \(errnoName(error)); daemon: \(said)")
+                }
             }
             // When all three churn workers are done, the I/O worker may stop.
             churnersDone.update { $0 += 1 }
