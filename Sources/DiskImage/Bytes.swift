@@ -8,6 +8,7 @@ extension Array where Element == UInt8 {
     func le16(_ at: Int) -> UInt16 { UInt16(le(at, 2)) }
     func le32(_ at: Int) -> UInt32 { UInt32(le(at, 4)) }
     func le64(_ at: Int) -> UInt64 { le(at, 8) }
+    func be16(_ at: Int) -> UInt16 { UInt16(be(at, 2)) }
     func be32(_ at: Int) -> UInt32 { UInt32(be(at, 4)) }
     func be64(_ at: Int) -> UInt64 { be(at, 8) }
 

@@ -13,6 +13,9 @@ public struct FilesystemInfo: Sendable, Equatable {
     public let uuid: String?
     /// ext3/4 journal flagged dirty (INCOMPAT_RECOVER): a read-only mount must use `noload`.
     public let needsRecovery: Bool
+    /// The smallest unit the filesystem reads and writes its device in (xfs: its sector size; others:
+    /// the block size). A device whose logical sectors are larger cannot carry it.
+    public let ioUnit: Int
 
     /// A filesystem a Linux root can live on: ext2/3/4, xfs, btrfs.
     public var isLinuxRoot: Bool {
@@ -23,8 +26,9 @@ public struct FilesystemInfo: Sendable, Equatable {
     }
 
     public init(type: FilesystemType, blockSize: Int, sizeBytes: UInt64, label: String? = nil,
-                uuid: String? = nil, needsRecovery: Bool = false) {
+                uuid: String? = nil, needsRecovery: Bool = false, ioUnit: Int? = nil) {
         self.type = type
+        self.ioUnit = ioUnit ?? blockSize
         self.blockSize = blockSize
         self.sizeBytes = sizeBytes
         self.label = label

@@ -5,8 +5,10 @@ enum XFS {
         let blockSize = sb.be32(4)
         guard blockSize >= 512, blockSize <= 65536, blockSize & (blockSize - 1) == 0,
               let size = checkedProduct(sb.be64(8), UInt64(blockSize)) else { return nil }
+        let sectorSize = Int(sb.be16(102))
         return FilesystemInfo(type: .xfs, blockSize: Int(blockSize), sizeBytes: size,
-                              label: sb.cString(108, 12), uuid: sb.uuidString(32))
+                              label: sb.cString(108, 12), uuid: sb.uuidString(32),
+                              ioUnit: (512...Int(blockSize)).contains(sectorSize) ? sectorSize : 512)
     }
 }
 

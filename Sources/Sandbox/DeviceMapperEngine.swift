@@ -48,11 +48,11 @@ public struct DeviceMapperEngine: SandboxEngine {
 
     public func attachImage(_ request: ImageRequest) throws -> any EngineAttachment {
         let filesystem = request.root.filesystem
-        // zram has 4 KiB logical blocks and the snapshot inherits them; a filesystem with smaller
-        // blocks cannot be mounted on it.
-        guard filesystem.blockSize >= 4096 else {
+        // zram has 4 KiB logical blocks and the snapshot inherits them; a filesystem that does I/O in
+        // smaller units (ext4 with 1 KiB blocks, xfs with 512-byte sectors) cannot be mounted on it.
+        guard filesystem.ioUnit >= 4096 else {
             throw SandboxError.stepFailed(step: "check block size", underlying: SystemError(
-                "dm snapshot on zram (4 KiB sectors) of a \(filesystem.type.rawValue) with \(filesystem.blockSize)-byte blocks",
+                "dm snapshot on zram (4 KiB sectors) of a \(filesystem.type.rawValue) with \(filesystem.ioUnit)-byte I/O units",
                 request.name, errno: EOPNOTSUPP))
         }
         let teardown = Teardown()

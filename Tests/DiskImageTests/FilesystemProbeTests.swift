@@ -87,10 +87,11 @@ struct FilesystemProbeTests {
         img.put([0, 0, 0x10, 0], at: 4)                       // block size 4096, big-endian
         img.put([0, 0, 0, 0, 0, 1, 0, 0], at: 8)              // 65536 blocks
         img.put(Array(1...16), at: 32)
+        img.put([0x02, 0x00], at: 102)                        // 512-byte sectors
         img.put(ascii: "xroot", at: 108)
         let fs = try #require(Self.probe(img))
         #expect(fs == FilesystemInfo(type: .xfs, blockSize: 4096, sizeBytes: 65536 * 4096, label: "xroot",
-                                     uuid: "01020304-0506-0708-090a-0b0c0d0e0f10"))
+                                     uuid: "01020304-0506-0708-090a-0b0c0d0e0f10", ioUnit: 512))
         #expect(fs.isLinuxRoot)
     }
 

@@ -94,5 +94,6 @@ struct RealImageTests {
         #expect(root.partition.number == 2)
         #expect(root.filesystem.type == .xfs)
         #expect(root.filesystem.label == "rootfs")
+        #expect(root.filesystem.ioUnit == 512, "mkfs.xfs on a file uses 512-byte sectors")
     }
 }

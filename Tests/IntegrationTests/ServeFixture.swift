@@ -82,7 +82,14 @@ final class ServeFixture: @unchecked Sendable {
 
     func makeImage(_ name: String, kind: String, extra: [String] = []) throws {
         let path = "\(images)/\(name).img"
-        try run([Paths.makeTestImage, kind, path] + extra)
+        // Under emulation (Tools/vm-test) mkfs is slow: the host prebuilds default images of each kind.
+        // They are only ever read, so a symlink to one serves as the image.
+        if extra.isEmpty, let cache = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_IMAGE_CACHE"],
+           FileManager.default.fileExists(atPath: "\(cache)/\(kind).img") {
+            try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: "\(cache)/\(kind).img")
+        } else {
+            try run([Paths.makeTestImage, kind, path] + extra)
+        }
         checksums[path] = try sha256(path)
     }
 
