@@ -18,12 +18,15 @@ enum ImageDirectory {
         return names
     }
 
-    /// The image's path when NAME is a plausible name and NAME.img is a regular file; else nil.
+    /// The image's resolved path when NAME is a plausible name and NAME.img is (a symlink to) a regular
+    /// file; else nil. Resolved here, in the admin's directory, because the image is then opened O_NOFOLLOW.
     static func path(of name: String, in directory: String) -> String? {
         guard !name.isEmpty, !name.hasPrefix("."), !name.contains("/"), !name.utf8.contains(0) else { return nil }
         let path = "\(directory)/\(name)\(suffix)"
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
         var info = stat()
-        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
-        return path
+        guard stat(resolved, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
+        return String(cString: resolved)
     }
 }
