@@ -76,7 +76,7 @@ struct CoreSuite {
         #expect(mkdir(fixture.sandbox("pi", "ok"), 0o755) == 0)
         #expect(mkdir(fixture.sandbox("pi", "ok"), 0o755) == -1 && errno == EEXIST)
         #expect(mkdir(fixture.sandbox("nolinux", "x"), 0o755) == -1 && errno == EMEDIUMTYPE)
-        #expect(fixture.log.contains { $0.contains("nolinux") && $0.contains("error") }, "one log line says what failed")
+        #expect(fixture.waitForLog { $0.contains("nolinux") && $0.contains("error") }, "one log line says what failed")
         #expect(rmdir(fixture.sandbox("pi", "nope")) == -1 && errno == ENOENT)
         #expect(fixture.stop(with: SIGINT) == 0)
     }

@@ -21,12 +21,7 @@ struct HostileInputSuite {
 
     /// The fixture reads the daemon's log on another thread: wait (bounded) until a line is there.
     static func awaitLine(_ fixture: ServeFixture, _ matches: (String) -> Bool) -> Bool {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if fixture.log.contains(where: matches) { return true }
-            usleep(10_000)
-        }
-        return false
+        fixture.waitForLog(matches)
     }
 
     /// Stops the daemon and waits for its last log line, so every line it wrote has been read.

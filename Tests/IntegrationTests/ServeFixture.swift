@@ -64,7 +64,8 @@ final class ServeFixture: @unchecked Sendable {
     let images: String
     let mountpoint: String
     private var process: Process?
-    private let logLock = NSLock()
+    /// Guards logLines; signalled whenever a line arrives.
+    private let logLock = NSCondition()
     private var logLines: [String] = []
     private var checksums: [String: String] = [:]
 
@@ -114,6 +115,18 @@ final class ServeFixture: @unchecked Sendable {
 
     var log: [String] { logLock.withLock { logLines } }
 
+    /// The daemon writes a failure's log line before it answers, but the line reaches us through a pipe
+    /// read by another thread: wait (bounded) until a line matching `predicate` has arrived.
+    func waitForLog(timeout: TimeInterval = 10, _ predicate: (String) -> Bool) -> Bool {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        logLock.lock()
+        defer { logLock.unlock() }
+        while !logLines.contains(where: predicate) {
+            if !logLock.wait(until: deadline) { return logLines.contains(where: predicate) }
+        }
+        return true
+    }
+
     /// Starts `serve --foreground` and returns once it logs that it is serving.
     func start(_ extraArguments: [String] = []) throws {
         let process = Process()
@@ -154,7 +167,10 @@ final class ServeFixture: @unchecked Sendable {
                 while let newline = rest.firstIndex(of: 10) {
                     let line = String(decoding: rest[rest.startIndex..<newline], as: UTF8.self)
                     rest.removeSubrange(rest.startIndex...newline)
-                    logLock.withLock { logLines.append(line) }
+                    logLock.withLock {
+                        logLines.append(line)
+                        logLock.broadcast()
+                    }
                 }
             }
         }
