@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import LinuxBlock
 import Sandbox
@@ -42,7 +43,10 @@ struct EngineChoice {
         case .dm:
             return DeviceMapperEngine(instance: instance, deviceMapper: try DeviceMapper(), zramLedger: zramLedger)
         case .overlay, .auto:
-            return OverlayEngine(instance: instance, workDirectory: workDirectory, zramLedger: zramLedger)
+            // IMGSANDBOX_SYSFS_ROOT lets the test suite hide zram from the engine, to exercise the tmpfs fallback.
+            let sysfsRoot = ProcessInfo.processInfo.environment["IMGSANDBOX_SYSFS_ROOT"] ?? "/sys"
+            return OverlayEngine(instance: instance, workDirectory: workDirectory, zram: Zram(sysfsRoot: sysfsRoot),
+                                 zramLedger: zramLedger)
         }
     }
 }

@@ -97,4 +97,23 @@ struct CoreSuite {
         #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.mountpoint) == ["one"])
         #expect(fixture.stop() == 0)
     }
+
+    @Test(.enabled(if: Environment.engine == "overlay", "the tmpfs fallback is the overlay engine's"))
+    func withoutZramTheOverlayUsesASizeLimitedTmpfs() throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi", [])])
+        defer { fixture.close() }
+        try fixture.start(["--cow-size", "64M"], environment: ["IMGSANDBOX_SYSFS_ROOT": fixture.work + "/no-sysfs"])
+        let sandbox = fixture.sandbox("pi", "t")
+        #expect(mkdir(sandbox, 0o755) == 0)
+        let row = try #require(try fixture.status().first)
+        #expect(row["cow_store"] as? String == "tmpfs")
+        try FileChecks.writeFile("\(sandbox)/etc/hostname", "tmpfs\n")
+        #expect(FileChecks.readFile("\(sandbox)/etc/hostname") == "tmpfs\n")
+        var fs = statvfs()
+        #expect(statvfs(sandbox, &fs) == 0)
+        #expect(UInt64(fs.f_blocks) * UInt64(fs.f_frsize) <= 64 << 20, "df shows the tmpfs limit")
+        #expect(throws: (any Error).self) { try FileChecks.writeBig("\(sandbox)/too-big", mebibytes: 80, seed: 1) }
+        #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+    }
 }

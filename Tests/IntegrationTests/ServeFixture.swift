@@ -128,9 +128,10 @@ final class ServeFixture: @unchecked Sendable {
     }
 
     /// Starts `serve --foreground` and returns once it logs that it is serving.
-    func start(_ extraArguments: [String] = []) throws {
+    func start(_ extraArguments: [String] = [], environment: [String: String] = [:]) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Paths.binary)
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.arguments = ["serve", "--foreground", "--engine", Environment.engine, "--cow-size", "256M"]
             + extraArguments + [images, mountpoint]
         let pipe = Pipe()
