@@ -11,11 +11,14 @@ final class DirHandle: @unchecked Sendable {
 
     let serial: UInt64
     let mountID: Int32
+    /// st_ino as the caller sees it through FUSE.
+    let inode: UInt64
     private let stream: Locked<Stream>
 
-    init(serial: UInt64, mountID: Int32, dir: OpaquePointer) {
+    init(serial: UInt64, mountID: Int32, inode: UInt64, dir: OpaquePointer) {
         self.serial = serial
         self.mountID = mountID
+        self.inode = inode
         stream = Locked(Stream(dir: dir))
     }
 

@@ -19,6 +19,10 @@ public struct FileSystemOptions: Sendable {
     public var virtualTimeout: Double = 1
     /// Kernel writeback cache: write() returns once pages are dirty in the FUSE page cache (Tools/bench knob).
     public var writebackCache = false
+    /// How long (seconds) rmdir of a sandbox waits for the releases of handles in it before EBUSY: the kernel
+    /// sends RELEASE after close(2) returns, queued behind reads in flight, so a just-closed file may still
+    /// count as open. A file that really stays open makes rmdir fail only after this long.
+    public var releaseWait: Double = 5
 
     public init() {}
 }

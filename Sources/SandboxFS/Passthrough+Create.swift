@@ -130,7 +130,7 @@ extension SandboxFileSystem {
                 throw error
             }
             do {
-                let fh = try addOpenFile(fd: fd, serial: ctx.node.serial)
+                let fh = try addOpenFile(fd: fd, serial: ctx.node.serial, inode: UInt64(child.attr.st_ino))
                 return .created(id: child.id, attr: child.attr, timeout: options.passthroughTimeout, fh: fh)
             } catch {
                 forget(child.id, 1)

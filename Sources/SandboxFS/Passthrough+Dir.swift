@@ -12,7 +12,8 @@ extension SandboxFileSystem {
                 close(fd)
                 throw FSError(saved, "fdopendir", ctx.object)
             }
-            let handle = DirHandle(serial: ctx.node.serial, mountID: ctx.mountID, dir: dir)
+            let handle = DirHandle(serial: ctx.node.serial, mountID: ctx.mountID,
+                                   inode: Self.fuseInode(ctx.node.key.ino, serial: ctx.node.serial), dir: dir)
             let fh: UInt64 = try state.withLock { s in
                 guard var sandbox = s.sandboxes[ctx.node.serial], !sandbox.blocked else {
                     throw FSError(ESTALE, "opendir", "sandbox \(ctx.node.serial) is going away")

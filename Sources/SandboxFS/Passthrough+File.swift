@@ -4,8 +4,8 @@ import Glibc
 
 /// Open files: fi->fh indexes `FSState.handles`; each holds an fd opened from the inode's file handle.
 extension SandboxFileSystem {
-    /// Takes ownership of `fd`; counts it as open in its sandbox (rmdir answers EBUSY until release).
-    func addOpenFile(fd: Int32, serial: UInt64) throws -> UInt64 {
+    /// Takes ownership of `fd`; counts it as open in its sandbox (rmdir waits for its release).
+    func addOpenFile(fd: Int32, serial: UInt64, inode: UInt64) throws -> UInt64 {
         let lease = FdLease(fd: fd)
         do {
             return try state.withLock { s in
@@ -14,7 +14,7 @@ extension SandboxFileSystem {
                 }
                 sandbox.openHandles += 1
                 s.sandboxes[serial] = sandbox
-                return s.addHandle(.file(OpenFile(serial: serial, lease: lease)))
+                return s.addHandle(.file(OpenFile(serial: serial, inode: inode, lease: lease)))
             }
         } catch {
             lease.retire()
@@ -39,33 +39,37 @@ extension SandboxFileSystem {
             guard !ctx.node.isDirectory else { throw FSError(EISDIR, "open", ctx.object) }
             guard !ctx.node.isSymlink else { throw FSError(ELOOP, "open", ctx.object) }
             let fd = try ctx.open(flags: hiddenOpenFlags(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW))
-            let fh = try addOpenFile(fd: fd, serial: ctx.node.serial)
+            let fh = try addOpenFile(fd: fd, serial: ctx.node.serial,
+                                     inode: Self.fuseInode(ctx.node.key.ino, serial: ctx.node.serial))
             // Only this daemon writes the hidden mount, so cached pages stay valid across opens.
             return .opened(fh: fh, keepCache: flags & O_TRUNC == 0, cacheReaddir: false)
         }
     }
 
-    /// Forgets a file or directory handle; its fd closes once no request uses it.
+    /// Forgets a file or directory handle. Its sandbox counts it as open until its fd is closed, which waits
+    /// for requests still using it (a read whose reply the kernel already has, so it sent RELEASE): an rmdir
+    /// that sees the count drop to 0 finds nothing of it left on the hidden mount.
     func release(fh: UInt64) {
-        let handle: OpenHandle? = state.withLock { s in
-            guard let handle = s.handles.removeValue(forKey: fh) else { return nil }
-            let serial: UInt64?
-            switch handle {
-            case .file(let file): serial = file.serial
-            case .directory(let dir): serial = dir.serial
-            case .virtualDirectory: serial = nil
-            }
-            if let serial, var sandbox = s.sandboxes[serial] {
-                sandbox.openHandles = max(sandbox.openHandles - 1, 0)
-                s.sandboxes[serial] = sandbox
-            }
-            return handle
-        }
+        let handle = state.withLock { $0.handles.removeValue(forKey: fh) }
+        guard let handle else { return }
+        hooks.withLock { $0.handleRemoved }?(fh)
+        let serial: UInt64
         switch handle {
-        case .file(let file)?: file.lease.retire()
-        case .directory(let dir)?: dir.close()
-        case .virtualDirectory?, nil: break
+        case .file(let file):
+            file.lease.retireAndWait()
+            serial = file.serial
+        case .directory(let dir):
+            dir.close() // takes the stream lock: waits for a readdir in flight
+            serial = dir.serial
+        case .virtualDirectory:
+            return
         }
+        state.withLock { s in
+            guard var sandbox = s.sandboxes[serial] else { return }
+            sandbox.openHandles = max(sandbox.openHandles - 1, 0)
+            s.sandboxes[serial] = sandbox
+        }
+        state.broadcast()
     }
 
     /// Replies to a read from the fd (libfuse reads it, or splices when enabled). Replies itself.

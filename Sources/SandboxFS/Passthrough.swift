@@ -106,8 +106,12 @@ extension SandboxFileSystem {
     /// never share (dev, ino) pairs, and kept clear of the virtual tree's numbers (top bit set there).
     static func fuseAttr(_ st: stat, serial: UInt64) -> stat {
         var attr = st
-        attr.st_ino = numericCast((UInt64(st.st_ino) ^ (serial << 48)) & ~(UInt64(1) << 63))
+        attr.st_ino = numericCast(fuseInode(UInt64(st.st_ino), serial: serial))
         return attr
+    }
+
+    static func fuseInode(_ ino: UInt64, serial: UInt64) -> UInt64 {
+        (ino ^ (serial << 48)) & ~(UInt64(1) << 63)
     }
 
     func forget(_ id: UInt64, _ count: UInt64) {

@@ -80,8 +80,9 @@ extension SandboxFileSystem {
             }
             fi.pointee.fh = fh
             cfuse_fi_set_open_flags(fi, keepCache ? 1 : 0, 0, cacheReaddir ? 1 : 0)
-            if fuse_reply_open(req, fi) == -ENOENT {
-                // The opener was interrupted: nobody will release this handle.
+            if fuse_reply_open(req, fi) != 0 {
+                // The kernel never got the handle (-ENOENT: the opener was interrupted), so it will never
+                // send RELEASE for it: release it here, or rmdir waits for it in vain.
                 release(fh: fh)
             }
         case let .created(id, attr, timeout, fh):
@@ -96,7 +97,7 @@ extension SandboxFileSystem {
             e.entry_timeout = timeout
             fi.pointee.fh = fh
             cfuse_fi_set_open_flags(fi, 1, 0, 0)
-            if fuse_reply_create(req, &e, fi) == -ENOENT {
+            if fuse_reply_create(req, &e, fi) != 0 { // as for open: no RELEASE, no FORGET will come
                 release(fh: fh)
                 forget(id, 1)
             }

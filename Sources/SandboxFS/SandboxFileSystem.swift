@@ -23,6 +23,7 @@ public final class SandboxFileSystem: @unchecked Sendable {
     var mountpoint: String?
     var operations = makeOperations()
     let unmountOnce = Locked(false)
+    let hooks = Locked(TestHooks())
 
     public init(provider: any SandboxProvider, options: FileSystemOptions, logger: Logger) {
         self.provider = provider
@@ -45,7 +46,8 @@ struct SandboxEntry {
     /// Directory fd of the hidden mount's root; every passthrough request holds it for its duration.
     var mount: FdLease
     let mountID: Int32
-    /// File and directory handles opened through FUSE and not yet released (rmdir answers EBUSY while > 0).
+    /// File and directory handles opened through FUSE whose fds are not closed yet: lowered only after the
+    /// fd is closed, so at 0 nothing of them pins the hidden mount. rmdir waits for 0, else answers EBUSY.
     var openHandles = 0
     /// Set while rmdir tears the sandbox down: new requests get ESTALE.
     var blocked = false
@@ -60,9 +62,12 @@ enum OpenHandle {
 
 final class OpenFile: @unchecked Sendable {
     let serial: UInt64
+    /// st_ino as the caller sees it through FUSE (for the EBUSY log line: `find X -inum N` names it).
+    let inode: UInt64
     let lease: FdLease
-    init(serial: UInt64, lease: FdLease) {
+    init(serial: UInt64, inode: UInt64, lease: FdLease) {
         self.serial = serial
+        self.inode = inode
         self.lease = lease
     }
 }

@@ -82,31 +82,40 @@ extension SandboxFileSystem {
         guard let text = name.string, let ref = provider.sandbox(image: image, name: text) else {
             throw FSError(ENOENT, "rmdir", "\(image)/sandboxes/\(name.display)")
         }
-        // The kernel sends RELEASE after close(2) has returned, so a file the caller just closed may still
-        // count as open here: give such releases a short, bounded time to arrive before answering EBUSY.
-        for _ in 0..<Self.releaseGraceSteps {
-            let pending = state.withLock { $0.sandboxes[ref.serial]?.openHandles ?? 0 }
-            if pending == 0 { break }
-            usleep(Self.releaseGraceStepMicroseconds)
+        // Phase 1: once no handle is open, block every new request in the sandbox. The kernel sends RELEASE
+        // after close(2) has returned (behind reads in flight and the background queue), so handles the
+        // caller already closed may still count: wait for their releases, bounded, before answering EBUSY.
+        let serial = ref.serial
+        if state.withLock({ ($0.sandboxes[serial]?.openHandles ?? 0) > 0 }) {
+            hooks.withLock { $0.rmdirWaits }?()
         }
-        // Phase 1: refuse if anything is open, else block every new request in the sandbox.
-        let mount: FdLease? = try state.withLock { s in
-            guard var entry = s.sandboxes[ref.serial] else {
+        let outcome: RmdirPhase1 = state.withLock(waitingUpTo: options.releaseWait,
+                                                  until: { ($0.sandboxes[serial]?.openHandles ?? 0) == 0 }) { s, drained in
+            guard var entry = s.sandboxes[serial] else {
                 // Never attached: a blocked placeholder keeps lookups out while the provider works.
                 let placeholder = FdLease(fd: -1)
                 placeholder.retire()
                 var entry = SandboxEntry(ref: ref, mount: placeholder, mountID: -1)
                 entry.blocked = true
-                s.sandboxes[ref.serial] = entry
-                return nil
+                s.sandboxes[serial] = entry
+                return .proceed(nil)
             }
-            guard !entry.blocked else { throw FSError(EBUSY, "rmdir", "\(image)/\(text) is already being removed") }
-            guard entry.openHandles == 0 else {
-                throw FSError(EBUSY, "rmdir", "\(image)/\(text) has \(entry.openHandles) open file(s)")
-            }
+            guard !entry.blocked else { return .alreadyRemoving }
+            guard drained else { return .busy(count: entry.openHandles, open: Self.openHandleNames(s, serial)) }
             entry.blocked = true
-            s.sandboxes[ref.serial] = entry
-            return entry.mount
+            s.sandboxes[serial] = entry
+            return .proceed(entry.mount)
+        }
+        let mount: FdLease?
+        switch outcome {
+        case .proceed(let lease):
+            mount = lease
+        case .alreadyRemoving:
+            logger.notice("rmdir \(image)/sandboxes/\(text) refused: another rmdir of it is in progress (EBUSY)")
+            throw FSError(EBUSY, "rmdir", "\(image)/\(text) is already being removed")
+        case let .busy(count, open):
+            logger.warning("rmdir \(image)/sandboxes/\(text) refused: \(count) handle(s) still open after waiting \(options.releaseWait) s for releases: \(open) (EBUSY)")
+            throw FSError(EBUSY, "rmdir", "\(image)/\(text) has \(count) open file(s)")
         }
         // Phase 2: wait out requests in flight (they hold the mount fd), then close every fd we keep there.
         mount?.retireAndWait()
@@ -127,11 +136,28 @@ extension SandboxFileSystem {
         return .ok
     }
 
-    /// rmdir waits at most steps x step for asynchronous RELEASEs (1 s; they queue behind readahead in the
-    /// kernel's background queue under heavy I/O): a file that really is open
-    /// still gets EBUSY quickly.
-    static let releaseGraceSteps = 500
-    static let releaseGraceStepMicroseconds: useconds_t = 2_000
+    /// What phase 1 of rmdir decided, under the state lock (logged and thrown outside it).
+    private enum RmdirPhase1 {
+        case proceed(FdLease?)
+        case alreadyRemoving
+        case busy(count: Int, open: String)
+    }
+
+    /// The open handles of a sandbox for the EBUSY log line: "file inode N", at most 8 of them.
+    private static func openHandleNames(_ s: FSState, _ serial: UInt64) -> String {
+        var names: [String] = []
+        for handle in s.handles.values {
+            switch handle {
+            case .file(let file) where file.serial == serial: names.append("file inode \(file.inode)")
+            case .directory(let dir) where dir.serial == serial: names.append("directory inode \(dir.inode)")
+            default: break
+            }
+        }
+        // Handles the kernel released whose fds are still closing are counted but no longer listed.
+        guard !names.isEmpty else { return "none listed (fds still closing)" }
+        let shown = names.sorted().prefix(8).joined(separator: ", ")
+        return names.count > 8 ? shown + " and \(names.count - 8) more" : shown
+    }
 
     /// Undoes phase 1 and 2 of a failed rmdir: the sandbox is served again.
     private func restore(_ ref: SandboxRef, wasAttached: Bool) {
