@@ -10,7 +10,10 @@ enum Residue {
             found.append("mount \(mountPoint)")
         }
         for device in blockDevices(prefix: "loop") {
-            if let backing = read("/sys/block/\(device)/loop/backing_file"), backing.hasPrefix(work) {
+            // Images are in the test's folder, or symlinked from the VM's image cache (one suite at a time there).
+            let cache = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_IMAGE_CACHE"]
+            if let backing = read("/sys/block/\(device)/loop/backing_file"),
+               backing.hasPrefix(work) || (cache.map { backing.hasPrefix($0) } ?? false) {
                 found.append("\(device) -> \(backing)")
             }
         }
@@ -26,6 +29,11 @@ enum Residue {
             guard let size = read("/sys/block/\(device)/disksize"), size != "0" else { continue }
             let holders = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block/\(device)/holders")) ?? []
             if holders.isEmpty, !mountedSources.contains("/dev/\(device)") { found.append("\(device) disksize \(size)") }
+        }
+        // The daemon records each zram device it adds and drops the record once the device is gone.
+        if let instance {
+            let records = (try? FileManager.default.contentsOfDirectory(atPath: "/run/imgsandbox/\(instance)/zram")) ?? []
+            found += records.map { "zram\($0) still recorded by instance \(instance)" }
         }
         return found
     }
