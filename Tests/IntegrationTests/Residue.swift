@@ -25,7 +25,12 @@ enum Residue {
         // one still mounted by this instance shows up as a mount above. Devices other serve processes
         // use right now (mounted, or held by their dm devices) are theirs.
         let mountedSources = Set(mountSources())
-        for device in blockDevices(prefix: "zram") {
+        let othersRecorded = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/run/imgsandbox")) ?? [])
+            .filter { $0 != instance.map(String.init) }
+            .flatMap { other in
+                ((try? FileManager.default.contentsOfDirectory(atPath: "/run/imgsandbox/\(other)/zram")) ?? []).map { "zram\($0)" }
+            })
+        for device in blockDevices(prefix: "zram") where !othersRecorded.contains(device) {
             guard let size = read("/sys/block/\(device)/disksize"), size != "0" else { continue }
             let holders = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block/\(device)/holders")) ?? []
             if holders.isEmpty, !mountedSources.contains("/dev/\(device)") { found.append("\(device) disksize \(size)") }
