@@ -86,7 +86,10 @@ extension SandboxFileSystem {
         // after close(2) has returned (behind reads in flight and the background queue), so handles the
         // caller already closed may still count: wait for their releases, bounded, before answering EBUSY.
         let serial = ref.serial
-        if state.withLock({ ($0.sandboxes[serial]?.openHandles ?? 0) > 0 }) {
+        let pending = state.withLock { $0.sandboxes[serial]?.openHandles ?? 0 }
+        var waitStart = timespec()
+        if pending > 0 {
+            clock_gettime(CLOCK_MONOTONIC, &waitStart)
             hooks.withLock { $0.rmdirWaits }?()
         }
         let outcome: RmdirPhase1 = state.withLock(waitingUpTo: options.releaseWait,
@@ -110,6 +113,9 @@ extension SandboxFileSystem {
         switch outcome {
         case .proceed(let lease):
             mount = lease
+            if pending > 0 {
+                logger.debug("rmdir \(image)/sandboxes/\(text): \(pending) release(s) arrived after \(Self.seconds(since: waitStart)) s")
+            }
         case .alreadyRemoving:
             logger.notice("rmdir \(image)/sandboxes/\(text) refused: another rmdir of it is in progress (EBUSY)")
             throw FSError(EBUSY, "rmdir", "\(image)/\(text) is already being removed")
@@ -134,6 +140,13 @@ extension SandboxFileSystem {
         invalidateEntry(parent: parent, name: text)
         logger.info("sandbox \(image)/\(text) discarded")
         return .ok
+    }
+
+    private static func seconds(since start: timespec) -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let milliseconds = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1_000_000
+        return "\(Double(milliseconds) / 1000)"
     }
 
     /// What phase 1 of rmdir decided, under the state lock (logged and thrown outside it).
