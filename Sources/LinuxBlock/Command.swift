@@ -49,7 +49,7 @@ public enum Command {
             posix_spawn_file_actions_adddup2(&actions, err[1], 2)
             var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
             defer { cArgs.forEach { free($0) } }
-            return posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, clinux_environ())
+            return SpawnGate.spawning { posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, clinux_environ()) }
         }()
         close(out[1])
         close(err[1])

@@ -13,7 +13,8 @@ public enum Mount {
     /// umount2 with UMOUNT_NOFOLLOW (a symlink planted at the target is not followed), MNT_DETACH when `detach`.
     public static func unmount(_ target: String, detach: Bool = false) throws(SystemError) {
         let flags = clinux_UMOUNT_NOFOLLOW | (detach ? clinux_MNT_DETACH : 0)
-        try systemCall("umount2", target) { umount2(target, flags) }
+        // Alone: a spawned child between clone and exec would still hold fds this process closed there.
+        try SpawnGate.alone { () throws(SystemError) in try systemCall("umount2", target) { umount2(target, flags) } }
     }
 
     /// The parsed /proc/self/mountinfo; empty if it cannot be read.
