@@ -71,7 +71,9 @@ public final class DeviceMapper: @unchecked Sendable {
 
     /// DM_DEV_REMOVE; also unlinks the /dev/mapper node if it is still there.
     public func remove(name: String) throws(SystemError) {
-        _ = try call("DM_DEV_REMOVE", clinux_DM_DEV_REMOVE, name: name) { _, _ in () }
+        try UdevSettle.retryingWhileUdevProbes { () throws(SystemError) in
+            _ = try call("DM_DEV_REMOVE", clinux_DM_DEV_REMOVE, name: name) { _, _ in () }
+        }
         var info = stat()
         let path = Self.nodePath(name)
         if lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFBLK {

@@ -59,12 +59,14 @@ public struct Zram: Sendable {
 
     /// Frees the device's memory and size (EBUSY while it is open).
     public func reset(_ id: Int) throws(SystemError) {
-        try FileIO.writeText(attribute(id, "reset"), "1")
+        try UdevSettle.retryingWhileUdevProbes { () throws(SystemError) in try FileIO.writeText(attribute(id, "reset"), "1") }
     }
 
     /// Deletes the device (EBUSY while it is open).
     public func remove(_ id: Int) throws(SystemError) {
-        try FileIO.writeText("\(controlDirectory)/hot_remove", "\(id)")
+        try UdevSettle.retryingWhileUdevProbes { () throws(SystemError) in
+            try FileIO.writeText("\(controlDirectory)/hot_remove", "\(id)")
+        }
     }
 
     /// Names of the block devices stacked on this one (a dm device using it as COW store shows here).
