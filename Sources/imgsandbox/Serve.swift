@@ -130,10 +130,11 @@ struct Serve: ParsableCommand {
             return (try? StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows))) ?? Data()
         }
         control.start()
+        // Before anyone is told we are serving: a SIGTERM right after "ready" must tear down, not kill.
+        let signalSources = Self.exitOnSignals { fileSystem.exit() }
         logger.info("serving \(imagesDirectory) on \(mountpoint)")
         if daemonChild { Daemon.reportReady() }
 
-        let signalSources = Self.exitOnSignals { fileSystem.exit() }
         _ = fileSystem.run()
         signalSources.forEach { $0.cancel() }
 
