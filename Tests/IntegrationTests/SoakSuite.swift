@@ -242,6 +242,8 @@ final class SoakWorker: @unchecked Sendable {
 struct DaemonUsage: CustomStringConvertible {
     let fds: Int
     let rssKiB: Int
+    /// What each fd refers to ("anon_inode:[eventfd]", "/dev/fuse", ...), so a difference can be named.
+    let targets: [String]
 
     init?(pid: Int32) {
         guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd"),
@@ -249,10 +251,21 @@ struct DaemonUsage: CustomStringConvertible {
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
               let kib = Int(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
         self.fds = fds.count
+        targets = fds.map { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) ?? "?" }
         rssKiB = kib
     }
 
     var description: String { "\(fds) fds, RSS \(rssKiB) KiB" }
+
+    /// The fd targets here that `baseline` does not have (as many times as they are extra).
+    func extra(over baseline: DaemonUsage) -> [String] {
+        var remaining = baseline.targets
+        return targets.filter { target in
+            guard let index = remaining.firstIndex(of: target) else { return true }
+            remaining.remove(at: index)
+            return false
+        }.sorted()
+    }
 }
 
 /// Issue 5's soak: random file operations in 4 sandboxes while a fifth comes and goes; afterwards the
@@ -341,6 +354,7 @@ struct SoakSuite {
             idle (no sandbox) \(idle); baseline (4 sandboxes, warmed up) \(baseline); after the soak \(soaked); after rmdir of the 4 \(after); \
             fd slack \(Self.fdSlack), RSS slack \(Self.rssSlackKiB) KiB
             """)
+        print("soak: fds after the rmdirs beyond the idle baseline: \(after.extra(over: idle))")
         // While the sandboxes exist the daemon's handle cache (HandleCache, LRU of O_PATH fds, dropped on
         // FORGET and at rmdir) legitimately holds one fd per inode the kernel still knows: at most the
         // bounded trees' inodes more than at the baseline. A leak per operation would exceed that at once.
