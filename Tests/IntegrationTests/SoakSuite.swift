@@ -277,8 +277,9 @@ struct SoakSuite {
     /// Iterations are bounded too, so a very fast machine cannot turn the run into an unbounded one.
     static let maxOperations = 5_000_000
     static let maxChurnCycles = 100_000
-    /// Open files are released asynchronously (RELEASE), and the daemon may keep a few lazily opened
-    /// descriptors (log, caches); a leak per operation or per sandbox would exceed this many times over.
+    /// The FUSE loop keeps up to 8 idle worker threads (FileSystemOptions.maxIdleThreads), each with its
+    /// own /dev/fuse clone fd, so the fds a busy period leaves are bounded by that, not zero; a leak per
+    /// operation or per sandbox cycle would exceed this many times over.
     static let fdSlack = 8
     /// The Swift runtime and glibc malloc keep freed memory in per-thread arenas and do not return it all,
     /// and FUSE request buffers are reused rather than freed: some growth after warm-up is allocator
