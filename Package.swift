@@ -39,6 +39,6 @@ let package = Package(
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
-        .testTarget(name: "IntegrationTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock"]),
     ]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LinuxBlock
 
 /// Kernel objects a serve instance may leave: mounts, loop devices, dm devices, zram devices.
 enum Residue {
@@ -9,13 +10,14 @@ enum Residue {
         for mountPoint in mountPoints() where mountPoint.hasPrefix(work) || (runDirectory.map { mountPoint.hasPrefix($0) } ?? false) {
             found.append("mount \(mountPoint)")
         }
-        for device in blockDevices(prefix: "loop") {
-            // Images are in the test's folder, or symlinked from the VM's image cache (one suite at a time there).
-            let cache = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_IMAGE_CACHE"]
-            if let backing = read("/sys/block/\(device)/loop/backing_file"),
-               backing.hasPrefix(work) || (cache.map { backing.hasPrefix($0) } ?? false) {
-                found.append("\(device) -> \(backing)")
-            }
+        // Images are in the test's own folder, or (in the VM) symlinks into an image cache that every
+        // fixture shares: there a loop device is this instance's when its file name says so.
+        let cache = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_IMAGE_CACHE"]
+        for loop in LoopDevice.attached() {
+            let ours = loop.backingFile.hasPrefix(work)
+                || (cache.map { loop.backingFile.hasPrefix($0) } ?? false)
+                    && (instance.map { loop.label?.hasPrefix("imgsandbox-\($0):") ?? false } ?? true)
+            if ours { found.append("loop\(loop.index) -> \(loop.backingFile) (\(loop.label ?? "no label"))") }
         }
         let dmPrefix = instance.map { "imgsandbox-\($0)-" } ?? "imgsandbox-"
         for device in blockDevices(prefix: "dm-") {
