@@ -41,17 +41,21 @@ extension SandboxManager {
     public func checkCowStores() {
         let live = liveSandboxes()
         var seen = Set<UInt64>()
-        for (ref, attachment) in live {
+        for (ref, attachment, access) in live {
             seen.insert(ref.serial)
-            var usage = engine.usage(of: attachment)
-            do {
-                if let grown = try engine.growCowStore(of: attachment, usage: usage) {
-                    logger.info("grew the COW store of \(ref.image)/\(ref.name) to \(ByteSize.format(grown)) (max \(ByteSize.format(usage.cowMaxBytes)))")
-                    usage = engine.usage(of: attachment)
+            let checked: SandboxUsage? = access.ifAlive {
+                var usage = engine.usage(of: attachment)
+                do {
+                    if let grown = try engine.growCowStore(of: attachment, usage: usage) {
+                        logger.info("grew the COW store of \(ref.image)/\(ref.name) to \(ByteSize.format(grown)) (max \(ByteSize.format(usage.cowMaxBytes)))")
+                        usage = engine.usage(of: attachment)
+                    }
+                } catch {
+                    logger.error("growing the COW store of \(ref.image)/\(ref.name) failed: \(error)")
                 }
-            } catch {
-                logger.error("growing the COW store of \(ref.image)/\(ref.name) failed: \(error)")
+                return usage
             }
+            guard let usage = checked else { continue }
             let risen = cowWatch.state.withLock { state in state.alarms[ref.serial, default: CowAlarm()].update(usage) }
             guard let risen else { continue }
             let used = "\(ByteSize.format(usage.cowUsedBytes)) of \(ByteSize.format(max(usage.cowMaxBytes, usage.cowTotalBytes)))"

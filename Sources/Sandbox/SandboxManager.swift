@@ -58,6 +58,7 @@ public final class SandboxManager: SandboxProvider {
     private struct LiveSandbox: Sendable {
         let ref: SandboxRef
         let attachment: any EngineAttachment
+        let access = SandboxAccess()
     }
 
     public init(imagesDirectory: String, runDirectory: String, engine: any SandboxEngine,
@@ -208,7 +209,7 @@ public final class SandboxManager: SandboxProvider {
         do {
             try slot.lock.withLock { _ throws(SandboxError) in
                 do throws(TeardownError) {
-                    try live.attachment.teardown.run()
+                    try live.access.retire { () throws(TeardownError) in try live.attachment.teardown.run() }
                 } catch {
                     throw .stepFailed(step: "destroy sandbox", underlying: error)
                 }
@@ -260,15 +261,17 @@ public final class SandboxManager: SandboxProvider {
     }
 
     /// Every ready sandbox with its engine attachment, for the COW watcher.
-    func liveSandboxes() -> [(ref: SandboxRef, attachment: any EngineAttachment)] {
-        registry.withLock { $0.ready.values.flatMap(\.values).map { ($0.ref, $0.attachment) } }
+    func liveSandboxes() -> [(ref: SandboxRef, attachment: any EngineAttachment, access: SandboxAccess)] {
+        registry.withLock { $0.ready.values.flatMap(\.values).map { ($0.ref, $0.attachment, $0.access) } }
     }
 
     public func status() -> [SandboxStatus] {
         let live = registry.withLock { $0.ready.values.flatMap(\.values) }
-        return live.map { sandbox in
-            SandboxStatus(image: sandbox.ref.image, sandbox: sandbox.ref.name, engine: engine.kind,
-                          mountPath: sandbox.ref.mountPath, usage: engine.usage(of: sandbox.attachment))
+        return live.compactMap { sandbox in
+            sandbox.access.ifAlive { engine.usage(of: sandbox.attachment) }.map { usage in
+                SandboxStatus(image: sandbox.ref.image, sandbox: sandbox.ref.name, engine: engine.kind,
+                              mountPath: sandbox.ref.mountPath, usage: usage)
+            }
         }.sorted { ($0.image, $0.sandbox) < ($1.image, $1.sandbox) }
     }
 }
