@@ -210,7 +210,9 @@ struct ConcurrencySuite {
                 }
                 if rmdir(path) != 0 {
                     let error = errno
-                    let said = fixture.log.filter { $0.contains("rmdir") }.suffix(2)
+                    let name = path.split(separator: "/").last.map(String.init) ?? path
+                    _ = fixture.waitForLog(timeout: 5) { $0.contains("rmdir") && $0.contains(name) }
+                    let said = fixture.log.filter { $0.contains("rmdir") && $0.contains(name) }.suffix(2)
                     workers.fail("rmdir \(path): \(errnoName(error)); daemon: \(said)")
                 }
             }
