@@ -202,6 +202,7 @@ struct ReleaseSuite {
         var info = stat()
         #expect(fstat(fd, &info) == 0)
         #expect(rmdir(root) == -1 && errno == EBUSY)
+        _ = fixture.waitForLog { $0.contains("rmdir pi/sandboxes/held refused") }
         let lines = fixture.log.filter { $0.contains("rmdir pi/sandboxes/held refused") }
         #expect(lines.count == 1, "\(fixture.log.suffix(5))")
         #expect(lines.first.map { $0.contains("1 handle(s) still open") && $0.contains("file inode \(info.st_ino)") } == true,
