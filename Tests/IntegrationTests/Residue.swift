@@ -5,6 +5,12 @@ import LinuxBlock
 /// Kernel objects a serve instance may leave: mounts, loop devices, dm devices, zram devices.
 enum Residue {
     static func find(work: String, instance: Int32?) -> [String] {
+        // Where udev runs (the VM), its probes briefly hold devices we released (a loop device with
+        // autoclear goes away when the probe closes it): judge what remains once udev's queue is empty.
+        if let udevadm = ["/usr/bin/udevadm", "/bin/udevadm"].first(where: { (path: String) in access(path, X_OK) == 0 }),
+           FileManager.default.fileExists(atPath: "/run/udev/control") {
+            _ = try? run([udevadm, "settle", "--timeout=10"], allowFailure: true)
+        }
         var found: [String] = []
         let runDirectory = instance.map { "/run/imgsandbox/\($0)" }
         for mountPoint in mountPoints() where mountPoint.hasPrefix(work) || (runDirectory.map { mountPoint.hasPrefix($0) } ?? false) {
