@@ -22,6 +22,7 @@ const unsigned long clinux_LOOP_CTL_GET_FREE = LOOP_CTL_GET_FREE;
 const unsigned long clinux_LOOP_CONFIGURE = LOOP_CONFIGURE;
 const unsigned long clinux_LOOP_CLR_FD = LOOP_CLR_FD;
 const unsigned long clinux_LOOP_GET_STATUS64 = LOOP_GET_STATUS64;
+const unsigned long clinux_LOOP_SET_CAPACITY = LOOP_SET_CAPACITY;
 const uint32_t clinux_LO_FLAGS_READ_ONLY = LO_FLAGS_READ_ONLY;
 const uint32_t clinux_LO_FLAGS_AUTOCLEAR = LO_FLAGS_AUTOCLEAR;
 const uint32_t clinux_LOOP_MAJOR = LOOP_MAJOR;

@@ -96,6 +96,14 @@ public final class LoopDevice: @unchecked Sendable {
         close()
     }
 
+    /// LOOP_SET_CAPACITY: the device takes its backing file's (or block device's) current size, for a backing
+    /// device that grew (a reloaded dm table) while the loop was bound.
+    public func setCapacity() throws(SystemError) {
+        let current = fd.withLock { $0 }
+        guard current >= 0 else { throw SystemError("LOOP_SET_CAPACITY", path, errno: EBADF) }
+        try systemCall("LOOP_SET_CAPACITY", path) { clinux_ioctl_none(current, clinux_LOOP_SET_CAPACITY) }
+    }
+
     /// LOOP_CLR_FD on /dev/loopN, for a device another (dead) process attached. If it is still open elsewhere
     /// (a mount, a dm table) the kernel only marks it autoclear and detaches it when that opener goes.
     public static func detach(index: Int) throws(SystemError) {

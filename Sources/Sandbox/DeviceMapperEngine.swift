@@ -4,7 +4,8 @@ import LinuxBlock
 
 /// The seed's pipeline: per image a read-only loop device and a `base` dm device (linear over the root
 /// partition plus a zero tail up to the grown size); per sandbox a zram COW store, a transient dm
-/// snapshot of base, the mount, and an online grow of ext4.
+/// snapshot of base, the mount, and an online grow of ext4. A filesystem with I/O units under 4 KiB gets a
+/// 512-byte-sector loop device between zram and the snapshot (see CowStore).
 public struct DeviceMapperEngine: SandboxEngine {
     public let kind = "dm"
     private let instance: String
@@ -48,13 +49,6 @@ public struct DeviceMapperEngine: SandboxEngine {
 
     public func attachImage(_ request: ImageRequest) throws -> any EngineAttachment {
         let filesystem = request.root.filesystem
-        // zram has 4 KiB logical blocks and the snapshot inherits them; a filesystem that does I/O in
-        // smaller units (ext4 with 1 KiB blocks, xfs with 512-byte sectors) cannot be mounted on it.
-        guard filesystem.ioUnit >= 4096 else {
-            throw SandboxError.stepFailed(step: "check block size", underlying: SystemError(
-                "dm snapshot on zram (4 KiB sectors) of a \(filesystem.type.rawValue) with \(filesystem.ioUnit)-byte I/O units",
-                request.name, errno: EOPNOTSUPP))
-        }
         let teardown = Teardown()
         return try building(teardown) {
             let partition = request.root.partition
@@ -85,9 +79,13 @@ public struct DeviceMapperEngine: SandboxEngine {
         let teardown = Teardown()
         return try building(teardown) {
             let name = "imgsandbox-\(instance)-s\(request.serial)"
+            // zram's 4 KiB logical blocks would become the snapshot's and refuse smaller filesystem I/O.
+            let smallSectors = image.filesystem.ioUnit < 4096
             let (store, cow) = try CowStore.make(
                 name: "\(name)-cow", uuid: "\(name)-cow-\(request.image)-\(request.name)".prefix(127).description,
-                settings: request.settings, allocator: allocator, deviceMapper: deviceMapper, teardown: teardown)
+                settings: request.settings,
+                smallSectorLabel: smallSectors ? "imgsandbox-\(instance):s\(request.serial)-cow \(request.image)/\(request.name)" : nil,
+                allocator: allocator, deviceMapper: deviceMapper, teardown: teardown)
             let snapshot = DMTarget.snapshot(start: 0, length: image.sectors, origin: image.base.deviceNumber, cow: cow,
                                              persistent: false, chunkSectors: max(1, request.settings.chunkSize / 512))
             let device = try step("create dm snapshot \(name)") {

@@ -77,24 +77,18 @@ struct HostileInputSuite {
         #expect(fixture.stop() == 0)
     }
 
-    /// An ext4 root with 1 KiB blocks works on both engines (the dm engine cannot put it on zram's
-    /// 4 KiB sectors and must find another COW store).
+    /// An ext4 root with 1 KiB blocks works on both engines (on dm through a 512-byte-sector loop device
+    /// over the zram COW store, since zram's 4 KiB sectors cannot carry it).
     @Test func ext4WithOneKiBBlocksWorks() throws {
         let fixture = try ServeFixture(images: [("small", "ext4-1k", [])])
         defer { fixture.close() }
         try fixture.start()
         let path = fixture.sandbox("small", "s")
-        // Not done yet on dm: the engine still refuses with EOPNOTSUPP. Recorded as a known issue, which
-        // turns into a failure ("known issue not recorded") the day it works, so this gets updated.
-        try withKnownIssue("dm engine: no 512-byte-sector COW store yet", isIntermittent: false) {
-            #expect(mkdir(path, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
-            #expect(FileChecks.readFile("\(path)/etc/hostname") == "raspberrypi\n")
-            try FileChecks.writeBig("\(path)/big.bin", mebibytes: 20, seed: 3)
-            #expect(rmdir(path) == 0)
-        } when: {
-            Environment.engine == "dm"
-        }
-        if Environment.engine == "dm" { #expect(FileChecks.stat(path) == nil, "a refused sandbox leaves no entry") }
+        #expect(mkdir(path, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.readFile("\(path)/etc/hostname") == "raspberrypi\n")
+        try FileChecks.writeBig("\(path)/big.bin", mebibytes: 20, seed: 3)
+        #expect(rmdir(path) == 0)
+        #expect(FileChecks.stat(path) == nil)
         #expect(fixture.stop() == 0)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LinuxBlock
 import Testing
 
 /// Crash safety and the COW budget (issue 5): a SIGKILLed daemon's objects are swept by the next serve,
@@ -22,7 +23,9 @@ struct ReliabilitySuite {
     }
 
     @Test func sigkillWithThreeSandboxesThenServeAgainSweepsOnlyTheDeadInstance() throws {
-        let fixture = try ServeFixture(images: [("pi", "rpi", []), ("disk", "gpt", [])])
+        // ext4-1k: on dm its sandbox has a 512-byte-sector loop over the COW store, which the sweep must
+        // release too (fixture.close()'s residue check looks for it by its label).
+        let fixture = try ServeFixture(images: [("pi", "rpi", []), ("disk", "gpt", []), ("small", "ext4-1k", [])])
         defer { fixture.close() }
         // A second, live daemon whose objects the sweep must leave alone.
         let bystander = try ServeFixture(images: [("pi", "rpi", [])])
@@ -32,7 +35,7 @@ struct ReliabilitySuite {
         try FileChecks.writeFile("\(bystander.sandbox("pi", "keep"))/mine", "bystander")
 
         try fixture.start()
-        for (image, name) in [("pi", "a"), ("pi", "b"), ("disk", "c")] {
+        for (image, name) in [("pi", "a"), ("pi", "b"), ("disk", "c"), ("small", "d")] {
             #expect(mkdir(fixture.sandbox(image, name), 0o755) == 0, "mkdir \(image)/\(name): \(String(cString: strerror(errno)))")
             try FileChecks.writeFile("\(fixture.sandbox(image, name))/note", name)
         }
@@ -148,6 +151,36 @@ struct ReliabilitySuite {
         #expect(rmdir(sandbox) == 0)
         #expect(fixture.stop() == 0)
     }
+
+    /// dm only (the VM): a 1 KiB-block ext4 sandbox runs on a 512-byte-sector loop over its COW store; when
+    /// the store grows, the loop must take the new size (LOOP_SET_CAPACITY) or the snapshot overflows at
+    /// the first 64 MiB.
+    @Test(.enabled(if: Environment.engine == "dm", "the COW loop and growth are the dm engine's"))
+    func oneKiBBlockSandboxGrowsThroughItsCowLoop() throws {
+        let fixture = try ServeFixture(images: [("small", "ext4-1k", [])])
+        defer { fixture.close() }
+        try fixture.start(["--cow-size", "64M", "--cow-max", "256M"])
+        let sandbox = fixture.sandbox("small", "grow")
+        #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        let pid = try #require(fixture.pid)
+        let loops = Reliability.cowLoops(of: pid)
+        #expect(loops.count == 1, "one COW loop device for the sandbox: \(loops)")
+        for loop in loops { #expect(try BlockDevice.logicalBlockSize(of: "/dev/loop\(loop.index)") == 512) }
+
+        try FileChecks.writeBig("\(sandbox)/big.bin", mebibytes: 150, seed: 11)
+
+        let after = try #require(try fixture.status().first)
+        #expect(after["state"] as? String == "active")
+        #expect(Reliability.bytes(after["cow_total_bytes"]) > 150 << 20, "the snapshot sees the grown loop")
+        #expect(Reliability.bytes(after["cow_total_bytes"]) <= 256 << 20)
+        #expect(fixture.waitForLog { $0.contains("grew the COW store of small/grow") })
+        // Read it again from the devices (snapshot, loop, zram), not from the page cache. Only in the VM.
+        #expect(Reliability.dropCaches())
+        #expect(Reliability.readsBack("\(sandbox)/big.bin", mebibytes: 150, seed: 11))
+        #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+        // fixture.close() checks that the COW loop is gone with the rest.
+    }
 }
 
 /// Helpers of ReliabilitySuite.
@@ -192,4 +225,32 @@ enum Reliability {
     }
 
     static func bytes(_ value: Any?) -> UInt64 { (value as? NSNumber)?.uint64Value ?? 0 }
+
+    /// The instance's loop devices backed by a device (the dm engine's 512-byte-sector COW loops), not an image.
+    static func cowLoops(of pid: Int32) -> [(index: Int, backingFile: String, label: String?)] {
+        LoopDevice.attached().filter { $0.backingFile.hasPrefix("/dev/") && $0.label?.hasPrefix("imgsandbox-\(pid):") == true }
+    }
+
+    /// Writes back and drops clean page cache machine-wide (the VM's, where this is used).
+    static func dropCaches() -> Bool {
+        sync()
+        let fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return write(fd, "3", 1) == 1
+    }
+
+    /// Whether `path` holds what FileChecks.writeBig(path, mebibytes:, seed:) wrote (the same pattern).
+    static func readsBack(_ path: String, mebibytes: Int, seed: UInt8) -> Bool {
+        let chunk = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var back = [UInt8](repeating: 0, count: 1 << 20)
+        for _ in 0..<mebibytes {
+            let count = back.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard count == back.count, back == chunk else { return false }
+        }
+        return back.withUnsafeMutableBytes { read(fd, $0.baseAddress, 1) } == 0
+    }
 }

@@ -23,6 +23,9 @@ enum Residue {
             let ours = loop.backingFile.hasPrefix(work)
                 || (cache.map { loop.backingFile.hasPrefix($0) } ?? false)
                     && (instance.map { loop.label?.hasPrefix("imgsandbox-\($0):") ?? false } ?? true)
+                // The dm engine's 512-byte-sector COW loop is backed by a device: known by its label.
+                || loop.backingFile.hasPrefix("/dev/")
+                    && (instance.map { loop.label?.hasPrefix("imgsandbox-\($0):") ?? false } ?? false)
             if ours { found.append("loop\(loop.index) -> \(loop.backingFile) (\(loop.label ?? "no label"))") }
         }
         let dmPrefix = instance.map { "imgsandbox-\($0)-" } ?? "imgsandbox-"

@@ -16,6 +16,8 @@ extern const unsigned long clinux_LOOP_CONFIGURE;
 extern const unsigned long clinux_LOOP_CLR_FD;
 /// LOOP_GET_STATUS64: reads struct loop_info64 (offset, flags, lo_file_name).
 extern const unsigned long clinux_LOOP_GET_STATUS64;
+/// LOOP_SET_CAPACITY: re-reads the backing file's (or device's) size after it grew.
+extern const unsigned long clinux_LOOP_SET_CAPACITY;
 /// Loop flag: the device refuses writes.
 extern const uint32_t clinux_LO_FLAGS_READ_ONLY;
 /// Loop flag: the kernel detaches the device when its last opener closes it.
