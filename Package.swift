@@ -30,7 +30,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "imgsandbox", dependencies: [
-            "Sandbox", "SandboxFS", "DiskImage", "LinuxBlock",
+            "Sandbox", "SandboxFS", "DiskImage", "LinuxBlock", "CLinux",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

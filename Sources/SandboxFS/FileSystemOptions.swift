@@ -6,8 +6,9 @@ public struct FileSystemOptions: Sendable {
     public var debug = false
     /// The fsname shown in /proc/mounts.
     public var fsName = "imgsandbox"
-    /// Let libfuse move read/write payloads with splice(2) instead of copying through user memory.
-    public var splice = false
+    /// Let libfuse move read/write payloads with splice(2) instead of copying through user memory (Tools/bench:
+    /// cold read 1.4x -> 1.05x the direct time, write+fsync 3.6x -> 2.8x).
+    public var splice = true
     /// Worker threads: a slow mkdir/rmdir of a sandbox holds one while devices are set up or torn down.
     public var maxThreads: UInt32 = 32
     public var maxIdleThreads: UInt32 = 8

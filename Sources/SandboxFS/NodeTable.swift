@@ -98,4 +98,19 @@ struct NodeTable {
         if byKey[node.key] == id { byKey[node.key] = nil }
         return true
     }
+
+    /// Dictionaries keep their capacity when emptied: after the kernel forgets a big tree, rebuild them at
+    /// their size so the memory can go back. Returns true when it did (rarely: below a quarter full).
+    mutating func shrinkIfSparse() -> Bool {
+        guard nodes.capacity > 4096, nodes.count * 4 < nodes.capacity else { return false }
+        nodes = Self.rebuilt(nodes)
+        byKey = Self.rebuilt(byKey)
+        return true
+    }
+
+    private static func rebuilt<K: Hashable, V>(_ dictionary: [K: V]) -> [K: V] {
+        var fresh = [K: V](minimumCapacity: dictionary.count)
+        for (key, value) in dictionary { fresh[key] = value }
+        return fresh
+    }
 }

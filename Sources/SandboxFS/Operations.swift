@@ -1,4 +1,5 @@
 import CFuse
+import CLinux
 import Glibc
 
 /// One method per FUSE operation: picks the virtual tree or the passthrough and replies exactly once.
@@ -28,11 +29,18 @@ extension SandboxFileSystem {
     func fuseForget(_ req: fuse_req_t, _ id: UInt64, _ count: UInt64) {
         forget(id, count)
         fuse_reply_none(req)
+        returnMemoryIfSparse()
     }
 
     func fuseForgetMulti(_ req: fuse_req_t, _ items: UnsafeBufferPointer<fuse_forget_data>) {
         for item in items { forget(item.ino, item.nlookup) }
         fuse_reply_none(req)
+        returnMemoryIfSparse()
+    }
+
+    /// After a big tree is forgotten, the freed node memory sits in malloc's (per-thread) arenas: trim them.
+    private func returnMemoryIfSparse() {
+        if state.withLock({ $0.table.shrinkIfSparse() }) { malloc_trim(0) }
     }
 
     func fuseGetattr(_ req: fuse_req_t, _ id: UInt64, fh: UInt64?) {
@@ -134,10 +142,6 @@ extension SandboxFileSystem {
 
     func fuseWriteBuf(_ req: fuse_req_t, fh: UInt64, buffers: UnsafeMutablePointer<fuse_bufvec>, offset: off_t) {
         respond(req, "write") { try passWrite(fh: fh, buffers: buffers, offset: offset) }
-    }
-
-    func fuseFlush(_ req: fuse_req_t, fh: UInt64) {
-        respond(req, "flush") { try passFlush(fh: fh) }
     }
 
     func fuseRelease(_ req: fuse_req_t, fh: UInt64) {

@@ -95,13 +95,6 @@ extension SandboxFileSystem {
         }
     }
 
-    func passFlush(fh: UInt64) throws -> Reply {
-        // Our fds are private; nothing to flush. A dup+close would emulate close-time errors (NFS) but
-        // local filesystems report none.
-        _ = try requireFile(fh)
-        return .ok
-    }
-
     func passFsync(fh: UInt64, datasync: Bool) throws -> Reply {
         let file = try requireFile(fh)
         return try file.lease.with { fd in

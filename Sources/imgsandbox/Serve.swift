@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLinux
 import Foundation
 import Glibc
 import LinuxBlock
@@ -65,6 +66,10 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        // Before any thread starts: FUSE workers allocate the node table, and with malloc's arena per thread
+        // what a forgotten tree leaves is scattered where malloc_trim cannot return it (100,000 lookups,
+        // forgotten: RSS 54 -> 30 MiB with the default arenas, -> 24 MiB with one; idle is 22).
+        mallopt(M_ARENA_MAX, 1)
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

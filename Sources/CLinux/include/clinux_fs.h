@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <malloc.h> // malloc_trim: give freed node memory back after the kernel forgets a big tree
 
 /// O_PATH: an fd that names an inode without opening it for I/O.
 extern const int clinux_O_PATH;
