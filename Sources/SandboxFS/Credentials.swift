@@ -25,31 +25,89 @@ struct Caller {
         }
     }
 
-    /// Whether the caller holds CAP_SYS_ADMIN (which trusted.* xattrs need), from /proc/PID/status;
-    /// uid 0 when the process cannot be read (gone, or in another pid namespace).
+    /// Whether the caller holds CAP_SYS_ADMIN (which trusted.* xattrs need); uid 0 when its process
+    /// cannot be read (gone, or in another pid namespace).
     var hasSysAdmin: Bool {
-        let capSysAdmin: UInt64 = 1 << 21
-        guard pid > 0, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
-              let bits = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
-        else { return uid == 0 }
-        return bits & capSysAdmin != 0
+        guard let status = status() else { return uid == 0 }
+        return status.has(capability: 21)
     }
 
-    /// Runs `body` with this thread's filesystem identity switched to the caller, so what it creates
-    /// belongs to the caller. setfsuid/setfsgid are per-thread. Take any fd that needs the daemon's
-    /// privileges (open_by_handle_at needs CAP_DAC_READ_SEARCH) before calling this.
+    /// The caller's supplementary groups and effective capabilities, from /proc/PID/status (nil when the
+    /// process cannot be read: gone, or in another pid namespace).
+    func status() -> CallerStatus? {
+        guard pid > 0, let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        var groups: [gid_t] = []
+        var effective: UInt64?
+        for line in text.split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if fields.first == "Groups:" {
+                groups = fields.dropFirst().compactMap { gid_t($0) }
+            } else if fields.first == "CapEff:", fields.count > 1 {
+                effective = UInt64(fields[1], radix: 16)
+            }
+        }
+        guard let effective else { return nil }
+        return CallerStatus(groups: groups, effective: effective)
+    }
+
+    /// The set-id bits the kernel clears when this caller writes, truncates or changes the owner of a
+    /// non-directory of `mode` and group `gid` (setattr_should_drop_suidgid): setuid, and setgid when
+    /// group-executable or when the caller is not in the file's group; none for a caller with CAP_FSETID.
+    /// The kernel's FUSE client clears only setuid and group-executable setgid itself (fuse_setattr), and
+    /// none on open(O_TRUNC) with atomic_o_trunc (fuse_do_setattr sends nothing for ATTR_OPEN).
+    func setIDBitsToDrop(mode: mode_t, gid: gid_t) -> mode_t {
+        guard mode & (S_ISUID | S_ISGID) != 0 else { return 0 }
+        let status = status()
+        if let status { guard !status.has(capability: clinux_CAP_FSETID) else { return 0 } } else if uid == 0 { return 0 }
+        var drop = mode & S_ISUID
+        if mode & S_ISGID != 0 {
+            let inGroup = gid == self.gid || status?.groups.contains(gid) == true
+            if mode & S_IXGRP != 0 || !inGroup { drop |= S_ISGID }
+        }
+        return drop
+    }
+
+    /// Runs `body` with this thread's filesystem identity switched to the caller (fsuid, fsgid and
+    /// supplementary groups), so what it creates belongs to the caller and takes a setgid directory's group
+    /// as it would for the caller. The kernel has already checked the caller's permissions
+    /// (default_permissions, with all its groups): the thread keeps CAP_DAC_OVERRIDE/READ_SEARCH, which
+    /// setfsuid drops, so a group the daemon could not read does not refuse what the kernel allowed.
+    /// All of these are per-thread. Take any fd that needs the daemon's privileges (open_by_handle_at
+    /// needs CAP_DAC_READ_SEARCH) before calling this.
     @discardableResult
     func asFilesystemIdentity<R>(_ body: () throws -> R) rethrows -> R {
         let daemonUID = geteuid()
         let daemonGID = getegid()
         guard uid != daemonUID || gid != daemonGID else { return try body() }
+        let groups = status()?.groups ?? []
+        let daemonGroups = Self.daemonGroups
         _ = clinux_setfsgid(gid)
         _ = clinux_setfsuid(uid)
+        _ = groups.withUnsafeBufferPointer { clinux_setgroups_thread($0.count, $0.baseAddress) }
+        _ = clinux_raise_effective_caps(UInt64(1) << clinux_CAP_DAC_OVERRIDE | UInt64(1) << clinux_CAP_DAC_READ_SEARCH)
         defer {
+            _ = daemonGroups.withUnsafeBufferPointer { clinux_setgroups_thread($0.count, $0.baseAddress) }
+            // Back to fsuid 0 raises the filesystem capabilities from the permitted set again.
             _ = clinux_setfsuid(daemonUID)
             _ = clinux_setfsgid(daemonGID)
         }
         return try body()
     }
+
+    /// The daemon's own supplementary groups, restored after acting as a caller.
+    private static let daemonGroups: [gid_t] = {
+        let count = getgroups(0, nil)
+        guard count > 0 else { return [] }
+        var groups = [gid_t](repeating: 0, count: Int(count))
+        let got = getgroups(count, &groups)
+        return got < 0 ? [] : Array(groups.prefix(Int(got)))
+    }()
+}
+
+/// What /proc/PID/status tells of a caller beyond fuse_req_ctx.
+struct CallerStatus {
+    let groups: [gid_t]
+    let effective: UInt64
+
+    func has(capability: Int32) -> Bool { effective & (UInt64(1) << UInt64(capability)) != 0 }
 }

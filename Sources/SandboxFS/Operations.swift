@@ -54,7 +54,7 @@ extension SandboxFileSystem {
     func fuseSetattr(_ req: fuse_req_t, _ id: UInt64, _ attr: stat, _ toSet: Int32, fh: UInt64?) {
         respond(req, "setattr") {
             guard isPass(try kind(id)) else { throw FSError(EPERM, "setattr", "virtual directory") }
-            return try passSetattr(id, attr, toSet, fh: fh)
+            return try passSetattr(id, attr, toSet, fh: fh, caller: Caller(req))
         }
     }
 
@@ -124,7 +124,7 @@ extension SandboxFileSystem {
         let flags = fi.pointee.flags
         respond(req, "open", fi: fi) {
             guard isPass(try kind(id)) else { throw FSError(EISDIR, "open", "virtual directory") }
-            return try passOpen(id, flags: flags)
+            return try passOpen(id, flags: flags, caller: Caller(req))
         }
     }
 

@@ -22,16 +22,36 @@ extension SandboxFileSystem {
         return st
     }
 
-    func passSetattr(_ id: UInt64, _ attr: stat, _ toSet: Int32, fh: UInt64?) throws -> Reply {
+    /// The fields of a SETATTR that change something; a request with none of them is what the kernel's FUSE
+    /// client sends for a change of ctime alone (chown(-1, -1), or a set-id clearing it left to us).
+    private static let changingFields = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE
+        | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW
+
+    func passSetattr(_ id: UInt64, _ attr: stat, _ toSet: Int32, fh: UInt64?, caller: Caller) throws -> Reply {
         let file = fh.flatMap { openFile($0) }
         return try withPass(id) { ctx in
             try ctx.withPathFD { pathFD in
                 let object = ctx.object
                 let proc = PassContext.procPath(pathFD)
-                if toSet & FUSE_SET_ATTR_MODE != 0 {
+                let ctimeOnly = toSet & Self.changingFields == 0
+                var mode: mode_t? = toSet & FUSE_SET_ATTR_MODE != 0 ? attr.st_mode & 0o7777 : nil
+                // A chown, truncate or ctime-only change by a caller without CAP_FSETID clears setgid bits that
+                // the kernel's FUSE client leaves (not group-executable, caller not in the group).
+                if !ctx.node.isDirectory, !ctx.node.isSymlink,
+                   ctimeOnly || toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE) != 0 {
+                    let current = try fstatFD(pathFD, "getattr \(object)")
+                    let base = mode ?? UInt32(current.st_mode) & 0o7777
+                    let drop = caller.setIDBitsToDrop(mode: base, gid: current.st_gid)
+                    if drop != 0 { mode = base & ~drop }
+                }
+                if let mode {
                     // Linux has no symlink modes; fchmod refuses O_PATH fds, so go through /proc.
                     guard !ctx.node.isSymlink else { throw FSError(EOPNOTSUPP, "chmod", object) }
-                    try sys("chmod", object) { chmod(proc, attr.st_mode & 0o7777) }
+                    try sys("chmod", object) { chmod(proc, mode) }
+                }
+                if ctimeOnly {
+                    // chown(-1, -1) changes ctime and nothing else (set-id bits are handled above).
+                    try sys("chown", object) { fchownat(pathFD, "", uid_t.max, gid_t.max, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) }
                 }
                 if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
                     let uid = toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max

@@ -34,16 +34,36 @@ extension SandboxFileSystem {
         return file
     }
 
-    func passOpen(_ id: UInt64, flags: Int32) throws -> Reply {
+    func passOpen(_ id: UInt64, flags: Int32, caller: Caller) throws -> Reply {
         try withPass(id) { ctx in
             guard !ctx.node.isDirectory else { throw FSError(EISDIR, "open", ctx.object) }
             guard !ctx.node.isSymlink else { throw FSError(ELOOP, "open", ctx.object) }
             let fd = try ctx.open(flags: hiddenOpenFlags(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW))
+            if flags & O_TRUNC != 0 {
+                do {
+                    try dropSetIDBitsOnTruncate(fd, caller, ctx.object)
+                } catch {
+                    close(fd)
+                    throw error
+                }
+            }
             let fh = try addOpenFile(fd: fd, serial: ctx.node.serial,
                                      inode: Self.fuseInode(ctx.node.key.ino, serial: ctx.node.serial))
             // Only this daemon writes the hidden mount, so cached pages stay valid across opens.
             return .opened(fh: fh, keepCache: flags & O_TRUNC == 0, cacheReaddir: false)
         }
+    }
+
+    /// open(O_TRUNC) of a regular file clears set-id bits as a truncate does, but with atomic_o_trunc the
+    /// kernel's FUSE client drops the mode change it computed for that (fuse_do_setattr returns early for
+    /// ATTR_OPEN): the daemon, which truncated as root, clears them for a caller without CAP_FSETID.
+    private func dropSetIDBitsOnTruncate(_ fd: Int32, _ caller: Caller, _ object: String) throws {
+        let st = try fstatFD(fd, "getattr \(object)")
+        guard UInt32(st.st_mode) & UInt32(SwiftGlibc.S_IFMT) == UInt32(SwiftGlibc.S_IFREG) else { return }
+        let mode = UInt32(st.st_mode) & 0o7777
+        let drop = caller.setIDBitsToDrop(mode: mode, gid: st.st_gid)
+        guard drop != 0 else { return }
+        try sys("fchmod", object) { fchmod(fd, mode & ~drop) }
     }
 
     /// Forgets a file or directory handle. Its sandbox counts it as open until its fd is closed, which waits

@@ -100,10 +100,11 @@ enum Posix {
         return bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.joined(separator: ",")
     }
 
-    /// Runs `body` in a forked child as uid/gid (no supplementary groups, umask 022) with its working
+    /// Runs `body` in a forked child as uid/gid (with `groups` as its supplementary groups, umask 022) with its working
     /// directory at `directory` (entered while still root, so the 0700 hidden mount above it does not
     /// matter); the child's outcome comes back over a pipe. The child only makes syscalls and formats text.
-    static func asUser(_ uid: uid_t, _ gid: gid_t, in directory: String, _ body: () -> Outcome) -> Outcome {
+    static func asUser(_ uid: uid_t, _ gid: gid_t, groups: [gid_t] = [], in directory: String,
+                       _ body: () -> Outcome) -> Outcome {
         let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dirFD >= 0 else { return Outcome(encoded: "asUser open \(directory): \(ErrnoName.of(errno))") }
         defer { close(dirFD) }
@@ -112,7 +113,9 @@ enum Posix {
         let child = fork()
         if child == 0 {
             close(fds[0])
-            guard fchdir(dirFD) == 0, setgroups(0, nil) == 0, setgid(gid) == 0, setuid(uid) == 0 else { _exit(99) }
+            guard fchdir(dirFD) == 0, setgroups(groups.count, groups) == 0, setgid(gid) == 0, setuid(uid) == 0 else {
+                _exit(99)
+            }
             umask(0o022)
             let text = body().encoded
             _ = text.withCString { Glibc.write(fds[1], $0, strlen($0)) }

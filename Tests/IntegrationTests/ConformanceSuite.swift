@@ -24,6 +24,7 @@ struct ConformanceCheck: Sendable, CustomTestStringConvertible {
 struct ConformanceSuite {
     static let checks: [ConformanceCheck] = ConformanceChecks.open + ConformanceChecks.names + ConformanceChecks.attributes
         + ConformanceChecks.data + ConformanceChecks.xattrs + ConformanceChecks.directories + ConformanceChecks.nonRoot
+        + ConformanceChecks.pjd
 
     @Test(arguments: checks)
     func sameThroughFuseAsDirect(_ check: ConformanceCheck) throws {

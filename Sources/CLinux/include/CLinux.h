@@ -4,4 +4,5 @@
 // handling, and _GNU_SOURCE-only calls. Every item is prefixed clinux_.
 #include "clinux_block.h"
 #include "clinux_fs.h"
+#include "clinux_creds.h"
 #endif
