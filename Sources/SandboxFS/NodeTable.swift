@@ -11,8 +11,8 @@ struct InodeKey: Hashable {
 struct PassNode {
     let serial: UInt64
     let key: InodeKey
-    /// struct file_handle bytes (header + f_handle) from name_to_handle_at.
-    let handle: [UInt8]
+    /// The struct file_handle from name_to_handle_at.
+    let handle: FileHandleBytes
     /// File type bits (S_IFMT part of st_mode); fixed for the life of an inode.
     let type: UInt32
 
@@ -27,23 +27,34 @@ enum NodeKind {
     case pass(PassNode)
 }
 
-/// Node IDs handed to the kernel: counter-allocated, never reused, never pointers. FUSE_ROOT_ID (1) is `/`.
-/// Virtual nodes live for the whole session (a handful per image name); passthrough nodes carry a lookup
-/// count and are erased when `forget` brings it to zero.
+/// Node IDs handed to the kernel: never reused for another inode, never pointers. FUSE_ROOT_ID (1) is `/`.
+/// Virtual nodes (a handful per image name) are counter-allocated below 2^32 and live for the whole
+/// session; passthrough nodes live in a slab (IDs from 2^32 up, see NodeSlab), carry a lookup count and are
+/// erased when `forget` brings it to zero. Passthrough memory is what counts (100,000+ files per image):
+/// about 80 bytes a node in the slab plus 4 to 10 in the (dev, ino) index.
 struct NodeTable {
-    private(set) var nodes: [UInt64: (kind: NodeKind, lookups: UInt64)] = [1: (.root, 0)]
-    private var byKey: [InodeKey: UInt64] = [:]
+    private var virtualNodes: [UInt64: NodeKind] = [1: .root]
     private var imageIDs: [String: UInt64] = [:]
     private var sandboxesIDs: [String: UInt64] = [:]
     private var pseudoInodes: [String: UInt64] = [:]
     private var nextID: UInt64 = 2
+    private var slab = NodeSlab()
+    /// (dev, ino) -> the slot of the newest node for that inode.
+    private var index = InodeIndex()
 
-    subscript(id: UInt64) -> NodeKind? { nodes[id]?.kind }
+    subscript(id: UInt64) -> NodeKind? {
+        if id < 1 << 32 { return virtualNodes[id] }
+        guard let slot = slab.slot(forID: id) else { return nil }
+        let node = slab[slot]
+        return .pass(PassNode(serial: node.serial, key: InodeKey(serial: node.serial, dev: node.dev, ino: node.ino),
+                              handle: node.handle, type: UInt32(node.typeBits) << 12))
+    }
 
-    var passNodeCount: Int { byKey.count }
+    var passNodeCount: Int { slab.liveCount }
 
     private mutating func allocate() -> UInt64 {
-        defer { nextID &+= 1 }
+        precondition(nextID < 1 << 32, "node table: virtual node IDs exhausted")
+        defer { nextID += 1 }
         return nextID
     }
 
@@ -51,7 +62,7 @@ struct NodeTable {
         if let id = imageIDs[name] { return id }
         let id = allocate()
         imageIDs[name] = id
-        nodes[id] = (.image(name), 0)
+        virtualNodes[id] = .image(name)
         return id
     }
 
@@ -59,7 +70,7 @@ struct NodeTable {
         if let id = sandboxesIDs[image] { return id }
         let id = allocate()
         sandboxesIDs[image] = id
-        nodes[id] = (.sandboxes(image), 0)
+        virtualNodes[id] = .sandboxes(image)
         return id
     }
 
@@ -73,44 +84,36 @@ struct NodeTable {
     }
 
     /// The node for an inode just looked up, its lookup count raised by one. An inode number reused for a
-    /// different file (different handle) gets a fresh node; the old one lives on until forgotten.
-    mutating func lookUp(key: InodeKey, handle: [UInt8], type: UInt32) -> UInt64 {
-        if let id = byKey[key], let entry = nodes[id], case .pass(let node) = entry.kind,
-           node.handle == handle, node.type == type {
-            nodes[id] = (entry.kind, entry.lookups &+ 1)
-            return id
+    /// different file (different handle or type) or met in another sandbox (different serial) gets a fresh
+    /// node; the old one lives on until forgotten.
+    mutating func lookUp(key: InodeKey, handle: FileHandleBytes, type: UInt32) -> UInt64 {
+        if let slot = index.find(dev: key.dev, ino: key.ino, in: slab) {
+            let node = slab[slot]
+            if node.serial == key.serial, UInt32(node.typeBits) << 12 == type, node.handle == handle {
+                slab.addLookup(slot)
+                return NodeSlab.id(slot: slot, generation: node.generation)
+            }
         }
-        let id = allocate()
-        nodes[id] = (.pass(PassNode(serial: key.serial, key: key, handle: handle, type: type)), 1)
-        byKey[key] = id
+        let (slot, id) = slab.allocate(PassSlot(serial: key.serial, dev: key.dev, ino: key.ino, generation: 0,
+                                                lookups: 1, handle: handle, typeBits: UInt8(type >> 12)))
+        index.set(dev: key.dev, ino: key.ino, slot: slot, in: slab)
         return id
     }
 
     /// Lowers the lookup count; returns true when a passthrough node was erased.
     mutating func forget(_ id: UInt64, _ count: UInt64) -> Bool {
-        guard let entry = nodes[id], case .pass(let node) = entry.kind else { return false }
-        let left = entry.lookups > count ? entry.lookups - count : 0
-        if left > 0 {
-            nodes[id] = (entry.kind, left)
-            return false
-        }
-        nodes[id] = nil
-        if byKey[node.key] == id { byKey[node.key] = nil }
+        guard let slot = slab.slot(forID: id), slab.dropLookups(slot, count) else { return false }
+        let key = slab.key(of: slot)
+        index.remove(dev: key.dev, ino: key.ino, slot: slot, in: slab)
+        slab.free(slot)
         return true
     }
 
-    /// Dictionaries keep their capacity when emptied: after the kernel forgets a big tree, rebuild them at
-    /// their size so the memory can go back. Returns true when it did (rarely: below a quarter full).
+    /// After the kernel forgets a big tree: shrink the index and give back the slab's empty chunks, so the
+    /// memory can go back. Returns true when it did (rarely: below a quarter full).
     mutating func shrinkIfSparse() -> Bool {
-        guard nodes.capacity > 4096, nodes.count * 4 < nodes.capacity else { return false }
-        nodes = Self.rebuilt(nodes)
-        byKey = Self.rebuilt(byKey)
-        return true
-    }
-
-    private static func rebuilt<K: Hashable, V>(_ dictionary: [K: V]) -> [K: V] {
-        var fresh = [K: V](minimumCapacity: dictionary.count)
-        for (key, value) in dictionary { fresh[key] = value }
-        return fresh
+        let shrankIndex = index.capacity > 4096 && index.count * 4 < index.capacity && index.shrinkToFit(in: slab)
+        let releasedChunks = slab.releaseEmptyChunks()
+        return shrankIndex || releasedChunks
     }
 }

@@ -16,7 +16,7 @@ struct PassContext {
     /// Opens the inode from its file handle (never by path: nothing in the image is followed).
     func open(flags: Int32) throws -> Int32 {
         try sys("open_by_handle_at", object) {
-            node.handle.withUnsafeBytes { clinux_open_by_handle_at(mountFD, $0.baseAddress, flags | O_CLOEXEC) }
+            node.handle.withFileHandle { clinux_open_by_handle_at(mountFD, $0, flags | O_CLOEXEC) }
         }
     }
 
@@ -70,16 +70,11 @@ extension SandboxFileSystem {
         try sys("fstat", "sandbox \(serial) fd \(fd)") {
             fstatat(fd, "", &st, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
         }
-        var buffer = [UInt8](repeating: 0, count: 8 + Int(clinux_MAX_HANDLE_SZ))
-        var handleMountID: Int32 = 0
-        let length = try sys("name_to_handle_at", "sandbox \(serial) inode \(st.st_ino)") {
-            clinux_name_to_handle_at(fd, "", &buffer, buffer.count, &handleMountID, clinux_AT_EMPTY_PATH)
-        }
+        let (handle, handleMountID) = try FileHandleBytes.of(fd: fd, object: "sandbox \(serial) inode \(st.st_ino)")
         // A submount inside the hidden mount cannot be reopened through the mount fd: refuse it.
         guard handleMountID == mountID else {
             throw FSError(EXDEV, "lookup", "sandbox \(serial) inode \(st.st_ino) lies on another mount")
         }
-        let handle = Array(buffer.prefix(Int(length)))
         let key = InodeKey(serial: serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
         let id: UInt64 = try state.withLock { s in
             guard let sandbox = s.sandboxes[serial], !sandbox.blocked else {
