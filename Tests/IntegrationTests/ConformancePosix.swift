@@ -7,6 +7,11 @@ import Glibc
 enum Posix {
     static let O_PATH: Int32 = 0o10000000
     static let O_TMPFILE: Int32 = 0o20000000 | O_DIRECTORY
+    #if arch(arm64)
+    static let O_DIRECT: Int32 = 0o200000
+    #else
+    static let O_DIRECT: Int32 = 0o40000
+    #endif
     static let AT_EMPTY_PATH: Int32 = 0x1000
     static let UTIME_NOW = (1 << 30) - 1
     static let UTIME_OMIT = (1 << 30) - 2
@@ -34,6 +39,8 @@ enum Posix {
     nonisolated(unsafe) static let renameat2 = symbol("renameat2",
         (@convention(c) (Int32, CPath, Int32, CPath, UInt32) -> Int32).self)
     nonisolated(unsafe) static let fallocate = symbol("fallocate", (@convention(c) (Int32, Int32, Int64, Int64) -> Int32).self)
+    nonisolated(unsafe) static let copyFileRange = symbol("copy_file_range",
+        (@convention(c) (Int32, UnsafeMutablePointer<off_t>?, Int32, UnsafeMutablePointer<off_t>?, Int, UInt32) -> Int).self)
     nonisolated(unsafe) static let syncfs = symbol("syncfs", (@convention(c) (Int32) -> Int32).self)
     nonisolated(unsafe) static let lsetxattr = symbol("lsetxattr",
         (@convention(c) (CPath, CPath, UnsafeRawPointer?, Int, Int32) -> Int32).self)
