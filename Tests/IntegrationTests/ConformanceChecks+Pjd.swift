@@ -563,5 +563,63 @@ extension ConformanceChecks {
             }, prefix: "uid 1000 (group 1000 only):")
             return o
         },
+        ConformanceCheck("pjd: times of new files, open errors, atime on read, fallocate on odd files") { root in
+            var o = Outcome()
+            let r = root + "/."
+            watch(&o, "open O_CREAT of a new file", [r]) { () -> Int32 in
+                let fd = Glibc.open("\(root)/new", O_CREAT | O_WRONLY, 0o644)
+                if fd >= 0 { close(fd) }
+                return fd < 0 ? -1 : 0
+            }
+            if let new = stamps("\(root)/new"), let parent = stamps(r) {
+                o.note("new file's mtime is the parent's: \(same(new.mtime, parent.mtime)), ctime: \(same(new.ctime, parent.ctime))")
+            }
+            watch(&o, "open O_CREAT of an existing file", [r, "\(root)/new"]) { () -> Int32 in
+                let fd = Glibc.open("\(root)/new", O_CREAT | O_WRONLY, 0o644)
+                if fd >= 0 { close(fd) }
+                return fd < 0 ? -1 : 0
+            }
+            watch(&o, "open O_CREAT|O_EXCL of an existing file", [r, "\(root)/new"]) {
+                Glibc.open("\(root)/new", O_CREAT | O_EXCL | O_WRONLY, 0o644)
+            }
+            mkdir("\(root)/dir", 0o755)
+            o.call("open O_CREAT of a dir", Glibc.open("\(root)/dir", O_CREAT | O_RDONLY, 0o644))
+            o.call("open O_WRONLY of a dir", Glibc.open("\(root)/dir", O_WRONLY))
+            o.call("open under a file", Glibc.open("\(root)/new/x", O_RDONLY))
+            o.call("open O_CREAT under a file", Glibc.open("\(root)/new/x", O_CREAT | O_RDONLY, 0o644))
+            o.call("open a trailing slash on a file", Glibc.open("\(root)/new/", O_RDONLY))
+            o.call("open O_CREAT with a trailing slash", Glibc.open("\(root)/other/", O_CREAT | O_RDONLY, 0o644))
+            mkdir("\(root)/closed", 0o700)
+            Posix.writeFile("\(root)/closed/f", "f", mode: 0o666)
+            Posix.writeFile("\(root)/unreadable", "u", mode: 0o200)
+            o.merge(Posix.asUser(1000, 1000, in: root) {
+                var u = Outcome()
+                u.call("open through a dir without search", Glibc.open("closed/f", O_RDONLY))
+                u.call("open a write-only file for reading", Glibc.open("unreadable", O_RDONLY))
+                u.call("open O_CREAT in a root dir", Glibc.open("dir/mine", O_CREAT | O_WRONLY, 0o644))
+                u.call("open O_CREAT of an existing file in a root dir", Glibc.open("unreadable", O_CREAT | O_RDONLY, 0o644))
+                return u
+            }, prefix: "uid 1000:")
+            // relatime: a read updates atime when it is older than mtime.
+            Posix.writeFile("\(root)/a", "some bytes")
+            _ = times("\(root)/a", timespec(tv_sec: 1000, tv_nsec: 0), timespec(tv_sec: 2000, tv_nsec: 0))
+            let reader = Glibc.open("\(root)/a", O_RDONLY)
+            o.note("read: " + Posix.pread(reader, 64, 0))
+            close(reader)
+            var st = Glibc.stat()
+            lstat("\(root)/a", &st)
+            o.note("atime after a read (was older than mtime): \(st.st_atim.tv_sec == 1000 ? "kept" : "updated")")
+            o.note("mtime after a read: \(st.st_mtim.tv_sec)")
+            mkfifo("\(root)/p", 0o666)
+            let fifo = Glibc.open("\(root)/p", O_RDWR | O_NONBLOCK)
+            o.call("fallocate on a fifo", Posix.fallocate(fifo, 0, 0, 4096))
+            o.call("ftruncate on a fifo", ftruncate(fifo, 0))
+            o.call("lseek on a fifo", lseek(fifo, 0, SEEK_SET))
+            close(fifo)
+            let dirFD = Glibc.open("\(root)/dir", O_RDONLY | O_DIRECTORY)
+            o.call("fallocate on a dir", Posix.fallocate(dirFD, 0, 0, 4096))
+            close(dirFD)
+            return o
+        },
     ]
 }
