@@ -2,12 +2,12 @@ import CLinux
 import Glibc
 
 /// Extended attributes through "/proc/self/fd/N" of the node's O_PATH fd (the *xattr calls have no
-/// AT_EMPTY_PATH form and f*xattr refuses O_PATH fds). Symlinks are never followed: they get what the
-/// kernel gives user.* on a symlink (EPERM to set) and no attributes to read.
+/// AT_EMPTY_PATH form before Linux 6.13, and f*xattr refuses O_PATH fds). For a symlink that magic link
+/// resolves to the symlink itself, never to its target (the path walk ends at the jump), so symlinks get
+/// their own xattrs as on the filesystem: trusted.* and security.*, EPERM for user.*.
 extension SandboxFileSystem {
     func passGetxattr(_ id: UInt64, _ name: RawName, size: Int) throws -> Reply {
         try withPass(id) { ctx in
-            guard !ctx.node.isSymlink else { throw FSError(ENODATA, "getxattr", ctx.object) }
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
                 if size == 0 {
@@ -25,7 +25,6 @@ extension SandboxFileSystem {
 
     func passListxattr(_ id: UInt64, size: Int, caller: Caller) throws -> Reply {
         try withPass(id) { ctx in
-            guard !ctx.node.isSymlink else { return size == 0 ? .xattrSize(0) : .bytes([]) }
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
                 let needed = try sys("listxattr", ctx.object) { clinux_listxattr(path, nil, 0) }
@@ -50,7 +49,6 @@ extension SandboxFileSystem {
 
     func passSetxattr(_ id: UInt64, _ name: RawName, value: [UInt8], flags: Int32) throws -> Reply {
         try withPass(id) { ctx in
-            guard !ctx.node.isSymlink else { throw FSError(EPERM, "setxattr", ctx.object) }
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
                 try sys("setxattr", ctx.object) {
@@ -63,7 +61,6 @@ extension SandboxFileSystem {
 
     func passRemovexattr(_ id: UInt64, _ name: RawName) throws -> Reply {
         try withPass(id) { ctx in
-            guard !ctx.node.isSymlink else { throw FSError(EPERM, "removexattr", ctx.object) }
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
                 try sys("removexattr", ctx.object) { name.withCString { clinux_removexattr(path, $0) } }

@@ -87,15 +87,29 @@ extension ConformanceChecks {
             o.note("get security.other: " + Posix.getxattr("\(root)/new", "security.imgsandbox"))
             return o
         },
-        ConformanceCheck("xattrs on symlinks",
-                         knownDifference: "xattrs on symlinks are not passed through (no *xattrat call on an O_PATH fd in the daemon)") { root in
+        ConformanceCheck("xattrs on symlinks") { root in
             var o = Outcome()
             symlink("target", "\(root)/l")
+            Posix.writeFile("\(root)/target", "t")
+            symlink("/etc/passwd", "\(root)/abs")
             o.call("user. on a symlink", Posix.setxattr("\(root)/l", "user.x", [1]))
             o.call("trusted. on a symlink", Posix.setxattr("\(root)/l", "trusted.x", Array("t".utf8)))
             o.note("get trusted.: " + Posix.getxattr("\(root)/l", "trusted.x"))
             o.note("list: " + Posix.listxattr("\(root)/l"))
             o.call("remove trusted.", Posix.lremovexattr("\(root)/l", "trusted.x"))
+            o.note("list after removal: " + Posix.listxattr("\(root)/l"))
+            // Never the target's: not through a relative link, nor out of the sandbox through an absolute one.
+            o.note("target's list: " + Posix.listxattr("\(root)/target"))
+            o.call("trusted. on an absolute symlink", Posix.setxattr("\(root)/abs", "trusted.y", Array("y".utf8)))
+            o.note("get it: " + Posix.getxattr("\(root)/abs", "trusted.y"))
+            o.call("security. on a symlink", Posix.setxattr("\(root)/abs", "security.imgsandbox", Array("s".utf8)))
+            o.note("list: " + Posix.listxattr("\(root)/abs"))
+            o.note("the host's /etc/passwd: " + Posix.getxattr("/etc/passwd", "trusted.y"))
+            o.note("symlink still reads: " + { () -> String in
+                var buffer = [CChar](repeating: 0, count: 64)
+                let count = readlink("\(root)/abs", &buffer, 64)
+                return count < 0 ? ErrnoName.of(errno) : String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            }())
             return o
         },
         ConformanceCheck("POSIX ACLs") { root in
