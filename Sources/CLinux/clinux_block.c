@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <spawn.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -59,6 +60,9 @@ uint64_t clinux_makedev(uint32_t major, uint32_t minor) { return makedev(major, 
 const char *clinux_errno_name(int err) { return strerrorname_np(err); }
 int clinux_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 char **clinux_environ(void) { return environ; }
+int clinux_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, lowest);
+}
 
 // MARK: loop
 

@@ -1,4 +1,5 @@
-import Foundation
+import Dispatch
+import Glibc
 import Logging
 import Synchronization
 
@@ -24,15 +25,15 @@ extension SandboxManager {
             return !state.running && !state.stopped
         }
         guard start else { return }
-        let thread = Thread { [self] in
+        let pause = timespec(tv_sec: Int(interval.components.seconds),
+                             tv_nsec: Int(interval.components.attoseconds / 1_000_000_000))
+        DispatchQueue(label: "imgsandbox-cow-watch").async { [self] in
+            var pause = pause
             while !cowWatch.state.withLock({ $0.stopped }) {
                 checkCowStores()
-                Thread.sleep(forTimeInterval: Double(interval.components.seconds)
-                             + Double(interval.components.attoseconds) / 1e18)
+                nanosleep(&pause, nil)
             }
         }
-        thread.name = "imgsandbox-cow-watch"
-        thread.start()
     }
 
     func stopCowWatcher() {

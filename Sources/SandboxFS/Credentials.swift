@@ -1,6 +1,6 @@
 import CFuse
 import CLinux
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// The caller of a request, from fuse_req_ctx.

@@ -1,4 +1,5 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
 import Glibc
 
 /// The daemon's status endpoint: a unix stream socket (mode 0600) that answers each connection with
@@ -26,9 +27,7 @@ final class ControlSocket: @unchecked Sendable {
     }
 
     func start() {
-        let thread = Thread { [self] in serve() }
-        thread.name = "imgsandbox-control"
-        thread.start()
+        DispatchQueue(label: "imgsandbox-control").async { [self] in serve() }
     }
 
     private func serve() {

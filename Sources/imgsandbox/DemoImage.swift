@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import LinuxBlock
 
 /// `serve` with no arguments on an empty ./images makes demo.img: a 64 MiB ext4 (4 KiB blocks, no

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// /run/imgsandbox: one folder per serve instance (named by its pid) holding the hidden mounts, the

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CLinux
-import Foundation
+import Dispatch
+import FoundationEssentials
 import Glibc
 import LinuxBlock
 import Logging
@@ -81,6 +82,11 @@ struct Serve: ParsableCommand {
         let imagesDirectory = try Self.absoluteDirectory(imagesDirectory ?? "images", create: self.imagesDirectory == nil)
         let mountpoint = try Self.absoluteDirectory(mountpoint ?? "mnt", create: self.mountpoint == nil)
         if self.imagesDirectory == nil { try DemoImage.ensure(in: imagesDirectory) }
+        // Dead instances' mounts are gone (swept above): one still there belongs to a live daemon, and a
+        // second FUSE mount stacked on it would hide it.
+        if let live = Mount.mountPoints().first(where: { $0.mountPoint == mountpoint && $0.type == "fuse.imgsandbox" }) {
+            throw ValidationFailure("\(mountpoint) is already served by \(live.source) (stop it with: umount \(mountpoint))")
+        }
         if !foreground && !daemonChild {
             try Daemon.startInBackground()
             return
@@ -172,8 +178,8 @@ struct Serve: ParsableCommand {
     static func absoluteDirectory(_ path: String, create: Bool) throws -> String {
         let url = URL(fileURLWithPath: path).standardizedFileURL
         if create { try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true) }
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+        var isDirectory = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory else {
             throw ValidationError("\(path) is not a directory")
         }
         return url.resolvingSymlinksInPath().path

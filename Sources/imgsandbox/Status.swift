@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import Sandbox
 
 struct Status: ParsableCommand {
@@ -46,7 +46,7 @@ struct Status: ParsableCommand {
         let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
         return all.map { line in
             line.enumerated().map { column, text in
-                column == line.count - 1 ? text : text.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                column == line.count - 1 ? text : text + String(repeating: " ", count: widths[column] - text.count)
             }.joined(separator: "  ")
         }.joined(separator: "\n")
     }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Sandbox
 
 /// One sandbox in `status` output; JSON keys are the snake_case of these names (cow_used_bytes, ...).

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <spawn.h>
 
 // MARK: ioctl request numbers (defined in clinux_block.c from the kernel macros)
 
@@ -76,6 +77,8 @@ const char *clinux_errno_name(int err);
 int clinux_pipe_cloexec(int fds[2]);
 /// The process environment (environ), for posix_spawnp.
 char **clinux_environ(void);
+/// posix_spawn_file_actions_addclosefrom_np (a GNU extension Swift's Glibc does not show).
+int clinux_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
 
 // MARK: loop
 
