@@ -28,11 +28,12 @@ public final class LoopDevice: @unchecked Sendable {
 
     /// LOOP_CTL_GET_FREE on /dev/loop-control + LOOP_CONFIGURE (offset, sizelimit, LO_FLAGS_READ_ONLY when
     /// readOnly, LO_FLAGS_AUTOCLEAR when autoclear, lo_file_name = `label` truncated to 63 bytes so leftovers
-    /// are recognisable). The backing file is opened O_RDONLY (readOnly) | O_CLOEXEC | O_NOFOLLOW.
+    /// are recognisable). The backing file is opened O_RDONLY (readOnly) | O_CLOEXEC | O_NOFOLLOW, plus O_DSYNC
+    /// when `syncWrites`: each write then reaches the backing device before it completes.
     public static func attach(file: String, offset: UInt64 = 0, sizeLimit: UInt64 = 0, readOnly: Bool = true,
-                              autoclear: Bool = true, label: String) throws(SystemError) -> LoopDevice {
+                              autoclear: Bool = true, syncWrites: Bool = false, label: String) throws(SystemError) -> LoopDevice {
         let backing = try systemCall("open", file) {
-            open(file, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW)
+            open(file, (readOnly ? O_RDONLY : O_RDWR) | (syncWrites ? O_DSYNC : 0) | O_CLOEXEC | O_NOFOLLOW)
         }
         // The kernel takes its own reference to the file at LOOP_CONFIGURE.
         defer { Glibc.close(backing) }

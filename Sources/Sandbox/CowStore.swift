@@ -73,6 +73,9 @@ final class CowStore: Sendable {
     }
 
     /// Read-write, buffered (no direct I/O: that would need the 4 KiB alignment of zram), 512-byte sectors.
+    /// O_DSYNC: each write reaches zram before the snapshot sees it done. Without it the loop fills the page
+    /// cache at memory speed, a burst (an fsync of a large file) allocates COW faster than the watcher grows
+    /// the store and the snapshot overflows (seen in the VM), and dirty uncompressed copies pile up in RAM.
     /// Autoclear: after a crash the kernel detaches it as soon as the swept snapshot lets go, before the
     /// sweep frees what lies below it.
     private func attachSmallSectorLoop(over path: String, number: DeviceNumber, label: String) throws -> LoopDevice {
@@ -86,7 +89,7 @@ final class CowStore: Sendable {
             return node
         }
         let loop = try Sandbox.step("attach loop device over \(node)") {
-            try LoopDevice.attach(file: node, readOnly: false, autoclear: true, label: label)
+            try LoopDevice.attach(file: node, readOnly: false, autoclear: true, syncWrites: true, label: label)
         }
         state.withLock { $0.smallSectorLoop = loop }
         let sector = try? BlockDevice.logicalBlockSize(of: loop.path)

@@ -48,7 +48,7 @@ struct ReliabilitySuite {
 
         try fixture.start()
         #expect(fixture.pid != dead)
-        #expect(Self.leftovers(of: dead).isEmpty, "still there after the sweep: \(Self.leftovers(of: dead))")
+        #expect(Self.leftovers(of: dead).isEmpty, "still there after the sweep: \(Self.leftovers(of: dead)); sweep: \(fixture.log.filter { $0.contains("swe") })")
         #expect(fixture.log.contains { $0.contains("swept") && $0.contains("\(dead)") })
         // The only thing left under the fixture's folder is the new daemon's own FUSE mount.
         let residue = Residue.find(work: fixture.work, instance: dead).filter { $0 != "mount \(fixture.mountpoint)" }
@@ -167,10 +167,13 @@ struct ReliabilitySuite {
         #expect(loops.count == 1, "one COW loop device for the sandbox: \(loops)")
         for loop in loops { #expect(try BlockDevice.logicalBlockSize(of: "/dev/loop\(loop.index)") == 512) }
 
+        let buffersBefore = Reliability.meminfo("Buffers")
         try FileChecks.writeBig("\(sandbox)/big.bin", mebibytes: 150, seed: 11)
+        // Block-device page cache (the loop's copies over zram), for the record.
+        print("1 KiB ext4 sandbox, 150 MiB written: block-device page cache (Buffers) grew by \((Reliability.meminfo("Buffers") - buffersBefore) >> 20) MiB")
 
         let after = try #require(try fixture.status().first)
-        #expect(after["state"] as? String == "active")
+        #expect(after["state"] as? String == "active", "COW log: \(fixture.log.filter { $0.contains("COW") })")
         #expect(Reliability.bytes(after["cow_total_bytes"]) > 150 << 20, "the snapshot sees the grown loop")
         #expect(Reliability.bytes(after["cow_total_bytes"]) <= 256 << 20)
         #expect(fixture.waitForLog { $0.contains("grew the COW store of small/grow") })
@@ -229,6 +232,13 @@ enum Reliability {
     /// The instance's loop devices backed by a device (the dm engine's 512-byte-sector COW loops), not an image.
     static func cowLoops(of pid: Int32) -> [(index: Int, backingFile: String, label: String?)] {
         LoopDevice.attached().filter { $0.backingFile.hasPrefix("/dev/") && $0.label?.hasPrefix("imgsandbox-\(pid):") == true }
+    }
+
+    /// A /proc/meminfo field in bytes (0 if absent).
+    static func meminfo(_ field: String) -> Int64 {
+        let text = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
+        let line = text.split(separator: "\n").first { $0.hasPrefix("\(field):") }
+        return (line?.split(separator: " ").dropFirst().first.flatMap { Int64($0) } ?? 0) * 1024
     }
 
     /// Writes back and drops clean page cache machine-wide (the VM's, where this is used).
