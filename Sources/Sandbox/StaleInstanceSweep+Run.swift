@@ -29,6 +29,11 @@ extension StaleInstanceSweep {
     /// directory of an instance whose objects could not all be released stays for the next sweep.
     @discardableResult
     public static func run(runRoot: String, deviceMapper: DeviceMapper?, zram: Zram = Zram(), logger: Logger) -> Outcome {
+        // One sweep at a time: two serves starting together would release the same objects at once (one
+        // unmounting what the other is about to reset: EBUSY). No run root yet: nothing to sweep, no lock.
+        let lock = open("\(runRoot)/sweep.lock", O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        defer { if lock >= 0 { close(lock) } }
+        if lock >= 0 { while flock(lock, LOCK_EX) != 0 && errno == EINTR {} }
         let survey = survey(runRoot: runRoot, deviceMapper: deviceMapper)
         var outcome = Outcome()
         outcome.dead = deadInstances(survey, ownPID: getpid(), isAlive: InstanceProcess.isAlive)
