@@ -184,19 +184,20 @@ struct Exerciser {
         return readCheck(at: at, count: count)
     }
 
-    func readCheck(at: Int, count: Int) -> String? {
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 8)
+    /// Reads `count` bytes at `at` from `fd` (the open file unless given) and compares them with the model.
+    func readCheck(at: Int, count: Int, fd: Int32? = nil, label: String = "pread", alignment: Int = 8) -> String? {
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: alignment)
         defer { buffer.deallocate() }
         var done = 0
         while done < count {
-            let got = pread(fd, buffer + done, count - done, off_t(at + done))
-            if got < 0 { return "pread \(at)+\(count): \(ErrnoName.of(errno))" }
+            let got = pread(fd ?? self.fd, buffer + done, count - done, off_t(at + done))
+            if got < 0 { return "\(label) \(at)+\(count): \(ErrnoName.of(errno))" }
             if got == 0 { break }
             done += got
         }
         let expected = max(min(model.count - at, count), 0)
-        guard done == expected else { return "pread \(at)+\(count): \(done) bytes, expected \(expected)" }
-        return compare("pread", buffer, offset: at, count: done)
+        guard done == expected else { return "\(label) \(at)+\(count): \(done) bytes, expected \(expected)" }
+        return compare(label, buffer, offset: at, count: done)
     }
 
     mutating func truncate() -> String? {
@@ -289,18 +290,7 @@ struct Exerciser {
         let direct = open(path, O_RDONLY | Posix.O_DIRECT | O_CLOEXEC)
         guard direct >= 0 else { return "open O_DIRECT: \(ErrnoName.of(errno))" }
         defer { close(direct) }
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: Self.page)
-        defer { buffer.deallocate() }
-        var done = 0
-        while done < count {
-            let got = pread(direct, buffer + done, count - done, off_t(at + done))
-            if got < 0 { return "O_DIRECT pread \(at)+\(count): \(ErrnoName.of(errno))" }
-            if got == 0 { break }
-            done += got
-        }
-        let expected = max(min(model.count - at, count), 0)
-        guard done == expected else { return "O_DIRECT pread \(at)+\(count): \(done) bytes, expected \(expected)" }
-        return compare("O_DIRECT pread", buffer, offset: at, count: done)
+        return readCheck(at: at, count: count, fd: direct, label: "O_DIRECT pread", alignment: Self.page)
     }
 
     mutating func reopen() -> String? {

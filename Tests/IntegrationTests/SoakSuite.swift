@@ -2,17 +2,7 @@ import Foundation
 import Glibc
 import Testing
 
-/// A small deterministic generator (SplitMix64): a failing seed replays the same operations.
-struct SoakRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+extension SeededGenerator {
     mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
     mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) } }
 }
@@ -22,7 +12,7 @@ struct SoakRandom {
 /// share content and xattrs. Used by one thread at a time (warm-up, then soak, ordered by the waits).
 final class SoakWorker: @unchecked Sendable {
     let root: String
-    private var random: SoakRandom
+    private var random: SeededGenerator
     private var files: [String: Int] = [:]      // relative path -> node
     private var contents: [Int: [UInt8]] = [:]  // node -> data
     private var xattrs: [Int: [UInt8]] = [:]    // node -> user.soak value
@@ -36,7 +26,7 @@ final class SoakWorker: @unchecked Sendable {
 
     init(root: String, seed: UInt64) {
         self.root = root
-        random = SoakRandom(seed: seed)
+        random = SeededGenerator(seed: seed)
     }
 
     private func full(_ relative: String) -> String { "\(root)/\(relative)" }
