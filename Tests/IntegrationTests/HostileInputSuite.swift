@@ -19,15 +19,10 @@ struct HostileInputSuite {
         fixture.log.filter { $0.contains("\(image)/sandboxes/\(sandbox)") || $0.contains("\(image)/\(sandbox)") }
     }
 
-    /// The fixture reads the daemon's log on another thread: wait (bounded) until a line is there.
-    static func awaitLine(_ fixture: ServeFixture, _ matches: (String) -> Bool) -> Bool {
-        fixture.waitForLog(matches)
-    }
-
     /// Stops the daemon and waits for its last log line, so every line it wrote has been read.
     static func stopAndDrain(_ fixture: ServeFixture) {
         #expect(fixture.stop() == 0)
-        #expect(awaitLine(fixture) { $0.contains("tearing every sandbox down") })
+        #expect(fixture.waitForLog { $0.contains("tearing every sandbox down") })
     }
 
     /// Residue of the running daemon other than its own FUSE mount.
@@ -46,7 +41,7 @@ struct HostileInputSuite {
             let error = errno
             #expect(result == -1 && error == expected,
                     "mkdir of a sandbox of \(kind): \(result) \(String(cString: strerror(error))), wanted \(String(cString: strerror(expected)))")
-            #expect(Self.awaitLine(fixture) { $0.contains("\(image)/sandboxes/s") }, "a log line for \(kind)")
+            #expect(fixture.waitForLog { $0.contains("\(image)/sandboxes/s") }, "a log line for \(kind)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: "\(fixture.mountpoint)/\(image)/sandboxes").isEmpty)
             // Asking twice gives the same answer: nothing half-made stays behind to change it.
             #expect(mkdir(path, 0o755) == -1 && errno == expected)
@@ -116,7 +111,7 @@ struct HostileInputSuite {
             let result = mkdir(fixture.sandbox("pi", name), 0o755)
             let error = errno
             #expect(result == -1 && error == ENOSPC, "\(device): \(result) \(errnoName(error))")
-            #expect(Self.awaitLine(fixture) { $0.contains("pi/sandboxes/\(name)") && $0.contains(device) },
+            #expect(fixture.waitForLog { $0.contains("pi/sandboxes/\(name)") && $0.contains(device) },
                     "a log line names the step that ran out of \(device) devices")
             if round == 0 { #expect(Self.residue(fixture).isEmpty) }
             try "".write(toFile: faultFile, atomically: false, encoding: .utf8)

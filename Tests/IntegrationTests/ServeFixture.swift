@@ -67,6 +67,9 @@ final class ServeFixture: @unchecked Sendable {
     /// Guards logLines; signalled whenever a line arrives.
     private let logLock = NSCondition()
     private var logLines: [String] = []
+    /// Daemons started by this fixture, and those whose log has ended (guarded by logLock).
+    private var runs = 0
+    private var endedRuns: Set<Int> = []
     private var checksums: [String: String] = [:]
 
     init(images specs: [(name: String, kind: String, extra: [String])]) throws {
@@ -139,43 +142,46 @@ final class ServeFixture: @unchecked Sendable {
         process.standardOutput = pipe
         try process.run()
         self.process = process
+        // A fixture may start a daemon again (after a kill): only this daemon's lines and end count here.
+        let (run, firstLine) = logLock.withLock { () -> (Int, Int) in
+            runs += 1
+            return (runs, logLines.count)
+        }
         let reader = pipe.fileHandleForReading
-        var pending = Data()
-        var ready = false
-        // Read the log until the daemon says it is serving (or dies); then keep draining it in the background.
-        while !ready {
-            let chunk = reader.availableData
-            if chunk.isEmpty { break }
-            pending.append(chunk)
-            while let newline = pending.firstIndex(of: 10) {
-                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
-                pending.removeSubrange(pending.startIndex...newline)
-                logLock.withLock { logLines.append(line) }
-                if line.contains("serving ") { ready = true }
-            }
-        }
-        guard ready else {
-            process.waitUntilExit()
-            throw CommandFailed(argv: ["serve"], status: process.terminationStatus, output: log.joined(separator: "\n"))
-        }
-        let leftover = pending
+        // One thread drains the daemon's log for its whole life, waking waiters at every line and at the end.
         let thread = Thread { [self] in
-            var rest = leftover
+            var pending = Data()
             while true {
                 let chunk = reader.availableData
                 if chunk.isEmpty { break }
-                rest.append(chunk)
-                while let newline = rest.firstIndex(of: 10) {
-                    let line = String(decoding: rest[rest.startIndex..<newline], as: UTF8.self)
-                    rest.removeSubrange(rest.startIndex...newline)
+                pending.append(chunk)
+                while let newline = pending.firstIndex(of: 10) {
+                    let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+                    pending.removeSubrange(pending.startIndex...newline)
                     logLock.withLock {
                         logLines.append(line)
                         logLock.broadcast()
                     }
                 }
             }
+            logLock.withLock {
+                endedRuns.insert(run)
+                logLock.broadcast()
+            }
         }
         thread.start()
+        let deadline = Date(timeIntervalSinceNow: 120)
+        let ready = logLock.withLock { () -> Bool in
+            while true {
+                if logLines[firstLine...].contains(where: { $0.contains("serving ") }) { return true }
+                if endedRuns.contains(run) || !logLock.wait(until: deadline) { return false }
+            }
+        }
+        guard ready else {
+            if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+            process.waitUntilExit()
+            throw CommandFailed(argv: ["serve"], status: process.terminationStatus, output: log[firstLine...].joined(separator: "\n"))
+        }
     }
 
     var pid: Int32? { process?.processIdentifier }
