@@ -260,6 +260,9 @@ public final class SandboxManager: SandboxProvider {
         return errors
     }
 
+    /// Every ready sandbox (no usage read: for shutdown).
+    public func readySandboxes() -> [SandboxRef] { liveSandboxes().map(\.ref) }
+
     /// Every ready sandbox with its engine attachment, for the COW watcher.
     func liveSandboxes() -> [(ref: SandboxRef, attachment: any EngineAttachment, access: SandboxAccess)] {
         registry.withLock { $0.ready.values.flatMap(\.values).map { ($0.ref, $0.attachment, $0.access) } }

@@ -152,9 +152,7 @@ struct Serve: ParsableCommand {
         logger.info("unmounted; tearing every sandbox down")
         fileSystem.unmount()
         control.stop()
-        for sandbox in manager.status() {
-            if let ref = manager.sandbox(image: sandbox.image, name: sandbox.sandbox) { fileSystem.forgetSandbox(serial: ref.serial) }
-        }
+        for ref in manager.readySandboxes() { fileSystem.forgetSandbox(serial: ref.serial) }
         let failures = manager.shutdown()
         for failure in failures { logger.error("teardown: \(failure)") }
         unlink(RunDirectory.recordPath(instance))
