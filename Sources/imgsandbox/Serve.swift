@@ -123,6 +123,10 @@ struct Serve: ParsableCommand {
                                          settings: settings, logger: logger)
         var options = FileSystemOptions()
         options.allowOther = allowOther
+        // Every open file of every sandbox is an fd of this process, and the handle cache keeps more: take
+        // the whole hard limit (the soft one is often 1,024), and let the cache use at most a quarter of it.
+        let fdLimit = Self.raiseOpenFileLimit()
+        options.handleCacheCapacity = min(options.handleCacheCapacity, max(64, fdLimit / 4))
         FuseKnobs.apply(ProcessInfo.processInfo.environment, to: &options)
         // The pid in the fsname lets a later sweep find this mount if the daemon dies.
         options.fsName = "imgsandbox-\(instance)"
@@ -171,6 +175,19 @@ struct Serve: ParsableCommand {
             source.resume()
             return source
         }
+    }
+
+    /// Raises the soft RLIMIT_NOFILE to the hard one; returns the limit now in force.
+    static func raiseOpenFileLimit() -> Int {
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        var limit = rlimit()
+        guard getrlimit(resource, &limit) == 0 else { return 1024 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(resource, &raised) == 0 { limit = raised }
+        }
+        return Int(clamping: limit.rlim_cur)
     }
 
     static func absoluteDirectory(_ path: String, create: Bool) throws -> String {
