@@ -110,6 +110,14 @@ public struct DeviceMapperEngine: SandboxEngine {
 
     public func usage(of sandbox: any EngineAttachment) -> SandboxUsage {
         guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
+        var usage = cowUsage(of: sandbox)
+        usage.fillZram(zram, ids: sandbox.cow.zramIDs)
+        usage.fillFilesystem(sandbox.mountPath)
+        return usage
+    }
+
+    public func cowUsage(of sandbox: any EngineAttachment) -> SandboxUsage {
+        guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
         var usage = SandboxUsage()
         if let line = try? deviceMapper.status(name: sandbox.snapshotName).first?.status,
            let status = SnapshotStatus(statusLine: line) {
@@ -126,8 +134,6 @@ public struct DeviceMapperEngine: SandboxEngine {
             }
         }
         usage.cowMaxBytes = max(sandbox.cow.maxBytes, usage.cowTotalBytes)
-        usage.fillZram(zram, ids: sandbox.cow.zramIDs)
-        usage.fillFilesystem(sandbox.mountPath)
         return usage
     }
 

@@ -149,6 +149,14 @@ public struct OverlayEngine: SandboxEngine {
 
     public func usage(of sandbox: any EngineAttachment) -> SandboxUsage {
         guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
+        var usage = cowUsage(of: sandbox)
+        if let id = sandbox.zramID { usage.fillZram(zram, ids: [id]) }
+        usage.fillFilesystem(sandbox.mountPath)
+        return usage
+    }
+
+    public func cowUsage(of sandbox: any EngineAttachment) -> SandboxUsage {
+        guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
         var usage = SandboxUsage(cowStore: sandbox.zramID == nil ? "tmpfs" : "zram")
         if let upper = try? FilesystemUsage.of(sandbox.upperMount) {
             usage.cowTotalBytes = upper.totalBytes
@@ -159,8 +167,6 @@ public struct OverlayEngine: SandboxEngine {
             }
         }
         usage.cowMaxBytes = usage.cowTotalBytes
-        if let id = sandbox.zramID { usage.fillZram(zram, ids: [id]) }
-        usage.fillFilesystem(sandbox.mountPath)
         return usage
     }
 }

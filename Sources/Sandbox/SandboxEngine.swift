@@ -85,13 +85,19 @@ public protocol SandboxEngine: Sendable {
     func attachImage(_ request: ImageRequest) throws -> any EngineAttachment
     /// Makes one sandbox and mounts it at `request.mountPath`. On failure releases what it made and throws.
     func createSandbox(_ request: SandboxRequest, on image: any EngineAttachment) throws -> any EngineAttachment
+    /// Everything status shows.
     func usage(of sandbox: any EngineAttachment) -> SandboxUsage
+    /// Only the COW store's used/total/max and state: what the watcher reads for every sandbox five times a
+    /// second, so it skips zram memory stats and the mount's statvfs.
+    func cowUsage(of sandbox: any EngineAttachment) -> SandboxUsage
     /// Called by the COW watcher with the latest usage: enlarges the sandbox's COW store when it is close
     /// to full and may still grow. Returns the new total in bytes, or nil when nothing changed.
     func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64?
 }
 
 extension SandboxEngine {
+    public func cowUsage(of sandbox: any EngineAttachment) -> SandboxUsage { usage(of: sandbox) }
+
     /// Engines whose COW store has a fixed size.
     public func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64? { nil }
 

@@ -47,11 +47,11 @@ extension SandboxManager {
         for (ref, attachment, access) in live {
             seen.insert(ref.serial)
             let checked: SandboxUsage? = access.ifAlive {
-                var usage = engine.usage(of: attachment)
+                var usage = engine.cowUsage(of: attachment)
                 do {
                     if let grown = try engine.growCowStore(of: attachment, usage: usage) {
                         logger.info("grew the COW store of \(ref.image)/\(ref.name) to \(ByteSize.format(grown)) (max \(ByteSize.format(usage.cowMaxBytes)))")
-                        usage = engine.usage(of: attachment)
+                        usage = engine.cowUsage(of: attachment)
                     }
                 } catch {
                     logger.error("growing the COW store of \(ref.image)/\(ref.name) failed: \(error)")
