@@ -30,11 +30,17 @@ public enum BlockDevice {
     }
 
     /// Creates the block node `path` (S_IFBLK, 0600) for `dev` when udev did not. An existing node with the
-    /// right number is kept; a stale block node with another number is replaced; anything else is EEXIST.
+    /// right number is kept, and so is udev's symlink to it (/dev/mapper/NAME -> ../dm-N, which udev may
+    /// make at any moment); a stale block node with another number is replaced; anything else is EEXIST.
     public static func makeNode(_ path: String, _ dev: DeviceNumber) throws(SystemError) {
         for _ in 0..<3 {
             var info = stat()
             if lstat(path, &info) == 0 {
+                if info.st_mode & S_IFMT == S_IFLNK {
+                    var target = stat()
+                    if fstatat(AT_FDCWD, path, &target, 0) == 0, target.st_mode & S_IFMT == S_IFBLK,
+                       DeviceNumber(rawValue: numericCast(target.st_rdev)) == dev { return }
+                }
                 guard info.st_mode & S_IFMT == S_IFBLK else { throw SystemError("mknod", path, errno: EEXIST) }
                 if DeviceNumber(rawValue: numericCast(info.st_rdev)) == dev { return }
                 try systemCall("unlink", path) { unlink(path) }

@@ -33,6 +33,14 @@ struct BlockDeviceNodeTests {
         try BlockDevice.makeNode(node, second)  // stale number: replaced
         #expect(try BlockDevice.deviceNumber(of: node) == second)
 
+        // udev's symlink to the right node (/dev/mapper/NAME -> ../dm-N) is kept; one to another is EEXIST.
+        let link = "\(directory)/mapper-name"
+        #expect(symlink("loop99", link) == 0)
+        try BlockDevice.makeNode(link, second)
+        #expect(throws: SystemError("mknod", link, errno: EEXIST)) { try BlockDevice.makeNode(link, first) }
+        var linkInfo = stat()
+        #expect(lstat(link, &linkInfo) == 0 && linkInfo.st_mode & S_IFMT == S_IFLNK)
+
         let file = "\(directory)/regular"
         try TestSupport.writeText(file, "not a device")
         #expect(throws: SystemError("mknod", file, errno: EEXIST)) { try BlockDevice.makeNode(file, first) }
