@@ -24,10 +24,13 @@ enum FAT {
         var sectors = UInt64(bs.le16(19))
         if sectors == 0 { sectors = UInt64(bs.le32(32)) }
 
-        var label = bs.cString(ebpb + 7, 11).map { String($0.reversed().drop { $0 == " " }.reversed()) }
+        // Signature 0x29: serial and label present; 0x28 (older DOS): the serial only.
+        let extSignature = bs.u8(ebpb + 2)
+        var label = extSignature == 0x29
+            ? bs.cString(ebpb + 7, 11).map { String($0.reversed().drop { $0 == " " }.reversed()) } : nil
         if label == "NO NAME" || label == "" { label = nil }
         var uuid: String? = nil
-        if bs.u8(ebpb + 2) == 0x29 {  // the serial and label fields are present
+        if extSignature == 0x29 || extSignature == 0x28 {  // fstab's UUID=XXXX-XXXX, as blkid prints it
             let id = bs.slice(ebpb + 3, 4)
             uuid = (hexByte(id[3]) + hexByte(id[2]) + "-" + hexByte(id[1]) + hexByte(id[0])).uppercased()
         }

@@ -142,7 +142,8 @@ enum GPT {
             let guid = mixedEndianGUID(typeBytes)
             parts.append(Partition(number: number, startByte: first * sectorSize,
                                    sizeBytes: (last - first + 1) * sectorSize,
-                                   typeName: typeName(guid), gptTypeGUID: guid, gptName: name(e.slice(56, 72))))
+                                   typeName: typeName(guid), gptTypeGUID: guid, gptName: name(e.slice(56, 72)),
+                                   partUUID: mixedEndianGUID(e.slice(16, 16))))
         }
         try PartitionTable.checkOverlaps(parts)
         return PartitionTable(scheme: .gpt, partitions: parts, diskSize: source.size)

@@ -30,19 +30,21 @@ enum MBR {
 
     static func read(_ source: some ByteSource, sector0: [UInt8]) throws(DiskImageError) -> PartitionTable {
         let diskSectors = source.size / sectorSize
+        let signature = sector0.le32(440)
         var parts: [Partition] = []
         var extended: [(start: UInt64, count: UInt64)] = []
 
         for (i, e) in primaryEntries(sector0).enumerated() where !e.isEmpty {
             let p = try makePartition(number: i + 1, type: e.type, start: e.startLBA, count: e.sectorCount,
-                                      diskSectors: diskSectors)
+                                      diskSectors: diskSectors, signature: signature)
             parts.append(p)
             if extendedTypes.contains(e.type) { extended.append((e.startLBA, e.sectorCount)) }
         }
 
         var nextNumber = 5
         for ext in extended {
-            parts += try logicals(source, extendedStart: ext.start, diskSectors: diskSectors, nextNumber: &nextNumber)
+            parts += try logicals(source, extendedStart: ext.start, diskSectors: diskSectors, signature: signature,
+                                  nextNumber: &nextNumber)
         }
         try PartitionTable.checkOverlaps(parts)
         return PartitionTable(scheme: .mbr, partitions: parts, diskSize: source.size)
@@ -51,7 +53,7 @@ enum MBR {
     /// Walks the EBR chain. A logical's start is relative to its own EBR; the link to the next EBR
     /// is relative to the start of the extended partition.
     private static func logicals(_ source: some ByteSource, extendedStart: UInt64, diskSectors: UInt64,
-                                 nextNumber: inout Int) throws(DiskImageError) -> [Partition] {
+                                 signature: UInt32, nextNumber: inout Int) throws(DiskImageError) -> [Partition] {
         var result: [Partition] = []
         var visited: Set<UInt64> = []
         var ebr = extendedStart
@@ -66,7 +68,7 @@ enum MBR {
             let data = entry(sector, 0)
             if !data.isEmpty {
                 result.append(try makePartition(number: nextNumber, type: data.type, start: ebr + data.startLBA,
-                                                count: data.sectorCount, diskSectors: diskSectors))
+                                                count: data.sectorCount, diskSectors: diskSectors, signature: signature))
                 nextNumber += 1
             }
             let link = entry(sector, 1)
@@ -77,14 +79,22 @@ enum MBR {
     }
 
     private static func makePartition(number: Int, type: UInt8, start: UInt64, count: UInt64,
-                                      diskSectors: UInt64) throws(DiskImageError) -> Partition {
+                                      diskSectors: UInt64, signature: UInt32) throws(DiskImageError) -> Partition {
         guard start > 0 else { throw .partitionOverlapsTable(number: number, startSector: start) }
         // start and count are 32-bit (plus a 32-bit EBR base): the sum cannot overflow UInt64.
         guard start + count <= diskSectors else {
             throw .partitionBeyondEnd(number: number, startSector: start, sectorCount: count, diskSectors: diskSectors)
         }
         return Partition(number: number, startByte: start * sectorSize, sizeBytes: count * sectorSize,
-                         typeName: typeName(type), mbrType: type)
+                         typeName: typeName(type), mbrType: type, partUUID: partUUID(signature: signature, number: number))
+    }
+
+    /// blkid's PARTUUID of an MBR partition: `%08x-%02x` of the disk signature (bytes 440-443) and number.
+    /// A zero signature gives none (blkid prints none either).
+    static func partUUID(signature: UInt32, number: Int) -> String? {
+        guard signature != 0 else { return nil }
+        let hex = String(signature, radix: 16), n = String(number, radix: 16)
+        return String(repeating: "0", count: 8 - hex.count) + hex + "-" + (n.count < 2 ? "0" : "") + n
     }
 
     static func typeName(_ type: UInt8) -> String {

@@ -15,9 +15,12 @@ public struct Partition: Sendable, Equatable {
     /// Canonical lowercase text form.
     public let gptTypeGUID: String?
     public let gptName: String?
+    /// What fstab's `PARTUUID=` names: GPT the entry's unique GUID (lowercase); MBR the disk signature in hex,
+    /// "-" and the two-digit partition number (`6c586e13-02`), as blkid prints it; nil for a whole-disk fs.
+    public let partUUID: String?
 
     public init(number: Int, startByte: UInt64, sizeBytes: UInt64, typeName: String,
-                mbrType: UInt8? = nil, gptTypeGUID: String? = nil, gptName: String? = nil) {
+                mbrType: UInt8? = nil, gptTypeGUID: String? = nil, gptName: String? = nil, partUUID: String? = nil) {
         self.number = number
         self.startByte = startByte
         self.sizeBytes = sizeBytes
@@ -25,6 +28,7 @@ public struct Partition: Sendable, Equatable {
         self.mbrType = mbrType
         self.gptTypeGUID = gptTypeGUID
         self.gptName = gptName
+        self.partUUID = partUUID
     }
 
     /// An MBR extended partition: a container of logical partitions, not a filesystem.

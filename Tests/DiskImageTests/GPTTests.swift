@@ -17,9 +17,9 @@ struct GPTTests {
 
     static let expected = [
         Partition(number: 1, startByte: 40 * 512, sizeBytes: 40 * 512, typeName: "EFI System (GPT)",
-                  gptTypeGUID: ImageBuilder.efiGUID, gptName: "EFI"),
+                  gptTypeGUID: ImageBuilder.efiGUID, gptName: "EFI", partUUID: "11111111-2222-3333-4444-555555555550"),
         Partition(number: 2, startByte: 80 * 512, sizeBytes: 120 * 512, typeName: "Linux filesystem (GPT)",
-                  gptTypeGUID: ImageBuilder.linuxGUID, gptName: "rööt 🐧"),
+                  gptTypeGUID: ImageBuilder.linuxGUID, gptName: "rööt 🐧", partUUID: "11111111-2222-3333-4444-555555555551"),
     ]
 
     @Test func protectiveMBRLeadsToGPT() throws {
