@@ -26,7 +26,7 @@ let package = Package(
         ]),
         // The FUSE layer: virtual tree and passthrough.
         .target(name: "SandboxFS", dependencies: [
-            "CFuse", "CLinux", "Sandbox",
+            "CFuse", "CLinux", "LinuxBlock", "Sandbox",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "imgsandbox", dependencies: [
@@ -39,6 +39,6 @@ let package = Package(
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
-        .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox"]),
     ]
 )

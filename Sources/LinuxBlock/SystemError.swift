@@ -1,7 +1,8 @@
 import CLinux
 import Glibc
 
-/// Every failure: the operation, the object (device or path) and the errno.
+/// Every failure of a system call, in LinuxBlock and SandboxFS alike: the operation, the object (device
+/// or path) and the errno.
 public struct SystemError: Error, Sendable, Equatable, CustomStringConvertible {
     public let operation: String
     public let object: String
@@ -14,23 +15,30 @@ public struct SystemError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     /// "LOOP_CONFIGURE /dev/loop3: Device or resource busy (EBUSY)"
-    public var description: String {
-        let message = String(cString: strerror(errno))
-        let name = clinux_errno_name(errno).map { String(cString: $0) } ?? "errno \(errno)"
-        return "\(operation) \(object): \(message) (\(name))"
+    public var description: String { "\(operation) \(object): \(Self.describe(errno))" }
+
+    /// "Device or resource busy (EBUSY)": the one way errno is printed.
+    public static func describe(_ code: Int32) -> String {
+        "\(String(cString: strerror(code))) (\(name(code)))"
+    }
+
+    /// "EBUSY"; "errno 4242" for a number without a name.
+    public static func name(_ code: Int32) -> String {
+        clinux_errno_name(code).map { String(cString: $0) } ?? "errno \(code)"
     }
 }
 
-/// The one funnel: returns the result or throws SystemError with the saved errno; retries EINTR.
+/// The one funnel for system calls: returns the result, or throws SystemError with the saved errno when
+/// the call returns a negative value (-1); retries EINTR. `object` is only built on failure.
 @discardableResult
-public func systemCall<T: FixedWidthInteger>(
-    _ operation: String, _ object: String, _ body: () -> T
+public func systemCall<T: BinaryInteger>(
+    _ operation: String, _ object: @autoclosure () -> String, _ body: () -> T
 ) throws(SystemError) -> T {
     while true {
         let result = body()
-        if result != -1 { return result }
+        if result >= 0 { return result }
         let saved = Glibc.errno
         if saved == EINTR { continue }
-        throw SystemError(operation, object, errno: saved)
+        throw SystemError(operation, object(), errno: saved)
     }
 }

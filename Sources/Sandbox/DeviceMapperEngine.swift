@@ -8,14 +8,14 @@ import LinuxBlock
 /// 512-byte-sector loop device between zram and the snapshot (see CowStore).
 public struct DeviceMapperEngine: SandboxEngine {
     public let kind = "dm"
-    private let instance: String
+    private let names: InstanceNames
     private let deviceMapper: DeviceMapper
     private let zram: Zram
     private let allocator: ZramAllocator
 
     /// `zramLedger`: where the zram devices it adds are recorded for a sweep after a crash (nil: nowhere).
-    public init(instance: String, deviceMapper: DeviceMapper, zram: Zram = Zram(), zramLedger: String? = nil) {
-        self.instance = instance
+    public init(names: InstanceNames, deviceMapper: DeviceMapper, zram: Zram = Zram(), zramLedger: String? = nil) {
+        self.names = names
         self.deviceMapper = deviceMapper
         self.zram = zram
         self.allocator = ZramAllocator(zram: zram, ledger: zramLedger)
@@ -54,7 +54,7 @@ public struct DeviceMapperEngine: SandboxEngine {
             let partition = request.root.partition
             let loop = try step("attach loop device") {
                 try LoopDevice.attach(file: request.path, readOnly: true, autoclear: true,
-                                      label: "imgsandbox-\(instance):\(request.name)")
+                                      label: names.loopLabel(image: request.name))
             }
             teardown.push("detach \(loop.path)") { try loop.detach() }
             let partitionSectors = partition.sizeBytes / 512
@@ -63,9 +63,9 @@ public struct DeviceMapperEngine: SandboxEngine {
                 DMTarget.linear(start: 0, length: partitionSectors, device: loop.deviceNumber, offset: partition.startByte / 512),
                 DMTarget.zero(start: partitionSectors, length: growSectors),
             ].filter { $0.length > 0 }
-            let name = "imgsandbox-\(instance)-i\(request.serial)-base"
+            let name = names.baseDevice(image: request.serial)
             let base = try step("create dm \(name)") {
-                try deviceMapper.create(name: name, uuid: "\(name)-\(request.name)".prefix(127).description,
+                try deviceMapper.create(name: name, uuid: InstanceNames.dmUUID(name, request.name),
                                         targets: table, readOnly: true)
             }
             teardown.push("remove dm \(name)") { try deviceMapper.remove(name: name) }
@@ -78,18 +78,20 @@ public struct DeviceMapperEngine: SandboxEngine {
         guard let image = image as? ImageAttachment else { preconditionFailure("attachment of another engine") }
         let teardown = Teardown()
         return try building(teardown) {
-            let name = "imgsandbox-\(instance)-s\(request.serial)"
+            let name = names.snapshotDevice(sandbox: request.serial)
+            let cowName = names.cowDevice(sandbox: request.serial)
             // zram's 4 KiB logical blocks would become the snapshot's and refuse smaller filesystem I/O.
             let smallSectors = image.filesystem.ioUnit < 4096
             let (store, cow) = try CowStore.make(
-                name: "\(name)-cow", uuid: "\(name)-cow-\(request.image)-\(request.name)".prefix(127).description,
+                name: cowName, uuid: InstanceNames.dmUUID(cowName, request.image, request.name),
                 settings: request.settings,
-                smallSectorLabel: smallSectors ? "imgsandbox-\(instance):s\(request.serial)-cow \(request.image)/\(request.name)" : nil,
+                smallSectorLabel: smallSectors
+                    ? names.cowLoopLabel(sandbox: request.serial, image: request.image, name: request.name) : nil,
                 allocator: allocator, deviceMapper: deviceMapper, teardown: teardown)
             let snapshot = DMTarget.snapshot(start: 0, length: image.sectors, origin: image.base.deviceNumber, cow: cow,
                                              persistent: false, chunkSectors: max(1, request.settings.chunkSize / 512))
             let device = try step("create dm snapshot \(name)") {
-                try deviceMapper.create(name: name, uuid: "\(name)-\(request.image)-\(request.name)".prefix(127).description,
+                try deviceMapper.create(name: name, uuid: InstanceNames.dmUUID(name, request.image, request.name),
                                         targets: [snapshot], readOnly: false)
             }
             teardown.push("remove dm \(name)") { try deviceMapper.remove(name: name) }

@@ -7,16 +7,14 @@ import LinuxBlock
 /// where there is no zram) and an overlayfs of the two on the hidden path.
 public struct OverlayEngine: SandboxEngine {
     public let kind = "overlay"
-    private let instance: String
-    /// Holds lower/<image serial> and upper/<sandbox serial>; mode 0700.
-    private let workDirectory: String
+    /// Names the loop devices; its run directory holds the lower and upper mounts.
+    private let names: InstanceNames
     private let zram: Zram
     private let allocator: ZramAllocator
 
     /// `zramLedger`: where the zram devices it adds are recorded for a sweep after a crash (nil: nowhere).
-    public init(instance: String, workDirectory: String, zram: Zram = Zram(), zramLedger: String? = nil) {
-        self.instance = instance
-        self.workDirectory = workDirectory
+    public init(names: InstanceNames, zram: Zram = Zram(), zramLedger: String? = nil) {
+        self.names = names
         self.zram = zram
         self.allocator = ZramAllocator(zram: zram, ledger: zramLedger)
     }
@@ -52,10 +50,10 @@ public struct OverlayEngine: SandboxEngine {
             let partition = request.root.partition
             let loop = try step("attach loop device") {
                 try LoopDevice.attach(file: request.path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
-                                      readOnly: true, autoclear: true, label: "imgsandbox-\(instance):\(request.name)")
+                                      readOnly: true, autoclear: true, label: names.loopLabel(image: request.name))
             }
             teardown.push("detach \(loop.path)") { try loop.detach() }
-            let lowerPath = "\(workDirectory)/lower-\(request.serial)"
+            let lowerPath = names.lowerMount(image: request.serial)
             try step("create \(lowerPath)") { try PrivateDirectory.create(lowerPath) }
             teardown.push("remove \(lowerPath)") { try PrivateDirectory.remove(lowerPath) }
             let type = request.root.filesystem.type
@@ -82,7 +80,7 @@ public struct OverlayEngine: SandboxEngine {
         guard let image = image as? ImageAttachment else { preconditionFailure("attachment of another engine") }
         let teardown = Teardown()
         return try building(teardown) {
-            let upperMount = "\(workDirectory)/upper-\(request.serial)"
+            let upperMount = names.upperMount(sandbox: request.serial)
             try step("create \(upperMount)") { try PrivateDirectory.create(upperMount) }
             teardown.push("remove \(upperMount)") { try PrivateDirectory.remove(upperMount) }
             let zramID = try makeUpper(at: upperMount, size: request.settings.cowSize, teardown: teardown)
@@ -94,7 +92,7 @@ public struct OverlayEngine: SandboxEngine {
             // index + nfs_export give stable file handles, which the FUSE layer identifies inodes by.
             let options = "lowerdir=\(image.lowerPath),upperdir=\(upper),workdir=\(work),index=on,nfs_export=on"
             try step("mount overlay on \(request.mountPath)") {
-                try Mount.mount(source: "imgsandbox", target: request.mountPath, type: "overlay",
+                try Mount.mount(source: InstanceNames.mountSource, target: request.mountPath, type: "overlay",
                                 flags: [.nosuid, .nodev], options: options)
             }
             teardown.push("unmount \(request.mountPath)") { try Mount.unmount(request.mountPath) }
@@ -106,7 +104,7 @@ public struct OverlayEngine: SandboxEngine {
     private func makeUpper(at path: String, size: UInt64, teardown: Teardown) throws -> Int? {
         guard zram.isAvailable else {
             try step("mount tmpfs on \(path)") {
-                try Mount.mount(source: "imgsandbox", target: path, type: "tmpfs", flags: [.nosuid, .nodev],
+                try Mount.mount(source: InstanceNames.mountSource, target: path, type: "tmpfs", flags: [.nosuid, .nodev],
                                 options: "size=\(size),mode=0700")
             }
             teardown.push("unmount \(path)") { try Mount.unmount(path) }

@@ -21,8 +21,8 @@ public final class SandboxManager: SandboxProvider {
     public let engine: any SandboxEngine
     public let settings: SandboxSettings
     private let imagesDirectory: String
-    /// Holds the hidden mounts: <runDirectory>/mnt/IMAGE/SANDBOX. Mode 0700, outside the FUSE tree.
-    private let runDirectory: String
+    /// Where the hidden mounts go: RUNDIR/mnt/IMAGE/SANDBOX. Mode 0700, outside the FUSE tree.
+    private let names: InstanceNames
     let logger: Logger
     private let registry = Mutex(Registry())
     /// The COW watcher's thread state and per-sandbox alarms (SandboxManager+CowWatch.swift).
@@ -61,16 +61,16 @@ public final class SandboxManager: SandboxProvider {
         let access = SandboxAccess()
     }
 
-    public init(imagesDirectory: String, runDirectory: String, engine: any SandboxEngine,
+    public init(imagesDirectory: String, names: InstanceNames, engine: any SandboxEngine,
                 settings: SandboxSettings, logger: Logger) throws(SandboxError) {
         self.imagesDirectory = imagesDirectory
-        self.runDirectory = runDirectory
+        self.names = names
         self.engine = engine
         self.settings = settings
         self.logger = logger
-        try step("create \(runDirectory)/mnt") {
-            try PrivateDirectory.create(runDirectory)
-            try PrivateDirectory.create(runDirectory + "/mnt")
+        try step("create \(names.hiddenMounts)") {
+            try PrivateDirectory.create(names.runDirectory)
+            try PrivateDirectory.create(names.hiddenMounts)
         }
     }
 
@@ -178,8 +178,8 @@ public final class SandboxManager: SandboxProvider {
 
     private func makeSandbox(image: String, name: String, serial: UInt64,
                              on imageAttachment: any EngineAttachment) throws(SandboxError) -> LiveSandbox {
-        let imageDirectory = "\(runDirectory)/mnt/\(image)"
-        let mountPath = "\(imageDirectory)/\(name)"
+        let imageDirectory = names.hiddenMounts(image: image)
+        let mountPath = names.hiddenMount(image: image, sandbox: name)
         try step("create mount point \(mountPath)") {
             try PrivateDirectory.create(imageDirectory)
             try PrivateDirectory.create(mountPath)
@@ -238,7 +238,7 @@ public final class SandboxManager: SandboxProvider {
         let failures = attachment.teardown.runAll()
         for failure in failures { logger.error("releasing image \(image): \(failure)") }
         slot.attachment = nil
-        try? PrivateDirectory.remove("\(runDirectory)/mnt/\(image)")
+        try? PrivateDirectory.remove(names.hiddenMounts(image: image))
     }
 
     /// Tears every sandbox down (at unmount or signal). Returns the errors it could not get past.
@@ -254,8 +254,8 @@ public final class SandboxManager: SandboxProvider {
             do { try destroySandbox(image: image, name: name) } catch { errors.append(error) }
         }
         if errors.isEmpty {
-            try? PrivateDirectory.remove(runDirectory + "/mnt")
-            try? PrivateDirectory.remove(runDirectory)
+            try? PrivateDirectory.remove(names.hiddenMounts)
+            try? PrivateDirectory.remove(names.runDirectory)
         }
         return errors
     }

@@ -13,10 +13,10 @@ extension StaleInstanceSweep {
     /// Reads the run root, the mount table, the dm device list (when device-mapper is there) and the loop labels.
     public static func survey(runRoot: String, deviceMapper: DeviceMapper?) -> Survey {
         let instances = PrivateDirectory.list(runRoot).compactMap { name -> Survey.Instance? in
-            guard let pid = Int32(name), pid > 0, String(pid) == name else { return nil }
-            let directory = "\(runRoot)/\(name)"
-            let record = (try? readSmallFile("\(directory)/\(InstanceFiles.process)")).flatMap(InstanceProcess.init(recordText:))
-            let zramIDs = ZramAllocator.recorded(in: "\(directory)/\(InstanceFiles.zramLedger)")
+            guard let pid = InstanceNames.owner(runEntry: name) else { return nil }
+            let names = InstanceNames(pid: pid, runRoot: runRoot)
+            let record = (try? readSmallFile(names.processRecord)).flatMap(InstanceProcess.init(recordText:))
+            let zramIDs = ZramAllocator.recorded(in: names.zramLedger)
             return Survey.Instance(pid: pid, record: record, zramIDs: zramIDs)
         }
         let dmNames = ((try? deviceMapper?.list()) ?? []).map(\.name)
@@ -31,7 +31,7 @@ extension StaleInstanceSweep {
     public static func run(runRoot: String, deviceMapper: DeviceMapper?, zram: Zram = Zram(), logger: Logger) -> Outcome {
         // One sweep at a time: two serves starting together would release the same objects at once (one
         // unmounting what the other is about to reset: EBUSY). No run root yet: nothing to sweep, no lock.
-        let lock = open("\(runRoot)/sweep.lock", O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        let lock = open(InstanceNames.sweepLock(runRoot: runRoot), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
         defer { if lock >= 0 { close(lock) } }
         if lock >= 0 { while flock(lock, LOCK_EX) != 0 && errno == EINTR {} }
         let survey = survey(runRoot: runRoot, deviceMapper: deviceMapper)

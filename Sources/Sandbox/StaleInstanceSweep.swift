@@ -2,21 +2,10 @@ import Glibc
 import LinuxBlock
 import Logging
 
-/// Names inside an instance's run directory (RUNROOT/PID) that the sweep relies on.
-public enum InstanceFiles {
-    /// "PID STARTTIME": written before the instance makes any kernel object.
-    public static let process = "process"
-    /// One empty file per zram device the instance holds (see ZramAllocator).
-    public static let zramLedger = "zram"
-}
-
 /// Finds what serve instances whose process is gone left in the kernel, and releases it. Only objects that
-/// carry an imgsandbox instance in their name, or that a dead instance recorded, are touched:
-/// - the FUSE mount: fsname `imgsandbox-PID`, type fuse.imgsandbox*
-/// - hidden mounts: under RUNROOT/PID/
-/// - dm devices: `imgsandbox-PID-...`
-/// - zram devices: RUNROOT/PID/zram/ID records
-/// - loop devices: lo_file_name `imgsandbox-PID:IMAGE`
+/// carry an imgsandbox instance in their name (InstanceNames), or that a dead instance recorded, are
+/// touched: its FUSE mount, hidden mounts under its run directory, dm devices, the zram devices in its
+/// ledger and its loop devices.
 public struct StaleInstanceSweep {
     /// What the kernel and the run root show, read once before planning.
     public struct Survey: Sendable, Equatable {
@@ -79,13 +68,13 @@ public struct StaleInstanceSweep {
                                      isAlive: (Int32, InstanceProcess?) -> Bool) -> [Int32] {
         var pids = Set(survey.instances.map(\.pid))
         for mount in survey.mounts where mount.type.hasPrefix("fuse") {
-            if let pid = pid(in: mount.source, prefix: "imgsandbox-", terminator: nil) { pids.insert(pid) }
+            if let pid = InstanceNames.owner(fsName: mount.source) { pids.insert(pid) }
         }
         for name in survey.dmNames {
-            if let pid = pid(in: name, prefix: "imgsandbox-", terminator: "-") { pids.insert(pid) }
+            if let pid = InstanceNames.owner(dmName: name) { pids.insert(pid) }
         }
         for loop in survey.loops {
-            if let label = loop.label, let pid = pid(in: label, prefix: "imgsandbox-", terminator: ":") { pids.insert(pid) }
+            if let label = loop.label, let pid = InstanceNames.owner(loopLabel: label) { pids.insert(pid) }
         }
         let records = Dictionary(survey.instances.map { ($0.pid, $0.record) }, uniquingKeysWith: { a, _ in a })
         return pids.filter { $0 != ownPID && !isAlive($0, records[$0] ?? nil) }.sorted()
@@ -97,54 +86,33 @@ public struct StaleInstanceSweep {
         var actions: [Action] = []
         let deadSet = Set(dead)
         for mount in survey.mounts.reversed() where mount.type.hasPrefix("fuse") {
-            if let pid = pid(in: mount.source, prefix: "imgsandbox-", terminator: nil), deadSet.contains(pid) {
+            if let pid = InstanceNames.owner(fsName: mount.source), deadSet.contains(pid) {
                 actions.append(.detachFuse(mount.mountPoint))
             }
         }
         for pid in dead {
-            let directory = "\(survey.runRoot)/\(pid)/"
-            for mount in survey.mounts.reversed() where mount.mountPoint.hasPrefix(directory) {
+            let names = InstanceNames(pid: pid, runRoot: survey.runRoot)
+            for mount in survey.mounts.reversed() where names.holds(path: mount.mountPoint) {
                 actions.append(.unmount(mount.mountPoint))
             }
         }
         let names = survey.dmNames.filter { name in
-            pid(in: name, prefix: "imgsandbox-", terminator: "-").map(deadSet.contains) ?? false
+            InstanceNames.owner(dmName: name).map(deadSet.contains) ?? false
         }
-        actions += names.sorted { (dmRank($0), $0) < (dmRank($1), $1) }.map { .removeDM($0) }
+        actions += names.map { (role: InstanceNames.DeviceRole(dmName: $0), name: $0) }.sorted { ($0.role, $0.name) < ($1.role, $1.name) }
+            .map { .removeDM($0.name) }
         for instance in survey.instances where deadSet.contains(instance.pid) {
-            let ledger = "\(survey.runRoot)/\(instance.pid)/\(InstanceFiles.zramLedger)"
+            let ledger = InstanceNames(pid: instance.pid, runRoot: survey.runRoot).zramLedger
             actions += instance.zramIDs.map { .freeZram($0, ledger: ledger) }
         }
         for loop in survey.loops {
-            if let label = loop.label, let pid = pid(in: label, prefix: "imgsandbox-", terminator: ":"), deadSet.contains(pid) {
+            if let label = loop.label, let pid = InstanceNames.owner(loopLabel: label), deadSet.contains(pid) {
                 actions.append(.detachLoop(loop.index, label: label))
             }
         }
         for instance in survey.instances where deadSet.contains(instance.pid) {
-            actions.append(.removeRunDirectory("\(survey.runRoot)/\(instance.pid)"))
+            actions.append(.removeRunDirectory(InstanceNames(pid: instance.pid, runRoot: survey.runRoot).runDirectory))
         }
         return actions
-    }
-
-    /// Snapshots hold their COW store and base, COW stores hold zram: remove users first.
-    static func dmRank(_ name: String) -> Int {
-        if name.hasSuffix("-base") { return 2 }
-        if name.hasSuffix("-cow") { return 1 }
-        return 0
-    }
-
-    /// "imgsandbox-123-s4" -> 123 (terminator "-"); "imgsandbox-123" -> 123 (terminator nil: the whole rest).
-    static func pid(in text: String, prefix: String, terminator: Character?) -> Int32? {
-        guard text.hasPrefix(prefix) else { return nil }
-        let rest = text.dropFirst(prefix.count)
-        let digits: Substring
-        if let terminator {
-            guard let end = rest.firstIndex(of: terminator) else { return nil }
-            digits = rest[..<end]
-        } else {
-            digits = rest
-        }
-        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let pid = Int32(digits), pid > 0 else { return nil }
-        return pid
     }
 }

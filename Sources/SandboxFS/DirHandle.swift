@@ -1,4 +1,5 @@
 import Glibc
+import LinuxBlock
 
 /// An open passthrough directory: a DIR stream and where the kernel last left off. Its lock comes first
 /// in the lock order (a readdirplus registers nodes while holding it).
@@ -26,7 +27,7 @@ final class DirHandle: @unchecked Sendable {
 
     func withStream<R>(_ body: (OpaquePointer, inout Stream) throws -> R) throws -> R {
         try stream.withLock { s in
-            guard let dir = s.dir else { throw FSError(EBADF, "readdir", "closed directory of sandbox \(serial)") }
+            guard let dir = s.dir else { throw SystemError("readdir", "closed directory of sandbox \(serial)", errno: EBADF) }
             return try body(dir, &s)
         }
     }

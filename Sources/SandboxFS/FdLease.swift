@@ -1,4 +1,5 @@
 import Glibc
+import LinuxBlock
 
 /// A file descriptor shared by concurrent requests. `acquire` hands out the fd and counts the user;
 /// `retire` stops new users and closes the fd as soon as the last one releases it, so an fd is never
@@ -74,7 +75,7 @@ extension FdLease {
     /// Runs `body` with the fd held; EBADF (or `errno`) when the lease is retired.
     @discardableResult
     func with<R>(orErrno code: Int32 = EBADF, _ body: (Int32) throws -> R) throws -> R {
-        guard let fd = acquire() else { throw FSError(code, "use fd", "retired descriptor") }
+        guard let fd = acquire() else { throw SystemError("use fd", "retired descriptor", errno: code) }
         defer { release() }
         return try body(fd)
     }

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import LinuxBlock
 
 /// A kernel file handle (struct file_handle from name_to_handle_at) kept compactly: the node table holds one
 /// per known inode, so the common sizes live inline (f_handle: 8 bytes on ext4, ~32 on overlayfs over ext4)
@@ -79,7 +80,7 @@ struct FileHandleBytes: Equatable {
         let capacity = 8 + Int(clinux_MAX_HANDLE_SZ)
         return try withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 4) { buffer in
             var mountID: Int32 = 0
-            let length = try sys("name_to_handle_at", object()) {
+            let length = try systemCall("name_to_handle_at", object()) {
                 clinux_name_to_handle_at(fd, "", buffer.baseAddress, capacity, &mountID, clinux_AT_EMPTY_PATH)
             }
             let type = buffer.load(fromByteOffset: 4, as: Int32.self)

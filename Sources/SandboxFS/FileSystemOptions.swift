@@ -1,3 +1,5 @@
+import Sandbox
+
 /// How the FUSE filesystem is mounted and served.
 public struct FileSystemOptions: Sendable {
     /// Mount with allow_other so users other than the daemon's may enter (needs user_allow_other or root).
@@ -5,7 +7,7 @@ public struct FileSystemOptions: Sendable {
     /// libfuse's own request trace on stderr.
     public var debug = false
     /// The fsname shown in /proc/mounts.
-    public var fsName = "imgsandbox"
+    public var fsName = InstanceNames.prefix
     /// Let libfuse move read/write payloads with splice(2) instead of copying through user memory (Tools/bench:
     /// cold read 1.4x -> 1.05x the direct time, write+fsync 3.6x -> 2.8x).
     public var splice = true

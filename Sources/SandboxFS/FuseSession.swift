@@ -1,17 +1,9 @@
 import CFuse
 import Dispatch
 import Glibc
+import LinuxBlock
 import Logging
-
-/// Errors of the session lifecycle (mount/loop), not of individual requests.
-public struct FuseSessionError: Error, CustomStringConvertible {
-    public let operation: String
-    public let mountpoint: String
-    public let errno: Int32
-    public var description: String {
-        "\(operation) \(mountpoint): \(String(cString: strerror(errno))) (errno \(errno))"
-    }
-}
+import Sandbox
 
 /// Runs kernel notifications (inval_entry) off the request threads: called inside a request they deadlock.
 final class NotificationQueue: @unchecked Sendable {
@@ -25,9 +17,9 @@ extension SandboxFileSystem {
     public func mount(at mountpoint: String) throws {
         precondition(session == nil, "mount called twice")
         umask(0)
-        var mountOptions = "nosuid,nodev,default_permissions,fsname=\(options.fsName),subtype=imgsandbox"
+        var mountOptions = "nosuid,nodev,default_permissions,fsname=\(options.fsName),subtype=\(InstanceNames.fuseSubtype)"
         if options.allowOther { mountOptions += ",allow_other" }
-        var args = ["imgsandbox", "-o", mountOptions]
+        var args = [InstanceNames.fuseSubtype, "-o", mountOptions]
         if options.debug { args.append("-d") }
         let cArgs = args.map { strdup($0) }
         defer { cArgs.forEach { free($0) } }
@@ -38,12 +30,12 @@ extension SandboxFileSystem {
             }
         }
         guard let se else {
-            throw FuseSessionError(operation: "fuse_session_new", mountpoint: mountpoint, errno: EINVAL)
+            throw SystemError("fuse_session_new", mountpoint, errno: EINVAL)
         }
         guard fuse_session_mount(se, mountpoint) == 0 else {
             let saved = errno
             fuse_session_destroy(se)
-            throw FuseSessionError(operation: "fuse_session_mount", mountpoint: mountpoint, errno: saved == 0 ? EIO : saved)
+            throw SystemError("fuse_session_mount", mountpoint, errno: saved == 0 ? EIO : saved)
         }
         session = se
         self.mountpoint = mountpoint

@@ -1,11 +1,12 @@
 import CFuse
 import CLinux
 import Glibc
+import LinuxBlock
 
 /// One method per FUSE operation: picks the virtual tree or the passthrough and replies exactly once.
 extension SandboxFileSystem {
     private func kind(_ id: UInt64) throws -> NodeKind {
-        guard let kind = nodeKind(id) else { throw FSError(ESTALE, "resolve", "unknown node \(id)") }
+        guard let kind = nodeKind(id) else { throw SystemError("resolve", "unknown node \(id)", errno: ESTALE) }
         return kind
     }
 
@@ -19,7 +20,7 @@ extension SandboxFileSystem {
                 let child = try withPass(parent) { try lookUpChild($0, name) }
                 return .entry(id: child.id, attr: child.attr, attrTimeout: options.passthroughTimeout,
                               entryTimeout: options.passthroughTimeout)
-            } catch let error as FSError where error.code == ENOENT {
+            } catch let error as SystemError where error.errno == ENOENT {
                 // Names appear only through this daemon, which invalidates this for the kernel.
                 return .negativeEntry(timeout: options.passthroughTimeout)
             }
@@ -53,14 +54,14 @@ extension SandboxFileSystem {
 
     func fuseSetattr(_ req: fuse_req_t, _ id: UInt64, _ attr: stat, _ toSet: Int32, fh: UInt64?) {
         respond(req, "setattr") {
-            guard isPass(try kind(id)) else { throw FSError(EPERM, "setattr", "virtual directory") }
+            guard isPass(try kind(id)) else { throw SystemError("setattr", "virtual directory", errno: EPERM) }
             return try passSetattr(id, attr, toSet, fh: fh, caller: Caller(req))
         }
     }
 
     func fuseReadlink(_ req: fuse_req_t, _ id: UInt64) {
         respond(req, "readlink") {
-            guard isPass(try kind(id)) else { throw FSError(EINVAL, "readlink", "virtual directory") }
+            guard isPass(try kind(id)) else { throw SystemError("readlink", "virtual directory", errno: EINVAL) }
             return try passReadlink(id)
         }
     }
@@ -123,7 +124,7 @@ extension SandboxFileSystem {
     func fuseOpen(_ req: fuse_req_t, _ id: UInt64, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         let flags = fi.pointee.flags
         respond(req, "open", fi: fi) {
-            guard isPass(try kind(id)) else { throw FSError(EISDIR, "open", "virtual directory") }
+            guard isPass(try kind(id)) else { throw SystemError("open", "virtual directory", errno: EISDIR) }
             return try passOpen(id, flags: flags, caller: Caller(req))
         }
     }
@@ -178,14 +179,14 @@ extension SandboxFileSystem {
 
     func fuseSetxattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName, _ value: [UInt8], _ flags: Int32) {
         respond(req, "setxattr") {
-            guard isPass(try kind(id)) else { throw FSError(EPERM, "setxattr", "virtual directory") }
+            guard isPass(try kind(id)) else { throw SystemError("setxattr", "virtual directory", errno: EPERM) }
             return try passSetxattr(id, name, value: value, flags: flags)
         }
     }
 
     func fuseGetxattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName, _ size: Int) {
         respond(req, "getxattr") {
-            guard isPass(try kind(id)) else { throw FSError(ENODATA, "getxattr", "virtual directory") }
+            guard isPass(try kind(id)) else { throw SystemError("getxattr", "virtual directory", errno: ENODATA) }
             return try passGetxattr(id, name, size: size)
         }
     }
@@ -199,7 +200,7 @@ extension SandboxFileSystem {
 
     func fuseRemovexattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName) {
         respond(req, "removexattr") {
-            guard isPass(try kind(id)) else { throw FSError(EPERM, "removexattr", "virtual directory") }
+            guard isPass(try kind(id)) else { throw SystemError("removexattr", "virtual directory", errno: EPERM) }
             return try passRemovexattr(id, name)
         }
     }
@@ -219,8 +220,8 @@ extension SandboxFileSystem {
     }
 
     /// EPERM for anything but mkdir/rmdir in `sandboxes/`; logged once per refusal.
-    private func virtualRefusal(_ op: String, _ name: RawName) -> FSError {
+    private func virtualRefusal(_ op: String, _ name: RawName) -> SystemError {
         logger.notice("\(op) \(name.display) refused: the tree above the sandboxes is read-only")
-        return FSError(EPERM, op, name.display)
+        return SystemError(op, name.display, errno: EPERM)
     }
 }

@@ -1,6 +1,7 @@
 import CFuse
 import CLinux
 import Glibc
+import LinuxBlock
 
 /// getattr, setattr, readlink, statfs for passthrough nodes.
 extension SandboxFileSystem {
@@ -18,7 +19,7 @@ extension SandboxFileSystem {
 
     func fstatFD(_ fd: Int32, _ what: @autoclosure () -> String) throws -> stat {
         var st = stat()
-        try sys("fstat", what()) { fstatat(fd, "", &st, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) }
+        try systemCall("fstat", what()) { fstatat(fd, "", &st, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) }
         return st
     }
 
@@ -46,27 +47,27 @@ extension SandboxFileSystem {
                 }
                 if let mode {
                     // Linux has no symlink modes; fchmod refuses O_PATH fds, so go through /proc.
-                    guard !ctx.node.isSymlink else { throw FSError(EOPNOTSUPP, "chmod", object) }
-                    try sys("chmod", object) { chmod(proc, mode) }
+                    guard !ctx.node.isSymlink else { throw SystemError("chmod", object, errno: EOPNOTSUPP) }
+                    try systemCall("chmod", object) { chmod(proc, mode) }
                 }
                 if ctimeOnly {
                     // chown(-1, -1) changes ctime and nothing else (set-id bits are handled above).
-                    try sys("chown", object) { fchownat(pathFD, "", uid_t.max, gid_t.max, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) }
+                    try systemCall("chown", object) { fchownat(pathFD, "", uid_t.max, gid_t.max, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) }
                 }
                 if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
                     let uid = toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : uid_t.max
                     let gid = toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : gid_t.max
-                    try sys("chown", object) {
+                    try systemCall("chown", object) {
                         fchownat(pathFD, "", uid, gid, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
                     }
                 }
                 if toSet & FUSE_SET_ATTR_SIZE != 0 {
                     if let file {
-                        try file.lease.with { fd in try sys("ftruncate", object) { ftruncate(fd, attr.st_size) } }
+                        try file.lease.with { fd in try systemCall("ftruncate", object) { ftruncate(fd, attr.st_size) } }
                     } else {
                         let fd = try ctx.open(flags: O_WRONLY | O_NONBLOCK)
                         defer { close(fd) }
-                        try sys("ftruncate", object) { ftruncate(fd, attr.st_size) }
+                        try systemCall("ftruncate", object) { ftruncate(fd, attr.st_size) }
                     }
                 }
                 if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {
@@ -75,13 +76,13 @@ extension SandboxFileSystem {
                                  Self.timeToSet(attr.st_mtim, set: toSet & FUSE_SET_ATTR_MTIME != 0,
                                                 now: toSet & FUSE_SET_ATTR_MTIME_NOW != 0)]
                     if let file {
-                        try file.lease.with { fd in try sys("futimens", object) { futimens(fd, &times) } }
+                        try file.lease.with { fd in try systemCall("futimens", object) { futimens(fd, &times) } }
                     } else if ctx.node.isSymlink {
-                        try sys("utimensat", object) {
+                        try systemCall("utimensat", object) {
                             utimensat(pathFD, "", &times, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
                         }
                     } else {
-                        try sys("utimensat", object) { utimensat(AT_FDCWD, proc, &times, 0) }
+                        try systemCall("utimensat", object) { utimensat(AT_FDCWD, proc, &times, 0) }
                     }
                 }
                 let st = try fstatFD(pathFD, "getattr \(object)")
@@ -98,10 +99,10 @@ extension SandboxFileSystem {
 
     func passReadlink(_ id: UInt64) throws -> Reply {
         try withPass(id) { ctx in
-            guard ctx.node.isSymlink else { throw FSError(EINVAL, "readlink", ctx.object) }
+            guard ctx.node.isSymlink else { throw SystemError("readlink", ctx.object, errno: EINVAL) }
             return try ctx.withPathFD { fd in
                 var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-                let count = try sys("readlink", ctx.object) {
+                let count = try systemCall("readlink", ctx.object) {
                     buffer.withUnsafeMutableBufferPointer { bytes in
                         bytes.withMemoryRebound(to: CChar.self) { chars in
                             // Never nil: the buffer is PATH_MAX + 1 long.
@@ -109,7 +110,7 @@ extension SandboxFileSystem {
                         }
                     }
                 }
-                guard count < buffer.count else { throw FSError(ENAMETOOLONG, "readlink", ctx.object) }
+                guard count < buffer.count else { throw SystemError("readlink", ctx.object, errno: ENAMETOOLONG) }
                 return .readlink(Array(buffer.prefix(count)))
             }
         }
@@ -118,7 +119,7 @@ extension SandboxFileSystem {
     func passStatfs(_ id: UInt64) throws -> Reply {
         try withPass(id) { ctx in
             var st = statvfs()
-            try sys("fstatvfs", ctx.object) { fstatvfs(ctx.mountFD, &st) }
+            try systemCall("fstatvfs", ctx.object) { fstatvfs(ctx.mountFD, &st) }
             return .statfs(st)
         }
     }

@@ -1,11 +1,12 @@
 import CFuse
 import CLinux
 import Glibc
+import LinuxBlock
 
 /// Operations that add, remove or move names inside a sandbox.
 extension SandboxFileSystem {
     private func checkName(_ name: RawName, _ op: String) throws {
-        guard name.isPlainComponent else { throw FSError(name.componentErrno, op, "name \(name.display)") }
+        guard name.isPlainComponent else { throw SystemError(op, "name \(name.display)", errno: name.componentErrno) }
     }
 
     /// The mode to create with. The kernel sends modes without the caller's umask (FUSE_CAP_DONT_MASK, so
@@ -25,7 +26,7 @@ extension SandboxFileSystem {
             try ctx.withPathFD { parentFD in
                 let object = "\(ctx.object)/\(name.display)"
                 let mode = createMode(mode, caller, parentFD: parentFD)
-                try caller.asFilesystemIdentity { try sys(op, object) { name.withCString { call(parentFD, $0, mode) } } }
+                try caller.asFilesystemIdentity { try systemCall(op, object) { name.withCString { call(parentFD, $0, mode) } } }
             }
             let child = try lookUpChild(ctx, name)
             return .entry(id: child.id, attr: child.attr, attrTimeout: options.passthroughTimeout,
@@ -37,7 +38,7 @@ extension SandboxFileSystem {
         let type = mode & UInt32(SwiftGlibc.S_IFMT)
         // The daemon keeps CAP_MKNOD under any fsuid: only root may make device nodes.
         if (type == UInt32(SwiftGlibc.S_IFCHR) || type == UInt32(SwiftGlibc.S_IFBLK)) && caller.uid != 0 {
-            throw FSError(EPERM, "mknod", "device node \(name.display) for uid \(caller.uid)")
+            throw SystemError("mknod", "device node \(name.display) for uid \(caller.uid)", errno: EPERM)
         }
         return try make(parent, name, caller, "mknod", mode: mode) { mknodat($0, $1, $2, rdev) }
     }
@@ -57,13 +58,13 @@ extension SandboxFileSystem {
         return try withPass(id) { source in
             try withPass(newParent) { parent in
                 guard source.node.serial == parent.node.serial else {
-                    throw FSError(EXDEV, "link", "across sandboxes")
+                    throw SystemError("link", "across sandboxes", errno: EXDEV)
                 }
                 // linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH: done as the daemon, not the caller
                 // (a link creates no inode, so ownership does not matter).
                 try source.withPathFD { sourceFD in
                     try parent.withPathFD { parentFD in
-                        try sys("link", "\(parent.object)/\(name.display)") {
+                        try systemCall("link", "\(parent.object)/\(name.display)") {
                             name.withCString { linkat(sourceFD, "", parentFD, $0, clinux_AT_EMPTY_PATH) }
                         }
                     }
@@ -79,7 +80,7 @@ extension SandboxFileSystem {
         try checkName(name, directory ? "rmdir" : "unlink")
         return try withPass(parent) { ctx in
             try ctx.withPathFD { parentFD in
-                try sys(directory ? "rmdir" : "unlink", "\(ctx.object)/\(name.display)") {
+                try systemCall(directory ? "rmdir" : "unlink", "\(ctx.object)/\(name.display)") {
                     name.withCString { unlinkat(parentFD, $0, directory ? AT_REMOVEDIR : 0) }
                 }
             }
@@ -91,13 +92,13 @@ extension SandboxFileSystem {
         try checkName(name, "rename")
         try checkName(newName, "rename")
         let known = clinux_RENAME_NOREPLACE | clinux_RENAME_EXCHANGE
-        guard flags & ~known == 0 else { throw FSError(EINVAL, "rename", "flags \(flags)") }
+        guard flags & ~known == 0 else { throw SystemError("rename", "flags \(flags)", errno: EINVAL) }
         return try withPass(parent) { from in
             try withPass(newParent) { to in
-                guard from.node.serial == to.node.serial else { throw FSError(EXDEV, "rename", "across sandboxes") }
+                guard from.node.serial == to.node.serial else { throw SystemError("rename", "across sandboxes", errno: EXDEV) }
                 try from.withPathFD { fromFD in
                     try to.withPathFD { toFD in
-                        try sys("rename", "\(from.object)/\(name.display) -> \(to.object)/\(newName.display)") {
+                        try systemCall("rename", "\(from.object)/\(name.display) -> \(to.object)/\(newName.display)") {
                             name.withCString { old in
                                 newName.withCString { new in clinux_renameat2(fromFD, old, toFD, new, flags) }
                             }
@@ -115,7 +116,7 @@ extension SandboxFileSystem {
             let fd = try ctx.withPathFD { parentFD in
                 let mode = createMode(mode, caller, parentFD: parentFD)
                 return try caller.asFilesystemIdentity {
-                    try sys("create", "\(ctx.object)/\(name.display)") {
+                    try systemCall("create", "\(ctx.object)/\(name.display)") {
                         name.withCString {
                             openat(parentFD, $0, (hiddenOpenFlags(flags) | O_CREAT | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode)
                         }

@@ -1,6 +1,7 @@
 import CFuse
 import CLinux
 import Glibc
+import LinuxBlock
 
 /// opendir/readdir/readdirplus/fsyncdir for passthrough directories, and the dispatch for virtual ones.
 extension SandboxFileSystem {
@@ -10,13 +11,13 @@ extension SandboxFileSystem {
             guard let dir = fdopendir(fd) else {
                 let saved = errno
                 close(fd)
-                throw FSError(saved, "fdopendir", ctx.object)
+                throw SystemError("fdopendir", ctx.object, errno: saved)
             }
             let handle = DirHandle(serial: ctx.node.serial, mountID: ctx.mountID,
                                    inode: Self.fuseInode(ctx.node.key.ino, serial: ctx.node.serial), dir: dir)
             let fh: UInt64 = try state.withLock { s in
                 guard var sandbox = s.sandboxes[ctx.node.serial], !sandbox.blocked else {
-                    throw FSError(ESTALE, "opendir", "sandbox \(ctx.node.serial) is going away")
+                    throw SystemError("opendir", "sandbox \(ctx.node.serial) is going away", errno: ESTALE)
                 }
                 sandbox.openHandles += 1
                 s.sandboxes[ctx.node.serial] = sandbox
@@ -41,7 +42,7 @@ extension SandboxFileSystem {
         case .directory(let dir)?:
             return .bytes(try passReaddir(req, dir, size: size, offset: offset, plus: plus))
         case .file?, nil:
-            throw FSError(EBADF, "readdir", "handle \(fh)")
+            throw SystemError("readdir", "handle \(fh)", errno: EBADF)
         }
     }
 
@@ -65,7 +66,7 @@ extension SandboxFileSystem {
                     errno = 0
                     guard let entry = SwiftGlibc.readdir(dir) else {
                         let saved = errno
-                        if saved != 0 && used == 0 { throw FSError(saved, "readdir", "sandbox \(serial)") }
+                        if saved != 0 && used == 0 { throw SystemError("readdir", "sandbox \(serial)", errno: saved) }
                         break
                     }
                     let next = Int64(entry.pointee.d_off)
@@ -121,7 +122,7 @@ extension SandboxFileSystem {
         guard case .directory(let handle)? = state.withLock({ $0.handles[fh] }) else { return .ok }
         try handle.withStream { dir, _ in
             let fd = dirfd(dir)
-            try sys("fsyncdir", "sandbox \(handle.serial)") { datasync ? fdatasync(fd) : SwiftGlibc.fsync(fd) }
+            try systemCall("fsyncdir", "sandbox \(handle.serial)") { datasync ? fdatasync(fd) : SwiftGlibc.fsync(fd) }
         }
         return .ok
     }

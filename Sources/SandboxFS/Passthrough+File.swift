@@ -1,6 +1,7 @@
 import CFuse
 import CLinux
 import Glibc
+import LinuxBlock
 
 /// Open files: fi->fh indexes `FSState.handles`; each holds an fd opened from the inode's file handle.
 extension SandboxFileSystem {
@@ -10,7 +11,7 @@ extension SandboxFileSystem {
         do {
             return try state.withLock { s in
                 guard var sandbox = s.sandboxes[serial], !sandbox.blocked else {
-                    throw FSError(ESTALE, "open", "sandbox \(serial) is going away")
+                    throw SystemError("open", "sandbox \(serial) is going away", errno: ESTALE)
                 }
                 sandbox.openHandles += 1
                 s.sandboxes[serial] = sandbox
@@ -30,14 +31,14 @@ extension SandboxFileSystem {
     }
 
     private func requireFile(_ fh: UInt64) throws -> OpenFile {
-        guard let file = openFile(fh) else { throw FSError(EBADF, "file handle", "\(fh)") }
+        guard let file = openFile(fh) else { throw SystemError("file handle", "\(fh)", errno: EBADF) }
         return file
     }
 
     func passOpen(_ id: UInt64, flags: Int32, caller: Caller) throws -> Reply {
         try withPass(id) { ctx in
-            guard !ctx.node.isDirectory else { throw FSError(EISDIR, "open", ctx.object) }
-            guard !ctx.node.isSymlink else { throw FSError(ELOOP, "open", ctx.object) }
+            guard !ctx.node.isDirectory else { throw SystemError("open", ctx.object, errno: EISDIR) }
+            guard !ctx.node.isSymlink else { throw SystemError("open", ctx.object, errno: ELOOP) }
             let fd = try ctx.open(flags: hiddenOpenFlags(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW))
             if flags & O_TRUNC != 0 {
                 do {
@@ -63,7 +64,7 @@ extension SandboxFileSystem {
         let mode = UInt32(st.st_mode) & 0o7777
         let drop = caller.setIDBitsToDrop(mode: mode, gid: st.st_gid)
         guard drop != 0 else { return }
-        try sys("fchmod", object) { fchmod(fd, mode & ~drop) }
+        try systemCall("fchmod", object) { fchmod(fd, mode & ~drop) }
     }
 
     /// Forgets a file or directory handle. Its sandbox counts it as open until its fd is closed, which waits
@@ -109,7 +110,7 @@ extension SandboxFileSystem {
             let written = cfuse_write_buf_to_fd(buffers, fd, offset)
             guard written >= 0 else {
                 let code = Int32(clamping: -written)
-                throw FSError(code == 0 ? EIO : code, "write", "file handle \(fh)")
+                throw SystemError("write", "file handle \(fh)", errno: code == 0 ? EIO : code)
             }
             return .written(written)
         }
@@ -118,7 +119,7 @@ extension SandboxFileSystem {
     func passFsync(fh: UInt64, datasync: Bool) throws -> Reply {
         let file = try requireFile(fh)
         return try file.lease.with { fd in
-            try sys(datasync ? "fdatasync" : "fsync", "file handle \(fh)") { datasync ? fdatasync(fd) : SwiftGlibc.fsync(fd) }
+            try systemCall(datasync ? "fdatasync" : "fsync", "file handle \(fh)") { datasync ? fdatasync(fd) : SwiftGlibc.fsync(fd) }
             return .ok
         }
     }
@@ -126,7 +127,7 @@ extension SandboxFileSystem {
     func passFallocate(fh: UInt64, mode: Int32, offset: off_t, length: off_t) throws -> Reply {
         let file = try requireFile(fh)
         return try file.lease.with { fd in
-            try sys("fallocate", "file handle \(fh)") { clinux_fallocate(fd, mode, Int64(offset), Int64(length)) }
+            try systemCall("fallocate", "file handle \(fh)") { clinux_fallocate(fd, mode, Int64(offset), Int64(length)) }
             return .ok
         }
     }
@@ -134,7 +135,7 @@ extension SandboxFileSystem {
     func passLseek(fh: UInt64, offset: off_t, whence: Int32) throws -> Reply {
         let file = try requireFile(fh)
         return try file.lease.with { fd in
-            let result = try sys("lseek", "file handle \(fh)") { lseek(fd, offset, whence) }
+            let result = try systemCall("lseek", "file handle \(fh)") { lseek(fd, offset, whence) }
             return .lseek(Int64(result))
         }
     }
@@ -146,7 +147,7 @@ extension SandboxFileSystem {
             try target.lease.with { outFD in
                 var inOffset = Int64(offIn)
                 var outOffset = Int64(offOut)
-                let copied = try sys("copy_file_range", "file handles \(fhIn) -> \(fhOut)") {
+                let copied = try systemCall("copy_file_range", "file handles \(fhIn) -> \(fhOut)") {
                     clinux_copy_file_range(inFD, &inOffset, outFD, &outOffset, length, flags)
                 }
                 return .written(copied)

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import LinuxBlock
 
 /// Extended attributes through "/proc/self/fd/N" of the node's O_PATH fd (the *xattr calls have no
 /// AT_EMPTY_PATH form before Linux 6.13, and f*xattr refuses O_PATH fds). For a symlink that magic link
@@ -11,11 +12,11 @@ extension SandboxFileSystem {
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
                 if size == 0 {
-                    let needed = try sys("getxattr", ctx.object) { name.withCString { clinux_getxattr(path, $0, nil, 0) } }
+                    let needed = try systemCall("getxattr", ctx.object) { name.withCString { clinux_getxattr(path, $0, nil, 0) } }
                     return .xattrSize(needed)
                 }
                 var buffer = [UInt8](repeating: 0, count: size)
-                let count = try sys("getxattr", ctx.object) {
+                let count = try systemCall("getxattr", ctx.object) {
                     name.withCString { n in buffer.withUnsafeMutableBytes { clinux_getxattr(path, n, $0.baseAddress, $0.count) } }
                 }
                 return .bytes(Array(buffer.prefix(count)))
@@ -27,9 +28,9 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
-                let needed = try sys("listxattr", ctx.object) { clinux_listxattr(path, nil, 0) }
+                let needed = try systemCall("listxattr", ctx.object) { clinux_listxattr(path, nil, 0) }
                 var buffer = [UInt8](repeating: 0, count: max(needed, 1))
-                let count = try sys("listxattr", ctx.object) {
+                let count = try systemCall("listxattr", ctx.object) {
                     buffer.withUnsafeMutableBytes { clinux_listxattr(path, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
                 }
                 var list = Array(buffer.prefix(count))
@@ -41,7 +42,7 @@ extension SandboxFileSystem {
                     list = names.filter { !$0.starts(with: trusted) }.flatMap { Array($0) + [0] }
                 }
                 if size == 0 { return .xattrSize(list.count) }
-                guard list.count <= size else { throw FSError(ERANGE, "listxattr", ctx.object) }
+                guard list.count <= size else { throw SystemError("listxattr", ctx.object, errno: ERANGE) }
                 return .bytes(list)
             }
         }
@@ -51,7 +52,7 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
-                try sys("setxattr", ctx.object) {
+                try systemCall("setxattr", ctx.object) {
                     name.withCString { n in value.withUnsafeBytes { clinux_setxattr(path, n, $0.baseAddress, $0.count, flags) } }
                 }
                 return .ok
@@ -63,7 +64,7 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
-                try sys("removexattr", ctx.object) { name.withCString { clinux_removexattr(path, $0) } }
+                try systemCall("removexattr", ctx.object) { name.withCString { clinux_removexattr(path, $0) } }
                 return .ok
             }
         }

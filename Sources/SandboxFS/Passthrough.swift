@@ -1,6 +1,7 @@
 import CFuse
 import CLinux
 import Glibc
+import LinuxBlock
 import Sandbox
 
 /// Everything a passthrough request needs about its node, valid while the request holds the mount fd.
@@ -15,7 +16,7 @@ struct PassContext {
 
     /// Opens the inode from its file handle (never by path: nothing in the image is followed).
     func open(flags: Int32) throws -> Int32 {
-        try sys("open_by_handle_at", object) {
+        try systemCall("open_by_handle_at", object) {
             node.handle.withFileHandle { clinux_open_by_handle_at(mountFD, $0, flags | O_CLOEXEC) }
         }
     }
@@ -49,15 +50,15 @@ extension SandboxFileSystem {
     func withPass<R>(_ id: UInt64, _ body: (PassContext) throws -> R) throws -> R {
         let (node, mount, mountID): (PassNode, FdLease, Int32) = try state.withLock { s in
             guard case .pass(let node)? = s.table[id] else {
-                throw FSError(ESTALE, "resolve", "node \(id)")
+                throw SystemError("resolve", "node \(id)", errno: ESTALE)
             }
             guard let sandbox = s.sandboxes[node.serial], !sandbox.blocked else {
-                throw FSError(ESTALE, "resolve", "node \(id) of a discarded sandbox")
+                throw SystemError("resolve", "node \(id) of a discarded sandbox", errno: ESTALE)
             }
             return (node, sandbox.mount, sandbox.mountID)
         }
         guard let mountFD = mount.acquire() else {
-            throw FSError(ESTALE, "resolve", "node \(id) of a discarded sandbox")
+            throw SystemError("resolve", "node \(id) of a discarded sandbox", errno: ESTALE)
         }
         defer { mount.release() }
         return try body(PassContext(id: id, node: node, mountFD: mountFD, mountID: mountID, cache: cache))
@@ -67,18 +68,18 @@ extension SandboxFileSystem {
     /// Returns its node ID and the attributes to hand the kernel.
     func register(fd: Int32, serial: UInt64, mountID: Int32) throws -> (id: UInt64, attr: stat) {
         var st = stat()
-        try sys("fstat", "sandbox \(serial) fd \(fd)") {
+        try systemCall("fstat", "sandbox \(serial) fd \(fd)") {
             fstatat(fd, "", &st, clinux_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
         }
         let (handle, handleMountID) = try FileHandleBytes.of(fd: fd, object: "sandbox \(serial) inode \(st.st_ino)")
         // A submount inside the hidden mount cannot be reopened through the mount fd: refuse it.
         guard handleMountID == mountID else {
-            throw FSError(EXDEV, "lookup", "sandbox \(serial) inode \(st.st_ino) lies on another mount")
+            throw SystemError("lookup", "sandbox \(serial) inode \(st.st_ino) lies on another mount", errno: EXDEV)
         }
         let key = InodeKey(serial: serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
         let id: UInt64 = try state.withLock { s in
             guard let sandbox = s.sandboxes[serial], !sandbox.blocked else {
-                throw FSError(ESTALE, "lookup", "sandbox \(serial) discarded")
+                throw SystemError("lookup", "sandbox \(serial) discarded", errno: ESTALE)
             }
             return s.table.lookUp(key: key, handle: handle, type: UInt32(st.st_mode) & UInt32(SwiftGlibc.S_IFMT))
         }
@@ -87,9 +88,9 @@ extension SandboxFileSystem {
 
     /// Looks `name` up under the directory `parent` without following it, and registers it.
     func lookUpChild(_ ctx: PassContext, _ name: RawName) throws -> (id: UInt64, attr: stat) {
-        guard name.isPlainComponent else { throw FSError(name.componentErrno, "lookup", "name \(name.display)") }
+        guard name.isPlainComponent else { throw SystemError("lookup", "name \(name.display)", errno: name.componentErrno) }
         return try ctx.withPathFD { parentFD in
-            let fd = try sys("openat", "\(ctx.object)/\(name.display)") {
+            let fd = try systemCall("openat", "\(ctx.object)/\(name.display)") {
                 name.withCString { openat(parentFD, $0, clinux_O_PATH | O_NOFOLLOW | O_CLOEXEC) }
             }
             defer { close(fd) }

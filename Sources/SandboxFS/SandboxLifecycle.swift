@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import LinuxBlock
 import Logging
 import Sandbox
 
@@ -10,7 +11,7 @@ extension SandboxFileSystem {
     func attach(_ ref: SandboxRef) throws -> (id: UInt64, attr: stat) {
         let attached: Bool = try state.withLock { s in
             guard let entry = s.sandboxes[ref.serial] else { return false }
-            guard !entry.blocked else { throw FSError(ESTALE, "attach", "sandbox \(ref.image)/\(ref.name) is going away") }
+            guard !entry.blocked else { throw SystemError("attach", "sandbox \(ref.image)/\(ref.name) is going away", errno: ESTALE) }
             return true
         }
         if !attached {
@@ -25,7 +26,7 @@ extension SandboxFileSystem {
         }
         let (mount, mountID): (FdLease, Int32) = try state.withLock { s in
             guard let entry = s.sandboxes[ref.serial], !entry.blocked else {
-                throw FSError(ESTALE, "attach", "sandbox \(ref.image)/\(ref.name) is going away")
+                throw SystemError("attach", "sandbox \(ref.image)/\(ref.name) is going away", errno: ESTALE)
             }
             return (entry.mount, entry.mountID)
         }
@@ -35,13 +36,13 @@ extension SandboxFileSystem {
     /// Opens the hidden mount's root (a trusted path from the manager) and checks it supports file handles.
     private func openMount(_ ref: SandboxRef) throws -> (FdLease, Int32) {
         // A real directory fd: open_by_handle_at refuses an O_PATH mount fd (EBADF).
-        let fd = try sys("open", ref.mountPath) { open(ref.mountPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        let fd = try systemCall("open", ref.mountPath) { open(ref.mountPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         var buffer = [UInt8](repeating: 0, count: 8 + Int(clinux_MAX_HANDLE_SZ))
         var mountID: Int32 = 0
         if clinux_name_to_handle_at(fd, "", &buffer, buffer.count, &mountID, clinux_AT_EMPTY_PATH) < 0 {
             let saved = errno
             close(fd)
-            let error = FSError(saved == EOPNOTSUPP ? EOPNOTSUPP : saved, "name_to_handle_at", ref.mountPath)
+            let error = SystemError("name_to_handle_at", ref.mountPath, errno: saved == EOPNOTSUPP ? EOPNOTSUPP : saved)
             logger.error("sandbox \(ref.image)/\(ref.name): its filesystem gives no file handles (overlayfs needs index=on,nfs_export=on): \(error)")
             throw error
         }
@@ -51,7 +52,7 @@ extension SandboxFileSystem {
     func createSandbox(image: String, name: RawName) throws -> Reply {
         guard let text = name.string else {
             logger.warning("mkdir \(image)/sandboxes/\(name.display): the name is not UTF-8")
-            throw FSError(EINVAL, "mkdir", "sandbox name \(name.display)")
+            throw SystemError("mkdir", "sandbox name \(name.display)", errno: EINVAL)
         }
         let ref: SandboxRef
         do {
@@ -80,7 +81,7 @@ extension SandboxFileSystem {
 
     func destroySandbox(image: String, name: RawName) throws -> Reply {
         guard let text = name.string, let ref = provider.sandbox(image: image, name: text) else {
-            throw FSError(ENOENT, "rmdir", "\(image)/sandboxes/\(name.display)")
+            throw SystemError("rmdir", "\(image)/sandboxes/\(name.display)", errno: ENOENT)
         }
         // Phase 1: once no handle is open, block every new request in the sandbox. The kernel sends RELEASE
         // after close(2) has returned (behind reads in flight and the background queue), so handles the
@@ -118,10 +119,10 @@ extension SandboxFileSystem {
             }
         case .alreadyRemoving:
             logger.notice("rmdir \(image)/sandboxes/\(text) refused: another rmdir of it is in progress (EBUSY)")
-            throw FSError(EBUSY, "rmdir", "\(image)/\(text) is already being removed")
+            throw SystemError("rmdir", "\(image)/\(text) is already being removed", errno: EBUSY)
         case let .busy(count, open):
             logger.warning("rmdir \(image)/sandboxes/\(text) refused: \(count) handle(s) still open after waiting \(options.releaseWait) s for releases: \(open) (EBUSY)")
-            throw FSError(EBUSY, "rmdir", "\(image)/\(text) has \(count) open file(s)")
+            throw SystemError("rmdir", "\(image)/\(text) has \(count) open file(s)", errno: EBUSY)
         }
         // Phase 2: wait out requests in flight (they hold the mount fd), then close every fd we keep there.
         mount?.retireAndWait()

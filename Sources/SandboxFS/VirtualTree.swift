@@ -1,6 +1,7 @@
 import CFuse
 import CLinux
 import Glibc
+import LinuxBlock
 import Sandbox
 
 /// One line of a virtual directory listing, snapshotted at opendir so offsets stay stable.
@@ -37,26 +38,26 @@ extension SandboxFileSystem {
     }
 
     func virtualLookup(_ kind: NodeKind, _ name: RawName) throws -> Reply {
-        guard let text = name.string else { throw FSError(ENOENT, "lookup", "non-UTF-8 name in the virtual tree") }
+        guard let text = name.string else { throw SystemError("lookup", "non-UTF-8 name in the virtual tree", errno: ENOENT) }
         switch kind {
         case .root:
-            guard provider.imageNames().contains(text) else { throw FSError(ENOENT, "lookup", "image \(text)") }
+            guard provider.imageNames().contains(text) else { throw SystemError("lookup", "image \(text)", errno: ENOENT) }
             return virtualEntry(state.withLock { $0.table.imageNode(text) })
         case .image(let image):
             guard text == Self.sandboxesDirName, provider.sandboxNames(image: image) != nil else {
-                throw FSError(ENOENT, "lookup", "\(image)/\(text)")
+                throw SystemError("lookup", "\(image)/\(text)", errno: ENOENT)
             }
             return virtualEntry(state.withLock { $0.table.sandboxesNode(image) })
         case .sandboxes(let image):
             guard let ref = provider.sandbox(image: image, name: text) else {
-                throw FSError(ENOENT, "lookup", "\(image)/sandboxes/\(text)")
+                throw SystemError("lookup", "\(image)/sandboxes/\(text)", errno: ENOENT)
             }
             let root = try attach(ref)
             // The sandbox root: short entry timeout (the list changes), long attr timeout (passthrough).
             return .entry(id: root.id, attr: root.attr, attrTimeout: options.passthroughTimeout,
                           entryTimeout: options.virtualTimeout)
         case .pass:
-            throw FSError(EIO, "lookup", "passthrough node in the virtual tree")
+            throw SystemError("lookup", "passthrough node in the virtual tree", errno: EIO)
         }
     }
 
@@ -71,18 +72,18 @@ extension SandboxFileSystem {
                 names.map { VirtualEntry(name: $0, ino: Self.virtualInode(s.table.imageNode($0)), type: dirType) }
             }
         case .image(let image):
-            guard provider.sandboxNames(image: image) != nil else { throw FSError(ENOENT, "opendir", image) }
+            guard provider.sandboxNames(image: image) != nil else { throw SystemError("opendir", image, errno: ENOENT) }
             let child = state.withLock { $0.table.sandboxesNode(image) }
             entries.append(VirtualEntry(name: Self.sandboxesDirName, ino: Self.virtualInode(child), type: dirType))
         case .sandboxes(let image):
-            guard let names = provider.sandboxNames(image: image) else { throw FSError(ENOENT, "opendir", image) }
+            guard let names = provider.sandboxNames(image: image) else { throw SystemError("opendir", image, errno: ENOENT) }
             entries += state.withLock { s in
                 names.sorted().map {
                     VirtualEntry(name: $0, ino: Self.virtualInode(s.table.pseudoInode(image, $0)), type: dirType)
                 }
             }
         case .pass:
-            throw FSError(EIO, "opendir", "passthrough node in the virtual tree")
+            throw SystemError("opendir", "passthrough node in the virtual tree", errno: EIO)
         }
         return entries
     }

@@ -1,6 +1,7 @@
 import Dispatch
 import FoundationEssentials
 import Glibc
+import LinuxBlock
 
 /// The daemon's status endpoint: a unix stream socket (mode 0600) that answers each connection with
 /// one JSON document and closes it. Only root can connect, like only root can read the hidden mounts.
@@ -14,7 +15,7 @@ final class ControlSocket: @unchecked Sendable {
         self.respond = respond
         unlink(path)
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw ValidationFailure("socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw ValidationFailure("socket: \(SystemError.describe(errno))") }
         var address = try Self.address(path)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
@@ -22,7 +23,7 @@ final class ControlSocket: @unchecked Sendable {
         guard bound == 0, chmod(path, 0o600) == 0, listen(fd, 16) == 0 else {
             let error = errno
             close(fd)
-            throw ValidationFailure("control socket \(path): \(String(cString: strerror(error)))")
+            throw ValidationFailure("control socket \(path): \(SystemError.describe(error))")
         }
     }
 
@@ -60,13 +61,13 @@ final class ControlSocket: @unchecked Sendable {
     /// Connects to a daemon's socket and reads its whole answer.
     static func query(_ path: String) throws -> Data {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw ValidationFailure("socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw ValidationFailure("socket: \(SystemError.describe(errno))") }
         defer { close(fd) }
         var address = try address(path)
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard connected == 0 else { throw ValidationFailure("cannot reach the daemon at \(path): \(String(cString: strerror(errno)))") }
+        guard connected == 0 else { throw ValidationFailure("cannot reach the daemon at \(path): \(SystemError.describe(errno))") }
         var data = Data()
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {

@@ -1,22 +1,24 @@
 import CLinux
 import Glibc
+import LinuxBlock
+import Sandbox
 
 /// `serve` without --foreground: the same command runs again as a child in its own session; the
 /// parent waits on the child's stdout (a pipe) for "ready" or an error, then exits with its verdict.
 /// The child then points stdout at its log (stderr), which closes the pipe.
 enum Daemon {
-    static let logPath = RunDirectory.root + "/serve.log"
+    static let logPath = InstanceNames.logPath
 
     static func startInBackground() throws {
         try RunDirectory.createRoot()
         let log = open(logPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard log >= 0 else { throw ValidationFailure("cannot open \(logPath): \(String(cString: strerror(errno)))") }
+        guard log >= 0 else { throw ValidationFailure("cannot open \(logPath): \(SystemError.describe(errno))") }
         defer { close(log) }
         var pipe: [Int32] = [-1, -1]
-        guard clinux_pipe_cloexec(&pipe) == 0 else { throw ValidationFailure("pipe: \(String(cString: strerror(errno)))") }
+        guard clinux_pipe_cloexec(&pipe) == 0 else { throw ValidationFailure("pipe: \(SystemError.describe(errno))") }
         defer { close(pipe[0]) }
         guard let executable = realpath("/proc/self/exe", nil) else {
-            throw ValidationFailure("/proc/self/exe: \(String(cString: strerror(errno)))")
+            throw ValidationFailure("/proc/self/exe: \(SystemError.describe(errno))")
         }
         defer { free(executable) }
         let arguments = [String(cString: executable)] + CommandLine.arguments.dropFirst() + ["--daemon-child"]
@@ -36,7 +38,7 @@ enum Daemon {
             return posix_spawn(&pid, executable, &actions, nil, &cArguments, clinux_environ())
         }()
         close(pipe[1])
-        guard spawnError == 0 else { throw ValidationFailure("spawn serve: \(String(cString: strerror(spawnError)))") }
+        guard spawnError == 0 else { throw ValidationFailure("spawn serve: \(SystemError.describe(spawnError))") }
         let answer = readToEnd(pipe[0])
         if answer.hasPrefix("ready") {
             print("imgsandbox serving (pid \(pid)); log: \(logPath)")

@@ -38,15 +38,14 @@ struct EngineChoice {
         return DeviceMapper.isAvailable
     }
 
-    func makeEngine(instance: String, workDirectory: String, zramLedger: String? = nil) throws -> any SandboxEngine {
+    func makeEngine(names: InstanceNames) throws -> any SandboxEngine {
         switch kind {
         case .dm:
-            return DeviceMapperEngine(instance: instance, deviceMapper: try DeviceMapper(), zramLedger: zramLedger)
+            return DeviceMapperEngine(names: names, deviceMapper: try DeviceMapper(), zramLedger: names.zramLedger)
         case .overlay, .auto:
             // IMGSANDBOX_SYSFS_ROOT lets the test suite hide zram from the engine, to exercise the tmpfs fallback.
             let sysfsRoot = ProcessInfo.processInfo.environment["IMGSANDBOX_SYSFS_ROOT"] ?? "/sys"
-            return OverlayEngine(instance: instance, workDirectory: workDirectory, zram: Zram(sysfsRoot: sysfsRoot),
-                                 zramLedger: zramLedger)
+            return OverlayEngine(names: names, zram: Zram(sysfsRoot: sysfsRoot), zramLedger: names.zramLedger)
         }
     }
 }

@@ -84,7 +84,7 @@ struct Serve: ParsableCommand {
         if self.imagesDirectory == nil { try DemoImage.ensure(in: imagesDirectory) }
         // Dead instances' mounts are gone (swept above): one still there belongs to a live daemon, and a
         // second FUSE mount stacked on it would hide it.
-        if let live = Mount.mountPoints().first(where: { $0.mountPoint == mountpoint && $0.type == "fuse.imgsandbox" }) {
+        if let live = Mount.mountPoints().first(where: { $0.mountPoint == mountpoint && $0.type == InstanceNames.fuseType }) {
             throw ValidationFailure("\(mountpoint) is already served by \(live.source) (stop it with: umount \(mountpoint))")
         }
         if !foreground && !daemonChild {
@@ -102,9 +102,9 @@ struct Serve: ParsableCommand {
     }
 
     private func serve(imagesDirectory: String, mountpoint: String) throws {
-        let instance = String(getpid())
+        let names = InstanceNames(pid: getpid())
         var logger = Logger(label: "imgsandbox")
-        logger[metadataKey: "instance"] = "\(instance)"
+        logger[metadataKey: "instance"] = "\(names.pid)"
         let choice = EngineChoice.choose(EngineKind(rawValue: engine) ?? .auto)
         logger.info("engine \(choice.kind.rawValue): \(choice.reason)")
         if choice.kind == .dm { EngineChoice.loadModules() }
@@ -114,12 +114,10 @@ struct Serve: ParsableCommand {
         }
 
         try RunDirectory.createRoot()
-        let runDirectory = RunDirectory.instanceDirectory(instance)
         // Recorded before any kernel object exists, so a sweep after a crash can tell this instance is gone.
-        try InstanceRun.recordProcess(runDirectory: runDirectory)
-        let engine = try choice.makeEngine(instance: instance, workDirectory: runDirectory,
-                                           zramLedger: InstanceRun.zramLedger(runDirectory))
-        let manager = try SandboxManager(imagesDirectory: imagesDirectory, runDirectory: runDirectory, engine: engine,
+        try InstanceRun.recordProcess(names)
+        let engine = try choice.makeEngine(names: names)
+        let manager = try SandboxManager(imagesDirectory: imagesDirectory, names: names, engine: engine,
                                          settings: settings, logger: logger)
         var options = FileSystemOptions()
         options.allowOther = allowOther
@@ -129,18 +127,17 @@ struct Serve: ParsableCommand {
         options.handleCacheCapacity = min(options.handleCacheCapacity, max(64, fdLimit / 4))
         FuseKnobs.apply(ProcessInfo.processInfo.environment, to: &options)
         // The pid in the fsname lets a later sweep find this mount if the daemon dies.
-        options.fsName = "imgsandbox-\(instance)"
+        options.fsName = names.fsName
         let fileSystem = SandboxFileSystem(provider: manager, options: options, logger: logger)
         do {
             try fileSystem.mount(at: mountpoint)
         } catch {
-            if manager.shutdown().isEmpty { InstanceRun.removeRecords(runDirectory: runDirectory) }
+            if manager.shutdown().isEmpty { InstanceRun.removeRecords(names) }
             throw ValidationFailure("cannot mount on \(mountpoint): \(error)")
         }
         manager.startCowWatcher()
-        try InstanceRecord(pid: getpid(), mountpoint: mountpoint, imagesDirectory: imagesDirectory, engine: engine.kind)
-            .write(instance: instance)
-        let control = try ControlSocket(path: RunDirectory.socketPath(instance)) {
+        try InstanceRecord(pid: names.pid, mountpoint: mountpoint).write(names)
+        let control = try ControlSocket(path: names.controlSocket) {
             let rows = manager.status().map { StatusRow(mountpoint: mountpoint, $0) }
             return (try? StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows))) ?? Data()
         }
@@ -159,9 +156,9 @@ struct Serve: ParsableCommand {
         for ref in manager.readySandboxes() { fileSystem.forgetSandbox(serial: ref.serial) }
         let failures = manager.shutdown()
         for failure in failures { logger.error("teardown: \(failure)") }
-        unlink(RunDirectory.recordPath(instance))
+        unlink(names.instanceRecord)
         // With failures the records stay: the next serve's sweep releases what is left.
-        if failures.isEmpty { InstanceRun.removeRecords(runDirectory: runDirectory) }
+        if failures.isEmpty { InstanceRun.removeRecords(names) }
         if !failures.isEmpty { throw ExitCode.failure }
     }
 

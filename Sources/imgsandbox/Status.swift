@@ -19,8 +19,8 @@ struct Status: ParsableCommand {
             if instances.isEmpty { throw ValidationError("no imgsandbox daemon serves \(wanted)") }
         }
         var rows: [StatusRow] = []
-        for (instance, _) in instances {
-            let data = try ControlSocket.query(RunDirectory.socketPath(instance))
+        for (names, _) in instances {
+            let data = try ControlSocket.query(names.controlSocket)
             rows += try StatusRow.decoder.decode(StatusRow.Document.self, from: data).sandboxes
         }
         if json {

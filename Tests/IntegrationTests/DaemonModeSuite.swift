@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Sandbox
 import Testing
 
 /// `serve` without --foreground, as users run it: it returns once the daemon serves, refuses a mountpoint
@@ -29,7 +30,7 @@ struct DaemonModeSuite {
 
         let second = try run(serve, allowFailure: true)
         #expect(second.status != 0)
-        #expect(second.output.contains("already served by imgsandbox-\(daemon)"), "second serve said: \(second.output)")
+        #expect(second.output.contains("already served by \(InstanceNames(pid: daemon).fsName)"), "second serve said: \(second.output)")
         #expect(FileChecks.readFile("\(sandbox)/marker") == "bg", "the refused serve left the live one alone")
 
         try run(["umount", fixture.mountpoint])

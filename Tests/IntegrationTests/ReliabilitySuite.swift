@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LinuxBlock
+import Sandbox
 import Testing
 
 /// Crash safety and the COW budget (issue 5): a SIGKILLed daemon's objects are swept by the next serve,
@@ -11,14 +12,12 @@ struct ReliabilitySuite {
     /// What a serve instance with this pid still holds, found by the names and places it uses.
     static func leftovers(of pid: Int32) -> [String] {
         var found: [String] = []
-        let runDirectory = "/run/imgsandbox/\(pid)"
-        for line in Reliability.mountInfo() where line.source == "imgsandbox-\(pid)" || line.point.hasPrefix(runDirectory + "/") {
-            found.append("mount \(line.point) (\(line.source))")
+        let names = InstanceNames(pid: pid)
+        for mount in Mount.mountPoints() where mount.source == names.fsName || names.holds(path: mount.mountPoint) {
+            found.append("mount \(mount.mountPoint) (\(mount.source))")
         }
-        for device in Residue.blockDevices(prefix: "dm-") {
-            if let name = Residue.read("/sys/block/\(device)/dm/name"), name.hasPrefix("imgsandbox-\(pid)-") { found.append("dm \(name)") }
-        }
-        if access(runDirectory, F_OK) == 0 { found.append("run directory \(runDirectory)") }
+        found += Residue.dmDevices(of: pid).map { "dm \($0)" }
+        if access(names.runDirectory, F_OK) == 0 { found.append("run directory \(names.runDirectory)") }
         return found
     }
 
@@ -188,21 +187,6 @@ struct ReliabilitySuite {
 
 /// Helpers of ReliabilitySuite.
 enum Reliability {
-    struct MountLine {
-        let point: String
-        let source: String
-    }
-
-    static func mountInfo() -> [MountLine] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            guard fields.count > 4, let separator = fields.firstIndex(of: "-"), fields.count > separator + 2 else { return nil }
-            return MountLine(point: String(fields[4]).replacingOccurrences(of: "\\040", with: " "),
-                             source: String(fields[separator + 2]))
-        }
-    }
-
     /// Signals serve (0: none, it is already on its way out) and waits for it; SIGKILLs it after 120 s so a
     /// hung teardown fails the test instead of hanging the suite.
     static func stop(_ fixture: ServeFixture, signal: Int32) -> Int32? {
@@ -231,7 +215,7 @@ enum Reliability {
 
     /// The instance's loop devices backed by a device (the dm engine's 512-byte-sector COW loops), not an image.
     static func cowLoops(of pid: Int32) -> [(index: Int, backingFile: String, label: String?)] {
-        LoopDevice.attached().filter { $0.backingFile.hasPrefix("/dev/") && $0.label?.hasPrefix("imgsandbox-\(pid):") == true }
+        LoopDevice.attached().filter { $0.backingFile.hasPrefix("/dev/") && $0.label.flatMap(InstanceNames.owner(loopLabel:)) == pid }
     }
 
     /// A /proc/meminfo field in bytes (0 if absent).

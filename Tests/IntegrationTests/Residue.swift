@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LinuxBlock
+import Sandbox
 
 /// Kernel objects a serve instance may leave: mounts, loop devices, dm devices, zram devices.
 enum Residue {
@@ -12,34 +13,31 @@ enum Residue {
             _ = try? run([udevadm, "settle", "--timeout=10"], allowFailure: true)
         }
         var found: [String] = []
-        let runDirectory = instance.map { "/run/imgsandbox/\($0)" }
-        for mountPoint in mountPoints() where mountPoint.hasPrefix(work) || (runDirectory.map { mountPoint.hasPrefix($0) } ?? false) {
+        let names = instance.map { InstanceNames(pid: $0) }
+        for mountPoint in mountPoints() where mountPoint.hasPrefix(work) || (names.map { $0.holds(path: mountPoint) } ?? false) {
             found.append("mount \(mountPoint)")
         }
         // Images are in the test's own folder, or (in the VM) symlinks into an image cache that every
         // fixture shares: there a loop device is this instance's when its file name says so.
         let cache = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_IMAGE_CACHE"]
         for loop in LoopDevice.attached() {
+            let labelled = instance.map { pid in loop.label.flatMap(InstanceNames.owner(loopLabel:)) == pid }
             let ours = loop.backingFile.hasPrefix(work)
-                || (cache.map { loop.backingFile.hasPrefix($0) } ?? false)
-                    && (instance.map { loop.label?.hasPrefix("imgsandbox-\($0):") ?? false } ?? true)
+                || (cache.map { loop.backingFile.hasPrefix($0) } ?? false) && (labelled ?? true)
                 // The dm engine's 512-byte-sector COW loop is backed by a device: known by its label.
-                || loop.backingFile.hasPrefix("/dev/")
-                    && (instance.map { loop.label?.hasPrefix("imgsandbox-\($0):") ?? false } ?? false)
+                || loop.backingFile.hasPrefix("/dev/") && (labelled ?? false)
             if ours { found.append("loop\(loop.index) -> \(loop.backingFile) (\(loop.label ?? "no label"))") }
         }
-        let dmPrefix = instance.map { "imgsandbox-\($0)-" } ?? "imgsandbox-"
-        for device in blockDevices(prefix: "dm-") {
-            if let name = read("/sys/block/\(device)/dm/name"), name.hasPrefix(dmPrefix) { found.append("dm \(name)") }
-        }
+        found += dmDevices(of: instance).map { "dm \($0)" }
         // A zram device cannot carry a name: one in use (sized) that nothing mounts or holds is a leak;
         // one still mounted by this instance shows up as a mount above. Devices other serve processes
         // use right now (mounted, or held by their dm devices) are theirs.
-        let mountedSources = Set(mountSources())
-        let othersRecorded = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/run/imgsandbox")) ?? [])
-            .filter { $0 != instance.map(String.init) }
+        let mountedSources = Set(Mount.mountPoints().map(\.source))
+        let othersRecorded = Set(((try? FileManager.default.contentsOfDirectory(atPath: InstanceNames.defaultRunRoot)) ?? [])
+            .compactMap(InstanceNames.owner(runEntry:))
+            .filter { $0 != instance }
             .flatMap { other in
-                ((try? FileManager.default.contentsOfDirectory(atPath: "/run/imgsandbox/\(other)/zram")) ?? []).map { "zram\($0)" }
+                ((try? FileManager.default.contentsOfDirectory(atPath: InstanceNames(pid: other).zramLedger)) ?? []).map { "zram\($0)" }
             })
         for device in blockDevices(prefix: "zram") where !othersRecorded.contains(device) {
             guard let size = read("/sys/block/\(device)/disksize"), size != "0" else { continue }
@@ -48,7 +46,7 @@ enum Residue {
         }
         // The daemon records each zram device it adds and drops the record once the device is gone.
         if let instance {
-            let records = (try? FileManager.default.contentsOfDirectory(atPath: "/run/imgsandbox/\(instance)/zram")) ?? []
+            let records = (try? FileManager.default.contentsOfDirectory(atPath: InstanceNames(pid: instance).zramLedger)) ?? []
             found += records.map { "zram\($0) still recorded by instance \(instance)" }
         }
         return found
@@ -59,27 +57,20 @@ enum Residue {
         for mountPoint in mountPoints().reversed() where mountPoint.hasPrefix(work) {
             umount2(mountPoint, Int32(MNT_DETACH))
         }
-        let runDirectory = instance.map { "/run/imgsandbox/\($0)/" } ?? "/run/imgsandbox/"
+        let runDirectory = instance.map { InstanceNames(pid: $0).runDirectory + "/" } ?? InstanceNames.defaultRunRoot + "/"
         for mountPoint in mountPoints().reversed() where mountPoint.hasPrefix(runDirectory) {
             umount2(mountPoint, Int32(MNT_DETACH))
         }
     }
 
-    static func mountPoints() -> [String] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            guard fields.count > 4 else { return nil }
-            return String(fields[4]).replacingOccurrences(of: "\\040", with: " ")
-        }
-    }
+    static func mountPoints() -> [String] { Mount.mountPoints().map(\.mountPoint) }
 
-    static func mountSources() -> [String] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { line in
-            guard let separator = line.range(of: " - ") else { return nil }
-            let fields = line[separator.upperBound...].split(separator: " ")
-            return fields.count > 1 ? String(fields[1]) : nil
+    /// Names of dm devices of `instance` (nil: of any instance).
+    static func dmDevices(of instance: Int32?) -> [String] {
+        blockDevices(prefix: "dm-").compactMap { device in
+            guard let name = read("/sys/block/\(device)/dm/name"), let owner = InstanceNames.owner(dmName: name),
+                  instance.map({ $0 == owner }) ?? true else { return nil }
+            return name
         }
     }
 

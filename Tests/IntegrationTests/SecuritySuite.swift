@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Sandbox
 import Testing
 
 /// What a host file looked like, to prove an operation on a symlink pointing at it left it alone.
@@ -215,12 +216,12 @@ struct SecuritySuite {
         #expect(id.status == 0 && id.output == "\(Self.nobody.uid)\n", "\(id)")
 
         // The hidden mounts: 0700 directories of root, closed to nobody.
-        let pid = try #require(fixture.pid)
-        for directory in ["/run/imgsandbox/\(pid)", "/run/imgsandbox/\(pid)/mnt"] {
+        let names = InstanceNames(pid: try #require(fixture.pid))
+        for directory in [names.runDirectory, names.hiddenMounts] {
             let info = try #require(FileChecks.stat(directory))
             #expect(info.st_mode & 0o7777 == 0o700 && info.st_uid == 0, "\(directory) mode \(String(info.st_mode & 0o7777, radix: 8))")
         }
-        let hidden = try Self.asNobody(["ls", "/run/imgsandbox/\(pid)/mnt/pi/s"])
+        let hidden = try Self.asNobody(["ls", names.hiddenMount(image: "pi", sandbox: "s")])
         #expect(hidden.status != 0 && hidden.output.contains("Permission denied"), "\(hidden)")
         #expect(rmdir(s) == 0)
         #expect(fixture.stop() == 0)

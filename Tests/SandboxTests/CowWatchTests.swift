@@ -59,7 +59,8 @@ final class CollectingLogHandler: LogHandler, @unchecked Sendable {
         let engine = ScriptedUsageEngine()
         let label = "cowwatch-\(UUID().uuidString.prefix(8))"
         let logger = Logger(label: label) { CollectingLogHandler(label: $0) }
-        let manager = try SandboxManager(imagesDirectory: root + "/images", runDirectory: root + "/run", engine: engine,
+        let names = InstanceNames(pid: 1, runRoot: root)
+        let manager = try SandboxManager(imagesDirectory: root + "/images", names: names, engine: engine,
                                          settings: SandboxSettings(), logger: logger)
         _ = try manager.createSandbox(image: "pi", name: "s")
         func lines() -> [String] {
@@ -93,6 +94,6 @@ final class CollectingLogHandler: LogHandler, @unchecked Sendable {
         #expect(manager.status().first?.usage.state == .overflowed)
 
         #expect(manager.shutdown().isEmpty)
-        #expect(!FileManager.default.fileExists(atPath: root + "/run"), "a clean shutdown leaves no run directory")
+        #expect(!FileManager.default.fileExists(atPath: names.runDirectory), "a clean shutdown leaves no run directory")
     }
 }

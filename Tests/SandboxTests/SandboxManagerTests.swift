@@ -9,12 +9,14 @@ final class ManagerFixture {
     let root: String
     let engine = FakeEngine()
     let manager: SandboxManager
+    let names: InstanceNames
 
     init(images: [String] = ["alpha", "beta"]) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("imgsandbox-mgr-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root + "/images", withIntermediateDirectories: true)
         for image in images { try Self.makeExt4Image(root + "/images/\(image).img") }
-        manager = try SandboxManager(imagesDirectory: root + "/images", runDirectory: root + "/run", engine: engine,
+        names = InstanceNames(pid: 1, runRoot: root)
+        manager = try SandboxManager(imagesDirectory: root + "/images", names: names, engine: engine,
                                      settings: SandboxSettings(), logger: Logger(label: "test"))
     }
 
@@ -31,7 +33,7 @@ final class ManagerFixture {
 
     /// Mount points the manager left under its run directory.
     var leftoverMountDirectories: [String] {
-        let base = root + "/run/mnt"
+        let base = names.hiddenMounts
         guard let images = try? FileManager.default.contentsOfDirectory(atPath: base) else { return [] }
         return images.flatMap { image in
             ((try? FileManager.default.contentsOfDirectory(atPath: base + "/" + image)) ?? []).map { "\(image)/\($0)" }

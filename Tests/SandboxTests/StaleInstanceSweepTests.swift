@@ -80,9 +80,44 @@ import Testing
         ("imgsandbox-123-s4", "-", Int32(123)), ("imgsandbox-123", nil, 123), ("imgsandbox-123:pi", ":", 123),
         ("imgsandbox--s4", "-", nil), ("imgsandbox-12a-s4", "-", nil), ("imgsandbox-123", "-", nil),
         ("other-123-s4", "-", nil), ("imgsandbox-0-s1", "-", nil), ("imgsandbox-99999999999-s1", "-", nil),
+        ("imgsandbox-+12-s1", "-", nil),
     ] as [(String, Character?, Int32?)])
     func pidsInNames(text: String, terminator: Character?, pid: Int32?) {
-        #expect(StaleInstanceSweep.pid(in: text, prefix: "imgsandbox-", terminator: terminator) == pid)
+        #expect(InstanceNames.pid(in: text, terminator: terminator) == pid)
+    }
+
+    /// Every name the engines build parses back to its instance: the sweep cannot drift from the engines.
+    @Test func everyBuiltNameParsesBackToItsInstance() {
+        let names = InstanceNames(pid: 4321, runRoot: Self.runRoot)
+        #expect(InstanceNames.owner(fsName: names.fsName) == 4321)
+        for dm in [names.baseDevice(image: 7), names.snapshotDevice(sandbox: 8), names.cowDevice(sandbox: 8)] {
+            #expect(InstanceNames.owner(dmName: dm) == 4321, "\(dm)")
+        }
+        #expect(InstanceNames.DeviceRole(dmName: names.baseDevice(image: 7)) == .base)
+        #expect(InstanceNames.DeviceRole(dmName: names.cowDevice(sandbox: 8)) == .cowStore)
+        #expect(InstanceNames.DeviceRole(dmName: names.snapshotDevice(sandbox: 8)) == .snapshot)
+        #expect(InstanceNames.owner(loopLabel: names.loopLabel(image: "pi")) == 4321)
+        #expect(InstanceNames.owner(loopLabel: names.cowLoopLabel(sandbox: 8, image: "pi", name: "x")) == 4321)
+        #expect(InstanceNames.owner(runEntry: String(names.pid)) == 4321)
+        #expect(InstanceNames.owner(runEntry: "04321") == nil)
+        for path in [names.hiddenMount(image: "pi", sandbox: "x"), names.lowerMount(image: 7), names.upperMount(sandbox: 8),
+                     names.zramLedger, names.processRecord] {
+            #expect(names.holds(path: path), "\(path)")
+        }
+        #expect(!InstanceNames(pid: 43210, runRoot: Self.runRoot).holds(path: names.lowerMount(image: 7)))
+    }
+
+    /// Defect: `.prefix(127)` counted characters, so a long non-ASCII image name made a UUID over the kernel's
+    /// 128 bytes (ENAMETOOLONG on every mkdir).
+    @Test func dmUUIDsAreCutToTheKernelsLimitInBytesOnACharacterBoundary() {
+        let image = String(repeating: "bild-ä€😀", count: 20)
+        let uuid = InstanceNames.dmUUID("imgsandbox-123-s4", image, "sandbox")
+        #expect(uuid.utf8.count <= InstanceNames.dmUUIDLimit)
+        #expect(uuid.utf8.count > InstanceNames.dmUUIDLimit - 4, "only the last partial character is dropped")
+        #expect(uuid.hasPrefix("imgsandbox-123-s4-bild-ä€😀"))
+        #expect(String(validating: Array(uuid.utf8), as: UTF8.self) == uuid)
+        #expect(InstanceNames.dmUUID("a", "b") == "a-b")
+        #expect(InstanceNames.utf8Prefix("ä€", maxBytes: 4) == "ä")
     }
 
     @Test func processRecordRoundTripsAndStartTimeParses() {
