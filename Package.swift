@@ -17,6 +17,8 @@ let package = Package(
         .target(name: "CLinux"),
         // Pure Swift image model: partition tables, filesystem sniffing. No privileges.
         .target(name: "DiskImage"),
+        // Pure Swift FAT12/16/32 reader/writer over a block-level COW overlay (served through FUSE).
+        .target(name: "FATFS"),
         // Thin typed wrappers over loop, device-mapper, zram, mount.
         .target(name: "LinuxBlock", dependencies: ["CLinux"]),
         // Engines (dm, overlay) and the sandbox manager.
@@ -35,6 +37,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage"]),
+        .testTarget(name: "FATFSTests", dependencies: ["FATFS"]),
         .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox"]),

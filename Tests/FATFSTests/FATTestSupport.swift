@@ -1,0 +1,162 @@
+import FATFS
+import Glibc
+import Testing
+
+/// A scratch directory removed with everything in it when the value goes away, pass or fail.
+final class Scratch {
+    let path: String
+
+    init() {
+        var template = Array("/tmp/fatfs-test.XXXXXX".utf8CString)
+        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+    }
+
+    deinit { _ = Shell.run(["rm", "-rf", path]) }
+}
+
+enum Shell {
+    /// Runs a program (PATH lookup, plus /usr/sbin and /sbin for dosfstools) with MTOOLS_SKIP_CHECK=1;
+    /// returns its exit status (-1 when it could not run) and what it printed on stdout and stderr.
+    @discardableResult
+    static func run(_ argv: [String], stdin: String? = nil) -> (status: Int32, output: String) {
+        var pipeFDs: [Int32] = [0, 0]
+        guard pipe(&pipeFDs) == 0 else { return (-1, "pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, stdin ?? "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
+        posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+        let path = (getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+        let envStrings = ["MTOOLS_SKIP_CHECK=1", "PATH=\(path)", "TZ=UTC", "LC_ALL=C.UTF-8"]
+        var env: [UnsafeMutablePointer<CChar>?] = envStrings.map { strdup($0) } + [nil]
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { (cArgs + env).forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, &env)
+        close(pipeFDs[1])
+        defer { close(pipeFDs[0]) }
+        guard rc == 0 else { return (-1, "cannot run \(argv[0])") }
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(pipeFDs[0], &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            output += buffer[0..<n]
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 { guard errno == EINTR else { return (-1, "waitpid failed") } }
+        return ((status & 0x7f) == 0 ? (status >> 8) & 0xff : -1, String(decoding: output, as: UTF8.self))
+    }
+
+    static func exists(_ name: String) -> Bool {
+        let dirs = ((getenv("PATH").map { String(cString: $0) } ?? "") + ":/usr/sbin:/sbin").split(separator: ":")
+        return dirs.contains { access("\($0)/\(name)", X_OK) == 0 }
+    }
+
+    static let haveTools = ["mkfs.vfat", "fsck.fat", "mcopy", "mmd", "mdir", "mtype"].allSatisfy(exists)
+    static let toolsMissing = "needs dosfstools (mkfs.vfat, fsck.fat) and mtools (mcopy, mmd, mdir, mtype): run Tools/install-deps"
+}
+
+/// One mkfs.vfat configuration.
+struct FATConfig: Sendable, CustomStringConvertible {
+    var bits: Int
+    var sectorSize: Int
+    var sectorsPerCluster: Int
+    var sizeKiB: Int
+
+    var description: String { "FAT\(bits) -S \(sectorSize) -s \(sectorsPerCluster) \(sizeKiB) KiB" }
+
+    /// Makes the image file; the test fails (and returns false) when mkfs.vfat refuses.
+    func make(_ path: String, label: String = "TESTVOL") -> Bool {
+        let r = Shell.run(["mkfs.vfat", "-C", "-F", "\(bits)", "-S", "\(sectorSize)", "-s", "\(sectorsPerCluster)",
+                           "-n", label, "-i", "12345678", path, "\(sizeKiB)"])
+        #expect(r.status == 0, "mkfs.vfat \(self): \(r.output)")
+        return r.status == 0
+    }
+}
+
+func readFile(_ path: String) -> [UInt8] {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return [] }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n <= 0 { break }
+        out += buffer[0..<n]
+    }
+    return out
+}
+
+func writeFile(_ path: String, _ bytes: [UInt8]) {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else { return }
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
+}
+
+/// An image file opened as a device (the whole file, or a byte range of it).
+final class ImageFile {
+    let fd: Int32
+    let device: FileRegionDevice
+
+    init(_ path: String, writable: Bool, offset: UInt64 = 0, size: UInt64? = nil) {
+        fd = open(path, writable ? O_RDWR : O_RDONLY)
+        var st = stat()
+        fstat(fd, &st)
+        device = FileRegionDevice(fd: fd, offset: offset, size: size ?? UInt64(st.st_size) - offset, writable: writable)
+    }
+
+    deinit { close(fd) }
+}
+
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func randomBytes(_ count: Int, _ rng: inout SplitMix64) -> [UInt8] {
+    (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) }
+}
+
+extension FATVolume {
+    /// The node of a path ("/a/b"), looked up from the root.
+    func node(_ path: String) throws(FATError) -> FATAttr {
+        var attr = try getattr(FATVolume.rootID)
+        for part in path.split(separator: "/") { attr = try lookup(parent: attr.id, name: String(part)) }
+        return attr
+    }
+
+    /// Every entry of a directory (all readdir continuations), "." and ".." left out.
+    func list(_ id: FATNodeID, batch: Int = 7) throws(FATError) -> [FATDirectoryEntry] {
+        var out: [FATDirectoryEntry] = []
+        var offset: UInt64 = 0
+        while true {
+            let part = try readDirectory(id, from: offset, limit: batch)
+            if part.isEmpty { break }
+            out += part
+            offset = part.last!.nextOffset
+        }
+        return out.filter { $0.name != "." && $0.name != ".." }
+    }
+
+    func readAll(_ id: FATNodeID) throws(FATError) -> [UInt8] {
+        let size = try getattr(id).size
+        return try read(id, at: 0, count: Int(size))
+    }
+}
+
+/// Catches the errno of a throwing call (nil when it succeeds).
+func errnoOf(_ body: () throws -> Void) -> Int32? {
+    do { try body(); return nil } catch let error as FATError { return error.errno } catch { return -1 }
+}
