@@ -152,6 +152,18 @@ extension VolumeCore {
         let srcDir = try readDirectory(cluster: srcCluster)
         guard let src = try find(name, in: srcDir) else { throw .notFound(name) }
         var dir = sameDir ? srcDir : try readDirectory(cluster: dstCluster)
+        // Not into itself or below it (checked first, as the VFS does).
+        if src.entry.isDirectory, !sameDir {
+            var id = newParentID
+            for _ in 0...nodes.count {
+                let n = try node(id)
+                if directoryCluster(n) == src.entry.firstCluster {
+                    throw FATError(EINVAL, "cannot move directory \"\(name)\" into itself")
+                }
+                if id == FATVolume.rootID { break }
+                id = n.parent
+            }
+        }
         var target = try find(newName, in: dir)
         if sameDir, target?.index == src.index {
             if src.name == String(decoding: units, as: UTF16.self) { return }   // the same name: nothing to do
@@ -166,18 +178,6 @@ extension VolumeCore {
                 guard try readDirectory(cluster: target.entry.firstCluster).items().isEmpty else {
                     throw FATError(ENOTEMPTY, "directory \"\(newName)\" is not empty")
                 }
-            }
-        }
-        if src.entry.isDirectory, !sameDir {
-            // Not into itself or below it.
-            var id = newParentID
-            for _ in 0...nodes.count {
-                let n = try node(id)
-                if directoryCluster(n) == src.entry.firstCluster {
-                    throw FATError(EINVAL, "cannot move directory \"\(name)\" into itself")
-                }
-                if id == FATVolume.rootID { break }
-                id = n.parent
             }
         }
         let srcKey = EntryKey(directory: srcCluster, index: src.index)

@@ -126,7 +126,15 @@ struct SplitMix64: RandomNumberGenerator {
 }
 
 func randomBytes(_ count: Int, _ rng: inout SplitMix64) -> [UInt8] {
-    (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) }
+    var out = [UInt8](repeating: 0, count: count)
+    out.withUnsafeMutableBytes { b in
+        var i = 0
+        while i < count {
+            var v = rng.next()
+            for _ in 0..<min(8, count - i) { b[i] = UInt8(truncatingIfNeeded: v); v >>= 8; i += 1 }
+        }
+    }
+    return out
 }
 
 extension FATVolume {
@@ -159,4 +167,65 @@ extension FATVolume {
 /// Catches the errno of a throwing call (nil when it succeeds).
 func errnoOf(_ body: () throws -> Void) -> Int32? {
     do { try body(); return nil } catch let error as FATError { return error.errno } catch { return -1 }
+}
+
+/// A host directory tree: relative path -> content (nil for a directory).
+func hostTree(_ root: String, _ prefix: String = "") -> [String: [UInt8]?] {
+    var out: [String: [UInt8]?] = [:]
+    guard let dir = opendir(root + "/" + prefix) else { return out }
+    defer { closedir(dir) }
+    while let e = readdir(dir) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if name == "." || name == ".." { continue }
+        let rel = prefix.isEmpty ? name : prefix + "/" + name
+        var st = stat()
+        lstat(root + "/" + rel, &st)
+        if st.st_mode & S_IFMT == S_IFDIR {
+            out[rel] = .some(nil)
+            out.merge(hostTree(root, rel)) { a, _ in a }
+        } else {
+            out[rel] = readFile(root + "/" + rel)
+        }
+    }
+    return out
+}
+
+/// What mtools reads out of an image (mcopy -s of the whole volume), as a tree.
+func mtoolsTree(_ image: String, scratch: String) -> [String: [UInt8]?] {
+    let dest = scratch + "/mtools-out-\(UInt32.random(in: 0...UInt32.max))"
+    mkdir(dest, 0o755)
+    defer { Shell.run(["rm", "-rf", dest]) }
+    let listing = Shell.run(["mdir", "-b", "-i", image, "::/"])
+    if !listing.output.split(separator: "\n").isEmpty {
+        let r = Shell.run(["mcopy", "-s", "-n", "-i", image, "::/*", dest + "/"])
+        #expect(r.status == 0, "mcopy out: \(r.output)")
+    }
+    return hostTree(dest)
+}
+
+/// The tree as FATFS reads it.
+func volumeTree(_ volume: FATVolume, _ id: FATNodeID = FATVolume.rootID, _ prefix: String = "") throws -> [String: [UInt8]?] {
+    var out: [String: [UInt8]?] = [:]
+    for entry in try volume.list(id) {
+        let rel = prefix.isEmpty ? entry.name : prefix + "/" + entry.name
+        let attr = try volume.lookup(parent: id, name: entry.name)
+        if attr.isDirectory {
+            out[rel] = .some(nil)
+            out.merge(try volumeTree(volume, attr.id, rel)) { a, _ in a }
+        } else {
+            out[rel] = try volume.readAll(attr.id)
+        }
+    }
+    return out
+}
+
+/// fsck.fat -n on the image: (clean, what it said).
+func fsck(_ image: String) -> (clean: Bool, output: String) {
+    let r = Shell.run(["fsck.fat", "-n", "-V", image])
+    let dirty = r.output.contains("Dirty bit") || r.output.contains("differences between boot sector")
+    return (r.status == 0 && !dirty, r.output)
+}
+
+func describe(_ tree: [String: [UInt8]?]) -> String {
+    tree.keys.sorted().map { k in tree[k]!.map { "\(k) (\($0.count) bytes)" } ?? "\(k)/" }.joined(separator: ", ")
 }
