@@ -128,7 +128,7 @@ extension VolumeCore {
         let id = byKey[key]
         let first = id.map { nodes[$0]!.entry.firstCluster } ?? item.entry.firstCluster
         let inUse = id != nil && !item.entry.isDirectory
-        let chain = inUse ? [] : try fullChain(first)
+        let chain = try fullChain(first)
         try delete()
         if let id {
             byKey[key] = nil
@@ -136,7 +136,7 @@ extension VolumeCore {
             nodes[id]!.unlinked = true
             if item.entry.isDirectory { nodes[id]!.clusters = [] }
         }
-        fat.free(chain)
+        if !inUse { fat.free(chain) }
         try commitFAT()
         if let id { removeIfUnused(id) }
     }

@@ -55,10 +55,16 @@ extension VolumeCore {
             throw FATError(EFBIG, "write to \(end) bytes: FAT files end at 4 GiB - 1")
         }
         let oldSize = UInt64(nodes[id]!.entry.size)
-        if end > oldSize { try resize(id, to: end, zeroFrom: oldSize, zeroTo: offset) }
-        let chain = try clusters(of: id)
-        try transfer(chain, offset: offset, count: buffer.count) { (device, at, range) throws(FATError) in
-            try device.write(at: at, from: UnsafeRawBufferPointer(rebasing: buffer[range]))
+        do {
+            if end > oldSize { try resize(id, to: end, zeroFrom: oldSize, zeroTo: offset) }
+            let chain = try clusters(of: id)
+            try transfer(chain, offset: offset, count: buffer.count) { (device, at, range) throws(FATError) in
+                try device.write(at: at, from: UnsafeRawBufferPointer(rebasing: buffer[range]))
+            }
+        } catch {
+            // A full COW store or a device error mid-write: the clusters added for it go again.
+            if UInt64(nodes[id]!.entry.size) > oldSize { try? resize(id, to: oldSize, zeroFrom: oldSize) }
+            throw error
         }
         let now = clock()
         nodes[id]!.entry.mtime = now

@@ -82,14 +82,18 @@ func readFile(_ path: String) -> [UInt8] {
     let fd = open(path, O_RDONLY)
     guard fd >= 0 else { return [] }
     defer { close(fd) }
-    var out: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n <= 0 { break }
-        out += buffer[0..<n]
+    var st = stat()
+    fstat(fd, &st)
+    var out = [UInt8](repeating: 0, count: Int(st.st_size))
+    var done = 0
+    out.withUnsafeMutableBytes { b in
+        while done < b.count {
+            let n = read(fd, b.baseAddress! + done, b.count - done)
+            if n <= 0 { break }
+            done += n
+        }
     }
-    return out
+    return Array(out[0..<done])
 }
 
 func writeFile(_ path: String, _ bytes: [UInt8]) {
