@@ -21,9 +21,11 @@ let package = Package(
         .target(name: "FATFS"),
         // Thin typed wrappers over loop, device-mapper, zram, mount.
         .target(name: "LinuxBlock", dependencies: ["CLinux"]),
+        // What a sandbox changed: tree comparison, overlay change sets (imgsandbox diff).
+        .target(name: "SandboxDiff", dependencies: ["CLinux"]),
         // Engines (dm, overlay) and the sandbox manager.
         .target(name: "Sandbox", dependencies: [
-            "DiskImage", "LinuxBlock",
+            "DiskImage", "LinuxBlock", "SandboxDiff",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The FUSE layer: virtual tree and passthrough.
@@ -32,7 +34,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "imgsandbox", dependencies: [
-            "Sandbox", "SandboxFS", "DiskImage", "LinuxBlock", "CLinux",
+            "Sandbox", "SandboxFS", "SandboxDiff", "DiskImage", "LinuxBlock", "CLinux",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -40,6 +42,7 @@ let package = Package(
         .testTarget(name: "FATFSTests", dependencies: ["FATFS"]),
         .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
+        .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
         .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox"]),

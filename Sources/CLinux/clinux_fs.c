@@ -66,3 +66,11 @@ int clinux_setxattr(const char *path, const char *name, const void *value, size_
     return setxattr(path, name, value, size, flags);
 }
 int clinux_removexattr(const char *path, const char *name) { return removexattr(path, name); }
+ssize_t clinux_lgetxattr(const char *path, const char *name, void *value, size_t size) {
+    return lgetxattr(path, name, value, size);
+}
+ssize_t clinux_llistxattr(const char *path, char *list, size_t size) { return llistxattr(path, list, size); }
+int clinux_lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags) {
+    return lsetxattr(path, name, value, size, flags);
+}
+int clinux_lremovexattr(const char *path, const char *name) { return lremovexattr(path, name); }

@@ -136,6 +136,9 @@ public struct OverlayEngine: SandboxEngine {
         guard mkdir(path, info.st_mode & 0o7777) == 0 else { throw SystemError("mkdir", path, errno: errno) }
         guard chmod(path, info.st_mode & 0o7777) == 0 else { throw SystemError("chmod", path, errno: errno) }
         if template != nil, chown(path, info.st_uid, info.st_gid) != 0 { throw SystemError("chown", path, errno: errno) }
+        // The merged root shows the upper's times: the image's, so a fresh sandbox differs in nothing.
+        var times = [info.st_atim, info.st_mtim]
+        if template != nil, utimensat(AT_FDCWD, path, &times, 0) != 0 { throw SystemError("utimensat", path, errno: errno) }
     }
 
     /// ext4 answers ENOSPC while a little space is still free (reservations for metadata and delayed

@@ -93,6 +93,8 @@ public protocol SandboxEngine: Sendable {
     /// Called by the COW watcher with the latest usage: enlarges the sandbox's COW store when it is close
     /// to full and may still grow. Returns the new total in bytes, or nil when nothing changed.
     func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64?
+    /// Where diff and save read the sandbox's changes; nil when the engine cannot tell.
+    func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) -> ChangeSource?
 }
 
 extension SandboxEngine {
@@ -100,6 +102,8 @@ extension SandboxEngine {
 
     /// Engines whose COW store has a fixed size.
     public func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64? { nil }
+
+    public func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) -> ChangeSource? { nil }
 
     /// Runs `build` with a fresh teardown stack; if it throws, unwinds what it pushed.
     func building<A>(_ teardown: Teardown, _ build: () throws -> A) throws -> A {

@@ -12,6 +12,9 @@ public enum SandboxError: Error, ErrnoCarrying, CustomStringConvertible {
     /// A kernel step failed; `step` says which ("attach loop device", "mount snapshot", ...).
     case stepFailed(step: String, underlying: any Error)
     case shuttingDown
+    /// A diff or save is reading the sandbox.
+    case inUse(image: String, sandbox: String)
+    case unsupported(String)
 
     public var errno: Int32 {
         switch self {
@@ -21,6 +24,8 @@ public enum SandboxError: Error, ErrnoCarrying, CustomStringConvertible {
         case .unusableImage(_, let error): error.errno
         case .stepFailed(_, let underlying): (underlying as? any ErrnoCarrying)?.errno ?? EIO
         case .shuttingDown: ESHUTDOWN
+        case .inUse: EBUSY
+        case .unsupported: EOPNOTSUPP
         }
     }
 
@@ -33,6 +38,8 @@ public enum SandboxError: Error, ErrnoCarrying, CustomStringConvertible {
         case .unusableImage(let image, let error): "image \(image).img: \(error)"
         case .stepFailed(let step, let underlying): "\(step): \(underlying)"
         case .shuttingDown: "the daemon is shutting down"
+        case .inUse(let image, let sandbox): "sandbox \(image)/\(sandbox) is in use by a diff or save"
+        case .unsupported(let what): what
         }
     }
 }

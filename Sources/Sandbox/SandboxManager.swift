@@ -55,9 +55,11 @@ public final class SandboxManager: SandboxProvider {
         var sandboxCount = 0
     }
 
-    private struct LiveSandbox: Sendable {
+    struct LiveSandbox: Sendable {
         let ref: SandboxRef
         let attachment: any EngineAttachment
+        /// The image's attachment the sandbox was made on (it outlives the sandbox).
+        let image: any EngineAttachment
         let access = SandboxAccess()
     }
 
@@ -188,7 +190,7 @@ public final class SandboxManager: SandboxProvider {
             let request = SandboxRequest(image: image, name: name, serial: serial, mountPath: mountPath, settings: settings)
             let attachment = try engine.createSandbox(request, on: imageAttachment)
             return LiveSandbox(ref: SandboxRef(image: image, name: name, serial: serial, mountPath: mountPath),
-                               attachment: attachment)
+                               attachment: attachment, image: imageAttachment)
         } catch {
             try? PrivateDirectory.remove(mountPath)
             if let error = error as? SandboxError { throw error }
@@ -208,10 +210,10 @@ public final class SandboxManager: SandboxProvider {
         }
         do {
             try slot.lock.withLock { _ throws(SandboxError) in
-                do throws(TeardownError) {
-                    try live.access.retire { () throws(TeardownError) in try live.attachment.teardown.run() }
-                } catch {
-                    throw .stepFailed(step: "destroy sandbox", underlying: error)
+                try live.access.retire(busy: .inUse(image: image, sandbox: name)) { () throws(SandboxError) in
+                    do throws(TeardownError) { try live.attachment.teardown.run() } catch {
+                        throw .stepFailed(step: "destroy sandbox", underlying: error)
+                    }
                 }
                 // Before releaseImage, which removes the image's folder of mount points.
                 try? PrivateDirectory.remove(live.ref.mountPath)
@@ -259,6 +261,14 @@ public final class SandboxManager: SandboxProvider {
         }
         return errors
     }
+
+    /// The ready sandbox, for diff and save.
+    func live(image: String, name: String) -> LiveSandbox? {
+        registry.withLock { $0.ready[image]?[name] }
+    }
+
+    /// The image file a sandbox's image comes from.
+    func imagePath(_ image: String) -> String? { ImageDirectory.path(of: image, in: imagesDirectory) }
 
     /// Every ready sandbox (no usage read: for shutdown).
     public func readySandboxes() -> [SandboxRef] { liveSandboxes().map(\.ref) }

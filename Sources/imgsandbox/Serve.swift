@@ -137,10 +137,8 @@ struct Serve: ParsableCommand {
         }
         manager.startCowWatcher()
         try InstanceRecord(pid: names.pid, mountpoint: mountpoint).write(names)
-        let control = try ControlSocket(path: names.controlSocket) {
-            let rows = manager.status().map { StatusRow(mountpoint: mountpoint, $0) }
-            return (try? StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows))) ?? Data()
-        }
+        let handler = ControlHandler(manager: manager, mountpoint: mountpoint)
+        let control = try ControlSocket(path: names.controlSocket) { handler.handle($0, send: $1) }
         control.start()
         // Before anyone is told we are serving: a SIGTERM right after "ready" must tear down, not kill.
         let signalSources = Self.exitOnSignals { fileSystem.exit() }

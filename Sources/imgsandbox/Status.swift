@@ -20,7 +20,7 @@ struct Status: ParsableCommand {
         }
         var rows: [StatusRow] = []
         for (names, _) in instances {
-            let data = try ControlSocket.query(names.controlSocket)
+            let data = try ControlSocket.query(names.controlSocket, request: try JSONEncoder().encode(ControlRequest.status))
             rows += try StatusRow.decoder.decode(StatusRow.Document.self, from: data).sandboxes
         }
         if json {

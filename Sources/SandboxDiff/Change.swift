@@ -1,0 +1,93 @@
+/// One path that differs between a sandbox and its pristine image.
+public struct Change: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Codable {
+        case added, deleted, modified
+    }
+
+    /// What differs on a modified path. Access and change times are not compared: reading a copied-up
+    /// file moves its atime, and every copy-up sets a new ctime.
+    public enum Aspect: String, Sendable, Codable, CaseIterable, Comparable {
+        case type, content
+        case linkTarget = "link_target"
+        case mode, owner, times, xattrs
+
+        public static func < (a: Aspect, b: Aspect) -> Bool {
+            allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+        }
+    }
+
+    /// Path from the sandbox's root, as raw bytes: names in an image need not be UTF-8.
+    public let rawPath: [UInt8]
+    public let kind: Kind
+    /// Empty unless `kind` is modified.
+    public let aspects: [Aspect]
+
+    public init(rawPath: [UInt8], kind: Kind, aspects: [Aspect] = []) {
+        self.rawPath = rawPath
+        self.kind = kind
+        self.aspects = aspects.sorted()
+    }
+
+    /// The path for people and JSON: bytes outside printable ASCII (and the backslash) as \xNN.
+    public var path: String { PathText.escape(rawPath) }
+
+    /// `modified content,times /etc/hostname`: the kind first, the path last (it may hold spaces).
+    public var line: String {
+        kind == .modified ? "modified \(aspects.map(\.rawValue).joined(separator: ",")) \(path)" : "\(kind.rawValue) \(path)"
+    }
+
+    private enum CodingKeys: String, CodingKey { case path, change, aspects }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(path, forKey: .path)
+        try container.encode(kind, forKey: .change)
+        try container.encode(aspects, forKey: .aspects)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let text = try container.decode(String.self, forKey: .path)
+        guard let raw = PathText.unescape(text) else {
+            throw DecodingError.dataCorruptedError(forKey: .path, in: container, debugDescription: "bad escape in \(text)")
+        }
+        self.init(rawPath: raw, kind: try container.decode(Kind.self, forKey: .change),
+                  aspects: try container.decode([Aspect].self, forKey: .aspects))
+    }
+}
+
+/// Paths as text: printable ASCII except the backslash as is, every other byte as \xNN (so a name with a
+/// newline stays on its line, and the text maps back to the exact bytes).
+public enum PathText {
+    public static func escape(_ bytes: [UInt8]) -> String {
+        var text = ""
+        text.reserveCapacity(bytes.count)
+        for byte in bytes {
+            if byte >= 0x20, byte < 0x7f, byte != UInt8(ascii: "\\") {
+                text.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                text += "\\x" + String(byte, radix: 16, uppercase: false).leftPadded(to: 2)
+            }
+        }
+        return text
+    }
+
+    public static func unescape(_ text: String) -> [UInt8]? {
+        var out: [UInt8] = []
+        var bytes = Array(text.utf8)[...]
+        while let byte = bytes.popFirst() {
+            guard byte == UInt8(ascii: "\\") else { out.append(byte); continue }
+            guard bytes.count >= 3, bytes.removeFirst() == UInt8(ascii: "x"),
+                  let value = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) else { return nil }
+            bytes.removeFirst(2)
+            out.append(value)
+        }
+        return out
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}

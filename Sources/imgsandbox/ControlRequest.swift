@@ -1,0 +1,64 @@
+import FoundationEssentials
+import Glibc
+import Sandbox
+import SandboxDiff
+
+/// What a client asks the daemon over the control socket; JSON keys in snake_case.
+struct ControlRequest: Codable {
+    var command: String
+    var image: String?
+    var sandbox: String?
+    var output: String?
+    var force: Bool?
+    var shrink: Bool?
+
+    static let status = ControlRequest(command: "status")
+}
+
+/// The answer to a diff request: the changes, or why there are none.
+struct DiffAnswer: Codable {
+    var changes: [Change]?
+    var error: String?
+    var errno: Int32?
+}
+
+/// A failed request's answer.
+struct ErrorAnswer: Codable {
+    var error: String
+    var errno: Int32
+}
+
+/// Serves one control connection in the daemon.
+struct ControlHandler: Sendable {
+    let manager: SandboxManager
+    let mountpoint: String
+
+    func handle(_ data: Data, send: ControlSocket.Send) {
+        let request = data.isEmpty ? .status : (try? StatusRow.decoder.decode(ControlRequest.self, from: data))
+        guard let request else {
+            _ = send(encode(ErrorAnswer(error: "unreadable request", errno: EINVAL)))
+            return
+        }
+        switch request.command {
+        case "status":
+            let rows = manager.status().map { StatusRow(mountpoint: mountpoint, $0) }
+            _ = send((try? StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows))) ?? Data())
+        case "diff":
+            guard let image = request.image, let sandbox = request.sandbox else {
+                _ = send(encode(ErrorAnswer(error: "diff needs image and sandbox", errno: EINVAL)))
+                return
+            }
+            do {
+                _ = send(encode(DiffAnswer(changes: try manager.diff(image: image, name: sandbox))))
+            } catch {
+                _ = send(encode(DiffAnswer(error: error.description, errno: error.errno)))
+            }
+        default:
+            _ = send(encode(ErrorAnswer(error: "unknown command \(request.command)", errno: EINVAL)))
+        }
+    }
+
+    private func encode(_ value: some Encodable) -> Data {
+        (try? StatusRow.encoder.encode(value)) ?? Data()
+    }
+}
