@@ -11,7 +11,7 @@ public final class FATVolume: Sendable {
 
     /// Reads and validates the boot sector, FSInfo and the active FAT. EINVAL for a bad BPB.
     public init(device: any FATBlockDevice, readOnly: Bool,
-                clock: @escaping @Sendable () -> FATTime = FATTime.now) throws(FATError) {
+                clock: @escaping @Sendable () -> FATTime = { FATTime.now() }) throws(FATError) {
         let core = try VolumeCore(device: device, readOnly: readOnly, clock: clock)
         var info = core.info
         if let label = try? core.rootLabel() { info.label = label }
@@ -26,8 +26,8 @@ public final class FATVolume: Sendable {
     public func lookup(parent: FATNodeID, name: String) throws(FATError) -> FATAttr {
         try locked { (c) throws(FATError) in
             let parentNode = try c.directoryNode(parent)
-            let dir = try c.readDirectory(cluster: c.directoryCluster(parentNode))
-            guard let item = try c.find(name, in: dir) else { throw .notFound(name) }
+            let items = try c.cachedItems(cluster: c.directoryCluster(parentNode))
+            guard let item = try c.find(name, in: items) else { throw .notFound(name) }
             return try c.attributes(try c.nodeID(for: item, in: parent, lookups: 1))
         }
     }

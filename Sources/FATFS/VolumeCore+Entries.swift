@@ -232,9 +232,8 @@ extension VolumeCore {
         if offset < 1 { out.append(FATDirectoryEntry(name: ".", isDirectory: true, nextOffset: 1)) }
         if offset < 2 { out.append(FATDirectoryEntry(name: "..", isDirectory: true, nextOffset: 2)) }
         guard !n.unlinked else { return Array(out.prefix(limit)) }
-        let dir = try readDirectory(cluster: directoryCluster(n))
         let start = offset >= 2 ? offset - 2 : 0
-        for item in dir.items() where UInt64(item.index) >= start {
+        for item in try cachedItems(cluster: directoryCluster(n)) where UInt64(item.index) >= start {
             if out.count >= limit { break }
             out.append(FATDirectoryEntry(name: item.name, isDirectory: item.entry.isDirectory, nextOffset: UInt64(item.index) + 3))
         }

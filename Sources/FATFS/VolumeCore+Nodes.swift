@@ -17,8 +17,11 @@ extension VolumeCore {
 
     /// The item named `name` in a directory, nil when there is none.
     func find(_ name: String, in dir: FATDirectory) throws(FATError) -> FATDirItem? {
+        try find(name, in: dir.items())
+    }
+
+    func find(_ name: String, in items: [FATDirItem]) throws(FATError) -> FATDirItem? {
         guard let key = try FATName.lookupKey(name) else { return nil }
-        let items = dir.items()
         return items.first { $0.key == key } ?? items.first { $0.shortKey == key }
     }
 

@@ -15,6 +15,8 @@ final class VolumeCore: @unchecked Sendable {
     var markedDirty = false
     var fsInfoValid = false
     var changed = false
+    /// Parsed entries of directories read by lookups and readdir; emptied by every change.
+    var directoryCache: [UInt32: [FATDirItem]] = [:]
 
     init(device: any FATBlockDevice, readOnly: Bool, clock: @escaping @Sendable () -> FATTime) throws(FATError) {
         self.device = device
@@ -53,6 +55,7 @@ final class VolumeCore: @unchecked Sendable {
     /// Before the first change: EROFS on a read-only volume, and the dirty flag set on disk.
     func willChange() throws(FATError) {
         guard !readOnly else { throw .readOnly }
+        directoryCache.removeAll()
         changed = true
         guard !markedDirty, boot.state & 1 == 0 else { return }
         try device.writeBytes(at: UInt64(boot.stateOffset), [boot.state | 1])
@@ -102,6 +105,15 @@ final class VolumeCore: @unchecked Sendable {
             for k in 0..<run.count { dir.extents.append((offset + UInt64(k * clusterSize), clusterSize)) }
         }
         return dir
+    }
+
+    /// A directory's items for lookups and readdir, from the cache when nothing changed since.
+    func cachedItems(cluster: UInt32) throws(FATError) -> [FATDirItem] {
+        if let items = directoryCache[cluster] { return items }
+        let items = try readDirectory(cluster: cluster).items()
+        if directoryCache.count >= 256 { directoryCache.removeAll() }
+        directoryCache[cluster] = items
+        return items
     }
 
     /// Contiguous runs of a cluster list.

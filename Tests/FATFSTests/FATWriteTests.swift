@@ -178,3 +178,41 @@ struct FATWriteTests {
         #expect(fsck(image + "2").clean)
     }
 }
+
+/// FUSE calls from many threads: the volume serialises them, and the result is what each thread wrote.
+@Suite(.enabled(if: Shell.haveTools, Comment(rawValue: Shell.toolsMissing)))
+struct FATConcurrencyTests {
+    @Test func concurrentWritersAndReaders() async throws {
+        let scratch = Scratch()
+        let image = scratch.path + "/fat.img"
+        guard FATConfig(bits: 32, sectorSize: 512, sectorsPerCluster: 1, sizeKiB: 65536).make(image) else { return }
+        let device = MemoryBlockDevice(bytes: readFile(image))
+        let volume = try FATVolume(device: device, readOnly: false)
+        let results = try await withThrowingTaskGroup(of: (String, [UInt8]).self) { group in
+            for t in 0..<6 {
+                group.addTask {
+                    var rng = SplitMix64(state: UInt64(t))
+                    let dir = try volume.mkdir(parent: FATVolume.rootID, name: "thread \(t)")
+                    let file = try volume.create(parent: dir.id, name: "data of thread \(t).bin")
+                    var model: [UInt8] = []
+                    for _ in 0..<40 {
+                        let chunk = randomBytes(Int.random(in: 1...9000, using: &rng), &rng)
+                        _ = try volume.write(file.id, at: UInt64(model.count), chunk)
+                        model += chunk
+                        _ = try volume.list(FATVolume.rootID)
+                        #expect(try volume.read(file.id, at: 0, count: model.count) == model)
+                    }
+                    return ("thread \(t)/data of thread \(t).bin", model)
+                }
+            }
+            var out: [(String, [UInt8])] = []
+            for try await r in group { out.append(r) }
+            return out
+        }
+        try volume.flush()
+        writeFile(image, device.bytes)
+        #expect(fsck(image).clean)
+        let seen = mtoolsTree(image, scratch: scratch.path)
+        for (path, data) in results { #expect(seen[path] == .some(data), "\(path)") }
+    }
+}
