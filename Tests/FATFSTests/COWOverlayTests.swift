@@ -58,7 +58,7 @@ import Testing
     func volumeOverOverlay() throws {
         let scratch = Scratch()
         let image = scratch.path + "/fat.img"
-        guard FATConfig(bits: 32, sectorSize: 512, sectorsPerCluster: 8, sizeKiB: 307_200).make(image) else { return }
+        guard FATConfig(bits: 32, sectorSize: 512, sectorsPerCluster: 1, sizeKiB: 40960).make(image) else { return }
         writeFile(scratch.path + "/config.txt", Array("arm_64bit=1\n".utf8))
         #expect(Shell.run(["mcopy", "-i", image, scratch.path + "/config.txt", "::/"]).status == 0)
         let before = readFile(image)

@@ -142,7 +142,7 @@ struct FATHostileTests {
     /// FATError, never a trap (the fuzz target goes further).
     @Test func randomDamageNeverTraps() throws {
         var rng = SplitMix64(state: 0xBAD)
-        for round in 0..<150 {
+        for round in 0..<30 {
             var bytes = round % 2 == 0 ? Self.fat16 : Self.fat32
             for _ in 0..<Int.random(in: 1...40, using: &rng) {
                 let at = Int.random(in: 0..<min(bytes.count, 200_000), using: &rng)

@@ -133,8 +133,10 @@ struct FATWriteTests {
         var rng = SplitMix64(state: 99)
         var written: [UInt8] = []
         var failure: Int32?
+        let pattern = randomBytes(1 << 16, &rng)
         while failure == nil {
-            let chunk = randomBytes(1 << 16, &rng)
+            var chunk = pattern
+            chunk[0] = UInt8(truncatingIfNeeded: written.count >> 16)   // each chunk differs
             failure = errnoOf { _ = try volume.write(fill.id, at: UInt64(written.count), chunk) }
             if failure == nil { written += chunk }
         }
