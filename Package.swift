@@ -25,12 +25,12 @@ let package = Package(
         .target(name: "SandboxDiff", dependencies: ["CLinux"]),
         // Engines (dm, overlay) and the sandbox manager.
         .target(name: "Sandbox", dependencies: [
-            "DiskImage", "LinuxBlock", "SandboxDiff",
+            "DiskImage", "FATFS", "LinuxBlock", "SandboxDiff",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The FUSE layer: virtual tree and passthrough.
         .target(name: "SandboxFS", dependencies: [
-            "CFuse", "CLinux", "LinuxBlock", "Sandbox",
+            "CFuse", "CLinux", "FATFS", "LinuxBlock", "Sandbox",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "imgsandbox", dependencies: [

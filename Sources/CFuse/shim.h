@@ -62,4 +62,12 @@ static inline ssize_t cfuse_write_buf_to_fd(struct fuse_bufvec *in, int fd, off_
     return fuse_buf_copy(&out, in, (enum fuse_buf_copy_flags)0);
 }
 
+/// Copies a write request's buffers into `mem` (at most `size` bytes): for FAT files, served from memory.
+/// Returns the bytes copied or -errno.
+static inline ssize_t cfuse_write_buf_to_mem(struct fuse_bufvec *in, void *mem, size_t size) {
+    struct fuse_bufvec out = FUSE_BUFVEC_INIT(size);
+    out.buf[0].mem = mem;
+    return fuse_buf_copy(&out, in, (enum fuse_buf_copy_flags)0);
+}
+
 #endif

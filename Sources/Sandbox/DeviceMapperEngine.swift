@@ -139,6 +139,10 @@ public struct DeviceMapperEngine: SandboxEngine {
         return usage
     }
 
+    public func makeBlockStore(bytes: UInt64, teardown: Teardown) throws -> Int32 {
+        try allocator.blockStore(bytes: bytes, teardown: teardown)
+    }
+
     public func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64? {
         guard let sandbox = sandbox as? SandboxAttachment, usage.state == .active else { return nil }
         return try sandbox.cow.grow(usedBytes: usage.cowUsedBytes, totalBytes: usage.cowTotalBytes)

@@ -79,6 +79,16 @@ public struct InstanceNames: Sendable, Hashable {
     public func hiddenMounts(image: String) -> String { "\(hiddenMounts)/\(image)" }
     public func hiddenMount(image: String, sandbox: String) -> String { "\(hiddenMounts)/\(image)/\(sandbox)" }
     /// The overlay engine's read-only mount of image `serial`.
+    /// A sandbox's other Linux partition, beside its root (sandbox names never start with ".").
+    public func partitionMount(image: String, sandbox: String, number: Int) -> String {
+        "\(hiddenMounts)/\(image)/.p\(number)-\(sandbox)"
+    }
+    /// `pristine/`: read-only mounts of the image's partitions, RUNDIR/pristine/IMAGE/{root,pN}.
+    public var pristineMounts: String { "\(runDirectory)/pristine" }
+    public func pristineMounts(image: String) -> String { "\(pristineMounts)/\(image)" }
+    public func pristineMount(image: String, partition number: Int) -> String {
+        "\(pristineMounts(image: image))/\(number == 0 ? "root" : "p\(number)")"
+    }
     public func lowerMount(image serial: UInt64) -> String { "\(runDirectory)/lower-\(serial)" }
     /// The overlay engine's COW store mount of sandbox `serial`.
     public func upperMount(sandbox serial: UInt64) -> String { "\(runDirectory)/upper-\(serial)" }

@@ -100,6 +100,17 @@ public struct OverlayEngine: SandboxEngine {
         }
     }
 
+    /// zram where the kernel has it, else an unlinked sparse file in the work directory (the run directory:
+    /// tmpfs on most systems).
+    public func makeBlockStore(bytes: UInt64, teardown: Teardown) throws -> Int32 {
+        if zram.isAvailable { return try allocator.blockStore(bytes: bytes, teardown: teardown) }
+        var template = Array("\(names.runDirectory)/blockstore.XXXXXX".utf8CString)
+        let fd = try systemCall("mkstemp", names.runDirectory) { template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) } }
+        unlink(template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
+        teardown.push("close block store") { close(fd) }
+        return fd
+    }
+
     /// Mounts the COW store on `path`: ext4 on a new zram device, else a tmpfs. Returns the zram id.
     private func makeUpper(at path: String, size: UInt64, teardown: Teardown) throws -> Int? {
         guard zram.isAvailable else {

@@ -1,4 +1,6 @@
 import DiskImage
+import Glibc
+import LinuxBlock
 
 /// What an engine is asked to attach: one image, shared by all its sandboxes.
 public struct ImageRequest: Sendable {
@@ -95,6 +97,9 @@ public protocol SandboxEngine: Sendable {
     func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64?
     /// Where diff and save read the sandbox's changes; nil when the engine cannot tell.
     func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) -> ChangeSource?
+    /// A raw block store of `bytes` for a partition the daemon serves itself (FAT's block COW): an open
+    /// read-write fd, released (closed, device freed) by `teardown`.
+    func makeBlockStore(bytes: UInt64, teardown: Teardown) throws -> Int32
 }
 
 extension SandboxEngine {
@@ -104,6 +109,9 @@ extension SandboxEngine {
     public func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64? { nil }
 
     public func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) -> ChangeSource? { nil }
+    public func makeBlockStore(bytes: UInt64, teardown: Teardown) throws -> Int32 {
+        throw SystemError("make block store", "\(kind) engine", errno: ENODEV)
+    }
 
     /// Runs `build` with a fresh teardown stack; if it throws, unwinds what it pushed.
     func building<A>(_ teardown: Teardown, _ build: () throws -> A) throws -> A {

@@ -1,4 +1,5 @@
 import DiskImage
+import FATFS
 import Glibc
 import Logging
 import Synchronization
@@ -10,6 +11,17 @@ public struct SandboxStatus: Sendable, Codable, Equatable {
     public let engine: String
     public let mountPath: String
     public let usage: SandboxUsage
+    /// The image's other partitions in this sandbox, parents first.
+    public let partitions: [PartitionStatus]
+}
+
+/// One partition of a sandbox in `status`: where it is, what it holds, what its own COW store uses.
+public struct PartitionStatus: Sendable, Codable, Equatable {
+    public let number: Int
+    public let mountPoint: String
+    public let filesystem: String
+    public let cowUsedBytes: UInt64
+    public let cowTotalBytes: UInt64
 }
 
 /// Owns every image attachment and sandbox of one serve process: naming, lifecycle, concurrency.
@@ -20,9 +32,11 @@ public struct SandboxStatus: Sendable, Codable, Equatable {
 public final class SandboxManager: SandboxProvider {
     public let engine: any SandboxEngine
     public let settings: SandboxSettings
-    private let imagesDirectory: String
+    let imagesDirectory: String
     /// Where the hidden mounts go: RUNDIR/mnt/IMAGE/SANDBOX. Mode 0700, outside the FUSE tree.
-    private let names: InstanceNames
+    let names: InstanceNames
+    /// `IMAGE/pristine/` views by image (SandboxManager+Pristine.swift).
+    let pristineSlots = Mutex<[String: PristineSlot]>([:])
     let logger: Logger
     private let registry = Mutex(Registry())
     /// The COW watcher's thread state and per-sandbox alarms (SandboxManager+CowWatch.swift).
@@ -48,10 +62,13 @@ public final class SandboxManager: SandboxProvider {
         }
     }
 
-    private final class ImageSlot: @unchecked Sendable {
+    final class ImageSlot: @unchecked Sendable {
         let lock = Mutex(())
         // Guarded by `lock`.
         var attachment: (any EngineAttachment)?
+        var root: RootPartition?
+        /// Engine attachments of the image's other Linux partitions, by number (made at first need).
+        var partitionImages: [Int: any EngineAttachment] = [:]
         var sandboxCount = 0
     }
 
@@ -60,7 +77,15 @@ public final class SandboxManager: SandboxProvider {
         let attachment: any EngineAttachment
         /// The image's attachment the sandbox was made on (it outlives the sandbox).
         let image: any EngineAttachment
+        let parts: [LivePartition]
         let access = SandboxAccess()
+    }
+
+    /// One partition of a live sandbox: a Linux one's engine attachment, or a FAT one's block COW.
+    struct LivePartition: Sendable {
+        let ref: PartitionRef
+        let attachment: (any EngineAttachment)?
+        let teardown: Teardown
     }
 
     public init(imagesDirectory: String, names: InstanceNames, engine: any SandboxEngine,
@@ -139,11 +164,11 @@ public final class SandboxManager: SandboxProvider {
                 if let attached = slot.attachment {
                     imageAttachment = attached
                 } else {
-                    imageAttachment = try attachImage(image)
+                    imageAttachment = try attachImage(image, slot)
                     slot.attachment = imageAttachment
                 }
                 do throws(SandboxError) {
-                    let live = try makeSandbox(image: image, name: name, serial: serial, on: imageAttachment)
+                    let live = try makeSandbox(image: image, name: name, serial: serial, on: imageAttachment, slot: slot)
                     slot.sandboxCount += 1
                     return live
                 } catch {
@@ -165,21 +190,26 @@ public final class SandboxManager: SandboxProvider {
         }
     }
 
-    private func attachImage(_ image: String) throws(SandboxError) -> any EngineAttachment {
+    private func attachImage(_ image: String, _ slot: ImageSlot) throws(SandboxError) -> any EngineAttachment {
         guard let path = ImageDirectory.path(of: image, in: imagesDirectory) else { throw .noSuchImage(image) }
-        let root: RootPartition
-        do {
-            root = try ImageLayout.findRoot(in: FileByteSource(path: path), partitionNumber: settings.partition)
-        } catch {
-            throw .unusableImage(image, error)
-        }
-        let serial = registry.withLock { $0.takeSerial() }
-        let request = ImageRequest(name: image, path: path, serial: serial, root: root, settings: settings)
+        let root = try findRoot(image, path)
+        slot.root = root
+        let request = ImageRequest(name: image, path: path, serial: takeSerial(), root: root, settings: settings)
         return try step("attach image") { try engine.attachImage(request) }
     }
 
-    private func makeSandbox(image: String, name: String, serial: UInt64,
-                             on imageAttachment: any EngineAttachment) throws(SandboxError) -> LiveSandbox {
+    func findRoot(_ image: String, _ path: String) throws(SandboxError) -> RootPartition {
+        do {
+            return try ImageLayout.findRoot(in: FileByteSource(path: path), partitionNumber: settings.partition)
+        } catch {
+            throw .unusableImage(image, error)
+        }
+    }
+
+    func takeSerial() -> UInt64 { registry.withLock { $0.takeSerial() } }
+
+    private func makeSandbox(image: String, name: String, serial: UInt64, on imageAttachment: any EngineAttachment,
+                             slot: ImageSlot) throws(SandboxError) -> LiveSandbox {
         let imageDirectory = names.hiddenMounts(image: image)
         let mountPath = names.hiddenMount(image: image, sandbox: name)
         try step("create mount point \(mountPath)") {
@@ -189,8 +219,9 @@ public final class SandboxManager: SandboxProvider {
         do {
             let request = SandboxRequest(image: image, name: name, serial: serial, mountPath: mountPath, settings: settings)
             let attachment = try engine.createSandbox(request, on: imageAttachment)
-            return LiveSandbox(ref: SandboxRef(image: image, name: name, serial: serial, mountPath: mountPath),
-                               attachment: attachment, image: imageAttachment)
+            let parts = makePartitions(image: image, name: name, slot: slot, rootMount: mountPath)
+            let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: mountPath, partitions: parts.map(\.ref))
+            return LiveSandbox(ref: ref, attachment: attachment, image: imageAttachment, parts: parts)
         } catch {
             try? PrivateDirectory.remove(mountPath)
             if let error = error as? SandboxError { throw error }
@@ -210,8 +241,12 @@ public final class SandboxManager: SandboxProvider {
         }
         do {
             try slot.lock.withLock { _ throws(SandboxError) in
+                if let directory = settings.fatDumpDirectory { dumpFAT(live.parts, image: image, name: name, to: directory) }
                 try live.access.retire(busy: .inUse(image: image, sandbox: name)) { () throws(SandboxError) in
-                    do throws(TeardownError) { try live.attachment.teardown.run() } catch {
+                    do throws(TeardownError) {
+                        for part in live.parts.reversed() { try part.teardown.run() }
+                        try live.attachment.teardown.run()
+                    } catch {
                         throw .stepFailed(step: "destroy sandbox", underlying: error)
                     }
                 }
@@ -237,6 +272,10 @@ public final class SandboxManager: SandboxProvider {
     /// Called with the slot's lock held, when its last sandbox is gone.
     private func releaseImage(_ slot: ImageSlot, image: String) {
         guard let attachment = slot.attachment else { return }
+        for (number, part) in slot.partitionImages {
+            for failure in part.teardown.runAll() { logger.error("releasing image \(image) partition \(number): \(failure)") }
+        }
+        slot.partitionImages = [:]
         let failures = attachment.teardown.runAll()
         for failure in failures { logger.error("releasing image \(image): \(failure)") }
         slot.attachment = nil
@@ -255,6 +294,7 @@ public final class SandboxManager: SandboxProvider {
         for (image, name) in all {
             do { try destroySandbox(image: image, name: name) } catch { errors.append(error) }
         }
+        releaseAllPristine()
         if errors.isEmpty {
             try? PrivateDirectory.remove(names.hiddenMounts)
             try? PrivateDirectory.remove(names.runDirectory)
@@ -281,9 +321,9 @@ public final class SandboxManager: SandboxProvider {
     public func status() -> [SandboxStatus] {
         let live = registry.withLock { $0.ready.values.flatMap(\.values) }
         return live.compactMap { sandbox in
-            sandbox.access.ifAlive { engine.usage(of: sandbox.attachment) }.map { usage in
+            sandbox.access.ifAlive { (engine.usage(of: sandbox.attachment), sandbox.parts.map(partitionStatus)) }.map { usage, parts in
                 SandboxStatus(image: sandbox.ref.image, sandbox: sandbox.ref.name, engine: engine.kind,
-                              mountPath: sandbox.ref.mountPath, usage: usage)
+                              mountPath: sandbox.ref.mountPath, usage: usage, partitions: parts)
             }
         }.sorted { ($0.image, $0.sandbox) < ($1.image, $1.sandbox) }
     }

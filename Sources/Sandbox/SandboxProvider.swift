@@ -13,12 +13,19 @@ public struct SandboxRef: Sendable, Hashable {
     public let serial: UInt64
     /// The hidden mount (outside the FUSE tree) that operations inside the sandbox pass through to.
     public let mountPath: String
+    /// The other partitions of the image at their fstab mount points, parents first.
+    public let partitions: [PartitionRef]
+    /// `pristine/`: the image as it is, every write refused (EROFS).
+    public let readOnly: Bool
 
-    public init(image: String, name: String, serial: UInt64, mountPath: String) {
+    public init(image: String, name: String, serial: UInt64, mountPath: String, partitions: [PartitionRef] = [],
+                readOnly: Bool = false) {
         self.image = image
         self.name = name
         self.serial = serial
         self.mountPath = mountPath
+        self.partitions = partitions
+        self.readOnly = readOnly
     }
 }
 
@@ -36,4 +43,9 @@ public protocol SandboxProvider: AnyObject, Sendable {
     /// Discards the sandbox and every kernel object it used. The caller has already made sure no file
     /// in it is open and has closed its own descriptors inside `mountPath`.
     func destroySandbox(image: String, name: String) throws
+    /// `IMAGE/pristine/`: attaches the read-only view if it is not (lazily: nothing is attached before this).
+    /// Its serials stay the same across re-attaches, so the FUSE layer's nodes stay valid.
+    func pristine(image: String) throws -> SandboxRef
+    /// Releases what `pristine(image:)` attached; the FUSE layer calls it when nothing uses the view.
+    func releasePristine(image: String)
 }

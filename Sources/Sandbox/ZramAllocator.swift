@@ -62,3 +62,15 @@ public struct ZramAllocator: Sendable {
         guard unlink(path) == 0 || errno == ENOENT else { throw SystemError("unlink", path, errno: errno) }
     }
 }
+
+extension ZramAllocator {
+    /// A zram device of `bytes` opened read-write as a raw block store; `teardown` closes and frees it.
+    func blockStore(bytes: UInt64, teardown: Teardown) throws -> Int32 {
+        let id = try add(bytes: (bytes + 4095) / 4096 * 4096)
+        teardown.push("remove zram\(id)") { try free(id) }
+        let path = zram.devicePath(id)
+        let fd = try systemCall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
+        teardown.push("close \(path)") { close(fd) }
+        return fd
+    }
+}

@@ -25,6 +25,8 @@ enum NodeKind {
     case image(String)
     case sandboxes(String)
     case pass(PassNode)
+    /// A node of a FAT partition: the partition's serial and FATFS's node ID (see NodeTable.fatID).
+    case fat(serial: UInt64, node: UInt64)
 }
 
 /// Node IDs handed to the kernel: never reused for another inode, never pointers. FUSE_ROOT_ID (1) is `/`.
@@ -42,7 +44,15 @@ struct NodeTable {
     /// (dev, ino) -> the slot of the newest node for that inode.
     private var index = InodeIndex()
 
+    /// FAT nodes need no table: the top bit, 23 bits of partition serial, 40 bits of FATFS node ID (IDs the
+    /// slab hands out stay far below 2^63).
+    static func fatID(serial: UInt64, node: UInt64) -> UInt64? {
+        guard serial < 1 << 23, node < 1 << 40 else { return nil }
+        return 1 << 63 | serial << 40 | node
+    }
+
     subscript(id: UInt64) -> NodeKind? {
+        if id >= 1 << 63 { return .fat(serial: (id >> 40) & (1 << 23 - 1), node: id & (1 << 40 - 1)) }
         if id < 1 << 32 { return virtualNodes[id] }
         guard let slot = slab.slot(forID: id) else { return nil }
         let node = slab[slot]

@@ -11,10 +11,12 @@ extension SandboxFileSystem {
     }
 
     private var isPass: (NodeKind) -> Bool { { if case .pass = $0 { return true } else { return false } } }
+    private var isFat: (NodeKind) -> Bool { { if case .fat = $0 { return true } else { return false } } }
 
     func fuseLookup(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName) {
         respond(req, "lookup") {
             let k = try kind(parent)
+            if case .fat(let serial, let node) = k { return try fatLookup(serial, node, name) }
             guard isPass(k) else { return try virtualLookup(k, name) }
             do {
                 let child = try withPass(parent) { try lookUpChild($0, name) }
@@ -47,6 +49,7 @@ extension SandboxFileSystem {
     func fuseGetattr(_ req: fuse_req_t, _ id: UInt64, fh: UInt64?) {
         respond(req, "getattr") {
             let k = try kind(id)
+            if case .fat(let serial, let node) = k { return try fatGetattr(serial, node) }
             guard isPass(k) else { return .attr(virtualAttr(id), timeout: options.virtualTimeout) }
             return try passGetattr(id, fh: fh)
         }
@@ -54,7 +57,9 @@ extension SandboxFileSystem {
 
     func fuseSetattr(_ req: fuse_req_t, _ id: UInt64, _ attr: stat, _ toSet: Int32, fh: UInt64?) {
         respond(req, "setattr") {
-            guard isPass(try kind(id)) else { throw SystemError("setattr", "virtual directory", errno: EPERM) }
+            let k = try kind(id)
+            if case .fat(let serial, let node) = k { return try fatSetattr(serial, node, attr, toSet) }
+            guard isPass(k) else { throw SystemError("setattr", "virtual directory", errno: EPERM) }
             return try passSetattr(id, attr, toSet, fh: fh, caller: Caller(req))
         }
     }
@@ -68,7 +73,9 @@ extension SandboxFileSystem {
 
     func fuseMknod(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ mode: mode_t, _ rdev: dev_t) {
         respond(req, "mknod") {
-            guard isPass(try kind(parent)) else { throw virtualRefusal("mknod", name) }
+            let k = try kind(parent)
+            if isFat(k) { throw SystemError("mknod", "FAT holds regular files and directories only", errno: EPERM) }
+            guard isPass(k) else { throw virtualRefusal("mknod", name) }
             return try passMknod(parent, name, mode: mode, rdev: rdev, caller: Caller(req))
         }
     }
@@ -77,6 +84,7 @@ extension SandboxFileSystem {
         respond(req, "mkdir") {
             switch try kind(parent) {
             case .pass: return try passMkdir(parent, name, mode: mode, caller: Caller(req))
+            case .fat(let serial, let node): return try fatMkdir(serial, node, name, mode: mode)
             case .sandboxes(let image): return try createSandbox(image: image, name: name)
             default: throw virtualRefusal("mkdir", name)
             }
@@ -85,7 +93,9 @@ extension SandboxFileSystem {
 
     func fuseUnlink(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName) {
         respond(req, "unlink") {
-            guard isPass(try kind(parent)) else { throw virtualRefusal("unlink", name) }
+            let k = try kind(parent)
+            if case .fat(let serial, let node) = k { return try fatUnlink(serial, node, name, directory: false) }
+            guard isPass(k) else { throw virtualRefusal("unlink", name) }
             return try passUnlink(parent, name, directory: false)
         }
     }
@@ -94,6 +104,7 @@ extension SandboxFileSystem {
         respond(req, "rmdir") {
             switch try kind(parent) {
             case .pass: return try passUnlink(parent, name, directory: true)
+            case .fat(let serial, let node): return try fatUnlink(serial, node, name, directory: true)
             case .sandboxes(let image): return try destroySandbox(image: image, name: name)
             default: throw virtualRefusal("rmdir", name)
             }
@@ -102,21 +113,30 @@ extension SandboxFileSystem {
 
     func fuseSymlink(_ req: fuse_req_t, _ target: RawName, _ parent: UInt64, _ name: RawName) {
         respond(req, "symlink") {
-            guard isPass(try kind(parent)) else { throw virtualRefusal("symlink", name) }
+            let k = try kind(parent)
+            if isFat(k) { throw SystemError("symlink", "FAT has no symbolic links", errno: EPERM) }
+            guard isPass(k) else { throw virtualRefusal("symlink", name) }
             return try passSymlink(parent, name, target: target, caller: Caller(req))
         }
     }
 
     func fuseRename(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ newParent: UInt64, _ newName: RawName, _ flags: UInt32) {
         respond(req, "rename") {
-            guard isPass(try kind(parent)), isPass(try kind(newParent)) else { throw virtualRefusal("rename", name) }
+            let (from, to) = (try kind(parent), try kind(newParent))
+            if case .fat(let a, let p) = from, case .fat(let b, let q) = to, a == b {
+                return try fatRename(a, p, name, q, newName, flags: flags)
+            }
+            if isFat(from) || isFat(to) { throw SystemError("rename", "across partitions", errno: EXDEV) }
+            guard isPass(from), isPass(to) else { throw virtualRefusal("rename", name) }
             return try passRename(parent, name, newParent, newName, flags: flags)
         }
     }
 
     func fuseLink(_ req: fuse_req_t, _ id: UInt64, _ newParent: UInt64, _ newName: RawName) {
         respond(req, "link") {
-            guard isPass(try kind(id)), isPass(try kind(newParent)) else { throw virtualRefusal("link", newName) }
+            let (source, target) = (try kind(id), try kind(newParent))
+            if isFat(source) || isFat(target) { throw SystemError("link", "FAT has no hard links", errno: isFat(source) && isFat(target) ? EPERM : EXDEV) }
+            guard isPass(source), isPass(target) else { throw virtualRefusal("link", newName) }
             return try passLink(id, newParent: newParent, newName)
         }
     }
@@ -124,7 +144,9 @@ extension SandboxFileSystem {
     func fuseOpen(_ req: fuse_req_t, _ id: UInt64, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         let flags = fi.pointee.flags
         respond(req, "open", fi: fi) {
-            guard isPass(try kind(id)) else { throw SystemError("open", "virtual directory", errno: EISDIR) }
+            let k = try kind(id)
+            if case .fat(let serial, let node) = k { return try fatOpen(serial, node, flags: flags, directory: false) }
+            guard isPass(k) else { throw SystemError("open", "virtual directory", errno: EISDIR) }
             return try passOpen(id, flags: flags, caller: Caller(req))
         }
     }
@@ -132,17 +154,23 @@ extension SandboxFileSystem {
     func fuseCreate(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ mode: mode_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         let flags = fi.pointee.flags
         respond(req, "create", fi: fi) {
-            guard isPass(try kind(parent)) else { throw virtualRefusal("create", name) }
+            let k = try kind(parent)
+            if case .fat(let serial, let node) = k { return try fatCreate(serial, node, name, mode: mode, flags: flags) }
+            guard isPass(k) else { throw virtualRefusal("create", name) }
             return try passCreate(parent, name, mode: mode, flags: flags, caller: Caller(req))
         }
     }
 
     func fuseRead(_ req: fuse_req_t, fh: UInt64, size: Int, offset: off_t) {
+        if let h = fatHandle(fh) { return fatRead(req, h, size: size, offset: offset) }
         passRead(req, fh: fh, size: size, offset: offset)
     }
 
     func fuseWriteBuf(_ req: fuse_req_t, fh: UInt64, buffers: UnsafeMutablePointer<fuse_bufvec>, offset: off_t) {
-        respond(req, "write") { try passWrite(fh: fh, buffers: buffers, offset: offset) }
+        respond(req, "write") {
+            if let h = fatHandle(fh) { return try fatWrite(h, buffers: buffers, offset: offset) }
+            return try passWrite(fh: fh, buffers: buffers, offset: offset)
+        }
     }
 
     func fuseRelease(_ req: fuse_req_t, fh: UInt64) {
@@ -151,12 +179,16 @@ extension SandboxFileSystem {
     }
 
     func fuseFsync(_ req: fuse_req_t, fh: UInt64, datasync: Bool) {
-        respond(req, "fsync") { try passFsync(fh: fh, datasync: datasync) }
+        respond(req, "fsync") {
+            if let h = fatHandle(fh) { return try fatFsync(h.serial) }
+            return try passFsync(fh: fh, datasync: datasync)
+        }
     }
 
     func fuseOpendir(_ req: fuse_req_t, _ id: UInt64, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         respond(req, "opendir", fi: fi) {
             let k = try kind(id)
+            if case .fat(let serial, let node) = k { return try fatOpen(serial, node, flags: O_RDONLY, directory: true) }
             guard isPass(k) else { return try virtualOpendir(id, k) }
             return try passOpendir(id)
         }
@@ -167,55 +199,73 @@ extension SandboxFileSystem {
     }
 
     func fuseFsyncdir(_ req: fuse_req_t, fh: UInt64, datasync: Bool) {
-        respond(req, "fsyncdir") { try fsyncdir(fh: fh, datasync: datasync) }
+        respond(req, "fsyncdir") {
+            if let h = fatHandle(fh) { return try fatFsync(h.serial) }
+            return try fsyncdir(fh: fh, datasync: datasync)
+        }
     }
 
     func fuseStatfs(_ req: fuse_req_t, _ id: UInt64) {
         respond(req, "statfs") {
-            guard isPass(try kind(id)) else { return .statfs(virtualStatfs()) }
+            let k = try kind(id)
+            if case .fat(let serial, _) = k { return try fatStatfs(serial) }
+            guard isPass(k) else { return .statfs(virtualStatfs()) }
             return try passStatfs(id)
         }
     }
 
     func fuseSetxattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName, _ value: [UInt8], _ flags: Int32) {
         respond(req, "setxattr") {
-            guard isPass(try kind(id)) else { throw SystemError("setxattr", "virtual directory", errno: EPERM) }
+            let k = try kind(id)
+            if isFat(k) { throw SystemError("setxattr", "FAT has no extended attributes", errno: EOPNOTSUPP) }
+            guard isPass(k) else { throw SystemError("setxattr", "virtual directory", errno: EPERM) }
             return try passSetxattr(id, name, value: value, flags: flags)
         }
     }
 
     func fuseGetxattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName, _ size: Int) {
         respond(req, "getxattr") {
-            guard isPass(try kind(id)) else { throw SystemError("getxattr", "virtual directory", errno: ENODATA) }
+            let k = try kind(id)
+            if isFat(k) { throw SystemError("getxattr", "FAT has no extended attributes", errno: ENODATA) }
+            guard isPass(k) else { throw SystemError("getxattr", "virtual directory", errno: ENODATA) }
             return try passGetxattr(id, name, size: size)
         }
     }
 
     func fuseListxattr(_ req: fuse_req_t, _ id: UInt64, _ size: Int) {
         respond(req, "listxattr") {
-            guard isPass(try kind(id)) else { return size == 0 ? .xattrSize(0) : .bytes([]) }
+            guard isPass(try kind(id)) else { return size == 0 ? .xattrSize(0) : .bytes([]) }  // FAT too: none
             return try passListxattr(id, size: size, caller: Caller(req))
         }
     }
 
     func fuseRemovexattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName) {
         respond(req, "removexattr") {
-            guard isPass(try kind(id)) else { throw SystemError("removexattr", "virtual directory", errno: EPERM) }
+            let k = try kind(id)
+            if isFat(k) { throw SystemError("removexattr", "FAT has no extended attributes", errno: EOPNOTSUPP) }
+            guard isPass(k) else { throw SystemError("removexattr", "virtual directory", errno: EPERM) }
             return try passRemovexattr(id, name)
         }
     }
 
     func fuseFallocate(_ req: fuse_req_t, fh: UInt64, mode: Int32, offset: off_t, length: off_t) {
-        respond(req, "fallocate") { try passFallocate(fh: fh, mode: mode, offset: offset, length: length) }
+        respond(req, "fallocate") {
+            if fatHandle(fh) != nil { throw SystemError("fallocate", "FAT file", errno: EOPNOTSUPP) }
+            return try passFallocate(fh: fh, mode: mode, offset: offset, length: length) }
     }
 
     func fuseLseek(_ req: fuse_req_t, fh: UInt64, offset: off_t, whence: Int32) {
-        respond(req, "lseek") { try passLseek(fh: fh, offset: offset, whence: whence) }
+        respond(req, "lseek") {
+            if let h = fatHandle(fh) { return try fatLseek(h.serial, h.node, offset: offset, whence: whence) }
+            return try passLseek(fh: fh, offset: offset, whence: whence)
+        }
     }
 
     func fuseCopyFileRange(_ req: fuse_req_t, fhIn: UInt64, offIn: off_t, fhOut: UInt64, offOut: off_t, length: Int, flags: UInt32) {
         respond(req, "copy_file_range") {
-            try passCopyFileRange(fhIn: fhIn, offIn: offIn, fhOut: fhOut, offOut: offOut, length: length, flags: flags)
+            // FAT files are not kernel files: the caller falls back to read and write.
+            if fatHandle(fhIn) != nil || fatHandle(fhOut) != nil { throw SystemError("copy_file_range", "FAT file", errno: EXDEV) }
+            return try passCopyFileRange(fhIn: fhIn, offIn: offIn, fhOut: fhOut, offOut: offOut, length: length, flags: flags)
         }
     }
 

@@ -80,6 +80,7 @@ extension SandboxFileSystem {
         try checkName(name, directory ? "rmdir" : "unlink")
         return try withPass(parent) { ctx in
             try ctx.withPathFD { parentFD in
+                if directory { try checkNotMountPoint(ctx, parentFD: parentFD, name, "rmdir") }
                 try systemCall(directory ? "rmdir" : "unlink", "\(ctx.object)/\(name.display)") {
                     name.withCString { unlinkat(parentFD, $0, directory ? AT_REMOVEDIR : 0) }
                 }
@@ -97,7 +98,9 @@ extension SandboxFileSystem {
             try withPass(newParent) { to in
                 guard from.node.serial == to.node.serial else { throw SystemError("rename", "across sandboxes", errno: EXDEV) }
                 try from.withPathFD { fromFD in
+                    try checkNotMountPoint(from, parentFD: fromFD, name, "rename")
                     try to.withPathFD { toFD in
+                        try checkNotMountPoint(to, parentFD: toFD, newName, "rename")
                         try systemCall("rename", "\(from.object)/\(name.display) -> \(to.object)/\(newName.display)") {
                             name.withCString { old in
                                 newName.withCString { new in clinux_renameat2(fromFD, old, toFD, new, flags) }

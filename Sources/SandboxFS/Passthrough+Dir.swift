@@ -16,11 +16,9 @@ extension SandboxFileSystem {
             let handle = DirHandle(serial: ctx.node.serial, mountID: ctx.mountID,
                                    inode: Self.fuseInode(ctx.node.key.ino, serial: ctx.node.serial), dir: dir)
             let fh: UInt64 = try state.withLock { s in
-                guard var sandbox = s.sandboxes[ctx.node.serial], !sandbox.blocked else {
+                guard s.addOpen(ctx.node.serial) else {
                     throw SystemError("opendir", "sandbox \(ctx.node.serial) is going away", errno: ESTALE)
                 }
-                sandbox.openHandles += 1
-                s.sandboxes[ctx.node.serial] = sandbox
                 return s.addHandle(.directory(handle))
             }
             // Listings change only through this daemon, which the kernel sees: let it cache them.
@@ -41,6 +39,8 @@ extension SandboxFileSystem {
             return .bytes(virtualReaddir(req, entries, size: size, offset: offset, plus: plus))
         case .directory(let dir)?:
             return .bytes(try passReaddir(req, dir, size: size, offset: offset, plus: plus))
+        case .fat(let serial, let node, let writable)?:
+            return .bytes(try fatReaddir(req, (serial, node, writable), size: size, offset: offset, plus: plus))
         case .file?, nil:
             throw SystemError("readdir", "handle \(fh)", errno: EBADF)
         }

@@ -10,11 +10,9 @@ extension SandboxFileSystem {
         let lease = FdLease(fd: fd)
         do {
             return try state.withLock { s in
-                guard var sandbox = s.sandboxes[serial], !sandbox.blocked else {
+                guard s.addOpen(serial) else {
                     throw SystemError("open", "sandbox \(serial) is going away", errno: ESTALE)
                 }
-                sandbox.openHandles += 1
-                s.sandboxes[serial] = sandbox
                 return s.addHandle(.file(OpenFile(serial: serial, inode: inode, lease: lease)))
             }
         } catch {
@@ -84,12 +82,10 @@ extension SandboxFileSystem {
             serial = dir.serial
         case .virtualDirectory:
             return
+        case .fat(let partition, _, _):
+            serial = partition
         }
-        state.withLock { s in
-            guard var sandbox = s.sandboxes[serial] else { return }
-            sandbox.openHandles = max(sandbox.openHandles - 1, 0)
-            s.sandboxes[serial] = sandbox
-        }
+        state.withLock { $0.dropOpen(serial) }
         state.broadcast()
     }
 

@@ -48,20 +48,23 @@ extension SandboxFileSystem {
     /// Resolves a passthrough node and holds its sandbox's mount fd for the duration of `body`, so
     /// teardown (which waits for that fd) never runs under a request.
     func withPass<R>(_ id: UInt64, _ body: (PassContext) throws -> R) throws -> R {
-        let (node, mount, mountID): (PassNode, FdLease, Int32) = try state.withLock { s in
-            guard case .pass(let node)? = s.table[id] else {
-                throw SystemError("resolve", "node \(id)", errno: ESTALE)
+        for attempt in 0..<2 {
+            let (node, sandbox): (PassNode, SandboxEntry?) = try state.withLock { s in
+                guard case .pass(let node)? = s.table[id] else {
+                    throw SystemError("resolve", "node \(id)", errno: ESTALE)
+                }
+                guard let sandbox = s.sandboxes[node.serial], !sandbox.blocked else { return (node, nil) }
+                if sandbox.ref.readOnly { s.markUsed(node.serial) }
+                return (node, sandbox)
             }
-            guard let sandbox = s.sandboxes[node.serial], !sandbox.blocked else {
-                throw SystemError("resolve", "node \(id) of a discarded sandbox", errno: ESTALE)
+            if let sandbox, let mountFD = sandbox.mount.acquire() {
+                defer { sandbox.mount.release() }
+                return try body(PassContext(id: id, node: node, mountFD: mountFD, mountID: sandbox.mountID, cache: cache))
             }
-            return (node, sandbox.mount, sandbox.mountID)
+            // A pristine view released while idle comes back; a sandbox's node stays stale.
+            guard attempt == 0, try reattachPristine(node.serial) else { break }
         }
-        guard let mountFD = mount.acquire() else {
-            throw SystemError("resolve", "node \(id) of a discarded sandbox", errno: ESTALE)
-        }
-        defer { mount.release() }
-        return try body(PassContext(id: id, node: node, mountFD: mountFD, mountID: mountID, cache: cache))
+        throw SystemError("resolve", "node \(id) of a discarded sandbox", errno: ESTALE)
     }
 
     /// Registers the inode `fd` refers to (fd may be O_PATH or open) as a node with one more lookup.
@@ -77,6 +80,11 @@ extension SandboxFileSystem {
             throw SystemError("lookup", "sandbox \(serial) inode \(st.st_ino) lies on another mount", errno: EXDEV)
         }
         let key = InodeKey(serial: serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+        // A partition's mount point: its root is shown instead, as a kernel mount covers the directory.
+        if UInt32(st.st_mode) & UInt32(SwiftGlibc.S_IFMT) == UInt32(SwiftGlibc.S_IFDIR),
+           let part = state.withLock({ $0.covers[key] }) {
+            return try partitionRoot(part)
+        }
         let id: UInt64 = try state.withLock { s in
             guard let sandbox = s.sandboxes[serial], !sandbox.blocked else {
                 throw SystemError("lookup", "sandbox \(serial) discarded", errno: ESTALE)
@@ -111,6 +119,7 @@ extension SandboxFileSystem {
     }
 
     func forget(_ id: UInt64, _ count: UInt64) {
+        if id >= 1 << 63 { return fatForget((id >> 40) & (1 << 23 - 1), id & (1 << 40 - 1), count) }
         let erased = state.withLock { $0.table.forget(id, count) }
         if erased { cache.drop(id) }
     }

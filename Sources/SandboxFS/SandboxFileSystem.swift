@@ -2,6 +2,7 @@ import CFuse
 import CLinux
 import Glibc
 import Logging
+import FATFS
 import Sandbox
 
 /// The FUSE filesystem: `/IMAGE/sandboxes/NAME/...` with everything inside a sandbox passed through to the
@@ -51,6 +52,31 @@ struct SandboxEntry {
     var openHandles = 0
     /// Set while rmdir tears the sandbox down: new requests get ESTALE.
     var blocked = false
+    /// The sandbox (root serial) a partition's entry belongs to; its own serial for a root. Open handles are
+    /// counted on the owner, so rmdir of the sandbox sees those of its partitions.
+    var owner: UInt64
+    /// A root's partitions (their serials), parents first.
+    var parts: [UInt64] = []
+    /// pristine/: used since the last idle check (see Pristine.swift).
+    var used = true
+
+    init(ref: SandboxRef, mount: FdLease, mountID: Int32, owner: UInt64? = nil) {
+        self.ref = ref
+        self.mount = mount
+        self.mountID = mountID
+        self.owner = owner ?? ref.serial
+    }
+}
+
+/// A FAT partition of a sandbox or of pristine/, served from FATFS.
+struct FatEntry {
+    let volume: FATVolume
+    /// Held by every request on the volume (fd -1: only a counter), so teardown waits for those in flight.
+    let gate: FdLease
+    let owner: UInt64
+    let readOnly: Bool
+    let label: String
+    var blocked = false
 }
 
 /// An open file or directory (fi->fh indexes `FSState.handles`).
@@ -58,6 +84,8 @@ enum OpenHandle {
     case file(OpenFile)
     case directory(DirHandle)
     case virtualDirectory([VirtualEntry])
+    /// A FAT file or directory: the partition's serial (its FatEntry) and the node; `writable` from the open flags.
+    case fat(serial: UInt64, node: FATNodeID, writable: Bool)
 }
 
 final class OpenFile: @unchecked Sendable {
@@ -77,6 +105,33 @@ struct FSState {
     var sandboxes: [UInt64: SandboxEntry] = [:]
     var handles: [UInt64: OpenHandle] = [:]
     var nextHandle: UInt64 = 1
+    var fats: [UInt64: FatEntry] = [:]
+    /// Mount point directories: (tree serial, dev, ino) of the directory -> the partition serial shown there.
+    var covers: [InodeKey: UInt64] = [:]
+    /// Pristine views by root serial -> image; their parts' serials -> root serial.
+    var pristine: [UInt64: String] = [:]
+
+    /// One more open handle in `serial`'s sandbox (counted on its owner); false when it is going away.
+    mutating func addOpen(_ serial: UInt64) -> Bool {
+        let owner = owner(of: serial)
+        guard var root = sandboxes[owner], !root.blocked, sandboxes[serial]?.blocked != true,
+              fats[serial]?.blocked != true else { return false }
+        root.openHandles += 1
+        sandboxes[owner] = root
+        return true
+    }
+
+    mutating func dropOpen(_ serial: UInt64) {
+        let owner = owner(of: serial)
+        guard var root = sandboxes[owner] else { return }
+        root.openHandles = max(root.openHandles - 1, 0)
+        sandboxes[owner] = root
+    }
+
+    /// The sandbox a serial (a root's or a partition's) belongs to.
+    func owner(of serial: UInt64) -> UInt64 {
+        sandboxes[serial]?.owner ?? fats[serial]?.owner ?? serial
+    }
 
     mutating func addHandle(_ handle: OpenHandle) -> UInt64 {
         let fh = nextHandle

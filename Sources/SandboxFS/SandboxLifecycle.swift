@@ -9,6 +9,12 @@ import Sandbox
 extension SandboxFileSystem {
     /// Attaches (once) the sandbox's hidden mount and returns its root, with one more lookup.
     func attach(_ ref: SandboxRef) throws -> (id: UInt64, attr: stat) {
+        let (mount, mountID) = try ensureAttached(ref)
+        return try mount.with(orErrno: ESTALE) { fd in try register(fd: fd, serial: ref.serial, mountID: mountID) }
+    }
+
+    /// The sandbox's root entry (with its partitions), made if the layer has none yet.
+    func ensureAttached(_ ref: SandboxRef) throws -> (FdLease, Int32) {
         let attached: Bool = try state.withLock { s in
             guard let entry = s.sandboxes[ref.serial] else { return false }
             guard !entry.blocked else { throw SystemError("attach", "sandbox \(ref.image)/\(ref.name) is going away", errno: ESTALE) }
@@ -16,25 +22,29 @@ extension SandboxFileSystem {
         }
         if !attached {
             let (lease, mountID) = try openMount(ref)
-            state.withLock { s in
-                if s.sandboxes[ref.serial] == nil {
-                    s.sandboxes[ref.serial] = SandboxEntry(ref: ref, mount: lease, mountID: mountID)
-                } else {
-                    lease.retire() // another request attached it first
-                }
+            let parts = attachPartitions(ref, rootMount: lease)
+            let inserted = state.withLock { s in
+                guard s.sandboxes[ref.serial] == nil else { return false }
+                Self.insert(SandboxEntry(ref: ref, mount: lease, mountID: mountID), parts, &s)
+                return true
+            }
+            if !inserted {
+                lease.retire() // another request attached it first
+                parts.retire()
+            } else if ref.readOnly {
+                schedulePristineCheck(ref.serial)
             }
         }
-        let (mount, mountID): (FdLease, Int32) = try state.withLock { s in
+        return try state.withLock { s in
             guard let entry = s.sandboxes[ref.serial], !entry.blocked else {
                 throw SystemError("attach", "sandbox \(ref.image)/\(ref.name) is going away", errno: ESTALE)
             }
             return (entry.mount, entry.mountID)
         }
-        return try mount.with(orErrno: ESTALE) { fd in try register(fd: fd, serial: ref.serial, mountID: mountID) }
     }
 
     /// Opens the hidden mount's root (a trusted path from the manager) and checks it supports file handles.
-    private func openMount(_ ref: SandboxRef) throws -> (FdLease, Int32) {
+    func openMount(_ ref: SandboxRef) throws -> (FdLease, Int32) {
         // A real directory fd: open_by_handle_at refuses an O_PATH mount fd (EBADF).
         let fd = try systemCall("open", ref.mountPath) { open(ref.mountPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         var buffer = [UInt8](repeating: 0, count: 8 + Int(clinux_MAX_HANDLE_SZ))
@@ -102,18 +112,20 @@ extension SandboxFileSystem {
                 var entry = SandboxEntry(ref: ref, mount: placeholder, mountID: -1)
                 entry.blocked = true
                 s.sandboxes[serial] = entry
-                return .proceed(nil)
+                return .proceed(nil, [])
             }
             guard !entry.blocked else { return .alreadyRemoving }
             guard drained else { return .busy(count: entry.openHandles, open: Self.openHandleNames(s, serial)) }
             entry.blocked = true
             s.sandboxes[serial] = entry
-            return .proceed(entry.mount)
+            return .proceed(entry.mount, Self.blockParts(&s, of: serial))
         }
         let mount: FdLease?
+        let parts: [(serial: UInt64, lease: FdLease)]
         switch outcome {
-        case .proceed(let lease):
+        case .proceed(let lease, let blocked):
             mount = lease
+            parts = blocked
             if pending > 0 {
                 logger.debug("rmdir \(image)/sandboxes/\(text): \(pending) release(s) arrived after \(Self.seconds(since: waitStart)) s")
             }
@@ -127,14 +139,16 @@ extension SandboxFileSystem {
         // Phase 2: wait out requests in flight (they hold the mount fd), then close every fd we keep there.
         mount?.retireAndWait()
         cache.dropSandbox(ref.serial)
+        retireParts(parts)
         do {
             try provider.destroySandbox(image: image, name: text)
         } catch {
             logger.debug("rmdir \(image)/sandboxes/\(text) failed, the sandbox stays: \(error)")  // the provider logged it
-            restore(ref, wasAttached: mount != nil)
+            restore(ref, wasAttached: mount != nil && parts.isEmpty)
             throw error
         }
         let parent = state.withLock { s in
+            Self.removeParts(&s, of: ref.serial)
             s.sandboxes[ref.serial] = nil
             return s.table.sandboxesNode(image)
         }
@@ -152,7 +166,7 @@ extension SandboxFileSystem {
 
     /// What phase 1 of rmdir decided, under the state lock (logged and thrown outside it).
     private enum RmdirPhase1 {
-        case proceed(FdLease?)
+        case proceed(FdLease?, [(serial: UInt64, lease: FdLease)])
         case alreadyRemoving
         case busy(count: Int, open: String)
     }
@@ -162,8 +176,10 @@ extension SandboxFileSystem {
         var names: [String] = []
         for handle in s.handles.values {
             switch handle {
-            case .file(let file) where file.serial == serial: names.append("file inode \(file.inode)")
-            case .directory(let dir) where dir.serial == serial: names.append("directory inode \(dir.inode)")
+            case .file(let file) where s.owner(of: file.serial) == serial: names.append("file inode \(file.inode)")
+            case .directory(let dir) where s.owner(of: dir.serial) == serial: names.append("directory inode \(dir.inode)")
+            case .fat(let partition, let node, _) where s.owner(of: partition) == serial:
+                names.append("FAT node \(node) of \(s.fats[partition]?.label ?? "a partition")")
             default: break
             }
         }
@@ -184,7 +200,8 @@ extension SandboxFileSystem {
                 entry.blocked = false
                 s.sandboxes[ref.serial] = entry
             } else {
-                // Nothing to reopen (or it failed): the next lookup attaches afresh.
+                // Nothing to reopen (or it failed, or it has partitions): the next lookup attaches afresh.
+                Self.removeParts(&s, of: ref.serial)
                 s.sandboxes[ref.serial] = nil
             }
         }
@@ -192,44 +209,55 @@ extension SandboxFileSystem {
 
     /// Drops a sandbox's attachment without asking the provider (failed attach).
     private func detach(serial: UInt64) {
-        let mount = state.withLock { $0.sandboxes.removeValue(forKey: serial)?.mount }
+        let (mount, parts) = state.withLock { s in
+            let parts = Self.blockParts(&s, of: serial)
+            Self.removeParts(&s, of: serial)
+            return (s.sandboxes.removeValue(forKey: serial)?.mount, parts)
+        }
         mount?.retireAndWait()
         cache.dropSandbox(serial)
+        retireParts(parts)
     }
 
     /// Closes every fd this layer holds inside the sandbox and makes its nodes answer ESTALE; for teardown at
     /// shutdown, before the provider unmounts. Open files lose their fds (after requests in flight on them).
     public func forgetSandbox(serial: UInt64) {
-        let found: (SandboxEntry, [OpenHandle])? = state.withLock { s in
+        let found: (SandboxEntry, [OpenHandle], [(serial: UInt64, lease: FdLease)])? = state.withLock { s in
             guard var entry = s.sandboxes[serial] else { return nil }
             entry.blocked = true
             s.sandboxes[serial] = entry
+            let parts = Self.blockParts(&s, of: serial)
+            let serials = Set([serial] + entry.parts)
             var mine: [OpenHandle] = []
             for (fh, handle) in s.handles {
                 switch handle {
-                case .file(let file) where file.serial == serial:
+                case .file(let file) where serials.contains(file.serial):
                     mine.append(handle)
                     s.handles[fh] = nil
-                case .directory(let dir) where dir.serial == serial:
+                case .directory(let dir) where serials.contains(dir.serial):
                     mine.append(handle)
+                    s.handles[fh] = nil
+                case .fat(let partition, _, _) where serials.contains(partition):
                     s.handles[fh] = nil
                 default:
                     break
                 }
             }
-            return (entry, mine)
+            return (entry, mine, parts)
         }
-        guard let (entry, handles) = found else { return }
+        guard let (entry, handles, parts) = found else { return }
         entry.mount.retireAndWait()
         cache.dropSandbox(serial)
+        retireParts(parts)
         for handle in handles {
             switch handle {
             case .file(let file): file.lease.retire()
             case .directory(let dir): dir.close()
-            case .virtualDirectory: break
+            case .virtualDirectory, .fat: break
             }
         }
         let parent = state.withLock { s in
+            Self.removeParts(&s, of: serial)
             s.sandboxes[serial] = nil
             return s.table.sandboxesNode(entry.ref.image)
         }

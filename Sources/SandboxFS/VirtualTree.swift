@@ -11,7 +11,7 @@ struct VirtualEntry {
     let type: UInt32
 }
 
-/// The tree above the sandboxes: `/` lists images, `/IMAGE/` holds `sandboxes/`, `/IMAGE/sandboxes/`
+/// The tree above the sandboxes: `/` lists images, `/IMAGE/` holds `pristine/` and `sandboxes/`, `/IMAGE/sandboxes/`
 /// lists the image's sandboxes. All of it is read-only except mkdir/rmdir in `sandboxes/`.
 extension SandboxFileSystem {
     static let sandboxesDirName = "sandboxes"
@@ -44,9 +44,10 @@ extension SandboxFileSystem {
             guard provider.imageNames().contains(text) else { throw SystemError("lookup", "image \(text)", errno: ENOENT) }
             return virtualEntry(state.withLock { $0.table.imageNode(text) })
         case .image(let image):
-            guard text == Self.sandboxesDirName, provider.sandboxNames(image: image) != nil else {
+            guard text == Self.sandboxesDirName || text == Self.pristineDirName, provider.sandboxNames(image: image) != nil else {
                 throw SystemError("lookup", "\(image)/\(text)", errno: ENOENT)
             }
+            if text == Self.pristineDirName { return try pristineLookup(image) }
             return virtualEntry(state.withLock { $0.table.sandboxesNode(image) })
         case .sandboxes(let image):
             guard let ref = provider.sandbox(image: image, name: text) else {
@@ -56,7 +57,7 @@ extension SandboxFileSystem {
             // The sandbox root: short entry timeout (the list changes), long attr timeout (passthrough).
             return .entry(id: root.id, attr: root.attr, attrTimeout: options.passthroughTimeout,
                           entryTimeout: options.virtualTimeout)
-        case .pass:
+        case .pass, .fat:
             throw SystemError("lookup", "passthrough node in the virtual tree", errno: EIO)
         }
     }
@@ -73,7 +74,8 @@ extension SandboxFileSystem {
             }
         case .image(let image):
             guard provider.sandboxNames(image: image) != nil else { throw SystemError("opendir", image, errno: ENOENT) }
-            let child = state.withLock { $0.table.sandboxesNode(image) }
+            let (child, pristine) = state.withLock { ($0.table.sandboxesNode(image), $0.table.pseudoInode(image, "/pristine")) }
+            entries.append(VirtualEntry(name: Self.pristineDirName, ino: Self.virtualInode(pristine), type: dirType))
             entries.append(VirtualEntry(name: Self.sandboxesDirName, ino: Self.virtualInode(child), type: dirType))
         case .sandboxes(let image):
             guard let names = provider.sandboxNames(image: image) else { throw SystemError("opendir", image, errno: ENOENT) }
@@ -82,7 +84,7 @@ extension SandboxFileSystem {
                     VirtualEntry(name: $0, ino: Self.virtualInode(s.table.pseudoInode(image, $0)), type: dirType)
                 }
             }
-        case .pass:
+        case .pass, .fat:
             throw SystemError("opendir", "passthrough node in the virtual tree", errno: EIO)
         }
         return entries

@@ -63,6 +63,7 @@ struct Serve: ParsableCommand {
         settings.grow = grow.flatMap(ByteSize.parse)
         settings.cowMax = cowMax.flatMap(ByteSize.parse)
         settings.partition = partition
+        settings.fatDumpDirectory = ProcessInfo.processInfo.environment["IMGSANDBOX_DEBUG_FAT_DUMP"]
         return settings
     }
 
@@ -152,6 +153,7 @@ struct Serve: ParsableCommand {
         fileSystem.unmount()
         control.stop()
         for ref in manager.readySandboxes() { fileSystem.forgetSandbox(serial: ref.serial) }
+        fileSystem.forgetPristine()
         let failures = manager.shutdown()
         for failure in failures { logger.error("teardown: \(failure)") }
         unlink(names.instanceRecord)

@@ -18,6 +18,16 @@ struct StatusRow: Codable {
     var fsSizeBytes: UInt64
     var fsFreeBytes: UInt64
     var mountPath: String
+    /// The image's other partitions in the sandbox: mount point, filesystem, their own COW use.
+    var partitions: [Partition]
+
+    struct Partition: Codable {
+        var number: Int
+        var mountPoint: String
+        var filesystem: String
+        var cowUsedBytes: UInt64
+        var cowTotalBytes: UInt64
+    }
 
     init(mountpoint: String, _ status: SandboxStatus) {
         let usage = status.usage
@@ -36,6 +46,10 @@ struct StatusRow: Codable {
         fsSizeBytes = usage.filesystemSizeBytes
         fsFreeBytes = usage.filesystemFreeBytes
         mountPath = status.mountPath
+        partitions = status.partitions.map {
+            Partition(number: $0.number, mountPoint: $0.mountPoint, filesystem: $0.filesystem,
+                      cowUsedBytes: $0.cowUsedBytes, cowTotalBytes: $0.cowTotalBytes)
+        }
     }
 
     struct Document: Codable {

@@ -78,7 +78,7 @@ struct RealImageTests {
         #expect(boot.mbrType == 0x0C)
         let fs = FilesystemProbe.probe(source, offset: boot.startByte, length: boot.sizeBytes)
         #expect(fs?.type == .vfat)
-        #expect(fs?.label == "BOOT")
+        #expect(fs?.label == "bootfs")
         #expect(throws: DiskImageError.notLinuxFilesystem(partition: 1, found: "vfat")) {
             try ImageLayout.findRoot(in: source, partitionNumber: 1)
         }

@@ -11,7 +11,7 @@ struct CoreSuite {
         try fixture.start()
         let names = try FileManager.default.contentsOfDirectory(atPath: fixture.mountpoint).sorted()
         #expect(names == ["disk", "pi"])
-        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(fixture.mountpoint)/pi") == ["sandboxes"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(fixture.mountpoint)/pi").sorted() == ["pristine", "sandboxes"])
 
         let a = fixture.sandbox("pi", "a"), b = fixture.sandbox("pi", "b"), c = fixture.sandbox("disk", "c")
         for path in [a, b, c] { #expect(mkdir(path, 0o755) == 0, "mkdir \(path): \(String(cString: strerror(errno)))") }

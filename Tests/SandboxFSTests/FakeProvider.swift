@@ -72,6 +72,10 @@ final class FakeProvider: SandboxProvider, Sendable {
         }
     }
 
+    /// No pristine view here: the manager's is tested through the daemon (WholeImageSuite).
+    func pristine(image: String) throws -> SandboxRef { throw FakeError(errno: ENOENT) }
+    func releasePristine(image: String) {}
+
     private func remove(_ ref: SandboxRef) throws {
         if case .overlay = backing {
             // Not detached: EBUSY here means the FUSE layer still holds an fd inside.

@@ -10,7 +10,7 @@ struct SandboxFSTests {
         let m = try MountedFS(images: ["alpha", "beta"])
         defer { m.stop() }
         #expect(try FileManager.default.contentsOfDirectory(atPath: m.mountpoint).sorted() == ["alpha", "beta"])
-        #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha")) == ["sandboxes"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha")).sorted() == ["pristine", "sandboxes"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha/sandboxes")).isEmpty)
         let st = try #require(lstatOf(m.path("beta/sandboxes")))
         #expect(st.st_mode == UInt32(S_IFDIR) | 0o755)

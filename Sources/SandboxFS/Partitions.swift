@@ -1,0 +1,165 @@
+import CLinux
+import Dispatch
+import FATFS
+import Glibc
+import LinuxBlock
+import Sandbox
+
+/// The other partitions of a sandbox or of `pristine/`: each has its own serial (its own inodes; renames and
+/// links between serials fail with EXDEV) and covers its mount point directory in the tree that holds it, the
+/// way a kernel mount does: looking that directory up yields the partition's root.
+extension SandboxFileSystem {
+    /// What attaching a tree's partitions makes; put into the state together with the root entry, so no
+    /// lookup ever sees a mount point uncovered.
+    struct AttachedParts {
+        var entries: [UInt64: SandboxEntry] = [:]
+        var fats: [UInt64: FatEntry] = [:]
+        var covers: [InodeKey: UInt64] = [:]
+        var order: [UInt64] = []
+
+        func retire() {
+            for entry in entries.values { entry.mount.retire() }
+        }
+    }
+
+    /// Opens `ref`'s partitions; `rootMount` is the root's lease. A partition whose mount point is missing in
+    /// the tree (or that cannot be opened) is logged and left out; the rest keeps working.
+    func attachPartitions(_ ref: SandboxRef, rootMount: FdLease) -> AttachedParts {
+        var made = AttachedParts()
+        for part in ref.partitions {
+            let point = part.mount.mountPoint
+            do {
+                let (container, relative) = Self.container(of: point, in: ref, attached: made)
+                guard let lease = container == ref.serial ? rootMount : made.entries[container]?.mount else {
+                    throw SystemError("attach", "tree \(container)", errno: ESTALE)
+                }
+                let key = try mountPointKey(container, lease, relative)
+                switch part.content {
+                case .mounted(let path):
+                    let partRef = SandboxRef(image: ref.image, name: ref.name, serial: part.serial, mountPath: path,
+                                             readOnly: ref.readOnly)
+                    let (partLease, mountID) = try openMount(partRef)
+                    made.entries[part.serial] = SandboxEntry(ref: partRef, mount: partLease, mountID: mountID, owner: ref.serial)
+                case .fat(let volume, _):
+                    guard NodeTable.fatID(serial: part.serial, node: FATVolume.rootID) != nil else {
+                        throw SystemError("attach", "partition serial \(part.serial)", errno: EOVERFLOW)
+                    }
+                    made.fats[part.serial] = FatEntry(volume: volume, gate: FdLease(fd: -1), owner: ref.serial,
+                                                      readOnly: ref.readOnly || part.mount.readOnly,
+                                                      label: "\(ref.image)/\(ref.name)\(point)")
+                }
+                made.covers[key] = part.serial
+                made.order.append(part.serial)
+            } catch {
+                logger.error("\(ref.image)/\(ref.name): partition \(part.mount.partition.number) not shown at \(point): \(error)")
+            }
+        }
+        return made
+    }
+
+    /// Under the state lock: the new root entry with its partitions.
+    static func insert(_ root: SandboxEntry, _ parts: AttachedParts, _ s: inout FSState) {
+        var root = root
+        root.parts = parts.order
+        s.sandboxes[root.ref.serial] = root
+        for (serial, entry) in parts.entries { s.sandboxes[serial] = entry }
+        for (serial, entry) in parts.fats { s.fats[serial] = entry }
+        for (key, serial) in parts.covers { s.covers[key] = serial }
+        if root.ref.readOnly {
+            s.pristine[root.ref.serial] = root.ref.image
+            for serial in parts.order { s.pristine[serial] = root.ref.image }
+        }
+    }
+
+    /// The deepest attached Linux partition (or the root) whose mount point holds `point`, and the rest of the path.
+    private static func container(of point: String, in ref: SandboxRef, attached: AttachedParts) -> (UInt64, [String]) {
+        let components = point.split(separator: "/").map(String.init)
+        var best: (UInt64, [String]) = (ref.serial, components)
+        var depth = 0
+        for part in ref.partitions where attached.entries[part.serial] != nil {
+            let prefix = part.mount.components
+            if prefix.count > depth, prefix.count < components.count, Array(components.prefix(prefix.count)) == prefix {
+                best = (part.serial, Array(components.dropFirst(prefix.count)))
+                depth = prefix.count
+            }
+        }
+        return best
+    }
+
+    /// (serial, dev, ino) of the directory at `components` below the tree's root, walked without following.
+    private func mountPointKey(_ serial: UInt64, _ mount: FdLease, _ components: [String]) throws -> InodeKey {
+        try mount.with(orErrno: ESTALE) { rootFD in
+            var fd = dup(rootFD)
+            guard fd >= 0 else { throw SystemError("dup", "tree \(serial)", errno: errno) }
+            defer { close(fd) }
+            for name in components {
+                let next = openat(fd, name, clinux_O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC)
+                guard next >= 0 else { throw SystemError("open mount point", components.joined(separator: "/"), errno: errno) }
+                close(fd)
+                fd = next
+            }
+            let st = try fstatFD(fd, "mount point")
+            return InodeKey(serial: serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+        }
+    }
+
+    /// The root of partition `serial` with one more lookup (what looking up its mount point yields).
+    func partitionRoot(_ serial: UInt64) throws -> (id: UInt64, attr: stat) {
+        let (pass, isFat): ((FdLease, Int32)?, Bool) = state.withLock { s in
+            (s.sandboxes[serial].map { ($0.mount, $0.mountID) }, s.fats[serial] != nil)
+        }
+        if isFat {
+            return try withFat(serial) { entry in
+                let attr = try fat { () throws(FATError) in try entry.volume.getattr(FATVolume.rootID) }
+                return (NodeTable.fatID(serial: serial, node: FATVolume.rootID) ?? 0, Self.fatStat(attr, serial: serial))
+            }
+        }
+        guard let (mount, mountID) = pass else { throw SystemError("lookup", "partition \(serial) is gone", errno: ESTALE) }
+        return try mount.with(orErrno: ESTALE) { fd in try register(fd: fd, serial: serial, mountID: mountID) }
+    }
+
+    /// Under the state lock, when a root entry is blocked: blocks its partitions and returns what to retire.
+    static func blockParts(_ s: inout FSState, of root: UInt64) -> [(serial: UInt64, lease: FdLease)] {
+        var out: [(UInt64, FdLease)] = []
+        for serial in s.sandboxes[root]?.parts ?? [] {
+            if var entry = s.sandboxes[serial] {
+                entry.blocked = true
+                s.sandboxes[serial] = entry
+                out.append((serial, entry.mount))
+            }
+            if var entry = s.fats[serial] {
+                entry.blocked = true
+                s.fats[serial] = entry
+                out.append((serial, entry.gate))
+            }
+        }
+        return out
+    }
+
+    /// Waits out the partitions' requests in flight and closes every fd kept in them.
+    func retireParts(_ parts: [(serial: UInt64, lease: FdLease)]) {
+        for part in parts {
+            part.lease.retireAndWait()
+            cache.dropSandbox(part.serial)
+        }
+    }
+
+    /// Under the state lock: forgets a root's partition entries and mount point records.
+    static func removeParts(_ s: inout FSState, of root: UInt64) {
+        let parts = Set(s.sandboxes[root]?.parts ?? [])
+        for serial in parts {
+            s.sandboxes[serial] = nil
+            s.fats[serial] = nil
+        }
+        s.covers = s.covers.filter { !parts.contains($0.value) }
+    }
+
+    /// The mount point under `parent` named `name` is covered by a partition: rmdir or rename of it is EBUSY.
+    func checkNotMountPoint(_ ctx: PassContext, parentFD: Int32, _ name: RawName, _ op: String) throws {
+        var st = stat()
+        let found = name.withCString { fstatat(parentFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
+        guard found, UInt32(st.st_mode) & UInt32(SwiftGlibc.S_IFMT) == UInt32(SwiftGlibc.S_IFDIR) else { return }
+        let key = InodeKey(serial: ctx.node.serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+        if state.withLock({ $0.covers[key] != nil }) { throw SystemError(op, "\(name.display) is a partition's mount point", errno: EBUSY) }
+    }
+}
