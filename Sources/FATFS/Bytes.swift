@@ -1,7 +1,7 @@
 /// Little-endian field access on byte arrays; callers check bounds first (structures have fixed sizes).
 extension Array where Element == UInt8 {
-    func le16(_ at: Int) -> UInt16 { UInt16(self[at]) | UInt16(self[at + 1]) << 8 }
-    func le32(_ at: Int) -> UInt32 { UInt32(le16(at)) | UInt32(le16(at + 2)) << 16 }
+    @inline(__always) func le16(_ at: Int) -> UInt16 { UInt16(self[at]) | UInt16(self[at + 1]) << 8 }
+    @inline(__always) func le32(_ at: Int) -> UInt32 { UInt32(le16(at)) | UInt32(le16(at + 2)) << 16 }
 
     mutating func setLE16(_ at: Int, _ value: UInt16) {
         self[at] = UInt8(truncatingIfNeeded: value)

@@ -21,9 +21,30 @@ struct FATTable {
         self.bytesPerSector = bytesPerSector
         self.bytes = bytes
         freeCount = 0
-        var free = 0
-        for n in 2...maxCluster where raw(n) == 0 { free += 1 }
-        freeCount = free
+        freeCount = countFree()
+    }
+
+    /// Free entries among clusters 2...maxCluster, on the raw bytes (this runs at every open).
+    func countFree() -> Int {
+        let last = Int(maxCluster)
+        return bytes.withUnsafeBytes { b -> Int in
+            var free = 0
+            switch type {
+            case .fat12:
+                for n in 2...last {
+                    let off = n + n / 2
+                    guard off + 1 < b.count else { break }
+                    let v = UInt16(b[off]) | UInt16(b[off + 1]) << 8
+                    if (n & 1 == 0 ? v & 0xFFF : v >> 4) == 0 { free += 1 }
+                }
+            case .fat16:
+                for n in 2...min(last, b.count / 2 - 1) where b[2 * n] == 0 && b[2 * n + 1] == 0 { free += 1 }
+            case .fat32:
+                for n in 2...min(last, b.count / 4 - 1)
+                where b.loadUnaligned(fromByteOffset: 4 * n, as: UInt32.self) & 0x0FFF_FFFF == 0 { free += 1 }
+            }
+            return free
+        }
     }
 
     /// The entry of cluster n (2...maxCluster, or 0/1 for the reserved entries).
