@@ -206,6 +206,7 @@ extension VolumeCore {
                 }
             }
         }
+        var oldParent = parentID
         if let srcID {
             let newKey = EntryKey(directory: dstCluster, index: added.index)
             byKey[srcKey] = nil
@@ -213,16 +214,16 @@ extension VolumeCore {
             nodes[srcID]!.key = newKey
             nodes[srcID]!.firstSlot = added.firstSlot
             nodes[srcID]!.entry = added.entry
-            let oldParent = nodes[srcID]!.parent
+            oldParent = nodes[srcID]!.parent
             if oldParent != newParentID {
                 nodes[srcID]!.parent = newParentID
                 nodes[newParentID]!.children += 1
                 nodes[oldParent]!.children -= 1
-                removeIfUnused(oldParent)
             }
         }
         try touchDirectory(parentID)
         if !sameDir { try touchDirectory(newParentID) }
+        removeIfUnused(oldParent)   // last: it may drop the old parent (and unused ancestors) from the table
     }
 
     func readDirectory(_ id: FATNodeID, from offset: UInt64, limit: Int) throws(FATError) -> [FATDirectoryEntry] {

@@ -144,7 +144,7 @@ extension VolumeCore {
 
     /// A directory's modification time follows its entries (not kept for the root: it has no entry).
     func touchDirectory(_ id: FATNodeID) throws(FATError) {
-        guard id != FATVolume.rootID else { return }
+        guard id != FATVolume.rootID, nodes[id] != nil else { return }
         nodes[id]!.entry.mtime = clock()
         try storeEntry(id)
     }

@@ -91,3 +91,17 @@ struct FATSemanticsTests {
         #expect(statfs.nameMax == 255 && statfs.blockSize == 512 && statfs.freeBlocks <= statfs.blocks)
     }
 }
+
+extension FATSemanticsTests {
+    /// A caller that forgot a directory while a child is held, then renames that child out of it: the
+    /// directory leaves the table at the end of the rename, and nothing traps.
+    @Test func renameOutOfAForgottenDirectory() throws {
+        let (_, volume) = try Self.memoryVolume(bits: 16)
+        let dir = try volume.mkdir(parent: FATVolume.rootID, name: "dir")
+        let file = try volume.create(parent: dir.id, name: "f")
+        volume.forget(dir.id)   // lookups 0, kept for its child
+        try volume.rename(parent: dir.id, name: "f", newParent: FATVolume.rootID, newName: "f moved")
+        #expect(errnoOf { _ = try volume.getattr(dir.id) } == ESTALE)
+        #expect(try volume.lookup(parent: FATVolume.rootID, name: "f moved").id == file.id)
+    }
+}
