@@ -4,6 +4,8 @@ import Sandbox
 public struct FileSystemOptions: Sendable {
     /// Mount with allow_other so users other than the daemon's may enter (needs user_allow_other or root).
     public var allowOther = false
+    /// Kernel mount flags asked for with mount -o (ro, noexec, noatime ...); nosuid,nodev stay whatever is asked.
+    public var kernelFlags: [String] = []
     /// libfuse's own request trace on stderr.
     public var debug = false
     /// The fsname shown in /proc/mounts.

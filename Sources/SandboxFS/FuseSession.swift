@@ -19,6 +19,7 @@ extension SandboxFileSystem {
         umask(0)
         var mountOptions = "nosuid,nodev,default_permissions,fsname=\(options.fsName),subtype=\(InstanceNames.fuseSubtype)"
         if options.allowOther { mountOptions += ",allow_other" }
+        for flag in options.kernelFlags { mountOptions += ",\(flag)" }
         var args = [InstanceNames.fuseSubtype, "-o", mountOptions]
         if options.debug { args.append("-d") }
         let cArgs = args.map { strdup($0) }

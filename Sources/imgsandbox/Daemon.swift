@@ -21,7 +21,9 @@ enum Daemon {
             throw ValidationFailure("/proc/self/exe: \(SystemError.describe(errno))")
         }
         defer { free(executable) }
-        let arguments = [String(cString: executable)] + CommandLine.arguments.dropFirst() + ["--daemon-child"]
+        // The serve arguments as parsed (the mount form already translated); the flag before any "--".
+        let serveArguments = Imgsandbox.arguments
+        let arguments = [String(cString: executable)] + serveArguments.prefix(1) + ["--daemon-child"] + serveArguments.dropFirst()
         var pid: pid_t = 0
         let spawnError: Int32 = {
             var actions = posix_spawn_file_actions_t()

@@ -38,6 +38,9 @@ struct Serve: ParsableCommand {
     var foreground = false
     @Flag(help: .hidden)
     var daemonChild = false
+    /// From the mount form's -o ro, noexec, noatime ... (MountCommandLine.kernelFlags).
+    @Option(name: .customLong("kernel-flag"), help: .hidden)
+    var kernelFlags: [String] = []
 
     func validate() throws {
         guard EngineKind(rawValue: engine) != nil else { throw ValidationError("--engine must be auto, dm or overlay") }
@@ -53,6 +56,9 @@ struct Serve: ParsableCommand {
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         if let partition, partition < 0 { throw ValidationError("--partition must be 0 or more") }
+        for flag in kernelFlags where !MountCommandLine.kernelFlags.contains(flag) {
+            throw ValidationError("unknown mount flag \(flag)")
+        }
         guard getuid() == 0 || geteuid() == 0 else { throw ValidationError("serve needs root (loop, zram and mounts)") }
     }
 
@@ -122,6 +128,7 @@ struct Serve: ParsableCommand {
                                          settings: settings, logger: logger)
         var options = FileSystemOptions()
         options.allowOther = allowOther
+        options.kernelFlags = kernelFlags
         // Every open file of every sandbox is an fd of this process, and the handle cache keeps more: take
         // the whole hard limit (the soft one is often 1,024), and let the cache use at most a quarter of it.
         let fdLimit = Self.raiseOpenFileLimit()
@@ -145,9 +152,11 @@ struct Serve: ParsableCommand {
         let signalSources = Self.exitOnSignals { fileSystem.exit() }
         logger.info("serving \(imagesDirectory) on \(mountpoint)")
         if daemonChild { Daemon.reportReady() }
+        SystemdNotify.send("READY=1\nSTATUS=serving \(imagesDirectory) on \(mountpoint)", logger: logger)
 
         _ = fileSystem.run()
         signalSources.forEach { $0.cancel() }
+        SystemdNotify.send("STOPPING=1\nSTATUS=tearing every sandbox down", logger: logger)
 
         logger.info("unmounted; tearing every sandbox down")
         fileSystem.unmount()
