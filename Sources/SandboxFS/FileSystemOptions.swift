@@ -22,6 +22,11 @@ public struct FileSystemOptions: Sendable {
     public var passthroughTimeout: Double = 86_400
     /// Entry/attr timeout of the virtual tree, whose listings change under the daemon.
     public var virtualTimeout: Double = 1
+    /// FUSE passthrough for open regular files when the kernel offers it (off with the writeback cache,
+    /// which the kernel does not combine with it); otherwise `splice` decides the data path.
+    public var passthrough = true
+    /// How deep the backing files' filesystem stacks: 1 for overlayfs (the overlay engine), 0 for ext4.
+    public var backingStackDepth: UInt32 = 1
     /// Kernel writeback cache: write() returns once pages are dirty in the FUSE page cache (Tools/bench knob).
     public var writebackCache = false
     /// How long (seconds) rmdir of a sandbox waits for the releases of handles in it before EBUSY: the kernel

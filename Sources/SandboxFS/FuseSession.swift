@@ -107,6 +107,12 @@ extension SandboxFileSystem {
         } else {
             conn.pointee.want &= ~UInt32(bitPattern: FUSE_CAP_WRITEBACK_CACHE)
         }
+        // Passthrough: the kernel does not combine it with the writeback cache.
+        let passthrough = options.passthrough && !options.writebackCache
+            && cfuse_conn_want_passthrough(conn, options.backingStackDepth) != 0
+        let path: DataPath = passthrough ? .passthrough : options.splice ? .splice : .copy
+        negotiatedDataPath.withLock { $0 = path }
+        logger.info("data path \(path.rawValue)\(passthrough ? "" : Self.noPassthroughReason(conn, options))")
         // 1 MiB requests; libfuse derives max_pages from max_write when the kernel supports it.
         conn.pointee.max_write = 1 << 20
         logger.debug("fuse init", metadata: [
@@ -114,6 +120,13 @@ extension SandboxFileSystem {
             "want": "\(String(conn.pointee.want, radix: 16))",
             "max_write": "\(conn.pointee.max_write)",
         ])
+    }
+
+    private static func noPassthroughReason(_ conn: UnsafeMutablePointer<fuse_conn_info>, _ options: FileSystemOptions) -> String {
+        if cfuse_passthrough_api() == 0 { return " (this libfuse has no passthrough API; 3.17 has)" }
+        if !options.passthrough { return " (passthrough turned off)" }
+        if options.writebackCache { return " (passthrough does not combine with the writeback cache)" }
+        return " (the kernel offers no FUSE passthrough; it came with 6.9)"
     }
 
     /// Asks the kernel to drop a cached dentry; always from the notification thread.

@@ -147,7 +147,7 @@ extension SandboxFileSystem {
             let k = try kind(id)
             if case .fat(let serial, let node) = k { return try fatOpen(serial, node, flags: flags, directory: false) }
             guard isPass(k) else { throw SystemError("open", "virtual directory", errno: EISDIR) }
-            return try passOpen(id, flags: flags, caller: Caller(req))
+            return try passOpen(req, id, flags: flags, caller: Caller(req))
         }
     }
 
@@ -157,7 +157,15 @@ extension SandboxFileSystem {
             let k = try kind(parent)
             if case .fat(let serial, let node) = k { return try fatCreate(serial, node, name, mode: mode, flags: flags) }
             guard isPass(k) else { throw virtualRefusal("create", name) }
-            return try passCreate(parent, name, mode: mode, flags: flags, caller: Caller(req))
+            return try passCreate(req, parent, name, mode: mode, flags: flags, caller: Caller(req))
+        }
+    }
+
+    func fuseTmpfile(_ req: fuse_req_t, _ parent: UInt64, _ mode: mode_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
+        let flags = fi.pointee.flags
+        respond(req, "tmpfile", fi: fi) {
+            guard isPass(try kind(parent)) else { throw SystemError("tmpfile", "virtual directory", errno: EOPNOTSUPP) }
+            return try passTmpfile(req, parent, mode: mode, flags: flags, caller: Caller(req))
         }
     }
 

@@ -113,7 +113,7 @@ extension SandboxFileSystem {
         }
     }
 
-    func passCreate(_ parent: UInt64, _ name: RawName, mode: mode_t, flags: Int32, caller: Caller) throws -> Reply {
+    func passCreate(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, mode: mode_t, flags: Int32, caller: Caller) throws -> Reply {
         try checkName(name, "create")
         return try withPass(parent) { ctx in
             let fd = try ctx.withPathFD { parentFD in
@@ -134,8 +134,38 @@ extension SandboxFileSystem {
                 throw error
             }
             do {
-                let fh = try addOpenFile(fd: fd, serial: ctx.node.serial, inode: UInt64(child.attr.st_ino))
-                return .created(id: child.id, attr: child.attr, timeout: options.passthroughTimeout, fh: fh)
+                let file = try addOpenFile(req, fd: fd, serial: ctx.node.serial, node: child.id, inode: UInt64(child.attr.st_ino))
+                return .created(id: child.id, attr: child.attr, timeout: options.passthroughTimeout, fh: file.fh,
+                                backingID: file.backingID)
+            } catch {
+                forget(child.id, 1)
+                throw error
+            }
+        }
+    }
+
+    /// O_TMPFILE: an unnamed file in `parent` (FUSE_TMPFILE, libfuse 3.17+), open and registered as a node
+    /// so that linkat(2) can give it a name later (unless O_EXCL, which the hidden mount enforces).
+    func passTmpfile(_ req: fuse_req_t, _ parent: UInt64, mode: mode_t, flags: Int32, caller: Caller) throws -> Reply {
+        try withPass(parent) { ctx in
+            let fd = try ctx.withPathFD { parentFD in
+                let mode = createMode(mode, caller, parentFD: parentFD)
+                let open = (hiddenOpenFlags(flags) & ~(O_CREAT | O_NOCTTY | O_TRUNC | O_DIRECTORY)) | clinux_O_TMPFILE | O_CLOEXEC
+                return try caller.asFilesystemIdentity {
+                    try systemCall("tmpfile", ctx.object) { openat(parentFD, ".", open, mode) }
+                }
+            }
+            let child: (id: UInt64, attr: stat)
+            do {
+                child = try register(fd: fd, serial: ctx.node.serial, mountID: ctx.mountID)
+            } catch {
+                close(fd)
+                throw error
+            }
+            do {
+                let file = try addOpenFile(req, fd: fd, serial: ctx.node.serial, node: child.id, inode: UInt64(child.attr.st_ino))
+                return .created(id: child.id, attr: child.attr, timeout: options.passthroughTimeout, fh: file.fh,
+                                backingID: file.backingID)
             } catch {
                 forget(child.id, 1)
                 throw error

@@ -5,18 +5,32 @@ import LinuxBlock
 
 /// Open files: fi->fh indexes `FSState.handles`; each holds an fd opened from the inode's file handle.
 extension SandboxFileSystem {
-    /// Takes ownership of `fd`; counts it as open in its sandbox (rmdir waits for its release).
-    func addOpenFile(fd: Int32, serial: UInt64, inode: UInt64) throws -> UInt64 {
+    /// Takes ownership of `fd`; counts it as open in its sandbox (rmdir waits for its release). With
+    /// passthrough, also takes the node's backing id (shared by its opens) for the reply.
+    func addOpenFile(_ req: fuse_req_t, fd: Int32, serial: UInt64, node: UInt64, inode: UInt64) throws -> (fh: UInt64, backingID: Int32) {
+        var backingID: Int32 = 0
+        if dataPath == .passthrough {
+            // A file the kernel refuses as backing (every open of it would be refused alike) goes through
+            // the daemon instead.
+            do {
+                backingID = try backings.acquire(req, node: node, fd: fd)
+            } catch {
+                logger.warning("sandbox \(serial) inode \(inode): no passthrough, served through the daemon: \(error)")
+            }
+        }
+        let backingNode: UInt64? = backingID > 0 ? node : nil
         let lease = FdLease(fd: fd)
         do {
             return try state.withLock { s in
                 guard s.addOpen(serial) else {
                     throw SystemError("open", "sandbox \(serial) is going away", errno: ESTALE)
                 }
-                return s.addHandle(.file(OpenFile(serial: serial, inode: inode, lease: lease)))
+                let fh = s.addHandle(.file(OpenFile(serial: serial, inode: inode, lease: lease, backingNode: backingNode)))
+                return (fh, backingID)
             }
         } catch {
             lease.retire()
+            if let backingNode { backings.release(session, node: backingNode) }
             throw error
         }
     }
@@ -33,7 +47,7 @@ extension SandboxFileSystem {
         return file
     }
 
-    func passOpen(_ id: UInt64, flags: Int32, caller: Caller) throws -> Reply {
+    func passOpen(_ req: fuse_req_t, _ id: UInt64, flags: Int32, caller: Caller) throws -> Reply {
         try withPass(id) { ctx in
             guard !ctx.node.isDirectory else { throw SystemError("open", ctx.object, errno: EISDIR) }
             guard !ctx.node.isSymlink else { throw SystemError("open", ctx.object, errno: ELOOP) }
@@ -46,10 +60,12 @@ extension SandboxFileSystem {
                     throw error
                 }
             }
-            let fh = try addOpenFile(fd: fd, serial: ctx.node.serial,
-                                     inode: Self.fuseInode(ctx.node.key.ino, serial: ctx.node.serial))
-            // Only this daemon writes the hidden mount, so cached pages stay valid across opens.
-            return .opened(fh: fh, keepCache: flags & O_TRUNC == 0, cacheReaddir: false)
+            let file = try addOpenFile(req, fd: fd, serial: ctx.node.serial, node: id,
+                                       inode: Self.fuseInode(ctx.node.key.ino, serial: ctx.node.serial))
+            // Only this daemon writes the hidden mount, so cached pages stay valid across opens. A passthrough
+            // file has no FUSE page cache (and the kernel refuses keep_cache with it).
+            return .opened(fh: file.fh, keepCache: file.backingID == 0 && flags & O_TRUNC == 0,
+                           cacheReaddir: false, backingID: file.backingID)
         }
     }
 
@@ -76,6 +92,9 @@ extension SandboxFileSystem {
         switch handle {
         case .file(let file):
             file.lease.retireAndWait()
+            if let node = file.backingNode, case let rc = backings.release(session, node: node), rc != 0 {
+                logger.warning("closing the passthrough backing file of node \(node) failed: \(SystemError.describe(-rc))")
+            }
             serial = file.serial
         case .directory(let dir):
             dir.close() // takes the stream lock: waits for a readdir in flight

@@ -14,8 +14,9 @@ enum Reply {
     case readlink([UInt8])
     case xattrSize(Int)
     case written(Int)
-    case opened(fh: UInt64, keepCache: Bool, cacheReaddir: Bool)
-    case created(id: UInt64, attr: stat, timeout: Double, fh: UInt64)
+    /// backingID > 0: a passthrough open (FOPEN_PASSTHROUGH) on that backing id.
+    case opened(fh: UInt64, keepCache: Bool, cacheReaddir: Bool, backingID: Int32 = 0)
+    case created(id: UInt64, attr: stat, timeout: Double, fh: UInt64, backingID: Int32)
     case statfs(statvfs)
     case lseek(Int64)
 }
@@ -73,19 +74,20 @@ extension SandboxFileSystem {
             fuse_reply_xattr(req, size)
         case let .written(count):
             fuse_reply_write(req, count)
-        case let .opened(fh, keepCache, cacheReaddir):
+        case let .opened(fh, keepCache, cacheReaddir, backingID):
             guard let fi else {
                 fuse_reply_err(req, EIO)
                 return
             }
             fi.pointee.fh = fh
             cfuse_fi_set_open_flags(fi, keepCache ? 1 : 0, 0, cacheReaddir ? 1 : 0)
+            cfuse_fi_set_backing_id(fi, backingID)
             if fuse_reply_open(req, fi) != 0 {
                 // The kernel never got the handle (-ENOENT: the opener was interrupted), so it will never
                 // send RELEASE for it: release it here, or rmdir waits for it in vain.
                 release(fh: fh)
             }
-        case let .created(id, attr, timeout, fh):
+        case let .created(id, attr, timeout, fh, backingID):
             guard let fi else {
                 fuse_reply_err(req, EIO)
                 return
@@ -96,7 +98,8 @@ extension SandboxFileSystem {
             e.attr_timeout = timeout
             e.entry_timeout = timeout
             fi.pointee.fh = fh
-            cfuse_fi_set_open_flags(fi, 1, 0, 0)
+            cfuse_fi_set_open_flags(fi, backingID == 0 ? 1 : 0, 0, 0)
+            cfuse_fi_set_backing_id(fi, backingID)
             if fuse_reply_create(req, &e, fi) != 0 { // as for open: no RELEASE, no FORGET will come
                 release(fh: fh)
                 forget(id, 1)

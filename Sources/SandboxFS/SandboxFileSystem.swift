@@ -25,6 +25,12 @@ public final class SandboxFileSystem: @unchecked Sendable {
     var operations = makeOperations()
     let unmountOnce = Locked(false)
     let hooks = Locked(TestHooks())
+    /// Passthrough backing ids by node (used only when `dataPath` is `.passthrough`).
+    let backings = BackingFiles()
+    let negotiatedDataPath = Locked(DataPath.unknown)
+
+    /// The data path the kernel agreed to at INIT (`.unknown` before).
+    public var dataPath: DataPath { negotiatedDataPath.withLock { $0 } }
 
     public init(provider: any SandboxProvider, options: FileSystemOptions, logger: Logger) {
         self.provider = provider
@@ -93,10 +99,13 @@ final class OpenFile: @unchecked Sendable {
     /// st_ino as the caller sees it through FUSE (for the EBUSY log line: `find X -inum N` names it).
     let inode: UInt64
     let lease: FdLease
-    init(serial: UInt64, inode: UInt64, lease: FdLease) {
+    /// The node whose passthrough backing id this open holds (released with it), if any.
+    let backingNode: UInt64?
+    init(serial: UInt64, inode: UInt64, lease: FdLease, backingNode: UInt64?) {
         self.serial = serial
         self.inode = inode
         self.lease = lease
+        self.backingNode = backingNode
     }
 }
 

@@ -94,6 +94,12 @@ func makeOperations() -> fuse_lowlevel_ops {
         guard let fi else { fuse_reply_err(req, EINVAL); return }
         fs.fuseCreate(req, parent, n, mode, fi)
     }
+    // O_TMPFILE: only libfuse 3.17+ has the operation (without it the kernel answers EOPNOTSUPP).
+    _ = cfuse_ops_set_tmpfile(&ops) { req, parent, mode, fi in
+        guard let (req, fs) = filesystem(req) else { return }
+        guard let fi else { fuse_reply_err(req, EINVAL); return }
+        fs.fuseTmpfile(req, parent, mode, fi)
+    }
     ops.read = { req, _, size, offset, fi in
         guard let (req, fs) = filesystem(req) else { return }
         guard let fh = fi?.pointee.fh else { fuse_reply_err(req, EBADF); return }

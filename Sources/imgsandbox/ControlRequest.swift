@@ -32,6 +32,8 @@ struct ErrorAnswer: Codable {
 struct ControlHandler: Sendable {
     let manager: SandboxManager
     let mountpoint: String
+    /// The FUSE data path the kernel agreed to (passthrough, splice, copy), for status rows.
+    let dataPath: @Sendable () -> String
 
     func handle(_ data: Data, send: ControlSocket.Send) {
         let request = data.isEmpty ? .status : (try? StatusRow.decoder.decode(ControlRequest.self, from: data))
@@ -41,7 +43,7 @@ struct ControlHandler: Sendable {
         }
         switch request.command {
         case "status":
-            let rows = manager.status().map { StatusRow(mountpoint: mountpoint, $0) }
+            let rows = manager.status().map { StatusRow(mountpoint: mountpoint, dataPath: dataPath(), $0) }
             _ = send((try? StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows))) ?? Data())
         case "diff":
             guard let image = request.image, let sandbox = request.sandbox else {

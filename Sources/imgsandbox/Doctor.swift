@@ -2,6 +2,7 @@ import ArgumentParser
 import FoundationEssentials
 import Glibc
 import LinuxBlock
+import SandboxFS
 
 struct Doctor: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -44,6 +45,7 @@ struct Doctor: ParsableCommand {
             Check(name: "overlayfs", ok: hasFilesystem("overlay"), detail: hasFilesystem("overlay") ? "supported" : "missing",
                   fix: "enable CONFIG_OVERLAY_FS or `modprobe overlay`"),
         ]
+        print(Self.dataPathLine())
         for check in checks {
             print("\(check.ok ? "ok     " : "MISSING") \(check.name): \(check.detail)")
             if !check.ok { print("        fix: \(check.fix)") }
@@ -59,5 +61,30 @@ struct Doctor: ParsableCommand {
             print("engine: none can work here: fix the MISSING items above")
             throw ExitCode.failure
         }
+    }
+
+    /// Which data path serve would negotiate: passthrough needs libfuse 3.17+ here and a kernel built with
+    /// CONFIG_FUSE_PASSTHROUGH (6.9+); the kernel's offer at INIT decides, and `status` shows the outcome.
+    static func dataPathLine() -> String {
+        let libfuse = "libfuse \(DataPath.libfuseVersion)"
+        var uts = utsname()
+        uname(&uts)
+        let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let kernel: Bool? = kernelConfig(release).map { $0.contains("CONFIG_FUSE_PASSTHROUGH=y") }
+        guard DataPath.libfuseHasPassthrough else {
+            return "info    data path: splice (\(libfuse) has no passthrough API; Tools/libfuse builds 3.17)"
+        }
+        switch kernel {
+        case true?: return "info    data path: passthrough (\(libfuse), kernel \(release) has CONFIG_FUSE_PASSTHROUGH)"
+        case false?: return "info    data path: splice (kernel \(release) has no CONFIG_FUSE_PASSTHROUGH; \(libfuse))"
+        case nil: return "info    data path: passthrough if kernel \(release) offers it (6.9+), else splice (\(libfuse))"
+        }
+    }
+
+    /// The running kernel's build configuration, from /proc/config.gz or /boot/config-RELEASE.
+    private static func kernelConfig(_ release: String) -> String? {
+        if let text = try? String(contentsOfFile: "/boot/config-\(release)", encoding: .utf8) { return text }
+        guard access("/proc/config.gz", R_OK) == 0, access("/bin/zcat", X_OK) == 0 else { return nil }
+        return try? Command.run(["/bin/zcat", "/proc/config.gz"])
     }
 }

@@ -129,6 +129,8 @@ struct Serve: ParsableCommand {
         var options = FileSystemOptions()
         options.allowOther = allowOther
         options.kernelFlags = kernelFlags
+        // Passthrough backing files sit on overlayfs (one level of stacking) or directly on ext4/xfs/btrfs.
+        options.backingStackDepth = choice.kind == .overlay ? 1 : 0
         // Every open file of every sandbox is an fd of this process, and the handle cache keeps more: take
         // the whole hard limit (the soft one is often 1,024), and let the cache use at most a quarter of it.
         let fdLimit = Self.raiseOpenFileLimit()
@@ -145,7 +147,7 @@ struct Serve: ParsableCommand {
         }
         manager.startCowWatcher()
         try InstanceRecord(pid: names.pid, mountpoint: mountpoint).write(names)
-        let handler = ControlHandler(manager: manager, mountpoint: mountpoint)
+        let handler = ControlHandler(manager: manager, mountpoint: mountpoint) { fileSystem.dataPath.rawValue }
         let control = try ControlSocket(path: names.controlSocket) { handler.handle($0, send: $1) }
         control.start()
         // Before anyone is told we are serving: a SIGTERM right after "ready" must tear down, not kill.

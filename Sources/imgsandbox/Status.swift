@@ -33,18 +33,18 @@ struct Status: ParsableCommand {
 
     static func table(_ rows: [StatusRow]) -> String {
         let header = ["IMAGE", "SANDBOX", "ENGINE", "STATE", "COW USED", "COW TOTAL", "COW MAX", "ZRAM ORIG/COMPR/MEM",
-                      "FS SIZE", "FS FREE", "MOUNT"]
+                      "FS SIZE", "FS FREE", "DATA PATH", "MOUNT"]
         let lines = rows.flatMap { row -> [[String]] in
             [[row.image, row.sandbox, row.engine, row.state, ByteSize.format(row.cowUsedBytes),
              ByteSize.format(row.cowTotalBytes), ByteSize.format(row.cowMaxBytes),
              row.cowStore == "zram"
                 ? "\(ByteSize.format(row.zramOriginalBytes))/\(ByteSize.format(row.zramCompressedBytes))/\(ByteSize.format(row.zramMemoryBytes))"
                 : row.cowStore,
-             ByteSize.format(row.fsSizeBytes), ByteSize.format(row.fsFreeBytes), row.mountPath]] +
+             ByteSize.format(row.fsSizeBytes), ByteSize.format(row.fsFreeBytes), row.dataPath ?? "-", row.mountPath]] +
             // One line per partition under its sandbox's: where it is, what it holds, its own COW use.
             row.partitions.map { p in
                 ["", "  \(p.mountPoint)", p.filesystem, "", ByteSize.format(p.cowUsedBytes), ByteSize.format(p.cowTotalBytes),
-                 "", "", "", "", "partition \(p.number)"]
+                 "", "", "", "", "", "partition \(p.number)"]
             }
         }
         let all = [header] + lines

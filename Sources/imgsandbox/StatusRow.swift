@@ -28,8 +28,11 @@ struct StatusRow: Codable {
         var cowUsedBytes: UInt64
         var cowTotalBytes: UInt64
     }
+    /// How file data moves: passthrough, splice or copy (absent from daemons older than this field).
+    var dataPath: String?
 
-    init(mountpoint: String, _ status: SandboxStatus) {
+    init(mountpoint: String, dataPath: String, _ status: SandboxStatus) {
+        self.dataPath = dataPath
         let usage = status.usage
         self.mountpoint = mountpoint
         image = status.image

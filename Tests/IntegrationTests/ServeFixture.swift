@@ -29,6 +29,13 @@ enum Environment {
             && FileManager.default.isExecutableFile(atPath: Paths.binary)
     }
 
+    /// Whether the binary under test links libfuse 3.17+ (tmpfile operation, passthrough API), as its
+    /// `doctor` says ("has no passthrough API" otherwise).
+    static let libfuseHas317: Bool = {
+        guard let doctor = try? run([Paths.binary, "doctor"], allowFailure: true) else { return false }
+        return doctor.output.contains("data path:") && !doctor.output.contains("has no passthrough API")
+    }()
+
     static var skipReason: Comment {
         "integration suite needs root, /dev/fuse, /dev/loop-control and a built imgsandbox (\(Paths.binary)); skipped"
     }

@@ -1,0 +1,100 @@
+import Foundation
+import Glibc
+import Testing
+
+/// FUSE passthrough (kernel 6.9+ with a binary linking libfuse 3.17+): the data path `status` reports,
+/// that file data no longer passes through the daemon, and the kernel's rule of one backing file per inode
+/// (every open of a file shares it, and it outlives each open but the last).
+@Suite(.serialized, .enabled(if: Environment.canServe, Environment.skipReason))
+struct PassthroughSuite {
+    /// Whether this kernel was built with FUSE passthrough (as `doctor` decides it).
+    static var kernelHasPassthrough: Bool {
+        var uts = utsname()
+        uname(&uts)
+        let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let config = try? String(contentsOfFile: "/boot/config-\(release)", encoding: .utf8) {
+            return config.contains("CONFIG_FUSE_PASSTHROUGH=y")
+        }
+        let config = (try? run(["zcat", "/proc/config.gz"], allowFailure: true).output) ?? ""
+        return config.contains("CONFIG_FUSE_PASSTHROUGH=y")
+    }
+
+    static var expectPassthrough: Bool { Environment.libfuseHas317 && kernelHasPassthrough }
+
+    /// The daemon's rchar + wchar (/proc/PID/io): every byte it reads or writes, splice included.
+    static func daemonIO(_ pid: Int32) -> Int {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/io", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").reduce(0) { sum, line in
+            let parts = line.split(separator: " ")
+            guard parts.count == 2, parts[0] == "rchar:" || parts[0] == "wchar:" else { return sum }
+            return sum + (Int(parts[1]) ?? 0)
+        }
+    }
+
+    @Test func statusNamesTheDataPathAndDataBypassesTheDaemon() throws {
+        let fixture = try ConformanceFixture()
+        defer { fixture.close() }
+        let path = try fixture.serve.status().first?["data_path"] as? String
+        #expect(path == (Self.expectPassthrough ? "passthrough" : "splice"))
+        let pid = try #require(fixture.serve.pid)
+        let file = fixture.fuseScratch + "/big"
+        let size = 16 << 20
+        let before = Self.daemonIO(pid)
+        let fd = open(file, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+        try #require(fd >= 0)
+        let chunk = [UInt8](repeating: 0x5a, count: 1 << 20)
+        for _ in 0..<(size >> 20) { #expect(write(fd, chunk, chunk.count) == chunk.count) }
+        #expect(fsync(fd) == 0)
+        close(fd)
+        // Through FUSE, stat must show what the daemon never saw written.
+        var st = stat()
+        #expect(lstat(file, &st) == 0 && st.st_size == size)
+        let readFD = open(file, O_RDONLY | O_CLOEXEC)
+        try #require(readFD >= 0)
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var total = 0
+        while case let n = read(readFD, &buffer, buffer.count), n > 0 { total += n }
+        close(readFD)
+        #expect(total == size)
+        let moved = Self.daemonIO(pid) - before
+        if Self.expectPassthrough {
+            #expect(moved < size / 8, "the daemon moved \(moved) bytes of a \(size)-byte write + read")
+        } else {
+            #expect(moved >= size, "without passthrough the daemon moves the data (\(moved) bytes)")
+        }
+    }
+
+    /// Read-only, write-only and mmap'd opens of one file at once, closed and reopened: with a backing id per
+    /// open (not per inode) the second open fails with EIO; closed too early, a later open of the inode does.
+    @Test func opensOfOneFileShareItsBackingFile() throws {
+        let fixture = try ConformanceFixture()
+        defer { fixture.close() }
+        let file = fixture.fuseScratch + "/shared"
+        for round in 0..<3 {
+            let reader = open(file, O_RDONLY | O_CREAT | O_CLOEXEC, 0o644)
+            let writer = open(file, O_WRONLY | O_APPEND | O_CLOEXEC)
+            let both = open(file, O_RDWR | O_CLOEXEC)
+            #expect(reader >= 0 && writer >= 0 && both >= 0, "round \(round): \(ErrnoName.of(errno))")
+            defer { [reader, writer, both].filter { $0 >= 0 }.forEach { close($0) } }
+            guard reader >= 0, writer >= 0, both >= 0 else { return }
+            let line = Array("round \(round)\n".utf8)
+            #expect(write(writer, line, line.count) == line.count)
+            var st = stat()
+            #expect(fstat(reader, &st) == 0 && st.st_size == line.count * (round + 1))
+            let map = mmap(nil, Int(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, both, 0)
+            #expect(map != MAP_FAILED)
+            if let map, map != MAP_FAILED {
+                map.storeBytes(of: UInt8(ascii: "R"), as: UInt8.self) // "round" -> "Round" in every line 0
+                #expect(msync(map, Int(st.st_size), MS_SYNC) == 0)
+                munmap(map, Int(st.st_size))
+            }
+            var buffer = [UInt8](repeating: 0, count: 64)
+            let n = pread(reader, &buffer, buffer.count, 0)
+            #expect(n == line.count * (round + 1))
+            #expect(n > 0 && buffer[0] == UInt8(ascii: "R"))
+        }
+        // Through the hidden mount: the same bytes.
+        let direct = try String(contentsOfFile: fixture.hiddenMount + "/f/shared", encoding: .utf8)
+        #expect(direct == "Round 0\nround 1\nround 2\n")
+    }
+}
