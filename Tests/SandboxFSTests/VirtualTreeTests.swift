@@ -92,6 +92,12 @@ struct SandboxFSTests {
         #expect(MountedFS.fdsPointing(into: ref.mountPath) == 0)
         var byte: UInt8 = 0
         let readErrno = errnoOf(pread(fd, &byte, 1, 0))
-        #expect([EBADF, ESTALE].contains(readErrno), "errno \(readErrno)")
+        if m.fs.dataPath == .passthrough {
+            // The kernel holds a passthrough file's backing file itself and cannot be made to drop it: the
+            // open file still reads the hidden mount (README, "Data path").
+            #expect(readErrno == 0, "errno \(readErrno)")
+        } else {
+            #expect([EBADF, ESTALE].contains(readErrno), "errno \(readErrno)")
+        }
     }
 }
