@@ -16,7 +16,7 @@ enum Reply {
     case written(Int)
     /// backingID > 0: a passthrough open (FOPEN_PASSTHROUGH) on that backing id.
     case opened(fh: UInt64, keepCache: Bool, cacheReaddir: Bool, backingID: Int32 = 0)
-    case created(id: UInt64, attr: stat, timeout: Double, fh: UInt64, backingID: Int32)
+    case created(id: UInt64, attr: stat, timeout: Double, fh: UInt64, backingID: Int32 = 0)
     case statfs(statvfs)
     case lseek(Int64)
 }
