@@ -33,8 +33,10 @@ let package = Package(
             "CFuse", "CLinux", "FATFS", "LinuxBlock", "Sandbox",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // `imgsandbox run`: namespaces, the sandbox's /proc /sys /dev /run, foreign-architecture checks.
+        .target(name: "SandboxRun", dependencies: ["CLinux", "LinuxBlock", "Sandbox"]),
         .executableTarget(name: "imgsandbox", dependencies: [
-            "Sandbox", "SandboxFS", "SandboxDiff", "DiskImage", "LinuxBlock", "CLinux",
+            "Sandbox", "SandboxFS", "SandboxDiff", "SandboxRun", "DiskImage", "LinuxBlock", "CLinux",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -43,6 +45,7 @@ let package = Package(
         .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
         .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux"]),
+        .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
         .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox"]),

@@ -3,6 +3,7 @@ import FoundationEssentials
 import Glibc
 import LinuxBlock
 import SandboxFS
+import SandboxRun
 
 struct Doctor: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -50,6 +51,7 @@ struct Doctor: ParsableCommand {
             print("\(check.ok ? "ok     " : "MISSING") \(check.name): \(check.detail)")
             if !check.ok { print("        fix: \(check.fix)") }
         }
+        printForeignArchitectures()
         let common = fuse && loop && hasFilesystem("ext4")
         let dmWorks = common && dm && zram
         let overlayWorks = common && hasFilesystem("overlay")
@@ -86,5 +88,27 @@ struct Doctor: ParsableCommand {
         if let text = try? String(contentsOfFile: "/boot/config-\(release)", encoding: .utf8) { return text }
         guard access("/proc/config.gz", R_OK) == 0, access("/bin/zcat", X_OK) == 0 else { return nil }
         return try? Command.run(["/bin/zcat", "/proc/config.gz"])
+    }
+
+    /// Which other architectures' images `run` can run: binfmt_misc ELF handlers, and whether they work
+    /// inside a sandbox (the F flag) or only when the image holds the interpreter.
+    func printForeignArchitectures() {
+        let binfmt = BinfmtHandlers()
+        let host = ELFIdentity.host()
+        guard binfmt.mounted else {
+            print("MISSING foreign architectures (imgsandbox run): binfmt_misc is not mounted")
+            print("        fix: mount -t binfmt_misc binfmt_misc \(binfmt.directory); apt-get install qemu-user-static")
+            return
+        }
+        var usable: [String] = [], partly: [String] = []
+        for entry in binfmt.entries where entry.enabled && binfmt.globallyEnabled {
+            guard let identity = entry.elfIdentity, host.map({ !identity.runsNatively(on: $0) }) ?? true else { continue }
+            let name = identity.machine == 40 ? "armhf/armel" : identity.architecture
+            if entry.interpreterPreopened { usable.append("\(name) (\(entry.name))") } else { partly.append("\(name) (\(entry.name), only where the image holds \(entry.interpreter))") }
+        }
+        let ok = !usable.isEmpty
+        print("\(ok ? "ok     " : "MISSING") foreign architectures (imgsandbox run): \(ok ? usable.joined(separator: ", ") : "none")")
+        if !partly.isEmpty { print("        without the F flag: \(partly.joined(separator: ", "))") }
+        if !ok { print("        fix: apt-get install qemu-user-static (registers qemu-user with the F flag)") }
     }
 }

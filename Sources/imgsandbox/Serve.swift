@@ -30,7 +30,9 @@ struct Serve: ParsableCommand {
     var grow: String?
     @Option(help: "Root partition number (default: the largest partition holding a Linux filesystem).")
     var partition: Int?
-    @Flag(help: "Let other users than root reach the mount (FUSE allow_other).")
+    @Flag(help: "Keep the mount to root alone (without it, every user may enter, with the kernel's permission checks).")
+    var `private` = false
+    @Flag(help: .hidden)   // the default now (FUSE allow_other); accepted for older command lines
     var allowOther = false
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
@@ -54,6 +56,7 @@ struct Serve: ParsableCommand {
         if let cowMax, let maximum = ByteSize.parse(cowMax), let size = ByteSize.parse(cowSize), maximum < size {
             throw ValidationError("--cow-max \(cowMax) is below --cow-size \(cowSize)")
         }
+        if `private`, allowOther { throw ValidationError("--private and --allow-other contradict each other") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         if let partition, partition < 0 { throw ValidationError("--partition must be 0 or more") }
         for flag in kernelFlags where !MountCommandLine.kernelFlags.contains(flag) {
@@ -127,7 +130,7 @@ struct Serve: ParsableCommand {
         let manager = try SandboxManager(imagesDirectory: imagesDirectory, names: names, engine: engine,
                                          settings: settings, logger: logger)
         var options = FileSystemOptions()
-        options.allowOther = allowOther
+        options.allowOther = !`private`
         options.kernelFlags = kernelFlags
         // Passthrough backing files sit on overlayfs (one level of stacking) or directly on ext4/xfs/btrfs.
         options.backingStackDepth = choice.kind == .overlay ? 1 : 0

@@ -5,4 +5,5 @@
 #include "clinux_block.h"
 #include "clinux_fs.h"
 #include "clinux_creds.h"
+#include "clinux_ns.h"
 #endif
