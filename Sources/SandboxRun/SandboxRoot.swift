@@ -127,7 +127,8 @@ struct SandboxRoot {
             let fd = try root.open(path, flags: clinux_O_PATH | O_NOFOLLOW | (directory ? O_DIRECTORY : 0), strict: true)
             return fd
         } catch {
-            let why = switch error.errno {
+            let why: String = switch error.errno {
+            case _ where root.kind(path) == S_IFLNK: "it is a symlink, which is never followed inside an image"
             case ELOOP: "it is a symlink (or has one on its way), which is never followed inside an image"
             case ENOTDIR: "it is not a directory"
             case ENOENT: "the image has none"

@@ -55,7 +55,7 @@ public enum SandboxRunner {
         let initPID = clinux_clone_into(clinux_CLONE_NEWNS | clinux_CLONE_NEWUTS | clinux_CLONE_NEWPID)
         if initPID == 0 {
             sandboxInit(path: location.path, checked: root, hostname: hostname, compat32: compat32, program: program, argv: argv,
-                        environment: environment, blocked: blocked, restored: previous)
+                        environment: environment, blocked: blocked)
         }
         guard initPID > 0 else {
             let saved = errno
@@ -100,7 +100,7 @@ public enum SandboxRunner {
     /// PID 1 of the new namespaces: sets the sandbox up, starts the command, reaps every orphan, exits
     /// with the command's status. Never returns.
     static func sandboxInit(path sandboxPath: String, checked: ImageRoot, hostname: String, compat32: Bool, program: String, argv: [String],
-                            environment: [String], blocked: sigset_t, restored: sigset_t) -> Never {
+                            environment: [String], blocked: sigset_t) -> Never {
         let root: ImageRoot
         do {
             root = try reopen(sandboxPath, as: checked)
@@ -119,8 +119,12 @@ public enum SandboxRunner {
         let cEnv = environment.map { strdup($0) } + [nil]
         let command = clinux_clone_into(0)
         if command == 0 {
-            var restoredMask = restored
-            sigprocmask(SIG_SETMASK, &restoredMask, nil)
+            // The command starts as from a fresh login: no signal blocked or ignored (whatever the caller of
+            // run had blocked or ignored, e.g. a test harness's SIGPIPE, is not the command's business).
+            var empty = sigset_t()
+            sigemptyset(&empty)
+            sigprocmask(SIG_SETMASK, &empty, nil)
+            for signal in 1..<Int32(32) where signal != SIGKILL && signal != SIGSTOP { Glibc.signal(signal, SIG_DFL) }
             // execvp searches the PATH of environ: make environ the command's.
             clearenv()
             for entry in cEnv { if let entry { putenv(entry) } }

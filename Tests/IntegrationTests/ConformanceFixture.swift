@@ -2,7 +2,7 @@ import Foundation
 import Glibc
 import Testing
 
-/// One serve instance (--allow-other, for the non-root checks) with one sandbox of an image whose root
+/// One serve instance (allow_other by default, for the non-root checks) with one sandbox of an image whose root
 /// holds two identical fresh scratch directories: `d/` is used through the hidden mount, `f/` through
 /// FUSE. Each holds files that came with the image (so copy-up is exercised): `lower.bin` with a
 /// user.* xattr and a security.capability, and `lowerdir/inner`.
@@ -27,7 +27,7 @@ final class ConformanceFixture {
                 try run(["setcap", "cap_net_raw+ep", dir + "/lower.bin"])
             }
             try serve.makeImage("conf", kind: "whole-ext4", extra: ["--root-dir", tree, "--size", "64M"])
-            try serve.start(["--allow-other"])
+            try serve.start()
             fuseRoot = serve.sandbox("conf", "s")
             guard mkdir(fuseRoot, 0o755) == 0 else {
                 throw CommandFailed(argv: ["mkdir", fuseRoot], status: errno, output: String(cString: strerror(errno)))

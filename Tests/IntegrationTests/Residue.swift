@@ -44,6 +44,8 @@ enum Residue {
             let holders = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block/\(device)/holders")) ?? []
             if holders.isEmpty, !mountedSources.contains("/dev/\(device)") { found.append("\(device) disksize \(size)") }
         }
+        // A process left running in a sandbox (`imgsandbox run` kills its whole PID namespace): its root is there.
+        for process in rootedProcesses(under: work) { found.append("process \(process)") }
         // The daemon records each zram device it adds and drops the record once the device is gone.
         if let instance {
             let records = (try? FileManager.default.contentsOfDirectory(atPath: InstanceNames(pid: instance).zramLedger)) ?? []
@@ -60,6 +62,16 @@ enum Residue {
         let runDirectory = instance.map { InstanceNames(pid: $0).runDirectory + "/" } ?? InstanceNames.defaultRunRoot + "/"
         for mountPoint in mountPoints().reversed() where mountPoint.hasPrefix(runDirectory) {
             umount2(mountPoint, Int32(MNT_DETACH))
+        }
+    }
+
+    /// "PID (comm) root PATH" of every process whose root directory is under `prefix`.
+    static func rootedProcesses(under prefix: String) -> [String] {
+        let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { Int($0) != nil }
+        return pids.compactMap { pid in
+            guard let root = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/root"),
+                  root.hasPrefix(prefix) else { return nil }
+            return "\(pid) (\(read("/proc/\(pid)/comm") ?? "?")) root \(root)"
         }
     }
 

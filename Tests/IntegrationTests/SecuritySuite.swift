@@ -32,7 +32,7 @@ struct HostSnapshot: Equatable, CustomStringConvertible {
 /// and a real unprivileged user (nobody, uid 65534, via setpriv) gets only what the modes allow.
 ///
 /// The owner rule: only root creates or removes sandboxes. The virtual tree is root's, mode 0755, and the
-/// kernel checks it (default_permissions), so other users get EACCES even with --allow-other.
+/// kernel checks it (default_permissions), so other users get EACCES even though the mount admits them.
 @Suite(.serialized, .enabled(if: Environment.canServe, Environment.skipReason))
 struct SecuritySuite {
     static let nobody = (uid: "65534", gid: "65534")
@@ -139,18 +139,21 @@ struct SecuritySuite {
         #expect(try FileManager.default.contentsOfDirectory(atPath: canaryDirectory).isEmpty)
     }
 
-    /// nosuid, nodev and default_permissions on the FUSE mount; allow_other only when asked.
+    /// nosuid, nodev and default_permissions on the FUSE mount; allow_other unless --private.
     @Test func mountOptions() throws {
         let fixture = try ServeFixture(images: [("pi", "whole-ext4", [])])
         defer { fixture.close() }
+        try fixture.start(["--private"])
+        let privateLine = try #require(Self.mountinfoLine(fixture.mountpoint))
+        #expect(!Self.superOptions(privateLine).contains("allow_other"), "\(privateLine)")
+        #expect(Self.superOptions(privateLine).contains("default_permissions"), "\(privateLine)")
+        #expect(fixture.stop() == 0)
         try fixture.start()
         let line = try #require(Self.mountinfoLine(fixture.mountpoint))
         let fields = line.split(separator: " ")
         let mountOptions = Set(fields[5].split(separator: ","))
         #expect(mountOptions.isSuperset(of: ["nosuid", "nodev"]), "\(line)")
-        let superOptions = Set(line[line.range(of: " - ")!.upperBound...].split(separator: " ").last!.split(separator: ","))
-        #expect(superOptions.contains("default_permissions"), "\(line)")
-        #expect(!superOptions.contains("allow_other"), "\(line)")
+        #expect(Self.superOptions(line).isSuperset(of: ["default_permissions", "allow_other"]), "\(line)")
 
         // nodev: a device node made in a sandbox cannot be opened through the mount; nosuid: a set-uid
         // root program run by nobody keeps nobody's uid.
@@ -162,6 +165,10 @@ struct SecuritySuite {
         #expect(fixture.stop() == 0)
     }
 
+    static func superOptions(_ line: String) -> Set<Substring> {
+        Set(line[line.range(of: " - ")!.upperBound...].split(separator: " ").last!.split(separator: ","))
+    }
+
     static func mountinfoLine(_ mountpoint: String) -> String? {
         let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
         return text.split(separator: "\n").map(String.init).last { $0.split(separator: " ").count > 4 && $0.split(separator: " ")[4] == mountpoint }
@@ -171,7 +178,7 @@ struct SecuritySuite {
         dev_t(minor & 0xff) | dev_t(major & 0xfff) << 8 | dev_t(minor & ~0xff) << 12 | dev_t(major & ~0xfff) << 32
     }
 
-    /// Without --allow-other nobody cannot even look; with it, nobody sees what the modes allow and
+    /// With --private nobody cannot even look; by default (allow_other), nobody sees what the modes allow and
     /// cannot make, remove or enter the hidden mounts of sandboxes.
     @Test(.enabled(if: SecuritySuite.canDropPrivileges, "needs setpriv (util-linux)"))
     func unprivilegedUser() throws {
@@ -182,7 +189,7 @@ struct SecuritySuite {
         // The fixture's folders must be traversable by nobody for the test to mean anything.
         chmod(fixture.work, 0o755)
         chmod(fixture.mountpoint, 0o755)
-        try fixture.start()
+        try fixture.start(["--private"])
         let s = fixture.sandbox("pi", "s")
         #expect(mkdir(s, 0o755) == 0)
         #expect(FileChecks.readFile("\(s)/secret") == "for root only\n", "root reads it")
@@ -190,7 +197,7 @@ struct SecuritySuite {
         #expect(denied.status != 0 && denied.output.contains("Permission denied"), "\(denied)")
         #expect(fixture.stop() == 0)
 
-        try fixture.start(["--allow-other"])
+        try fixture.start()
         let line = try #require(Self.mountinfoLine(fixture.mountpoint))
         #expect(line.contains("allow_other"))
         #expect(mkdir(s, 0o755) == 0)
