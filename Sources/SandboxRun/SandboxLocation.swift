@@ -1,6 +1,7 @@
 import CLinux
 import Glibc
 import LinuxBlock
+import Sandbox
 
 /// A live sandbox's directory: MOUNTPOINT/IMAGE/sandboxes/NAME of a mounted fuse.imgsandbox filesystem.
 public struct SandboxLocation {
@@ -16,7 +17,7 @@ public struct SandboxLocation {
         }
         let path = String(cString: resolved)
         free(resolved)
-        let served = mounts.filter { $0.type == "fuse.imgsandbox" }
+        let served = mounts.filter { $0.type == InstanceNames.fuseType }
         guard let mount = served.filter({ path.hasPrefix($0.mountPoint + "/") }).max(by: { $0.mountPoint.count < $1.mountPoint.count }) else {
             throw RunError("\(given) is not inside a mounted imgsandbox filesystem (no fuse.imgsandbox mount above \(path); is serve running?)")
         }

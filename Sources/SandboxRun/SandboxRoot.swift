@@ -26,7 +26,7 @@ struct SandboxRoot {
         defer { close(run) }
         try call("mkdir /run/lock") { mkdirat(run, "lock", 0o1777) }
         try call("chmod /run/lock") { fchmodat(run, "lock", 0o1777, 0) }
-        try call("mkdir /run/imgsandbox") { mkdirat(run, "imgsandbox", 0o755) }
+        try call("mkdir /run/imgsandbox-run") { mkdirat(run, "imgsandbox-run", 0o755) }
         try attach(run, at: directory("run"), "/run")
         try bindResolvConf()
         try refuseServiceStarts(run: run)
@@ -70,9 +70,9 @@ struct SandboxRoot {
     /// image has that file, ours is mounted over it; otherwise (the usual case) the image's invoke-rc.d is
     /// covered by a copy whose POLICYHELPER points at ours under /run, so no file is created in the sandbox.
     private func refuseServiceStarts(run: Int32) throws(RunError) {
-        try write(run, "imgsandbox/policy-rc.d", Self.policyScript)
+        try write(run, "imgsandbox-run/policy-rc.d", Self.policyScript)
         if let kind = root.kind("usr/sbin/policy-rc.d"), kind == S_IFREG || kind == S_IFLNK {
-            try bind(run, "imgsandbox/policy-rc.d", over: "usr/sbin/policy-rc.d")
+            try bind(run, "imgsandbox-run/policy-rc.d", over: "usr/sbin/policy-rc.d")
             return
         }
         guard root.kind("usr/sbin/invoke-rc.d") == S_IFREG,
@@ -81,11 +81,11 @@ struct SandboxRoot {
         let lines = String(decoding: original, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map { line -> Substring in
             guard !replaced, line.hasPrefix("POLICYHELPER=") else { return line }
             replaced = true
-            return "POLICYHELPER=/run/imgsandbox/policy-rc.d"
+            return "POLICYHELPER=/run/imgsandbox-run/policy-rc.d"
         }
         guard replaced else { return }
-        try write(run, "imgsandbox/invoke-rc.d", lines.joined(separator: "\n"))
-        try bind(run, "imgsandbox/invoke-rc.d", over: "usr/sbin/invoke-rc.d")
+        try write(run, "imgsandbox-run/invoke-rc.d", lines.joined(separator: "\n"))
+        try bind(run, "imgsandbox-run/invoke-rc.d", over: "usr/sbin/invoke-rc.d")
     }
 
     // MARK: helpers

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LinuxBlock
+import Sandbox
 import Testing
 @testable import SandboxRun
 
@@ -33,7 +34,7 @@ import Testing
     }
 
     func mount(_ point: String) -> MountEntry {
-        MountEntry(mountPoint: point, source: "imgsandbox-1", type: "fuse.imgsandbox", options: "rw", deviceNumber: DeviceNumber(major: 0, minor: 99))
+        MountEntry(mountPoint: point, source: "imgsandbox-1", type: InstanceNames.fuseType, options: "rw", deviceNumber: DeviceNumber(major: 0, minor: 99))
     }
 
     @Test func onlyALiveSandboxDirectoryIsAccepted() throws {
