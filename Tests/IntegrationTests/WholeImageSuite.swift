@@ -99,4 +99,44 @@ struct WholeImageSuite {
         unlink(copied)
         unlink("\(fixture.work)/pi-b-p1.img")
     }
+
+    /// A separate ext4 /home: its own COW through the engine (a second overlay or snapshot), isolated per
+    /// sandbox, read-only in pristine/, EXDEV across the boundary, listed by status.
+    @Test func linuxHomePartition() throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi-home", [])])
+        defer { fixture.close() }
+        try fixture.start(["--cow-size", "64M"])
+        let a = fixture.sandbox("pi", "a"), b = fixture.sandbox("pi", "b")
+        let pristine = "\(fixture.mountpoint)/pi/pristine"
+        for path in [a, b] { #expect(mkdir(path, 0o755) == 0, "mkdir \(path): \(String(cString: strerror(errno)))") }
+        #expect(FileChecks.readFile("\(a)/home/pi/where.txt") == "on the home partition\n")
+        #expect(Self.write("\(a)/home/pi/where.txt", "changed in a\n"))
+        #expect(Self.write("\(a)/home/pi/new.txt", "new in a\n"))
+        #expect(FileChecks.readFile("\(b)/home/pi/where.txt") == "on the home partition\n")
+        #expect(!FileManager.default.fileExists(atPath: "\(b)/home/pi/new.txt"))
+        #expect(FileChecks.readFile("\(pristine)/home/pi/where.txt") == "on the home partition\n")
+        #expect(open("\(pristine)/home/pi/x", O_WRONLY | O_CREAT, 0o644) == -1 && errno == EROFS)
+        #expect(rename("\(a)/home/pi/new.txt", "\(a)/etc/new.txt") == -1 && errno == EXDEV)
+        #expect(link("\(a)/home/pi/new.txt", "\(a)/new.txt") == -1 && errno == EXDEV)
+        #expect(rmdir("\(a)/home") == -1 && errno == EBUSY)
+        // statfs in /home is /home's own filesystem: 8 MiB written there leave the root's free space alone.
+        func free(_ path: String) -> UInt64 {
+            var st = statvfs()
+            return statvfs(path, &st) == 0 ? UInt64(st.f_bfree) * UInt64(st.f_frsize) : 0
+        }
+        let (homeBefore, rootBefore) = (free("\(a)/home"), free(a))
+        #expect(FileManager.default.createFile(atPath: "\(a)/home/pi/blob", contents: Data(repeating: 7, count: 8 << 20)))
+        let fd = open("\(a)/home/pi/blob", O_RDONLY)
+        #expect(fd >= 0 && fsync(fd) == 0)
+        close(fd)
+        #expect(homeBefore - free("\(a)/home") >= 8 << 20)
+        #expect(rootBefore - min(rootBefore, free(a)) < 4 << 20)
+        let rows = try fixture.status()
+        let partitions = rows.first { $0["sandbox"] as? String == "a" }?["partitions"] as? [[String: Any]] ?? []
+        // Parents first, then by path: /home (one component) before /boot/firmware.
+        #expect(partitions.map { $0["mount_point"] as? String } == ["/home", "/boot/firmware"])
+        #expect(partitions.first?["filesystem"] as? String == "ext4")
+        #expect(((partitions.first?["cow_used_bytes"] as? NSNumber)?.uint64Value ?? 0) >= 8 << 20)
+        for path in [a, b] { #expect(rmdir(path) == 0, "rmdir \(path): \(String(cString: strerror(errno)))") }
+    }
 }

@@ -18,6 +18,21 @@ import Testing
         if case .pass(let node)? = table[id] { node } else { nil }
     }
 
+    /// FAT nodes are encoded in their ID (partition serial + FATFS node), apart from slab and virtual IDs.
+    @Test func fatNodeIDsRoundTripAndStayApart() throws {
+        var table = NodeTable()
+        for (serial, node) in [(UInt64(1), UInt64(1)), (5, 123_456), ((1 << 23) - 1, (1 << 40) - 1)] {
+            let id = try #require(NodeTable.fatID(serial: serial, node: node))
+            guard case .fat(let s, let n)? = table[id] else { Issue.record("\(id) is not a FAT node"); continue }
+            #expect(s == serial && n == node)
+        }
+        #expect(NodeTable.fatID(serial: 1 << 23, node: 1) == nil)
+        #expect(NodeTable.fatID(serial: 1, node: 1 << 40) == nil)
+        let pass = table.lookUp(key: Self.key(7), handle: Self.handle(7), type: Self.fileType)
+        #expect(pass < 1 << 63)
+        #expect(Self.passNode(table, pass) != nil)
+    }
+
     @Test func slotStaysCompact() {
         #expect(MemoryLayout<PassSlot>.stride == 80)
     }
