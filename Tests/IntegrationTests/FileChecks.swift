@@ -4,8 +4,6 @@ import Testing
 
 /// The everyday changes a user makes in a sandbox, each checked right after it is made.
 enum FileChecks {
-    static func errnoOf(_ result: Int32) -> Int32 { result == 0 ? 0 : errno }
-
     static func writeFile(_ path: String, _ text: String, mode: mode_t = 0o644) throws {
         let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)
         guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }

@@ -92,9 +92,16 @@ final class MountedFS: @unchecked Sendable {
     }
 }
 
-/// errno of a failing call, 0 on success.
-func errnoOf(_ rc: Int32) -> Int32 { rc == 0 ? 0 : errno }
-func errnoOf(_ rc: Int) -> Int32 { rc >= 0 ? 0 : errno }
+/// errno of a failed call (one that returned -1), 0 on success: a call that wrongly succeeds fails the
+/// check instead of passing on a stale errno.
+func errnoOf(_ rc: Int32) -> Int32 { rc == -1 ? errno : 0 }
+func errnoOf(_ rc: Int) -> Int32 { rc == -1 ? errno : 0 }
+/// The same for a call that returns a descriptor, which is closed when it wrongly succeeds.
+func errnoOf(fd: Int32) -> Int32 {
+    guard fd >= 0 else { return errno }
+    close(fd)
+    return 0
+}
 
 /// Runs a command and returns (status, stdout).
 func run(_ arguments: [String], cwd: String? = nil) throws -> (Int32, String) {

@@ -51,7 +51,7 @@ extension SandboxFSTests {
             let n = readlink(s + "/link", &buffer, buffer.count)
             #expect(n > 0 && String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == "../../../../etc/passwd")
             #expect(lstatOf(backing + "/link").map { $0.st_mode & UInt32(S_IFMT) } == UInt32(S_IFLNK))
-            #expect(errnoOf(open(s + "/link", O_RDONLY | O_NOFOLLOW)) == ELOOP)
+            #expect(errnoOf(fd: open(s + "/link", O_RDONLY | O_NOFOLLOW)) == ELOOP)
             // A symlink to a directory inside: lookups through it are the kernel's, relative to the sandbox.
             #expect(mkdir(s + "/real", 0o755) == 0)
             #expect(symlink("real", s + "/alias") == 0)
