@@ -28,12 +28,17 @@ final class SandboxAccess: Sendable {
         return try body()
     }
 
-    /// Runs the teardown with no reader in flight and no user in; the sandbox counts as gone only if it
-    /// succeeded. Throws `busy` while a user is in.
-    func retire<E: Error>(busy: E, _ teardown: () throws(E) -> Void) throws(E) {
+    /// Runs the teardown with no reader in flight and no user in. Throws `busy` while a user is in. After a
+    /// failure the sandbox stays readable only if `whole()` says the teardown undid nothing.
+    func retire<E: Error>(busy: E, whole: () -> Bool, _ teardown: () throws(E) -> Void) throws(E) {
         try state.withLock { (state: inout State) throws(E) in
             if state.users > 0 { throw busy }
-            try teardown()
+            do throws(E) {
+                try teardown()
+            } catch {
+                if !whole() { state.alive = false }
+                throw error
+            }
             state.alive = false
         }
     }

@@ -46,6 +46,8 @@ public protocol EngineAttachment: AnyObject, Sendable {
 public enum SandboxState: String, Sendable, Codable {
     case active
     case overflowed
+    /// Its teardown stopped part-way: nothing is served from it, rmdir retries the rest.
+    case broken
 }
 
 public struct SandboxUsage: Sendable, Equatable, Codable {

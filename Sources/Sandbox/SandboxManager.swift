@@ -28,7 +28,14 @@ public struct PartitionStatus: Sendable, Codable, Equatable {
 ///
 /// Locking: `registry` (short sections, never held across kernel work) guards the names; each image's
 /// `ImageSlot.lock` serialises the slow engine work of that image (attach, create, destroy, detach), so
-/// sandboxes of different images are made in parallel. Order: slot lock, then registry; never the reverse.
+/// sandboxes of different images are made in parallel. The whole order of the Sandbox target, outermost
+/// first (a lock is only ever taken while holding locks above it, never below):
+///   1. ImageSlot.lock          create/destroy/release of one image's objects (kernel work under it)
+///   2. SandboxAccess           a sandbox's readers (status, COW watcher) against its teardown
+///   3. Teardown                the undo stack, held while its steps run (unmount, dm remove ...)
+///   4. CowStore.state          its zram segments; held across the dm suspend/load/resume of a grow
+///   5. registry, CowWatch.state  leaves: short sections, nothing taken inside them
+/// (ImageSlot.lock -> registry is taken directly too; the COW watcher goes 2 -> 4 without 1 or 3.)
 public final class SandboxManager: SandboxProvider {
     public let engine: any SandboxEngine
     public let settings: SandboxSettings
@@ -73,12 +80,15 @@ public final class SandboxManager: SandboxProvider {
     }
 
     struct LiveSandbox: Sendable {
-        let ref: SandboxRef
+        var ref: SandboxRef
         let attachment: any EngineAttachment
         /// The image's attachment the sandbox was made on (it outlives the sandbox).
         let image: any EngineAttachment
         let parts: [LivePartition]
         let access = SandboxAccess()
+
+        /// Some of its teardown has run: it must not be served again as if whole.
+        var partlyTornDown: Bool { parts.contains { $0.teardown.hasUndone } || attachment.teardown.hasUndone }
     }
 
     /// One partition of a live sandbox: a Linux one's engine attachment, or a FAT one's block COW.
@@ -239,14 +249,19 @@ public final class SandboxManager: SandboxProvider {
             registry.busy.insert(key)
             return (live, slot)
         }
+        var broken = false
         do {
             try slot.lock.withLock { _ throws(SandboxError) in
                 if let directory = settings.fatDumpDirectory { dumpFAT(live.parts, image: image, name: name, to: directory) }
-                try live.access.retire(busy: .inUse(image: image, sandbox: name)) { () throws(SandboxError) in
+                try live.access.retire(busy: .inUse(image: image, sandbox: name), whole: { !live.partlyTornDown }) {
+                    () throws(SandboxError) in
                     do throws(TeardownError) {
                         for part in live.parts.reversed() { try part.teardown.run() }
                         try live.attachment.teardown.run()
                     } catch {
+                        // Part of it is gone (its mount, perhaps): never serve it again as if whole. Listed
+                        // as broken; another rmdir runs the remaining steps.
+                        broken = live.partlyTornDown
                         throw .stepFailed(step: "destroy sandbox", underlying: error)
                     }
                 }
@@ -256,9 +271,12 @@ public final class SandboxManager: SandboxProvider {
                 if slot.sandboxCount == 0 { releaseImage(slot, image: image) }
             }
         } catch {
+            var kept = live
+            kept.ref.broken = kept.ref.broken || broken
+            if broken, !live.ref.broken { logger.error("sandbox \(image)/\(name) is broken: its teardown stopped part-way; rmdir retries the remaining steps") }
             registry.withLock {
                 $0.busy.remove(key)
-                $0.ready[image, default: [:]][name] = live
+                $0.ready[image, default: [:]][name] = kept
             }
             throw error
         }
@@ -321,7 +339,9 @@ public final class SandboxManager: SandboxProvider {
     public func status() -> [SandboxStatus] {
         let live = registry.withLock { $0.ready.values.flatMap(\.values) }
         return live.compactMap { sandbox in
-            sandbox.access.ifAlive { (engine.usage(of: sandbox.attachment), sandbox.parts.map(partitionStatus)) }.map { usage, parts in
+            let read = sandbox.ref.broken ? (SandboxUsage(state: .broken), [])
+                : sandbox.access.ifAlive { (engine.usage(of: sandbox.attachment), sandbox.parts.map(partitionStatus)) }
+            return read.map { usage, parts in
                 SandboxStatus(image: sandbox.ref.image, sandbox: sandbox.ref.name, engine: engine.kind,
                               mountPath: sandbox.ref.mountPath, usage: usage, partitions: parts)
             }

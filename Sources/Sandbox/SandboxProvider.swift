@@ -17,15 +17,18 @@ public struct SandboxRef: Sendable, Hashable {
     public let partitions: [PartitionRef]
     /// `pristine/`: the image as it is, every write refused (EROFS).
     public let readOnly: Bool
+    /// Its teardown stopped part-way (the mount may be gone): every access fails with EIO, rmdir retries.
+    public var broken: Bool
 
     public init(image: String, name: String, serial: UInt64, mountPath: String, partitions: [PartitionRef] = [],
-                readOnly: Bool = false) {
+                readOnly: Bool = false, broken: Bool = false) {
         self.image = image
         self.name = name
         self.serial = serial
         self.mountPath = mountPath
         self.partitions = partitions
         self.readOnly = readOnly
+        self.broken = broken
     }
 }
 

@@ -6,7 +6,12 @@ import LinuxBlock
 /// One method per FUSE operation: picks the virtual tree or the passthrough and replies exactly once.
 extension SandboxFileSystem {
     private func kind(_ id: UInt64) throws -> NodeKind {
-        guard let kind = nodeKind(id) else { throw SystemError("resolve", "unknown node \(id)", errno: ESTALE) }
+        guard let kind = nodeKind(id) else {
+            if state.withLock({ $0.brokenRoots.contains(id) }) {
+                throw SystemError("resolve", "root of a broken sandbox (rmdir it)", errno: EIO)
+            }
+            throw SystemError("resolve", "unknown node \(id)", errno: ESTALE)
+        }
         return kind
     }
 

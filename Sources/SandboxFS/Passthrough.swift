@@ -53,6 +53,9 @@ extension SandboxFileSystem {
                 guard case .pass(let node)? = s.table[id] else {
                     throw SystemError("resolve", "node \(id)", errno: ESTALE)
                 }
+                if s.sandboxes[node.serial]?.broken == true || s.sandboxes[s.owner(of: node.serial)]?.broken == true {
+                    throw SystemError("resolve", "node \(id) of a broken sandbox (rmdir it)", errno: EIO)
+                }
                 guard let sandbox = s.sandboxes[node.serial], !sandbox.blocked else { return (node, nil) }
                 if sandbox.ref.readOnly { s.markUsed(node.serial) }
                 return (node, sandbox)

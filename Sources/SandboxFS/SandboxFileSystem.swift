@@ -65,6 +65,8 @@ struct SandboxEntry {
     var parts: [UInt64] = []
     /// pristine/: used since the last idle check (see Pristine.swift).
     var used = true
+    /// Its teardown stopped part-way (the provider says so): requests get EIO until an rmdir finishes it.
+    var broken = false
 
     init(ref: SandboxRef, mount: FdLease, mountID: Int32, owner: UInt64? = nil) {
         self.ref = ref
@@ -141,6 +143,9 @@ struct FSState {
     func owner(of serial: UInt64) -> UInt64 {
         sandboxes[serial]?.owner ?? fats[serial]?.owner ?? serial
     }
+
+    /// Node IDs answered for the roots of broken sandboxes: no node behind them, every request gets EIO.
+    var brokenRoots: Set<UInt64> = []
 
     mutating func addHandle(_ handle: OpenHandle) -> UInt64 {
         let fh = nextHandle

@@ -150,6 +150,7 @@ extension SandboxFileSystem {
         let parent = state.withLock { s in
             Self.removeParts(&s, of: ref.serial)
             s.sandboxes[ref.serial] = nil
+            s.brokenRoots.remove(s.table.pseudoInode(image, text))
             return s.table.sandboxesNode(image)
         }
         invalidateEntry(parent: parent, name: text)
@@ -189,9 +190,24 @@ extension SandboxFileSystem {
         return names.count > 8 ? shown + " and \(names.count - 8) more" : shown
     }
 
-    /// Undoes phase 1 and 2 of a failed rmdir: the sandbox is served again.
+    /// Undoes phase 1 and 2 of a failed rmdir: the sandbox is served again, unless its teardown stopped
+    /// part-way. Then its mount may be gone and mountPath a bare directory under /run: it stays blocked
+    /// for good (EIO) and only another rmdir, which retries the remaining steps, is let through.
     private func restore(_ ref: SandboxRef, wasAttached: Bool) {
         cache.restore(ref.serial)
+        if provider.sandbox(image: ref.image, name: ref.name)?.broken ?? false {
+            let parent = state.withLock { s in
+                if var entry = s.sandboxes[ref.serial] {
+                    entry.blocked = false
+                    entry.broken = true
+                    s.sandboxes[ref.serial] = entry
+                }
+                return s.table.sandboxesNode(ref.image)
+            }
+            // The kernel's entry still names the old root: make it look the name up again (broken root).
+            invalidateEntry(parent: parent, name: ref.name)
+            return
+        }
         let reopened = wasAttached ? try? openMount(ref) : nil
         state.withLock { s in
             guard var entry = s.sandboxes[ref.serial] else { return }

@@ -53,6 +53,8 @@ extension SandboxFileSystem {
             guard let ref = provider.sandbox(image: image, name: text) else {
                 throw SystemError("lookup", "\(image)/sandboxes/\(text)", errno: ENOENT)
             }
+            // Found, so that rmdir reaches us and can finish it; but nothing inside is served.
+            if ref.broken { return brokenRootEntry(ref) }
             let root = try attach(ref)
             // The sandbox root: short entry timeout (the list changes), long attr timeout (passthrough).
             return .entry(id: root.id, attr: root.attr, attrTimeout: options.passthroughTimeout,
@@ -60,6 +62,16 @@ extension SandboxFileSystem {
         case .pass, .fat:
             throw SystemError("lookup", "passthrough node in the virtual tree", errno: EIO)
         }
+    }
+
+    /// The entry of a broken sandbox's root: a node without anything behind it (requests on it get EIO).
+    private func brokenRootEntry(_ ref: SandboxRef) -> Reply {
+        let id = state.withLock { s in
+            let id = s.table.pseudoInode(ref.image, ref.name)
+            s.brokenRoots.insert(id)
+            return id
+        }
+        return .entry(id: id, attr: virtualAttr(id), attrTimeout: 0, entryTimeout: 0)
     }
 
     func virtualListing(_ id: UInt64, _ kind: NodeKind) throws -> [VirtualEntry] {

@@ -21,6 +21,8 @@ final class FakeProvider: SandboxProvider, Sendable {
         var images: [String: [String: SandboxRef]] = [:]
         var nextSerial: UInt64 = 1
         var failDestroy: Int32? = nil
+        /// The next destroy gets as far as removing what the mount held, then fails: the sandbox is broken.
+        var failDestroyPartway = false
     }
 
     let base: String
@@ -34,6 +36,7 @@ final class FakeProvider: SandboxProvider, Sendable {
     }
 
     func setFailDestroy(_ code: Int32?) { state.withLock { $0.failDestroy = code } }
+    func setFailDestroyPartway() { state.withLock { $0.failDestroyPartway = true } }
 
     func imageNames() -> [String] { state.withLock { Array($0.images.keys) } }
 
@@ -67,6 +70,15 @@ final class FakeProvider: SandboxProvider, Sendable {
         try state.withLock { s in
             if let code = s.failDestroy { throw FakeError(errno: code) }
             guard let ref = s.images[image]?[name] else { throw FakeError(errno: ENOENT) }
+            if s.failDestroyPartway {
+                // Like the manager after the unmount step succeeded and the next one failed: mountPath is
+                // a bare directory now, and the sandbox is listed as broken.
+                s.failDestroyPartway = false
+                try remove(ref)
+                guard mkdir(ref.mountPath, 0o755) == 0 else { throw FakeError(errno: errno) }
+                s.images[image]?[name]?.broken = true
+                throw FakeError(errno: EBUSY)
+            }
             try remove(ref)
             s.images[image]?[name] = nil
         }

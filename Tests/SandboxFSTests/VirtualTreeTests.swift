@@ -29,7 +29,7 @@ struct SandboxFSTests {
         // Anywhere outside sandboxes/ the tree is read-only.
         #expect(errnoOf(mkdir(m.path("alpha/one"), 0o755)) == EPERM)
         #expect(errnoOf(mkdir(m.path("gamma"), 0o755)) == EPERM)
-        #expect(errnoOf(creat(m.path("alpha/file"), 0o644)) == EPERM)
+        #expect(errnoOf(fd: creat(m.path("alpha/file"), 0o644)) == EPERM)
         #expect(errnoOf(rmdir(m.path("alpha"))) == EPERM)
         #expect(errnoOf(rename(m.path("alpha/sandboxes/one"), m.path("alpha/sandboxes/two"))) == EPERM)
 
@@ -64,6 +64,36 @@ struct SandboxFSTests {
         // The name is free again: a new sandbox, empty.
         #expect(errnoOf(mkdir(m.path("alpha/sandboxes/one"), 0o755)) == 0)
         #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha/sandboxes/one")).isEmpty)
+    }
+
+    /// Defect: a teardown that stopped part-way put the sandbox back as ready and reopened its mountPath, a
+    /// bare directory by then: writes landed in the host's /run, outside the COW budget.
+    @Test func aSandboxWhoseTeardownStoppedPartWayIsBrokenAndNeverServedAgain() throws {
+        let m = try MountedFS()
+        defer { m.stop() }
+        let sandbox = m.path("alpha/sandboxes/one")
+        try #require(mkdir(sandbox, 0o755) == 0)
+        let backing = try #require(m.provider.sandbox(image: "alpha", name: "one")?.mountPath)
+        try "x".write(toFile: sandbox + "/f", atomically: false, encoding: .utf8)
+        // A directory held open inside (a shell's cwd) must not reach the bare directory either.
+        let cwd = open(sandbox, clinux_O_PATH | O_DIRECTORY)
+        try #require(cwd >= 0)
+        defer { close(cwd) }
+
+        m.provider.setFailDestroyPartway()
+        #expect(errnoOf(rmdir(sandbox)) == EBUSY)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha/sandboxes")) == ["one"], "still listed")
+        #expect(errnoOf(fd: open(sandbox + "/new", O_CREAT | O_WRONLY, 0o644)) == EIO)
+        #expect(errnoOf(fd: openat(cwd, "new2", O_CREAT | O_WRONLY, 0o644)) == EIO)
+        #expect(errnoOf(mkdir(sandbox + "/dir", 0o755)) == EIO)
+        #expect(readAll(sandbox + "/f") == nil)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: backing).isEmpty, "nothing written to the bare directory")
+
+        // rmdir retries what is left, and the name is free again.
+        #expect(errnoOf(rmdir(sandbox)) == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha/sandboxes")).isEmpty)
+        #expect(errnoOf(mkdir(sandbox, 0o755)) == 0)
+        #expect(errnoOf(fd: open(sandbox + "/new", O_CREAT | O_WRONLY, 0o644)) == 0)
     }
 
     @Test func exitEndsTheLoopAndUnmountDetaches() throws {

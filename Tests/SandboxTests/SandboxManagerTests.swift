@@ -96,18 +96,41 @@ func errnoOf(_ body: () throws -> Void) -> Int32? {
         #expect(fixture.engine.liveObjects.isEmpty)
     }
 
-    @Test func failedDestroyKeepsTheSandboxUsable() throws {
+    @Test func destroyThatFailsBeforeUndoingAnythingKeepsTheSandboxUsable() throws {
         let fixture = try ManagerFixture()
         let manager = fixture.manager
         let ref = try manager.createSandbox(image: "beta", name: "s")
-        fixture.engine.failUndo(of: "mount")
+        fixture.engine.failUndo(of: FakeEngine.sandboxSteps.last)
         #expect(errnoOf { try manager.destroySandbox(image: "beta", name: "s") } == ENOSPC)
         #expect(manager.sandbox(image: "beta", name: "s") == ref)
-        // The step above the failure (grow) was undone; what the mount needs is still there.
-        #expect(fixture.engine.liveObjects.contains("snapshot:beta/s"))
+        #expect(manager.status().map(\.usage.state) == [.active])
         fixture.engine.failUndo(of: nil)
         try manager.destroySandbox(image: "beta", name: "s")
         #expect(fixture.engine.liveObjects.isEmpty)
+    }
+
+    /// Defect: a teardown that stopped part-way (the unmount done, a later step failed) put the sandbox back
+    /// as ready, and the FUSE layer served its mountPath, a bare directory by then.
+    @Test func destroyThatStopsPartWayLeavesABrokenSandboxThatRmdirFinishes() throws {
+        let fixture = try ManagerFixture()
+        let manager = fixture.manager
+        let ref = try manager.createSandbox(image: "beta", name: "s")
+        fixture.engine.failUndo(of: "snapshot")
+        #expect(errnoOf { try manager.destroySandbox(image: "beta", name: "s") } == ENOSPC)
+        let broken = try #require(manager.sandbox(image: "beta", name: "s"))
+        #expect(broken.broken && broken.serial == ref.serial)
+        #expect(manager.sandboxNames(image: "beta") == ["s"])
+        #expect(manager.status().map(\.usage.state) == [.broken])
+        // What the snapshot needs is still there; what stood on it is gone.
+        #expect(fixture.engine.liveObjects.contains("snapshot:beta/s") && !fixture.engine.liveObjects.contains("mount:beta/s"))
+        // Still failing: still broken.
+        #expect(errnoOf { try manager.destroySandbox(image: "beta", name: "s") } == ENOSPC)
+        #expect(manager.sandbox(image: "beta", name: "s")?.broken == true)
+        fixture.engine.failUndo(of: nil)
+        try manager.destroySandbox(image: "beta", name: "s")
+        #expect(fixture.engine.liveObjects.isEmpty)
+        #expect(manager.sandbox(image: "beta", name: "s") == nil)
+        #expect(fixture.leftoverMountDirectories.isEmpty)
     }
 
     @Test func userErrorsCarryTheirErrno() throws {
@@ -128,8 +151,7 @@ func errnoOf(_ body: () throws -> Void) -> Int32? {
         let fixture = try ManagerFixture(images: [])
         let path = fixture.root + "/images/zeros.img"
         #expect(FileManager.default.createFile(atPath: path, contents: Data(count: 1 << 20)))
-        let errno = errnoOf { _ = try fixture.manager.createSandbox(image: "zeros", name: "x") }
-        #expect(errno != nil && errno != 0)
+        #expect(errnoOf { _ = try fixture.manager.createSandbox(image: "zeros", name: "x") } == EMEDIUMTYPE)
         #expect(fixture.engine.imageAttachCount == 0)
     }
 
