@@ -18,7 +18,8 @@ public struct InstanceProcess: Sendable, Equatable {
         return startTime(of: pid).map { InstanceProcess(pid: pid, startTime: $0) }
     }
 
-    /// The start time of a running process, nil if there is none with that pid.
+    /// The start time of a running process, nil if there is none with that pid or it is dead: a zombie (Z)
+    /// or dying (X) process is dead even while its parent has not reaped it (init reaps late).
     public static func startTime(of pid: Int32) -> UInt64? {
         let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
@@ -26,16 +27,21 @@ public struct InstanceProcess: Sendable, Equatable {
         var buffer = [UInt8](repeating: 0, count: 4096)
         let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         guard count > 0 else { return nil }
-        return parseStartTime(String(decoding: buffer[0..<count], as: UTF8.self))
+        guard let stat = parseStat(String(decoding: buffer[0..<count], as: UTF8.self)), !"ZX".contains(stat.state) else {
+            return nil
+        }
+        return stat.startTime
     }
 
     /// "PID (comm) S ppid ... starttime ...": comm may hold spaces and parentheses, so fields are counted
     /// after the last ')'; the state is field 3 and starttime field 22.
-    static func parseStartTime(_ stat: String) -> UInt64? {
+    static func parseStat(_ stat: String) -> (state: Character, startTime: UInt64)? {
         guard let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 19 else { return nil }
-        return UInt64(fields[19])
+        guard fields.count > 19, fields[0].count == 1, let state = fields[0].first, let start = UInt64(fields[19]) else {
+            return nil
+        }
+        return (state, start)
     }
 
     /// The record file's text: "PID STARTTIME\n".

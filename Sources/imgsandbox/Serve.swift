@@ -203,11 +203,28 @@ struct Serve: ParsableCommand {
 
     static func absoluteDirectory(_ path: String, create: Bool) throws -> String {
         let url = URL(fileURLWithPath: path).standardizedFileURL
-        if create { try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true) }
-        var isDirectory = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory else {
-            throw ValidationError("\(path) is not a directory")
+        if create, Self.deadFuseMount(at: url.path) == nil {
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         }
+        var info = stat()
+        guard stat(url.path, &info) == 0 else {
+            let code = errno
+            // The sweep detaches the mounts of dead instances: one still here belongs to a process that looks
+            // alive (stopped, or its pid taken by another process) but no longer serves it.
+            if code == ENOTCONN, let mount = Self.deadFuseMount(at: url.path) {
+                let owner = InstanceNames.owner(fsName: mount.source).map { "instance \($0)" } ?? mount.source
+                throw ValidationFailure("\(path) is a dead FUSE mount of \(owner), whose process still looks alive, so it was not swept; if that daemon is gone, detach the mount with: umount -l \(url.path)")
+            }
+            throw ValidationFailure("\(path): \(SystemError.describe(code))")
+        }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw ValidationError("\(path) is not a directory") }
         return url.resolvingSymlinksInPath().path
+    }
+
+    /// The FUSE mount at `path` whose daemon is gone (it answers ENOTCONN), if there is one.
+    static func deadFuseMount(at path: String) -> MountEntry? {
+        var info = stat()
+        guard stat(path, &info) != 0, errno == ENOTCONN else { return nil }
+        return Mount.mountPoints().last { $0.mountPoint == path && $0.type.hasPrefix("fuse") }
     }
 }

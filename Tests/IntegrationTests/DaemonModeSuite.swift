@@ -74,10 +74,6 @@ struct DaemonModeSuite {
 
     /// The daemon is not our child (serve's front process exited), so its end is polled for, bounded.
     static func waitForExit(_ pid: Int32, seconds: Int = 30) -> Bool {
-        for _ in 0..<(seconds * 100) {
-            if kill(pid, 0) != 0 && errno == ESRCH { return true }
-            usleep(10_000)
-        }
-        return false
+        ServeFixture.poll(seconds: seconds) { kill(pid, 0) != 0 && errno == ESRCH }
     }
 }

@@ -65,6 +65,25 @@ struct ReliabilitySuite {
         #expect(bystander.stop() == 0)
     }
 
+    /// Defect: right after a SIGKILL the daemon is a zombie until its parent reaps it (init reaps late), and
+    /// the sweep took the zombie for alive: it left the dead FUSE mount, and serve failed with "MNT is not a
+    /// directory" (ENOTCONN). Here the parent never reaps until the test ends.
+    @Test func serveAgainWhileTheKilledDaemonIsStillAZombie() throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi", [])])
+        defer { fixture.close() }
+        try fixture.start(reaped: false)
+        #expect(mkdir(fixture.sandbox("pi", "a"), 0o755) == 0)
+        let dead = try fixture.killLeavingZombie()
+        #expect(ServeFixture.processState(dead) == "Z")
+        #expect(!Self.leftovers(of: dead).isEmpty)
+
+        try fixture.start()
+        #expect(ServeFixture.processState(dead) == "Z", "still a zombie while the sweep ran")
+        #expect(Self.leftovers(of: dead).isEmpty, "left by the zombie's instance: \(Self.leftovers(of: dead))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sandbox("pi", "")).isEmpty)
+        #expect(fixture.stop() == 0)
+    }
+
     enum StopWay: String, CaseIterable, Sendable {
         case sigterm, sigint, umount, fusermount
     }

@@ -71,6 +71,11 @@ final class ServeFixture: @unchecked Sendable {
     let images: String
     let mountpoint: String
     private var process: Process?
+    /// With `start(reaped: false)`: serve's pid; `process` is then its parent, a shell that never waits.
+    private var unreaped: Int32?
+    /// Parents keeping killed daemons as zombies, ended by close(), and those daemons' pids.
+    private var zombieKeepers: [Process] = []
+    private var zombies: [Int32] = []
     /// Guards logLines; signalled whenever a line arrives.
     private let logLock = NSCondition()
     private var logLines: [String] = []
@@ -137,13 +142,21 @@ final class ServeFixture: @unchecked Sendable {
         return true
     }
 
-    /// Starts `serve --foreground` and returns once it logs that it is serving.
-    func start(_ extraArguments: [String] = [], environment: [String: String] = [:]) throws {
+    /// Starts `serve --foreground` and returns once it logs that it is serving. `reaped: false` gives serve
+    /// a parent that never reaps it (like a busy init): killed, it stays a zombie (see killLeavingZombie).
+    func start(_ extraArguments: [String] = [], environment: [String: String] = [:], reaped: Bool = true) throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Paths.binary)
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.arguments = ["serve", "--foreground", "--engine", Environment.engine, "--cow-size", "256M"]
+        let serve = ["serve", "--foreground", "--engine", Environment.engine, "--cow-size", "256M"]
             + extraArguments + [images, mountpoint]
+        if reaped {
+            process.executableURL = URL(fileURLWithPath: Paths.binary)
+            process.arguments = serve
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "\"$@\" & exec sleep 3600", "sh", Paths.binary] + serve
+        }
+        unreaped = nil
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
@@ -189,9 +202,46 @@ final class ServeFixture: @unchecked Sendable {
             process.waitUntilExit()
             throw CommandFailed(argv: ["serve"], status: process.terminationStatus, output: log[firstLine...].joined(separator: "\n"))
         }
+        if !reaped {
+            let parent = process.processIdentifier
+            let children = (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
+            unreaped = children.split(separator: " ").compactMap { Int32($0) }.first
+            if unreaped == nil { kill(parent, SIGKILL) }
+            _ = try #require(unreaped, "serve under a non-reaping parent: no child of \(parent)")
+        }
     }
 
-    var pid: Int32? { process?.processIdentifier }
+    var pid: Int32? { unreaped ?? process?.processIdentifier }
+
+    /// SIGKILLs a daemon started with `reaped: false` and returns its pid once it is a zombie; its parent
+    /// keeps it so until close().
+    func killLeavingZombie() throws -> Int32 {
+        let serve = try #require(unreaped)
+        let keeper = try #require(process)
+        kill(serve, SIGKILL)
+        zombieKeepers.append(keeper)
+        zombies.append(serve)
+        self.process = nil
+        unreaped = nil
+        _ = Self.poll(seconds: 30) { Self.processState(serve) == "Z" }
+        return serve
+    }
+
+    /// A process that is not our child cannot be waited for: poll its state, bounded. True if `condition` held.
+    static func poll(seconds: Int, _ condition: () -> Bool) -> Bool {
+        for _ in 0..<(seconds * 100) {
+            if condition() { return true }
+            usleep(10_000)
+        }
+        return condition()
+    }
+
+    /// Field 3 of /proc/PID/stat (R, S, Z ...), nil when there is no such process.
+    static func processState(_ pid: Int32) -> Character? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: close)...].split(separator: " ").first?.first
+    }
 
     /// Stops the daemon the way a user would and returns its exit status.
     @discardableResult
@@ -205,13 +255,27 @@ final class ServeFixture: @unchecked Sendable {
     /// Ends the daemon (if a test left it running), force-cleans as a last resort, then checks residue and
     /// that no image changed.
     func close() {
+        if let unreaped, process?.isRunning == true {
+            kill(unreaped, SIGTERM)
+            _ = Self.poll(seconds: 120) { [nil, "Z"].contains(Self.processState(unreaped)) }
+        }
         if let process, process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
+            kill(process.processIdentifier, unreaped == nil ? SIGTERM : SIGKILL)
             process.waitUntilExit()
+        }
+        // Their zombies go to init, which reaps them.
+        for keeper in zombieKeepers where keeper.isRunning {
+            kill(keeper.processIdentifier, SIGKILL)
+            keeper.waitUntilExit()
         }
         let residue = Residue.find(work: work, instance: pid)
         #expect(residue.isEmpty, "left behind: \(residue)")
         if !residue.isEmpty { Residue.forceClean(work: work, instance: pid) }
+        for zombie in zombies {
+            let left = Residue.find(work: work, instance: zombie)
+            #expect(left.isEmpty, "left behind by killed instance \(zombie): \(left)")
+            if !left.isEmpty { Residue.forceClean(work: work, instance: zombie) }
+        }
         for (path, checksum) in checksums {
             #expect((try? sha256(path)) == checksum, "image \(path) changed")
         }

@@ -127,8 +127,9 @@ import Testing
         #expect(InstanceProcess(recordText: "x 1") == nil)
         // comm with spaces and a ')' inside: fields count from the last ')'.
         let stat = "77 (a) b (c) S 1 77 77 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200"
-        #expect(InstanceProcess.parseStartTime(stat) == 98765)
-        #expect(InstanceProcess.parseStartTime("77 (a) S 1") == nil)
+        #expect(InstanceProcess.parseStat(stat)?.startTime == 98765)
+        #expect(InstanceProcess.parseStat(stat)?.state == "S")
+        #expect(InstanceProcess.parseStat("77 (a) S 1") == nil)
     }
 
     @Test func thisProcessIsRunningAndADeadPidIsNot() throws {
@@ -142,6 +143,23 @@ import Testing
         try child.run()
         child.waitUntilExit()
         #expect(!InstanceProcess.isAlive(pid: child.processIdentifier, record: nil))
+    }
+
+    /// Defect: a SIGKILLed daemon stays a zombie until its parent reaps it (init reaps late), and the sweep
+    /// took the zombie for alive: it kept the dead FUSE mount, and serve then failed on the mountpoint.
+    @Test func aZombieIsDead() throws {
+        var child: pid_t = 0
+        var argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
+        defer { argv.forEach { free($0) } }
+        try #require(posix_spawn(&child, "/bin/true", nil, nil, &argv, nil) == 0)
+        // Not reaped: once it has exited it is a zombie. waitid(WNOWAIT) waits for that without reaping.
+        var info = siginfo_t()
+        try #require(waitid(P_PID, id_t(child), &info, WEXITED | WNOWAIT) == 0)
+        defer { waitpid(child, nil, 0) }
+        let stat = try #require(try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8))
+        #expect(InstanceProcess.parseStat(stat)?.state == "Z")
+        #expect(InstanceProcess.startTime(of: child) == nil)
+        #expect(!InstanceProcess.isAlive(pid: child, record: nil))
     }
 
     @Test func removeTreeStopsAtAnotherFilesystemAndDoesNotFollowSymlinks() throws {
