@@ -1,10 +1,9 @@
 import Glibc
-import LinuxBlock
 
-/// A file descriptor shared by concurrent requests. `acquire` hands out the fd and counts the user;
+/// A file descriptor shared by concurrent users (FUSE requests, loop device ioctls). `acquire` hands out the fd and counts the user;
 /// `retire` stops new users and closes the fd as soon as the last one releases it, so an fd is never
 /// closed (and its number reused) under a request that is still using it.
-final class FdLease: @unchecked Sendable {
+public final class FdLease: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>
     private let fd: Int32
@@ -12,7 +11,7 @@ final class FdLease: @unchecked Sendable {
     private var retired = false
     private var closed = false
 
-    init(fd: Int32) {
+    public init(fd: Int32) {
         self.fd = fd
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
@@ -31,7 +30,7 @@ final class FdLease: @unchecked Sendable {
     }
 
     /// The fd, counted as in use until `release`; nil once retired.
-    func acquire() -> Int32? {
+    public func acquire() -> Int32? {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         guard !retired else { return nil }
@@ -39,7 +38,7 @@ final class FdLease: @unchecked Sendable {
         return fd
     }
 
-    func release() {
+    public func release() {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         users -= 1
@@ -47,7 +46,7 @@ final class FdLease: @unchecked Sendable {
     }
 
     /// No new users; closes now if idle, else when the last user releases.
-    func retire() {
+    public func retire() {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         retired = true
@@ -55,7 +54,7 @@ final class FdLease: @unchecked Sendable {
     }
 
     /// Retires and blocks until the fd is closed. Only for teardown, where users are short requests.
-    func retireAndWait() {
+    public func retireAndWait() {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         retired = true
@@ -74,7 +73,7 @@ final class FdLease: @unchecked Sendable {
 extension FdLease {
     /// Runs `body` with the fd held; EBADF (or `errno`) when the lease is retired.
     @discardableResult
-    func with<R>(orErrno code: Int32 = EBADF, _ body: (Int32) throws -> R) throws -> R {
+    public func with<R>(orErrno code: Int32 = EBADF, _ body: (Int32) throws -> R) throws -> R {
         guard let fd = acquire() else { throw SystemError("use fd", "retired descriptor", errno: code) }
         defer { release() }
         return try body(fd)

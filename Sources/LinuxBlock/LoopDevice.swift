@@ -1,6 +1,5 @@
 import CLinux
 import Glibc
-import Synchronization
 
 /// An attached loop device. Holds its fd open until close()/detach()/deinit: with autoclear the kernel detaches
 /// the device once the last opener (this object, a dm table, a mount) lets go. Thread-safe.
@@ -9,8 +8,8 @@ public final class LoopDevice: @unchecked Sendable {
     public let deviceNumber: DeviceNumber
     public var path: String { Self.path(index) }
 
-    /// Our fd on the device, -1 once closed.
-    private let fd: Mutex<Int32>
+    /// Our fd on the device: an ioctl holds it, so a concurrent close() cannot free the number under it.
+    private let fd: FdLease
 
     /// How many times attach takes a new free index after another process grabbed the one it was given
     /// (EBUSY at LOOP_CONFIGURE, ENXIO at open).
@@ -19,7 +18,7 @@ public final class LoopDevice: @unchecked Sendable {
     private init(index: Int, deviceNumber: DeviceNumber, fd: Int32) {
         self.index = index
         self.deviceNumber = deviceNumber
-        self.fd = Mutex(fd)
+        self.fd = FdLease(fd: fd)
     }
 
     deinit { close() }
@@ -79,30 +78,34 @@ public final class LoopDevice: @unchecked Sendable {
         throw SystemError("LOOP_CONFIGURE", controlPath, errno: EBUSY)
     }
 
-    /// Drops our fd (idempotent). With autoclear and no other opener, the kernel detaches the device now.
+    /// Drops our fd (idempotent; once an ioctl in flight is done). With autoclear and no other opener, the
+    /// kernel detaches the device then.
     public func close() {
-        let old = fd.withLock { fd in
-            defer { fd = -1 }
-            return fd
-        }
-        if old >= 0 { Glibc.close(old) }
+        fd.retire()
     }
 
     /// LOOP_CLR_FD, then close. If the device is still open elsewhere (a mount), the kernel only marks it
     /// autoclear and detaches it when that opener goes.
     public func detach() throws(SystemError) {
-        let current = fd.withLock { $0 }
-        guard current >= 0 else { throw SystemError("LOOP_CLR_FD", path, errno: EBADF) }
-        try systemCall("LOOP_CLR_FD", path) { clinux_ioctl_none(current, clinux_LOOP_CLR_FD) }
+        try withDescriptor("LOOP_CLR_FD") { fd throws(SystemError) in
+            try systemCall("LOOP_CLR_FD", path) { clinux_ioctl_none(fd, clinux_LOOP_CLR_FD) }
+        }
         close()
     }
 
     /// LOOP_SET_CAPACITY: the device takes its backing file's (or block device's) current size, for a backing
     /// device that grew (a reloaded dm table) while the loop was bound.
     public func setCapacity() throws(SystemError) {
-        let current = fd.withLock { $0 }
-        guard current >= 0 else { throw SystemError("LOOP_SET_CAPACITY", path, errno: EBADF) }
-        try systemCall("LOOP_SET_CAPACITY", path) { clinux_ioctl_none(current, clinux_LOOP_SET_CAPACITY) }
+        try withDescriptor("LOOP_SET_CAPACITY") { fd throws(SystemError) in
+            try systemCall("LOOP_SET_CAPACITY", path) { clinux_ioctl_none(fd, clinux_LOOP_SET_CAPACITY) }
+        }
+    }
+
+    /// Runs `body` with our fd held open; EBADF once closed.
+    func withDescriptor(_ operation: String, _ body: (Int32) throws(SystemError) -> Void) throws(SystemError) {
+        guard let current = fd.acquire() else { throw SystemError(operation, path, errno: EBADF) }
+        defer { fd.release() }
+        try body(current)
     }
 
     /// LOOP_CLR_FD on /dev/loopN, for a device another (dead) process attached. If it is still open elsewhere

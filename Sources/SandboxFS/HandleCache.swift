@@ -1,4 +1,5 @@
 import Glibc
+import LinuxBlock
 
 /// A bounded LRU of O_PATH fds for passthrough nodes, so the layer never holds one fd per known inode
 /// (RLIMIT_NOFILE is 20,000 here; images hold 100,000+ files). Misses reopen from the file handle.

@@ -29,6 +29,14 @@ struct PassSlot {
 struct NodeSlab {
     static let chunkShift = 12
     static let chunkSize = 1 << chunkShift
+    /// Slot numbers are 32 bits.
+    static let maxChunks = 1 << (32 - chunkShift)
+    /// Chunks it may hold (maxChunks; fewer in tests).
+    private let chunkLimit: Int
+
+    init(chunkLimit: Int = NodeSlab.maxChunks) {
+        self.chunkLimit = min(chunkLimit, Self.maxChunks)
+    }
 
     private struct Chunk {
         var slots = ContiguousArray<PassSlot>()
@@ -81,8 +89,9 @@ struct NodeSlab {
         return slot
     }
 
-    /// Stores `node` (its generation is set here) with one lookup; returns its slot and ID.
-    mutating func allocate(_ node: PassSlot) -> (slot: UInt32, id: UInt64) {
+    /// Stores `node` (its generation is set here) with one lookup; returns its slot and ID, nil when every
+    /// slot number is taken.
+    mutating func allocate(_ node: PassSlot) -> (slot: UInt32, id: UInt64)? {
         var node = node
         node.lookups = 1
         if let slot = free.popLast() {
@@ -94,7 +103,7 @@ struct NodeSlab {
         }
         while growHint < chunks.count, !chunks[growHint].canGrow { growHint += 1 }
         if growHint == chunks.count {
-            precondition(chunks.count < 1 << (32 - Self.chunkShift), "node slab: slot numbers exhausted")
+            guard chunks.count < chunkLimit else { return nil }
             chunks.append(Chunk())
         }
         let c = growHint
@@ -119,16 +128,19 @@ struct NodeSlab {
         if chunks[c].slots[o].lookups < UInt32.max { chunks[c].slots[o].lookups += 1 }
     }
 
-    /// Lowers the lookup count of a live slot; true when it reached zero (the caller then frees it).
-    mutating func dropLookups(_ slot: UInt32, _ count: UInt64) -> Bool {
+    enum Drop { case kept, zero, overForgotten }
+
+    /// Lowers the lookup count of a live slot. At zero, or below (the kernel forgot more than it looked up:
+    /// an invariant break the caller counts), the caller frees it.
+    mutating func dropLookups(_ slot: UInt32, _ count: UInt64) -> Drop {
         let (c, o) = Self.split(slot)
         let lookups = chunks[c].slots[o].lookups
-        guard lookups < UInt32.max else { return false }
+        guard lookups < UInt32.max else { return .kept }
         guard UInt64(lookups) <= count else {
             chunks[c].slots[o].lookups = lookups - UInt32(count)
-            return false
+            return .kept
         }
-        return true
+        return UInt64(lookups) == count ? .zero : .overForgotten
     }
 
     /// Frees a live slot; its generation stays, so its next node gets a new ID.

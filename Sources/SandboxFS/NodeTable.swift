@@ -34,15 +34,36 @@ enum NodeKind {
 /// session; passthrough nodes live in a slab (IDs from 2^32 up, see NodeSlab), carry a lookup count and are
 /// erased when `forget` brings it to zero. Passthrough memory is what counts (100,000+ files per image):
 /// about 80 bytes a node in the slab plus 4 to 10 in the (dev, ino) index.
+///
+/// It runs inside FUSE callbacks, where a trap kills the daemon and leaves the mount dead: a broken
+/// invariant is counted in `anomalies` (the caller logs it) and answered, never trapped on.
 struct NodeTable {
+    /// Invariant breaks met so far.
+    struct Anomalies: Equatable {
+        /// Forgets of more lookups than the node had (the node is erased all the same).
+        var overForgets = 0
+        /// Virtual IDs ran out: the name got node 0, which the kernel takes as "no such entry".
+        var virtualIDsExhausted = 0
+        /// The slab ran out of slots: the lookup failed with ENFILE.
+        var slabExhausted = 0
+    }
+
+    private(set) var anomalies = Anomalies()
+    /// Virtual IDs stay below this (2^32: passthrough IDs start there); lower in tests.
+    private let virtualIDLimit: UInt64
     private var virtualNodes: [UInt64: NodeKind] = [1: .root]
     private var imageIDs: [String: UInt64] = [:]
     private var sandboxesIDs: [String: UInt64] = [:]
     private var pseudoInodes: [String: UInt64] = [:]
     private var nextID: UInt64 = 2
-    private var slab = NodeSlab()
+    private var slab: NodeSlab
     /// (dev, ino) -> the slot of the newest node for that inode.
     private var index = InodeIndex()
+
+    init(virtualIDLimit: UInt64 = 1 << 32, slabChunkLimit: Int = NodeSlab.maxChunks) {
+        self.virtualIDLimit = min(virtualIDLimit, 1 << 32)
+        slab = NodeSlab(chunkLimit: slabChunkLimit)
+    }
 
     /// FAT nodes need no table: the top bit, 23 bits of partition serial, 40 bits of FATFS node ID (IDs the
     /// slab hands out stay far below 2^63).
@@ -63,7 +84,10 @@ struct NodeTable {
     var passNodeCount: Int { slab.liveCount }
 
     private mutating func allocate() -> UInt64 {
-        precondition(nextID < 1 << 32, "node table: virtual node IDs exhausted")
+        guard nextID < virtualIDLimit else {
+            anomalies.virtualIDsExhausted += 1
+            return 0
+        }
         defer { nextID += 1 }
         return nextID
     }
@@ -95,8 +119,8 @@ struct NodeTable {
 
     /// The node for an inode just looked up, its lookup count raised by one. An inode number reused for a
     /// different file (different handle or type) or met in another sandbox (different serial) gets a fresh
-    /// node; the old one lives on until forgotten.
-    mutating func lookUp(key: InodeKey, handle: FileHandleBytes, type: UInt32) -> UInt64 {
+    /// node; the old one lives on until forgotten. Nil when the slab is full.
+    mutating func lookUp(key: InodeKey, handle: FileHandleBytes, type: UInt32) -> UInt64? {
         if let slot = index.find(dev: key.dev, ino: key.ino, in: slab) {
             let node = slab[slot]
             if node.serial == key.serial, UInt32(node.typeBits) << 12 == type, node.handle == handle {
@@ -104,15 +128,23 @@ struct NodeTable {
                 return NodeSlab.id(slot: slot, generation: node.generation)
             }
         }
-        let (slot, id) = slab.allocate(PassSlot(serial: key.serial, dev: key.dev, ino: key.ino, generation: 0,
-                                                lookups: 1, handle: handle, typeBits: UInt8(type >> 12)))
+        guard let (slot, id) = slab.allocate(PassSlot(serial: key.serial, dev: key.dev, ino: key.ino, generation: 0,
+                                                      lookups: 1, handle: handle, typeBits: UInt8(type >> 12))) else {
+            anomalies.slabExhausted += 1
+            return nil
+        }
         index.set(dev: key.dev, ino: key.ino, slot: slot, in: slab)
         return id
     }
 
     /// Lowers the lookup count; returns true when a passthrough node was erased.
     mutating func forget(_ id: UInt64, _ count: UInt64) -> Bool {
-        guard let slot = slab.slot(forID: id), slab.dropLookups(slot, count) else { return false }
+        guard let slot = slab.slot(forID: id) else { return false }
+        switch slab.dropLookups(slot, count) {
+        case .kept: return false
+        case .zero: break
+        case .overForgotten: anomalies.overForgets += 1
+        }
         let key = slab.key(of: slot)
         index.remove(dev: key.dev, ino: key.ino, slot: slot, in: slab)
         slab.free(slot)

@@ -88,11 +88,15 @@ extension SandboxFileSystem {
            let part = state.withLock({ $0.covers[key] }) {
             return try partitionRoot(part)
         }
-        let id: UInt64 = try state.withLock { s in
+        let id: UInt64? = try state.withLock { s in
             guard let sandbox = s.sandboxes[serial], !sandbox.blocked else {
                 throw SystemError("lookup", "sandbox \(serial) discarded", errno: ESTALE)
             }
             return s.table.lookUp(key: key, handle: handle, type: UInt32(st.st_mode) & UInt32(SwiftGlibc.S_IFMT))
+        }
+        guard let id else {
+            logger.error("lookup in sandbox \(serial): the node table is full (ENFILE)")
+            throw SystemError("lookup", "sandbox \(serial) inode \(st.st_ino): the node table is full", errno: ENFILE)
         }
         return (id, Self.fuseAttr(st, serial: serial))
     }
@@ -123,7 +127,11 @@ extension SandboxFileSystem {
 
     func forget(_ id: UInt64, _ count: UInt64) {
         if id >= 1 << 63 { return fatForget((id >> 40) & (1 << 23 - 1), id & (1 << 40 - 1), count) }
-        let erased = state.withLock { $0.table.forget(id, count) }
+        let (erased, overForgets) = state.withLock { s in
+            let before = s.table.anomalies.overForgets
+            return (s.table.forget(id, count), s.table.anomalies.overForgets - before)
+        }
+        if overForgets > 0 { logger.error("forget of node \(id) by \(count) went below its lookup count: node erased (a bookkeeping bug)") }
         if erased { cache.drop(id) }
     }
 }

@@ -1,6 +1,7 @@
 import CFuse
 import CLinux
 import Glibc
+import LinuxBlock
 import Logging
 import FATFS
 import Sandbox

@@ -33,8 +33,12 @@ extension SandboxFileSystem {
         return st
     }
 
-    func virtualEntry(_ id: UInt64) -> Reply {
-        .entry(id: id, attr: virtualAttr(id), attrTimeout: options.virtualTimeout, entryTimeout: options.virtualTimeout)
+    func virtualEntry(_ id: UInt64) throws -> Reply {
+        guard id != 0 else {
+            logger.error("lookup in the virtual tree: node IDs exhausted (ENFILE)")
+            throw SystemError("lookup", "virtual tree", errno: ENFILE)
+        }
+        return .entry(id: id, attr: virtualAttr(id), attrTimeout: options.virtualTimeout, entryTimeout: options.virtualTimeout)
     }
 
     func virtualLookup(_ kind: NodeKind, _ name: RawName) throws -> Reply {
@@ -42,13 +46,13 @@ extension SandboxFileSystem {
         switch kind {
         case .root:
             guard provider.imageNames().contains(text) else { throw SystemError("lookup", "image \(text)", errno: ENOENT) }
-            return virtualEntry(state.withLock { $0.table.imageNode(text) })
+            return try virtualEntry(state.withLock { $0.table.imageNode(text) })
         case .image(let image):
             guard text == Self.sandboxesDirName || text == Self.pristineDirName, provider.sandboxNames(image: image) != nil else {
                 throw SystemError("lookup", "\(image)/\(text)", errno: ENOENT)
             }
             if text == Self.pristineDirName { return try pristineLookup(image) }
-            return virtualEntry(state.withLock { $0.table.sandboxesNode(image) })
+            return try virtualEntry(state.withLock { $0.table.sandboxesNode(image) })
         case .sandboxes(let image):
             guard let ref = provider.sandbox(image: image, name: text) else {
                 throw SystemError("lookup", "\(image)/sandboxes/\(text)", errno: ENOENT)

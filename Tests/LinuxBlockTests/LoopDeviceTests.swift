@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import Testing
 @testable import LinuxBlock
@@ -7,6 +8,24 @@ extension RootTests {
 @Suite(.enabled(if: TestSupport.canLoop, "needs root and /dev/loop-control"))
 struct LoopDeviceTests {
     static let mib: Int64 = 1 << 20
+
+    /// Defect: detach/setCapacity read the fd under the mutex and used it after unlocking, so a concurrent
+    /// close() could free the number (and another open reuse it) under the ioctl. Now the ioctl holds it.
+    @Test func closeDuringAnIoctlWaitsForIt() throws {
+        let directory = TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.removeTree(directory) }
+        let file = "\(directory)/disk.img"
+        try TestSupport.makeFile(file, size: Self.mib)
+        let loop = try LoopDevice.attach(file: file, readOnly: true, autoclear: true, label: "linuxblock-test-lease-\(getpid())")
+        defer { loop.close() }
+        try loop.withDescriptor("test") { fd in
+            loop.close()
+            #expect(fcntl(fd, F_GETFD) != -1, "the fd in use stays open after a concurrent close()")
+            #expect(clinux_ioctl_none(fd, clinux_LOOP_SET_CAPACITY) == 0)
+        }
+        #expect(throws: SystemError("LOOP_SET_CAPACITY", loop.path, errno: EBADF)) { try loop.setCapacity() }
+        #expect(throws: SystemError("LOOP_CLR_FD", loop.path, errno: EBADF)) { try loop.detach() }
+    }
 
     @Test func readOnlyWithOffsetAndSizeLimit() throws {
         let directory = TestSupport.makeTemporaryDirectory()

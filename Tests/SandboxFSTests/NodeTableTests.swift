@@ -39,8 +39,8 @@ import Testing
 
     @Test func lookupsCountUpAndForgetErasesAtZero() throws {
         var table = NodeTable()
-        let id = table.lookUp(key: Self.key(7), handle: Self.handle(7), type: Self.fileType)
-        let again = table.lookUp(key: Self.key(7), handle: Self.handle(7), type: Self.fileType)
+        let id = table.lookUp(key: Self.key(7), handle: Self.handle(7), type: Self.fileType)!
+        let again = table.lookUp(key: Self.key(7), handle: Self.handle(7), type: Self.fileType)!
         #expect(again == id)
         #expect(table.passNodeCount == 1)
         let node = try #require(Self.passNode(table, id))
@@ -58,18 +58,35 @@ import Testing
 
     @Test func forgetBeyondTheCountErases() {
         var table = NodeTable()
-        let id = table.lookUp(key: Self.key(3), handle: Self.handle(3), type: Self.fileType)
-        _ = table.lookUp(key: Self.key(3), handle: Self.handle(3), type: Self.fileType)
+        let id = table.lookUp(key: Self.key(3), handle: Self.handle(3), type: Self.fileType)!
+        _ = table.lookUp(key: Self.key(3), handle: Self.handle(3), type: Self.fileType)!
         let erased = table.forget(id, 5)
         #expect(erased)
         #expect(table[id] == nil)
+        #expect(table.anomalies == NodeTable.Anomalies(overForgets: 1), "an over-forget is counted, not silent")
+    }
+
+    /// Defect: running out of IDs or slots trapped (precondition) inside the FUSE callback, killing the
+    /// daemon; now the table answers (node 0, nil) and counts it.
+    @Test func exhaustionIsCountedAndAnsweredNotTrapped() {
+        var table = NodeTable(virtualIDLimit: 4, slabChunkLimit: 1)
+        #expect(table.imageNode("a") == 2)
+        #expect(table.imageNode("b") == 3)
+        #expect(table.imageNode("c") == 0)
+        #expect(table.sandboxesNode("c") == 0)
+        for ino in 0..<UInt64(NodeSlab.chunkSize) {
+            #expect(table.lookUp(key: Self.key(ino), handle: Self.handle(ino), type: Self.fileType) != nil)
+        }
+        #expect(table.lookUp(key: Self.key(1 << 20), handle: Self.handle(1 << 20), type: Self.fileType) == nil)
+        #expect(table.anomalies == NodeTable.Anomalies(virtualIDsExhausted: 2, slabExhausted: 1))
+        #expect(table.passNodeCount == NodeSlab.chunkSize)
     }
 
     @Test func virtualIDsStayBelowPassthroughIDs() {
         var table = NodeTable()
         let image = table.imageNode("a")
         let sandboxes = table.sandboxesNode("a")
-        let pass = table.lookUp(key: Self.key(1), handle: Self.handle(1), type: Self.dirType)
+        let pass = table.lookUp(key: Self.key(1), handle: Self.handle(1), type: Self.dirType)!
         let imageAgain = table.imageNode("a")
         let sandboxesAgain = table.sandboxesNode("a")
         #expect(image == imageAgain && sandboxes == sandboxesAgain)
@@ -91,7 +108,7 @@ import Testing
         var seen: Set<UInt64> = []
         for round in 0..<50 {
             let ino = UInt64(round % 3)
-            let id = table.lookUp(key: Self.key(ino), handle: Self.handle(ino), type: Self.fileType)
+            let id = table.lookUp(key: Self.key(ino), handle: Self.handle(ino), type: Self.fileType)!
             #expect(seen.insert(id).inserted, "ID \(id) handed out twice (round \(round))")
             let erased = table.forget(id, 1)
             #expect(erased)
@@ -102,15 +119,15 @@ import Testing
 
     @Test func sameInodeWithAnotherHandleGetsAFreshNode() throws {
         var table = NodeTable()
-        let old = table.lookUp(key: Self.key(9), handle: Self.handle(9), type: Self.fileType)
-        let new = table.lookUp(key: Self.key(9), handle: Self.handle(90), type: Self.fileType)
+        let old = table.lookUp(key: Self.key(9), handle: Self.handle(9), type: Self.fileType)!
+        let new = table.lookUp(key: Self.key(9), handle: Self.handle(90), type: Self.fileType)!
         #expect(new != old)
         #expect(try #require(Self.passNode(table, old)).handle == Self.handle(9), "the old node lives until forgotten")
-        let again = table.lookUp(key: Self.key(9), handle: Self.handle(90), type: Self.fileType)
+        let again = table.lookUp(key: Self.key(9), handle: Self.handle(90), type: Self.fileType)!
         #expect(again == new, "index repointed")
         let oldErased = table.forget(old, 1)
         #expect(oldErased)
-        let stillNew = table.lookUp(key: Self.key(9), handle: Self.handle(90), type: Self.fileType)
+        let stillNew = table.lookUp(key: Self.key(9), handle: Self.handle(90), type: Self.fileType)!
         #expect(stillNew == new, "forgetting the old node leaves the new one indexed")
         let newErased = table.forget(new, 3)
         #expect(newErased)
@@ -119,8 +136,8 @@ import Testing
 
     @Test func anotherTypeGetsAFreshNode() {
         var table = NodeTable()
-        let file = table.lookUp(key: Self.key(4), handle: Self.handle(4), type: Self.fileType)
-        let dir = table.lookUp(key: Self.key(4), handle: Self.handle(4), type: Self.dirType)
+        let file = table.lookUp(key: Self.key(4), handle: Self.handle(4), type: Self.fileType)!
+        let dir = table.lookUp(key: Self.key(4), handle: Self.handle(4), type: Self.dirType)!
         #expect(file != dir)
         #expect(Self.passNode(table, dir)?.isDirectory == true)
         #expect(Self.passNode(table, file)?.isDirectory == false)
@@ -128,12 +145,12 @@ import Testing
 
     @Test func anotherSandboxSerialGetsAFreshNode() throws {
         var table = NodeTable()
-        let first = table.lookUp(key: Self.key(5, serial: 1), handle: Self.handle(5), type: Self.fileType)
-        let second = table.lookUp(key: Self.key(5, serial: 2), handle: Self.handle(5), type: Self.fileType)
+        let first = table.lookUp(key: Self.key(5, serial: 1), handle: Self.handle(5), type: Self.fileType)!
+        let second = table.lookUp(key: Self.key(5, serial: 2), handle: Self.handle(5), type: Self.fileType)!
         #expect(first != second)
         #expect(try #require(Self.passNode(table, first)).serial == 1)
         #expect(try #require(Self.passNode(table, second)).serial == 2)
-        let again = table.lookUp(key: Self.key(5, serial: 2), handle: Self.handle(5), type: Self.fileType)
+        let again = table.lookUp(key: Self.key(5, serial: 2), handle: Self.handle(5), type: Self.fileType)!
         #expect(again == second)
     }
 
@@ -142,7 +159,7 @@ import Testing
         for size in [0, 8, FileHandleBytes.inlineCapacity, FileHandleBytes.inlineCapacity + 1, 128] {
             let handle = Self.handle(UInt64(size) &* 0x0101_0101, size: size, type: 0x61)
             #expect(handle.isInline == (size <= FileHandleBytes.inlineCapacity))
-            let id = table.lookUp(key: Self.key(UInt64(1000 + size)), handle: handle, type: Self.fileType)
+            let id = table.lookUp(key: Self.key(UInt64(1000 + size)), handle: handle, type: Self.fileType)!
             let stored = try #require(Self.passNode(table, id)).handle
             #expect(stored == handle)
             let (header, type, bytes) = stored.withFileHandle { p in
@@ -162,7 +179,7 @@ import Testing
         var table = NodeTable()
         var ids: [UInt64: UInt64] = [:]
         for ino in UInt64(0)..<20_000 {
-            ids[ino] = table.lookUp(key: Self.key(ino), handle: Self.handle(ino), type: Self.fileType)
+            ids[ino] = table.lookUp(key: Self.key(ino), handle: Self.handle(ino), type: Self.fileType)!
         }
         let kept = Set(stride(from: UInt64(0), to: 20_000, by: 1_000))
         for (ino, id) in ids where !kept.contains(ino) { let erased = table.forget(id, 1); #expect(erased) }
@@ -174,12 +191,12 @@ import Testing
         for ino in kept {
             let id = try #require(ids[ino])
             #expect(try #require(Self.passNode(table, id)).key == Self.key(ino))
-            let again = table.lookUp(key: Self.key(ino), handle: Self.handle(ino), type: Self.fileType)
+            let again = table.lookUp(key: Self.key(ino), handle: Self.handle(ino), type: Self.fileType)!
             #expect(again == id)
         }
         let everHanded = Set(ids.values)
         for ino in UInt64(50_000)..<70_000 {
-            let id = table.lookUp(key: Self.key(ino), handle: Self.handle(ino), type: Self.fileType)
+            let id = table.lookUp(key: Self.key(ino), handle: Self.handle(ino), type: Self.fileType)!
             #expect(!everHanded.contains(id), "ID \(id) reused after the shrink")
         }
         for (ino, id) in ids where !kept.contains(ino) { #expect(table[id] == nil) }
@@ -202,14 +219,14 @@ import Testing
                 #expect(erased, "step \(step)")
                 model[slotKey] = nil
             } else if model[slotKey] == nil {
-                model[slotKey] = table.lookUp(key: key, handle: Self.handle(ino), type: Self.fileType)
+                model[slotKey] = table.lookUp(key: key, handle: Self.handle(ino), type: Self.fileType)!
             }
             if step % 997 == 0 { _ = table.shrinkIfSparse() }
         }
         #expect(table.passNodeCount == model.count)
         for (slotKey, id) in model {
             let key = Self.key(slotKey >> 1, dev: slotKey & 1)
-            let again = table.lookUp(key: key, handle: Self.handle(key.ino), type: Self.fileType)
+            let again = table.lookUp(key: key, handle: Self.handle(key.ino), type: Self.fileType)!
             #expect(again == id)
         }
     }
