@@ -44,12 +44,26 @@ enum FileChecks {
         try writeBig("\(root)/work/\(tag)/big.bin", mebibytes: 100, seed: UInt8(truncatingIfNeeded: tag.hashValue))
     }
 
-    /// A 100 MiB file of a pattern that depends on `seed`, written then read back and compared.
+    /// MiB number `index` of the data writeBig writes: every 8-byte word holds its own file offset mixed
+    /// with `seed`, so a block read from the wrong offset (or another file) never matches.
+    static func pattern(mebibyte index: Int, seed: UInt8) -> [UInt8] {
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        chunk.withUnsafeMutableBytes { raw in
+            let words = raw.bindMemory(to: UInt64.self)
+            let base = UInt64(index) << 20
+            for i in words.indices {
+                words[i] = ((base + UInt64(i) * 8) &* 0x9E37_79B9_7F4A_7C15) ^ UInt64(seed)
+            }
+        }
+        return chunk
+    }
+
+    /// A file of `mebibytes` of pattern(seed:), written then read back and compared.
     static func writeBig(_ path: String, mebibytes: Int, seed: UInt8) throws {
-        let chunk = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
         let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
         guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-        for _ in 0..<mebibytes {
+        for index in 0..<mebibytes {
+            let chunk = pattern(mebibyte: index, seed: seed)
             let written = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             guard written == chunk.count else {
                 let error = errno
@@ -63,9 +77,9 @@ enum FileChecks {
         defer { close(readFD) }
         var back = [UInt8](repeating: 0, count: 1 << 20)
         var same = true
-        for _ in 0..<mebibytes {
+        for index in 0..<mebibytes {
             let count = back.withUnsafeMutableBytes { read(readFD, $0.baseAddress, $0.count) }
-            if count != back.count || back != chunk { same = false }
+            if count != back.count || back != pattern(mebibyte: index, seed: seed) { same = false }
         }
         #expect(same, "\(path) did not read back as written")
     }

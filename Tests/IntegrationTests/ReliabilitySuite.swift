@@ -221,8 +221,8 @@ enum Reliability {
         let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
         guard fd >= 0 else { return errno }
         defer { close(fd) }
-        let chunk = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
-        for _ in 0..<mebibytes {
+        for index in 0..<mebibytes {
+            let chunk = FileChecks.pattern(mebibyte: index, seed: 7)
             let written = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             if written < 0 { return errno }
             if written < chunk.count { return ENOSPC }
@@ -255,14 +255,13 @@ enum Reliability {
 
     /// Whether `path` holds what FileChecks.writeBig(path, mebibytes:, seed:) wrote (the same pattern).
     static func readsBack(_ path: String, mebibytes: Int, seed: UInt8) -> Bool {
-        let chunk = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var back = [UInt8](repeating: 0, count: 1 << 20)
-        for _ in 0..<mebibytes {
+        for index in 0..<mebibytes {
             let count = back.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            guard count == back.count, back == chunk else { return false }
+            guard count == back.count, back == FileChecks.pattern(mebibyte: index, seed: seed) else { return false }
         }
         return back.withUnsafeMutableBytes { read(fd, $0.baseAddress, 1) } == 0
     }
