@@ -87,7 +87,7 @@ extension SandboxFileSystem {
     func release(fh: UInt64) {
         let handle = state.withLock { $0.handles.removeValue(forKey: fh) }
         guard let handle else { return }
-        hooks.withLock { $0.handleRemoved }?(fh)
+        hooks.handleRemoved?(fh)
         let serial: UInt64
         switch handle {
         case .file(let file):

@@ -25,7 +25,7 @@ public final class SandboxFileSystem: @unchecked Sendable {
     var mountpoint: String?
     var operations = makeOperations()
     let unmountOnce = Locked(false)
-    let hooks = Locked(TestHooks())
+    let hooks: TestHooks
     /// Passthrough backing ids by node (used only when `dataPath` is `.passthrough`).
     let backings = BackingFiles()
     let negotiatedDataPath = Locked(DataPath.unknown)
@@ -33,7 +33,12 @@ public final class SandboxFileSystem: @unchecked Sendable {
     /// The data path the kernel agreed to at INIT (`.unknown` before).
     public var dataPath: DataPath { negotiatedDataPath.withLock { $0 } }
 
-    public init(provider: any SandboxProvider, options: FileSystemOptions, logger: Logger) {
+    public convenience init(provider: any SandboxProvider, options: FileSystemOptions, logger: Logger) {
+        self.init(provider: provider, options: options, logger: logger, hooks: TestHooks())
+    }
+
+    init(provider: any SandboxProvider, options: FileSystemOptions, logger: Logger, hooks: TestHooks) {
+        self.hooks = hooks
         self.provider = provider
         self.options = options
         self.logger = logger

@@ -101,7 +101,7 @@ extension SandboxFileSystem {
         var waitStart = timespec()
         if pending > 0 {
             clock_gettime(CLOCK_MONOTONIC, &waitStart)
-            hooks.withLock { $0.rmdirWaits }?()
+            hooks.rmdirWaits?()
         }
         let outcome: RmdirPhase1 = state.withLock(waitingUpTo: options.releaseWait,
                                                   until: { ($0.sandboxes[serial]?.openHandles ?? 0) == 0 }) { s, drained in

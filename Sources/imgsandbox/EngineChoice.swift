@@ -43,9 +43,7 @@ struct EngineChoice {
         case .dm:
             return DeviceMapperEngine(names: names, deviceMapper: try DeviceMapper(), zramLedger: names.zramLedger)
         case .overlay, .auto:
-            // IMGSANDBOX_SYSFS_ROOT lets the test suite hide zram from the engine, to exercise the tmpfs fallback.
-            let sysfsRoot = ProcessInfo.processInfo.environment["IMGSANDBOX_SYSFS_ROOT"] ?? "/sys"
-            return OverlayEngine(names: names, zram: Zram(sysfsRoot: sysfsRoot), zramLedger: names.zramLedger)
+            return OverlayEngine(names: names, zramLedger: names.zramLedger)
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// Broken and hostile images, hostile sandbox names, and images that change under live sandboxes:
@@ -93,20 +94,12 @@ struct HostileInputSuite {
     @Test func runningOutOfLoopOrZramDevices() throws {
         let fixture = try ServeFixture(images: [("pi", "whole-ext4", [])])
         defer { fixture.close() }
-        let library = fixture.work + "/exhaust-devices.so", faultFile = fixture.work + "/fault"
-        try run(["cc", "-shared", "-fPIC", "-O2", "-o", library, Paths.packageRoot + "/Tools/fault-inject/exhaust-devices.c", "-ldl"])
-        setenv("LD_PRELOAD", library, 1)
-        setenv("IMGSANDBOX_FAULT_FILE", faultFile, 1)
-        defer {
-            unsetenv("LD_PRELOAD")
-            unsetenv("IMGSANDBOX_FAULT_FILE")
-        }
-        try fixture.start()
-        unsetenv("LD_PRELOAD")  // only the daemon needs it
+        let faults = try FaultInjector(in: fixture.work)
+        try fixture.start(environment: faults.environment)
         // The loop device is taken once per image (attach), the zram device once per sandbox; with a live
         // sandbox holding the image, only zram is asked for.
         for (round, device) in ["loop", "zram"].enumerated() {
-            try device.write(toFile: faultFile, atomically: false, encoding: .utf8)
+            try faults.set(device)
             let name = "out-of-\(device)"
             let result = mkdir(fixture.sandbox("pi", name), 0o755)
             let error = errno
@@ -114,7 +107,7 @@ struct HostileInputSuite {
             #expect(fixture.waitForLog { $0.contains("pi/sandboxes/\(name)") && $0.contains(device) },
                     "a log line names the step that ran out of \(device) devices")
             if round == 0 { #expect(Self.residue(fixture).isEmpty) }
-            try "".write(toFile: faultFile, atomically: false, encoding: .utf8)
+            try faults.set("")
             #expect(mkdir(fixture.sandbox("pi", name), 0o755) == 0, "after \(device) devices are back: \(errnoName(errno))")
             if round == 1 { #expect(rmdir(fixture.sandbox("pi", name)) == 0) }
         }

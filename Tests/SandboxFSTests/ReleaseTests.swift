@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 @testable import SandboxFS
 
@@ -13,11 +14,22 @@ extension SandboxFSTests {
         var isSet: Bool { value.withLock { $0 } }
     }
 
+    /// What a hook does, set by the test after the filesystem (which takes its hooks at init) is up.
+    final class HookAction: Sendable {
+        private let action = Mutex<(@Sendable () -> Void)?>(nil)
+        func set(_ body: @escaping @Sendable () -> Void) { action.withLock { $0 = body } }
+        func run() { action.withLock { $0 }?() }
+    }
+
     /// The RELEASE of a closed file arrives while a request still uses its fd (a read whose reply the kernel
     /// already has). rmdir must wait until that fd is closed: the provider unmounts without MNT_DETACH, so
     /// an fd left open there turns rmdir into EBUSY. The hooks order the events; nothing sleeps.
     @Test func rmdirWaitsForTheFdOfAReleasedFileToClose() throws {
-        let m = try MountedFS(backing: .overlay(nfsExport: true))
+        let onHandleRemoved = HookAction(), onRmdirWaits = HookAction()
+        var hooks = TestHooks()
+        hooks.handleRemoved = { _ in onHandleRemoved.run() }
+        hooks.rmdirWaits = { onRmdirWaits.run() }
+        let m = try MountedFS(backing: .overlay(nfsExport: true), hooks: hooks)
         defer { m.stop() }
         try #require(mkdir(m.path("alpha/sandboxes/s"), 0o755) == 0)
         let s = m.path("alpha/sandboxes/s")
@@ -35,15 +47,13 @@ extension SandboxFSTests {
         let released = Flag()
         defer { if !released.isSet { lease.release() } }
         let removed = DispatchSemaphore(value: 0)
-        m.fs.hooks.withLock { $0.handleRemoved = { _ in removed.signal() } }
+        onHandleRemoved.set { removed.signal() }
         close(fd)
         // The daemon has the RELEASE (the handle is gone from its table) before rmdir is sent.
         try #require(removed.wait(timeout: .now() + 30) == .success, "no RELEASE after close(2)")
-        m.fs.hooks.withLock { hooks in
-            hooks.rmdirWaits = {
-                released.set()
-                lease.release() // the request in flight ends while rmdir waits
-            }
+        onRmdirWaits.set {
+            released.set()
+            lease.release() // the request in flight ends while rmdir waits
         }
         #expect(errnoOf(rmdir(s)) == 0)
         #expect(released.isSet, "rmdir did not wait for the released file's fd")

@@ -1,8 +1,9 @@
 // exhaust-devices.so: LD_PRELOAD into `imgsandbox serve` to make the machine look out of loop or zram
 // devices, without taking every device from other users of the machine. While the file named by
 // IMGSANDBOX_FAULT_FILE holds "loop", LOOP_CTL_GET_FREE fails with ENOSPC (what the kernel answers
-// when no loop minor is left); while it holds "zram", opening zram-control/hot_add fails with ENOSPC.
-// Used by Tests/IntegrationTests/HostileInputSuite.swift; built there with
+// when no loop minor is left); while it holds "zram", opening zram-control/hot_add fails with ENOSPC;
+// while it holds "no-zram", the kernel looks as if it had no zram at all (lstat of zram-control: ENOENT).
+// Used by Tests/IntegrationTests (HostileInputSuite, CoreSuite) through FaultInjector, built with
 //   cc -shared -fPIC -O2 -o exhaust-devices.so exhaust-devices.c -ldl
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LOOP_CTL_GET_FREE_REQUEST 0x4C82
@@ -82,3 +84,16 @@ WRAP_OPEN(open64)
     }
 WRAP_OPENAT(openat)
 WRAP_OPENAT(openat64)
+
+#define WRAP_LSTAT(name, type)                                                     \
+    int name(const char *path, type *buf) {                                        \
+        static int (*real)(const char *, type *);                                  \
+        if (!real) real = dlsym(RTLD_NEXT, #name);                                 \
+        if (strstr(path, "/zram-control") && fault_is("no-zram")) {                \
+            errno = ENOENT;                                                        \
+            return -1;                                                             \
+        }                                                                          \
+        return real(path, buf);                                                    \
+    }
+WRAP_LSTAT(lstat, struct stat)
+WRAP_LSTAT(lstat64, struct stat64)
