@@ -25,9 +25,12 @@ public struct OverlayEngine: SandboxEngine {
     final class ImageAttachment: EngineAttachment {
         let teardown: Teardown
         let lowerPath: String
-        init(teardown: Teardown, lowerPath: String) {
+        /// What the read-only lower uses: overlayfs reports only the upper.
+        let lowerUse: BaseUse
+        init(teardown: Teardown, lowerPath: String, lowerUse: BaseUse) {
             self.teardown = teardown
             self.lowerPath = lowerPath
+            self.lowerUse = lowerUse
         }
     }
 
@@ -36,11 +39,13 @@ public struct OverlayEngine: SandboxEngine {
         let zramID: Int?
         let upperMount: String
         let mountPath: String
-        init(teardown: Teardown, zramID: Int?, upperMount: String, mountPath: String) {
+        let baseUse: BaseUse
+        init(teardown: Teardown, zramID: Int?, upperMount: String, mountPath: String, baseUse: BaseUse) {
             self.teardown = teardown
             self.zramID = zramID
             self.upperMount = upperMount
             self.mountPath = mountPath
+            self.baseUse = baseUse
         }
     }
 
@@ -62,7 +67,11 @@ public struct OverlayEngine: SandboxEngine {
                                 flags: [.rdonly, .nosuid, .nodev], options: Self.noReplayOption(type))
             }
             teardown.push("unmount \(lowerPath)") { try Mount.unmount(lowerPath) }
-            return ImageAttachment(teardown: teardown, lowerPath: lowerPath)
+            var lower = statvfs()
+            _ = try step("statvfs \(lowerPath)") { try systemCall("statvfs", lowerPath) { statvfs(lowerPath, &lower) } }
+            let lowerUse = BaseUse(bytes: UInt64(lower.f_blocks - lower.f_bfree) * UInt64(lower.f_frsize),
+                                   inodes: UInt64(lower.f_files - lower.f_ffree))
+            return ImageAttachment(teardown: teardown, lowerPath: lowerPath, lowerUse: lowerUse)
         }
     }
 
@@ -96,7 +105,8 @@ public struct OverlayEngine: SandboxEngine {
                                 flags: [.nosuid, .nodev], options: options)
             }
             teardown.push("unmount \(request.mountPath)") { try Mount.unmount(request.mountPath) }
-            return SandboxAttachment(teardown: teardown, zramID: zramID, upperMount: upperMount, mountPath: request.mountPath)
+            return SandboxAttachment(teardown: teardown, zramID: zramID, upperMount: upperMount, mountPath: request.mountPath,
+                                     baseUse: image.lowerUse)
         }
     }
 
@@ -164,6 +174,7 @@ public struct OverlayEngine: SandboxEngine {
         var usage = cowUsage(of: sandbox)
         if let id = sandbox.zramID { usage.fillZram(zram, ids: [id]) }
         usage.fillFilesystem(sandbox.mountPath)
+        if usage.filesystemSizeBytes > 0 { usage.filesystemSizeBytes += sandbox.baseUse.bytes }
         return usage
     }
 

@@ -41,6 +41,13 @@ public struct SandboxRequest: Sendable {
 /// The kernel objects an image or a sandbox holds. `teardown` releases them newest first.
 public protocol EngineAttachment: AnyObject, Sendable {
     var teardown: Teardown { get }
+    /// What the image's root already uses that the sandbox's mount does not count (overlayfs reports
+    /// only its upper); zero where the mount counts it all (dm).
+    var baseUse: BaseUse { get }
+}
+
+extension EngineAttachment {
+    public var baseUse: BaseUse { BaseUse() }
 }
 
 public enum SandboxState: String, Sendable, Codable {

@@ -230,7 +230,8 @@ public final class SandboxManager: SandboxProvider {
             let request = SandboxRequest(image: image, name: name, serial: serial, mountPath: mountPath, settings: settings)
             let attachment = try engine.createSandbox(request, on: imageAttachment)
             let parts = makePartitions(image: image, name: name, slot: slot, rootMount: mountPath)
-            let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: mountPath, partitions: parts.map(\.ref))
+            let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: mountPath, partitions: parts.map(\.ref),
+                                 baseUse: attachment.baseUse)
             return LiveSandbox(ref: ref, attachment: attachment, image: imageAttachment, parts: parts)
         } catch {
             try? PrivateDirectory.remove(mountPath)

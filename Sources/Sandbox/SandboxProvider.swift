@@ -5,6 +5,26 @@ public protocol ErrnoCarrying: Error {
     var errno: Int32 { get }
 }
 
+/// Space and inodes the image's root uses below a sandbox whose mount does not report them.
+public struct BaseUse: Sendable, Hashable {
+    public var bytes: UInt64 = 0
+    public var inodes: UInt64 = 0
+    public init(bytes: UInt64 = 0, inodes: UInt64 = 0) {
+        self.bytes = bytes
+        self.inodes = inodes
+    }
+
+    /// The mount's statvfs as a user expects it of the sandbox: used = the image's use plus what the
+    /// sandbox added, free = what the COW store can still take.
+    public func adding(to st: statvfs) -> statvfs {
+        var st = st
+        let block = UInt64(max(st.f_frsize, 1))
+        st.f_blocks += numericCast((bytes + block - 1) / block)
+        st.f_files += numericCast(inodes)
+        return st
+    }
+}
+
 /// A live sandbox as the FUSE layer sees it: where its filesystem is mounted.
 public struct SandboxRef: Sendable, Hashable {
     public let image: String
@@ -19,9 +39,11 @@ public struct SandboxRef: Sendable, Hashable {
     public let readOnly: Bool
     /// Its teardown stopped part-way (the mount may be gone): every access fails with EIO, rmdir retries.
     public var broken: Bool
+    /// Added to the mount's statvfs for statfs (df) in the sandbox.
+    public let baseUse: BaseUse
 
     public init(image: String, name: String, serial: UInt64, mountPath: String, partitions: [PartitionRef] = [],
-                readOnly: Bool = false, broken: Bool = false) {
+                readOnly: Bool = false, broken: Bool = false, baseUse: BaseUse = BaseUse()) {
         self.image = image
         self.name = name
         self.serial = serial
@@ -29,6 +51,7 @@ public struct SandboxRef: Sendable, Hashable {
         self.partitions = partitions
         self.readOnly = readOnly
         self.broken = broken
+        self.baseUse = baseUse
     }
 }
 

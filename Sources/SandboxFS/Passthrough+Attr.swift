@@ -2,6 +2,7 @@ import CFuse
 import CLinux
 import Glibc
 import LinuxBlock
+import Sandbox
 
 /// getattr, setattr, readlink, statfs for passthrough nodes.
 extension SandboxFileSystem {
@@ -120,7 +121,8 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             var st = statvfs()
             try systemCall("fstatvfs", ctx.object) { fstatvfs(ctx.mountFD, &st) }
-            return .statfs(st)
+            let base = state.withLock { $0.sandboxes[ctx.node.serial]?.ref.baseUse } ?? BaseUse()
+            return .statfs(base.adding(to: st))
         }
     }
 }
