@@ -8,7 +8,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // libfuse3 through pkg-config; shim.h sets FUSE_USE_VERSION and wraps macros.
@@ -40,14 +40,16 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "DiskImageTests", dependencies: ["DiskImage"]),
+        // What the test targets share: one seeded generator, errno helpers.
+        .target(name: "TestSupport", dependencies: ["LinuxBlock"], path: "Tests/TestSupport"),
+        .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "TestSupport"]),
         .testTarget(name: "FATFSTests", dependencies: ["FATFS"]),
         .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
         .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux"]),
         .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox"]),
-        .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox"]),
+        .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox", "TestSupport"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
-        .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox", "TestSupport"]),
     ]
 )

@@ -7,12 +7,12 @@ import Testing
                 "needs sfdisk, mkfs.ext4, mkfs.vfat, mcopy and debugfs"))
 struct RealImageTests {
     enum Expect: Sendable, CustomStringConvertible {
-        case root(Int, FilesystemType, blockSize: Int, needsRecovery: Bool = false, label: String? = "rootfs")
+        case root(Int, FilesystemType, blockSize: Int, label: String? = "rootfs")
         case fails(String, @Sendable (DiskImageError) -> Bool)
 
         var description: String {
             switch self {
-            case .root(let n, let t, let b, _, _): return "root \(n) \(t) \(b)"
+            case .root(let n, let t, let b, _): return "root \(n) \(t) \(b)"
             case .fails(let what, _): return "fails: \(what)"
             }
         }
@@ -21,7 +21,7 @@ struct RealImageTests {
     static let cases: [(String, Expect)] = [
         ("rpi", .root(2, .ext4, blockSize: 4096)),
         ("ext4-1k", .root(2, .ext4, blockSize: 1024)),
-        ("dirty-journal", .root(2, .ext4, blockSize: 4096, needsRecovery: true)),
+        ("dirty-journal", .root(2, .ext4, blockSize: 4096)),
         ("gpt", .root(2, .ext4, blockSize: 4096)),
         ("two-linux", .root(2, .ext4, blockSize: 4096, label: "part2")),
         ("whole-ext4", .root(0, .ext4, blockSize: 4096)),
@@ -48,12 +48,11 @@ struct RealImageTests {
         try #require(run([makeTestImage, kind, path]) == 0, "\(makeTestImage) \(kind) failed")
         let source = try FileByteSource(path: path)
         switch expect {
-        case .root(let number, let type, let blockSize, let needsRecovery, let label):
+        case .root(let number, let type, let blockSize, let label):
             let root = try ImageLayout.findRoot(in: source)
             #expect(root.partition.number == number)
             #expect(root.filesystem.type == type)
             #expect(root.filesystem.blockSize == blockSize)
-            #expect(root.filesystem.needsRecovery == needsRecovery)
             #expect(root.filesystem.label == label)
             #expect(root.filesystem.sizeBytes <= root.partition.sizeBytes)
             #expect(root.partition.startByte + root.partition.sizeBytes <= source.size)

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 /// Runs `count` workers on their own threads and waits for all of them, at most `limit`: a worker
@@ -36,7 +37,6 @@ final class Shared<Value: Sendable>: Sendable {
     var value: Value { mutex.withLock { $0 } }
 }
 
-func errnoName(_ error: Int32) -> String { "\(String(cString: strerror(error))) (errno \(error))" }
 
 /// The FUSE connection's count of requests the daemon has not answered yet (0 when nothing is stuck).
 /// Mounts fusectl for the call when the machine has it unmounted, and unmounts it again.

@@ -1,29 +1,31 @@
+import CLinux
 import Foundation
 import Glibc
 
 /// The calls and constants the conformance checks need that Swift's Glibc module does not import
-/// (_GNU_SOURCE names, sys/xattr.h). This test target has no C target of its own, so the functions are
-/// looked up with dlsym; constants are the Linux (x86_64 and arm64 generic) values.
+/// (_GNU_SOURCE names, sys/xattr.h). Constants come from CLinux where it has them, else they are the
+/// Linux (x86_64 and arm64 generic) values; the functions are looked up with dlsym (a check calls libc
+/// as any program would, not the daemon's wrappers).
 enum Posix {
-    static let O_PATH: Int32 = 0o10000000
-    static let O_TMPFILE: Int32 = 0o20000000 | O_DIRECTORY
+    static let O_PATH = clinux_O_PATH
+    static let O_TMPFILE = clinux_O_TMPFILE
     #if arch(arm64)
     static let O_DIRECT: Int32 = 0o200000
     #else
     static let O_DIRECT: Int32 = 0o40000
     #endif
-    static let AT_EMPTY_PATH: Int32 = 0x1000
-    static let UTIME_NOW = (1 << 30) - 1
-    static let UTIME_OMIT = (1 << 30) - 2
-    static let RENAME_NOREPLACE: UInt32 = 1
-    static let RENAME_EXCHANGE: UInt32 = 2
-    static let FALLOC_FL_KEEP_SIZE: Int32 = 1
-    static let FALLOC_FL_PUNCH_HOLE: Int32 = 2
+    static let AT_EMPTY_PATH = clinux_AT_EMPTY_PATH
+    static let UTIME_NOW = clinux_UTIME_NOW
+    static let UTIME_OMIT = clinux_UTIME_OMIT
+    static let RENAME_NOREPLACE = clinux_RENAME_NOREPLACE
+    static let RENAME_EXCHANGE = clinux_RENAME_EXCHANGE
+    static let FALLOC_FL_KEEP_SIZE = clinux_FALLOC_FL_KEEP_SIZE
+    static let FALLOC_FL_PUNCH_HOLE = clinux_FALLOC_FL_PUNCH_HOLE
     static let FALLOC_FL_COLLAPSE_RANGE: Int32 = 8
     static let FALLOC_FL_ZERO_RANGE: Int32 = 0x10
     static let FALLOC_FL_INSERT_RANGE: Int32 = 0x20
-    static let SEEK_DATA: Int32 = 3
-    static let SEEK_HOLE: Int32 = 4
+    static let SEEK_DATA = clinux_SEEK_DATA
+    static let SEEK_HOLE = clinux_SEEK_HOLE
     static let XATTR_CREATE: Int32 = 1
     static let XATTR_REPLACE: Int32 = 2
     nonisolated(unsafe) static let mapFailed = UnsafeMutableRawPointer(bitPattern: -1)

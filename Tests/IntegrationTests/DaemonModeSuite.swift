@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Sandbox
+import TestSupport
 import Testing
 
 /// `serve` without --foreground, as users run it: it returns once the daemon serves, refuses a mountpoint

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// A data-integrity exerciser in the style of fsx: a seeded sequence of random operations on one file,
@@ -30,18 +31,7 @@ struct DataIntegritySuite {
     }
 }
 
-/// SplitMix64: small, seedable, the same sequence everywhere.
-struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
+
 
 /// Runs the operations on one file and keeps the model.
 struct Exerciser {
@@ -50,7 +40,7 @@ struct Exerciser {
     static let page = 4096
 
     let path: String
-    var random: SeededGenerator
+    var random: SplitMix64
     var model: [UInt8] = []
     var fd: Int32 = -1
     var counts: [String: Int] = [:]
@@ -61,7 +51,7 @@ struct Exerciser {
 
     init(path: String, seed: UInt64) {
         self.path = path
-        random = SeededGenerator(seed: seed)
+        random = SplitMix64(seed: seed)
     }
 
     mutating func finish() {

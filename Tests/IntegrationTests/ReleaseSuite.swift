@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// CPU hogs (`yes > /dev/null`) started by a test and stopped by it (in defer): RELEASEs then reach the

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Sandbox
+import TestSupport
 import Testing
 
 /// What a host file looked like, to prove an operation on a symlink pointing at it left it alone.

@@ -1,8 +1,9 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
-extension SeededGenerator {
+extension SplitMix64 {
     mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
     mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) } }
 }
@@ -12,7 +13,7 @@ extension SeededGenerator {
 /// share content and xattrs. Used by one thread at a time (warm-up, then soak, ordered by the waits).
 final class SoakWorker: @unchecked Sendable {
     let root: String
-    private var random: SeededGenerator
+    private var random: SplitMix64
     private var files: [String: Int] = [:]      // relative path -> node
     private var contents: [Int: [UInt8]] = [:]  // node -> data
     private var xattrs: [Int: [UInt8]] = [:]    // node -> user.soak value
@@ -26,7 +27,7 @@ final class SoakWorker: @unchecked Sendable {
 
     init(root: String, seed: UInt64) {
         self.root = root
-        random = SeededGenerator(seed: seed)
+        random = SplitMix64(seed: seed)
     }
 
     private func full(_ relative: String) -> String { "\(root)/\(relative)" }

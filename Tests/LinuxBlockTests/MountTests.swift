@@ -21,7 +21,7 @@ struct MountTests {
 
         let loop = try LoopDevice.attach(file: file, readOnly: false, label: "linuxblock-test-mount")
         defer { loop.close() }
-        try Mount.mount(source: loop.path, target: target, type: "ext4", flags: [.nosuid, .nodev, .noatime])
+        try Mount.mount(source: loop.path, target: target, type: "ext4", flags: [.nosuid, .nodev])
         var mounted = true
         defer { if mounted { _ = try? Mount.unmount(target, detach: true) } }
 
@@ -42,7 +42,7 @@ struct MountTests {
             #expect(entry.source == loop.path)
             #expect(entry.deviceNumber == loop.deviceNumber)
             #expect(entry.options.split(separator: ",").contains("nosuid"))
-            #expect(entry.options.split(separator: ",").contains("noatime"))
+            #expect(entry.options.split(separator: ",").contains("nodev"))
 
             let usage = try FilesystemUsage.of(target)
             #expect(usage.blockSize == 4096)

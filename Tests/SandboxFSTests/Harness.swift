@@ -24,7 +24,7 @@ final class MountedFS: @unchecked Sendable {
     private var stopped = false
 
     init(images: [String] = ["alpha", "beta"], options: FileSystemOptions = FileSystemOptions(),
-         backing: FakeProvider.Backing = .directory) throws {
+         backing: FakeProvider.Backing = .directory, hooks: TestHooks = TestHooks()) throws {
         var template = Array("/tmp/sandboxfs-test-XXXXXX".utf8CString)
         guard let dir = mkdtemp(&template) else { throw HarnessError(description: "mkdtemp: errno \(errno)") }
         root = String(cString: dir)
@@ -35,7 +35,7 @@ final class MountedFS: @unchecked Sendable {
         provider = FakeProvider(base: self.backing, images: images, backing: backing)
         var logger = Logger(label: "sandboxfs-test")
         logger.logLevel = ProcessInfo.processInfo.environment["SANDBOXFS_TEST_DEBUG"] != nil ? .trace : .critical
-        fs = SandboxFileSystem(provider: provider, options: options, logger: logger)
+        fs = SandboxFileSystem(provider: provider, options: options, logger: logger, hooks: hooks)
         do {
             try fs.mount(at: mountpoint)
         } catch {
@@ -92,16 +92,6 @@ final class MountedFS: @unchecked Sendable {
     }
 }
 
-/// errno of a failed call (one that returned -1), 0 on success: a call that wrongly succeeds fails the
-/// check instead of passing on a stale errno.
-func errnoOf(_ rc: Int32) -> Int32 { rc == -1 ? errno : 0 }
-func errnoOf(_ rc: Int) -> Int32 { rc == -1 ? errno : 0 }
-/// The same for a call that returns a descriptor, which is closed when it wrongly succeeds.
-func errnoOf(fd: Int32) -> Int32 {
-    guard fd >= 0 else { return errno }
-    close(fd)
-    return 0
-}
 
 /// Runs a command and returns (status, stdout).
 func run(_ arguments: [String], cwd: String? = nil) throws -> (Int32, String) {

@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 import Testing
 @testable import SandboxFS
 
@@ -208,7 +209,7 @@ import Testing
     @Test func indexMatchesADictionaryModel() {
         var table = NodeTable()
         var model: [UInt64: UInt64] = [:]
-        var rng = SplitMix(seed: 0x5eed)
+        var rng = SplitMix64(seed: 0x5eed)
         for step in 0..<40_000 {
             let ino = rng.next() % 3_000
             let dev = rng.next() % 2
@@ -232,15 +233,4 @@ import Testing
     }
 }
 
-/// A seeded generator, so a failure repeats.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
+

@@ -1,6 +1,7 @@
 import Foundation
 import CLinux
 import Glibc
+import TestSupport
 import Testing
 @testable import SandboxFS
 

@@ -43,9 +43,8 @@ final class CollectingLogHandler: LogHandler, @unchecked Sendable {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
-        let text = "\(level) \(label) \(message)"
+    func log(event: LogEvent) {
+        let text = "\(event.level) \(label) \(event.message)"
         Self.lines.withLock { $0.append(text) }
     }
 }
