@@ -20,9 +20,7 @@
 extern char **environ;
 
 const unsigned long clinux_LOOP_CTL_GET_FREE = LOOP_CTL_GET_FREE;
-const unsigned long clinux_LOOP_CONFIGURE = LOOP_CONFIGURE;
 const unsigned long clinux_LOOP_CLR_FD = LOOP_CLR_FD;
-const unsigned long clinux_LOOP_GET_STATUS64 = LOOP_GET_STATUS64;
 const unsigned long clinux_LOOP_SET_CAPACITY = LOOP_SET_CAPACITY;
 const uint32_t clinux_LO_FLAGS_READ_ONLY = LO_FLAGS_READ_ONLY;
 const uint32_t clinux_LO_FLAGS_AUTOCLEAR = LO_FLAGS_AUTOCLEAR;
@@ -131,7 +129,6 @@ int clinux_dm_ioctl(int fd, unsigned long request, void *buf, size_t buf_size, c
 
 uint32_t clinux_dm_result_flags(const void *buf) { return ((const struct dm_ioctl *)buf)->flags; }
 uint64_t clinux_dm_result_dev(const void *buf) { return ((const struct dm_ioctl *)buf)->dev; }
-uint32_t clinux_dm_result_target_count(const void *buf) { return ((const struct dm_ioctl *)buf)->target_count; }
 uint32_t clinux_dm_result_version(const void *buf) {
     const struct dm_ioctl *io = buf;
     return io->version[0] * 1000000u + io->version[1] * 1000u + io->version[2];

@@ -8,6 +8,7 @@
 const int clinux_CAP_DAC_OVERRIDE = CAP_DAC_OVERRIDE;
 const int clinux_CAP_DAC_READ_SEARCH = CAP_DAC_READ_SEARCH;
 const int clinux_CAP_FSETID = CAP_FSETID;
+const int clinux_CAP_SYS_ADMIN = CAP_SYS_ADMIN;
 
 int clinux_setgroups_thread(size_t count, const gid_t *groups) {
     return (int)syscall(SYS_setgroups, count, groups);

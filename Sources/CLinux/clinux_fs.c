@@ -16,7 +16,6 @@ const long clinux_UTIME_NOW = UTIME_NOW;
 const long clinux_UTIME_OMIT = UTIME_OMIT;
 const unsigned int clinux_RENAME_NOREPLACE = RENAME_NOREPLACE;
 const unsigned int clinux_RENAME_EXCHANGE = RENAME_EXCHANGE;
-const unsigned int clinux_RENAME_WHITEOUT = RENAME_WHITEOUT;
 const int clinux_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
 const int clinux_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
 const int clinux_SEEK_DATA = SEEK_DATA;
@@ -56,7 +55,6 @@ int clinux_fallocate(int fd, int mode, int64_t offset, int64_t len) {
     return fallocate(fd, mode, (off_t)offset, (off_t)len);
 }
 
-int clinux_syncfs(int fd) { return syncfs(fd); }
 
 ssize_t clinux_getxattr(const char *path, const char *name, void *value, size_t size) {
     return getxattr(path, name, value, size);

@@ -2,7 +2,6 @@
 enum Ext {
     static let magic: UInt16 = 0xEF53
     static let compatHasJournal: UInt32 = 0x4
-    static let incompatRecover: UInt32 = 0x4
     static let incompatJournalDev: UInt32 = 0x8
     static let incompat64Bit: UInt32 = 0x80
     /// Features ext3 understood; anything beyond makes it ext4 (blkid's rule).
@@ -31,6 +30,6 @@ enum Ext {
             type = .ext2
         }
         return FilesystemInfo(type: type, blockSize: blockSize, sizeBytes: size, label: sb.cString(120, 16),
-                              uuid: sb.uuidString(104), needsRecovery: incompat & incompatRecover != 0)
+                              uuid: sb.uuidString(104))
     }
 }

@@ -11,8 +11,6 @@ public struct FilesystemInfo: Sendable, Equatable {
     public let sizeBytes: UInt64
     public let label: String?
     public let uuid: String?
-    /// ext3/4 journal flagged dirty (INCOMPAT_RECOVER): a read-only mount must use `noload`.
-    public let needsRecovery: Bool
     /// The smallest unit the filesystem reads and writes its device in (xfs: its sector size; others:
     /// the block size). A device whose logical sectors are larger cannot carry it.
     public let ioUnit: Int
@@ -26,13 +24,12 @@ public struct FilesystemInfo: Sendable, Equatable {
     }
 
     public init(type: FilesystemType, blockSize: Int, sizeBytes: UInt64, label: String? = nil,
-                uuid: String? = nil, needsRecovery: Bool = false, ioUnit: Int? = nil) {
+                uuid: String? = nil, ioUnit: Int? = nil) {
         self.type = type
         self.ioUnit = ioUnit ?? blockSize
         self.blockSize = blockSize
         self.sizeBytes = sizeBytes
         self.label = label
         self.uuid = uuid
-        self.needsRecovery = needsRecovery
     }
 }

@@ -17,9 +17,6 @@ public enum Ext4 {
     /// Whether this process holds CAP_SYS_RESOURCE, which the kernel requires for growOnline (root in a
     /// container often lacks it; check before promising a grow).
     public static var canGrowOnline: Bool {
-        guard let status = try? FileIO.readText("/proc/self/status"),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
-              let mask = UInt64(FileIO.trimmed(line.dropFirst("CapEff:".count)), radix: 16) else { return false }
-        return mask & (1 << UInt64(clinux_CAP_SYS_RESOURCE)) != 0
+        ProcessStatus.of()?.has(capability: clinux_CAP_SYS_RESOURCE) ?? false
     }
 }

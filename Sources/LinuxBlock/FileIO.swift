@@ -1,8 +1,9 @@
 import Glibc
 
-/// Small internal file helpers for sysfs, procfs and /dev: whole-file reads and writes, directory listing.
-/// Paths here are host paths (never image content), so following symlinks is fine (sysfs is made of them).
-enum FileIO {
+/// Small file helpers for sysfs, procfs, /dev and the daemon's own folders: whole-file reads and writes,
+/// directory listing. Paths here are host paths (never image content), so following symlinks is fine
+/// (sysfs is made of them).
+public enum FileIO {
     /// Reads a whole (small, possibly size-less procfs/sysfs) file as UTF-8.
     static func readText(_ path: String) throws(SystemError) -> String {
         let fd = try systemCall("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
@@ -47,8 +48,9 @@ enum FileIO {
         return lstat(path, &info) == 0
     }
 
-    /// Entry names of a directory, without "." and ".."; empty if it cannot be opened.
-    static func list(_ path: String) -> [String] {
+    /// Entry names of a directory, without "." and ".."; empty if it cannot be opened. The one readdir loop
+    /// for host directories (the FUSE layer's, over image content, is Passthrough+Dir).
+    public static func list(_ path: String) -> [String] {
         guard let dir = opendir(path) else { return [] }
         defer { closedir(dir) }
         var names: [String] = []

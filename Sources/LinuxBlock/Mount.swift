@@ -17,7 +17,7 @@ public enum Mount {
         while true {
             do {
                 // Alone: a spawned child between clone and exec would still hold fds this process closed there.
-                try SpawnGate.alone { () throws(SystemError) in try systemCall("umount2", target) { umount2(target, flags) } }
+                _ = try SpawnGate.alone { () throws(SystemError) in try systemCall("umount2", target) { umount2(target, flags) } }
                 return
             } catch where error.errno == EBUSY && attempt < busyAttempts {
                 // A path walk in flight (a concurrent stat or lookup reaching the mount) holds a reference

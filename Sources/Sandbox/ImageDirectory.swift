@@ -1,4 +1,5 @@
 import Glibc
+import LinuxBlock
 
 /// IMAGES_DIR/NAME.img files: each regular file (a symlink to one counts, the directory is the admin's)
 /// whose name does not start with '.' is offered as image NAME.
@@ -6,16 +7,8 @@ enum ImageDirectory {
     static let suffix = ".img"
 
     static func names(in directory: String) -> [String] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let fileName = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            guard fileName.hasSuffix(suffix) else { continue }
-            let name = String(fileName.dropLast(suffix.count))
-            if path(of: name, in: directory) != nil { names.append(name) }
-        }
-        return names
+        FileIO.list(directory).filter { $0.hasSuffix(suffix) }.map { String($0.dropLast(suffix.count)) }
+            .filter { path(of: $0, in: directory) != nil }
     }
 
     /// The image's resolved path when NAME is a plausible name and NAME.img is (a symlink to) a regular

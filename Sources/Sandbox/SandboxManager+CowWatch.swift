@@ -14,11 +14,11 @@ final class CowWatch: Sendable {
 }
 
 extension SandboxManager {
-    /// Starts a thread that checks every sandbox's COW store each `interval` (short: a store that may grow
-    /// must be grown before a fast writer fills the last step; one check is a dm status ioctl and a
-    /// statvfs per sandbox): grows stores that may grow
-    /// (dm with --cow-max), logs a warning when use reaches 80 % and 95 % of the budget, and an error when
-    /// a store overflows. Runs until shutdown.
+    /// Starts a thread that checks every sandbox's COW store each `interval`, five times a second by
+    /// default (short: a store that may grow must be grown before a fast writer fills the last step; one
+    /// check reads only the store: a dm status ioctl, or the statvfs of an overlay upper): grows stores that
+    /// may grow (dm with --cow-max), logs a warning when use reaches 80 % and 95 % of the budget, and an
+    /// error when a store overflows. Runs until shutdown.
     public func startCowWatcher(interval: Duration = .milliseconds(200)) {
         let start = cowWatch.state.withLock { state -> Bool in
             defer { state.running = true }

@@ -12,7 +12,7 @@ extension StaleInstanceSweep {
 
     /// Reads the run root, the mount table, the dm device list (when device-mapper is there) and the loop labels.
     public static func survey(runRoot: String, deviceMapper: DeviceMapper?) -> Survey {
-        let instances = PrivateDirectory.list(runRoot).compactMap { name -> Survey.Instance? in
+        let instances = FileIO.list(runRoot).compactMap { name -> Survey.Instance? in
             guard let pid = InstanceNames.owner(runEntry: name) else { return nil }
             let names = InstanceNames(pid: pid, runRoot: runRoot)
             let record = (try? readSmallFile(names.processRecord)).flatMap(InstanceProcess.init(recordText:))
@@ -109,7 +109,7 @@ extension StaleInstanceSweep {
         let own = UInt64(info.st_dev)
         if let device, device != own { throw SystemError("remove (still mounted)", path, errno: EBUSY) }
         if info.st_mode & S_IFMT == S_IFDIR {
-            for name in PrivateDirectory.list(path) { try removeTree("\(path)/\(name)", device: own) }
+            for name in FileIO.list(path) { try removeTree("\(path)/\(name)", device: own) }
             guard rmdir(path) == 0 || errno == ENOENT else { throw SystemError("rmdir", path, errno: errno) }
         } else {
             guard unlink(path) == 0 || errno == ENOENT else { throw SystemError("unlink", path, errno: errno) }

@@ -45,7 +45,7 @@ public struct ZramAllocator: Sendable {
 
     /// Ids recorded in `ledger` (a live or a dead instance's), ascending.
     public static func recorded(in ledger: String) -> [Int] {
-        PrivateDirectory.list(ledger).compactMap { Int($0) }.sorted()
+        FileIO.list(ledger).compactMap { Int($0) }.sorted()
     }
 
     private func record(_ id: Int) throws(SystemError) {

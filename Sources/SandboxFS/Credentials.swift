@@ -1,7 +1,7 @@
 import CFuse
 import CLinux
-import FoundationEssentials
 import Glibc
+import LinuxBlock
 
 /// The caller of a request, from fuse_req_ctx.
 struct Caller {
@@ -29,25 +29,13 @@ struct Caller {
     /// cannot be read (gone, or in another pid namespace).
     var hasSysAdmin: Bool {
         guard let status = status() else { return uid == 0 }
-        return status.has(capability: 21)
+        return status.has(capability: clinux_CAP_SYS_ADMIN)
     }
 
-    /// The caller's supplementary groups and effective capabilities, from /proc/PID/status (nil when the
-    /// process cannot be read: gone, or in another pid namespace).
-    func status() -> CallerStatus? {
-        guard pid > 0, let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-        var groups: [gid_t] = []
-        var effective: UInt64?
-        for line in text.split(separator: "\n") {
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            if fields.first == "Groups:" {
-                groups = fields.dropFirst().compactMap { gid_t($0) }
-            } else if fields.first == "CapEff:", fields.count > 1 {
-                effective = UInt64(fields[1], radix: 16)
-            }
-        }
-        guard let effective else { return nil }
-        return CallerStatus(groups: groups, effective: effective)
+    /// The caller's supplementary groups and effective capabilities (nil when its process cannot be read:
+    /// gone, or in another pid namespace).
+    func status() -> ProcessStatus? {
+        pid > 0 ? ProcessStatus.of(pid: pid) : nil
     }
 
     /// The set-id bits the kernel clears when this caller writes, truncates or changes the owner of a
@@ -102,12 +90,4 @@ struct Caller {
         let got = getgroups(count, &groups)
         return got < 0 ? [] : Array(groups.prefix(Int(got)))
     }()
-}
-
-/// What /proc/PID/status tells of a caller beyond fuse_req_ctx.
-struct CallerStatus {
-    let groups: [gid_t]
-    let effective: UInt64
-
-    func has(capability: Int32) -> Bool { effective & (UInt64(1) << UInt64(capability)) != 0 }
 }

@@ -6,8 +6,6 @@ public struct FileSystemOptions: Sendable {
     public var allowOther = false
     /// Kernel mount flags asked for with mount -o (ro, noexec, noatime ...); nosuid,nodev stay whatever is asked.
     public var kernelFlags: [String] = []
-    /// libfuse's own request trace on stderr.
-    public var debug = false
     /// The fsname shown in /proc/mounts.
     public var fsName = InstanceNames.prefix
     /// Let libfuse move read/write payloads with splice(2) instead of copying through user memory (Tools/bench:

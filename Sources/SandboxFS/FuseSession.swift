@@ -20,8 +20,7 @@ extension SandboxFileSystem {
         var mountOptions = "nosuid,nodev,default_permissions,fsname=\(options.fsName),subtype=\(InstanceNames.fuseSubtype)"
         if options.allowOther { mountOptions += ",allow_other" }
         for flag in options.kernelFlags { mountOptions += ",\(flag)" }
-        var args = [InstanceNames.fuseSubtype, "-o", mountOptions]
-        if options.debug { args.append("-d") }
+        let args = [InstanceNames.fuseSubtype, "-o", mountOptions]
         let cArgs = args.map { strdup($0) }
         defer { cArgs.forEach { free($0) } }
         let userdata = Unmanaged.passUnretained(self).toOpaque()

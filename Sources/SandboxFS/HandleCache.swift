@@ -2,7 +2,7 @@ import Glibc
 import LinuxBlock
 
 /// A bounded LRU of O_PATH fds for passthrough nodes, so the layer never holds one fd per known inode
-/// (RLIMIT_NOFILE is 20,000 here; images hold 100,000+ files). Misses reopen from the file handle.
+/// (RLIMIT_NOFILE can be as low as a few thousand for root without CAP_SYS_RESOURCE; images hold 100,000+ files). Misses reopen from the file handle.
 /// Lock order: the cache lock is taken after the filesystem state lock and before any FdLease lock.
 final class HandleCache: @unchecked Sendable {
     private struct Entry {

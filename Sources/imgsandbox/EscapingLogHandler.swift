@@ -21,11 +21,11 @@ struct EscapingLogHandler: LogHandler {
         set { inner[metadataKey: key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
-        let escapedMetadata = metadata?.mapValues { Logger.Metadata.Value.string(Self.escape("\($0)")) }
-        inner.log(level: level, message: Logger.Message(stringLiteral: Self.escape(message.description)),
-                  metadata: escapedMetadata, source: source, file: file, function: function, line: line)
+    func log(event: LogEvent) {
+        var escaped = event
+        escaped.message = Logger.Message(stringLiteral: Self.escape(event.message.description))
+        escaped.metadata = event.metadata?.mapValues { Logger.Metadata.Value.string(Self.escape("\($0)")) }
+        inner.log(event: escaped)
     }
 
     /// C0 controls and DEL as \n, \t or \xNN; everything else (UTF-8 included) unchanged.

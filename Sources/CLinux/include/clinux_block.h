@@ -11,12 +11,8 @@
 
 /// LOOP_CTL_GET_FREE on /dev/loop-control: returns the index of a free (possibly new) loop device.
 extern const unsigned long clinux_LOOP_CTL_GET_FREE;
-/// LOOP_CONFIGURE: binds a backing fd and sets offset, size limit, flags and name in one call.
-extern const unsigned long clinux_LOOP_CONFIGURE;
 /// LOOP_CLR_FD: detaches the backing file (or marks the device autoclear while still open).
 extern const unsigned long clinux_LOOP_CLR_FD;
-/// LOOP_GET_STATUS64: reads struct loop_info64 (offset, flags, lo_file_name).
-extern const unsigned long clinux_LOOP_GET_STATUS64;
 /// LOOP_SET_CAPACITY: re-reads the backing file's (or device's) size after it grew.
 extern const unsigned long clinux_LOOP_SET_CAPACITY;
 /// Loop flag: the device refuses writes.
@@ -108,8 +104,6 @@ int clinux_dm_ioctl(int fd, unsigned long request, void *buf, size_t buf_size, c
 uint32_t clinux_dm_result_flags(const void *buf);
 /// dm_ioctl.dev of an answer (the device number of the named device).
 uint64_t clinux_dm_result_dev(const void *buf);
-/// dm_ioctl.target_count of an answer.
-uint32_t clinux_dm_result_target_count(const void *buf);
 /// dm_ioctl.version of an answer, as major*1000000 + minor*1000 + patch.
 uint32_t clinux_dm_result_version(const void *buf);
 

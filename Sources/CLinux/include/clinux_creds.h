@@ -15,9 +15,10 @@ int clinux_setgroups_thread(size_t count, const gid_t *groups);
 /// set; they must be in its permitted set. Returns 0 or -1 with errno set.
 int clinux_raise_effective_caps(uint64_t mask);
 
-/// Capability numbers used with clinux_raise_effective_caps.
+/// Capability numbers (clinux_raise_effective_caps, CapEff bits).
 extern const int clinux_CAP_DAC_OVERRIDE;
 extern const int clinux_CAP_DAC_READ_SEARCH;
 extern const int clinux_CAP_FSETID;
+extern const int clinux_CAP_SYS_ADMIN;
 
 #endif

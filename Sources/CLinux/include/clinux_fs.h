@@ -20,7 +20,6 @@ extern const long clinux_UTIME_OMIT;
 /// renameat2 flags.
 extern const unsigned int clinux_RENAME_NOREPLACE;
 extern const unsigned int clinux_RENAME_EXCHANGE;
-extern const unsigned int clinux_RENAME_WHITEOUT;
 /// fallocate modes.
 extern const int clinux_FALLOC_FL_KEEP_SIZE;
 extern const int clinux_FALLOC_FL_PUNCH_HOLE;
@@ -50,8 +49,6 @@ ssize_t clinux_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *
 /// fallocate(2).
 int clinux_fallocate(int fd, int mode, int64_t offset, int64_t len);
 
-/// syncfs(2).
-int clinux_syncfs(int fd);
 
 /// Extended attributes by path (sys/xattr.h is outside Swift's Glibc module).
 ssize_t clinux_getxattr(const char *path, const char *name, void *value, size_t size);
