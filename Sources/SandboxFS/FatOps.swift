@@ -26,7 +26,7 @@ extension SandboxFileSystem {
         throw SystemError("resolve", "FAT partition \(serial) is gone", errno: ESTALE)
     }
 
-    /// FATFS's errors as FSError; a corrupt structure (EIO) also gets its one log line here.
+    /// FATFS's errors as SystemError; a corrupt structure (EIO) also gets its one log line here.
     func fat<R>(_ body: () throws(FATError) -> R) throws -> R {
         do {
             return try body()
