@@ -23,9 +23,16 @@ let package = Package(
         .target(name: "LinuxBlock", dependencies: ["CLinux"]),
         // What a sandbox changed: tree comparison, overlay change sets (imgsandbox diff).
         .target(name: "SandboxDiff", dependencies: ["CLinux"]),
+        // liblzma, zlib, libzstd (Debian's -dev packages) + shim.h for their macros.
+        .systemLibrary(name: "CCompression", providers: [.apt(["liblzma-dev", "zlib1g-dev", "libzstd-dev"])]),
+        // NAME.img.xz/.gz/.zst: decompressed once into a sparse cache file, reused, evicted least recently used first.
+        .target(name: "ImageCache", dependencies: [
+            "CCompression",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Engines (dm, overlay) and the sandbox manager.
         .target(name: "Sandbox", dependencies: [
-            "DiskImage", "FATFS", "LinuxBlock", "SandboxDiff",
+            "DiskImage", "FATFS", "LinuxBlock", "SandboxDiff", "ImageCache",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The FUSE layer: virtual tree and passthrough.
@@ -36,7 +43,7 @@ let package = Package(
         // `imgsandbox run`: namespaces, the sandbox's /proc /sys /dev /run, foreign-architecture checks.
         .target(name: "SandboxRun", dependencies: ["CLinux", "LinuxBlock", "Sandbox"]),
         .executableTarget(name: "imgsandbox", dependencies: [
-            "Sandbox", "SandboxFS", "SandboxDiff", "SandboxRun", "DiskImage", "LinuxBlock", "CLinux",
+            "Sandbox", "SandboxFS", "SandboxDiff", "SandboxRun", "DiskImage", "LinuxBlock", "CLinux", "ImageCache",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -48,6 +55,7 @@ let package = Package(
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
         .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux"]),
         .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox"]),
+        .testTarget(name: "ImageCacheTests", dependencies: ["ImageCache"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox", "TestSupport"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
         .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox", "TestSupport"]),

@@ -1,5 +1,6 @@
 import DiskImage
 import Glibc
+import ImageCache
 import LinuxBlock
 
 /// Errors a caller of the manager can meet; each carries the errno returned to the FUSE caller.
@@ -57,6 +58,7 @@ func step<T>(_ name: String, _ body: () throws -> T) throws(SandboxError) -> T {
 
 extension SystemError: ErrnoCarrying {}
 extension DiskImageError: ErrnoCarrying {}
+extension CacheError: ErrnoCarrying {}
 extension CommandError: ErrnoCarrying {
     public var errno: Int32 { EIO }
 }

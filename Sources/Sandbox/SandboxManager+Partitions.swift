@@ -10,7 +10,7 @@ extension SandboxManager {
     /// image's: nothing has written to it yet). A partition that cannot be made is logged and left out: the
     /// root keeps working.
     func makePartitions(image: String, name: String, slot: ImageSlot, rootMount: String) -> [LivePartition] {
-        guard let root = slot.root, let path = ImageDirectory.path(of: image, in: imagesDirectory) else { return [] }
+        guard let root = slot.root, let path = backingPath(image, cached: slot.cached) else { return [] }
         let builder = PartitionBuilder(imageName: image, imagePath: path, root: root, logger: logger)
         var parts: [LivePartition] = []
         for mount in builder.plan(rootMount: rootMount).mounts {

@@ -1,6 +1,7 @@
 import DiskImage
 import FATFS
 import Glibc
+import ImageCache
 import LinuxBlock
 import Synchronization
 
@@ -18,6 +19,8 @@ final class PristineSlot: @unchecked Sendable {
     /// FAT volumes by partition number, on `imageFD`.
     var fats: [Int: FATVolume] = [:]
     var imageFD: Int32 = -1
+    /// A compressed image's cache file, held while `imageFD` (on it) is open.
+    var cached: CachedImage?
 }
 
 extension SandboxManager {
@@ -56,6 +59,7 @@ extension SandboxManager {
                 slot.fats = [:]
                 if slot.imageFD >= 0 { close(slot.imageFD) }
                 slot.imageFD = -1
+                slot.cached = nil
             }
         }
         try? PrivateDirectory.remove(names.pristineMounts)
@@ -80,7 +84,8 @@ extension SandboxManager {
 
     /// Called with the slot's lock held.
     private func attachPristine(_ image: String, _ slot: PristineSlot) throws(SandboxError) -> SandboxRef {
-        guard let path = ImageDirectory.path(of: image, in: imagesDirectory) else { throw .noSuchImage(image) }
+        if slot.cached == nil { slot.cached = try prepareIfCompressed(image) }
+        guard let path = backingPath(image, cached: slot.cached) else { throw .noSuchImage(image) }
         let root = try findRoot(image, path)
         let teardown = Teardown()
         do {

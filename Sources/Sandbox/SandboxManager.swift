@@ -1,6 +1,7 @@
 import DiskImage
 import FATFS
 import Glibc
+import ImageCache
 import Logging
 import Synchronization
 
@@ -45,6 +46,10 @@ public final class SandboxManager: SandboxProvider {
     /// `IMAGE/pristine/` views by image (SandboxManager+Pristine.swift).
     let pristineSlots = Mutex<[String: PristineSlot]>([:])
     let logger: Logger
+    /// Where compressed images are decompressed to; nil: compressed images cannot be attached.
+    private let imageCache: ImageCache?
+    /// "NAME: file" pairs already logged as hidden by a file served first.
+    private let shadowsLogged = Mutex(Set<String>())
     private let registry = Mutex(Registry())
     /// The COW watcher's thread state and per-sandbox alarms (SandboxManager+CowWatch.swift).
     let cowWatch = CowWatch()
@@ -76,6 +81,8 @@ public final class SandboxManager: SandboxProvider {
         var root: RootPartition?
         /// Engine attachments of the image's other Linux partitions, by number (made at first need).
         var partitionImages: [Int: any EngineAttachment] = [:]
+        /// A compressed image's cache file, held in use while the attachment lives.
+        var cached: CachedImage?
         var sandboxCount = 0
     }
 
@@ -99,8 +106,9 @@ public final class SandboxManager: SandboxProvider {
     }
 
     public init(imagesDirectory: String, names: InstanceNames, engine: any SandboxEngine,
-                settings: SandboxSettings, logger: Logger) throws(SandboxError) {
+                settings: SandboxSettings, logger: Logger, imageCache: ImageCache? = nil) throws(SandboxError) {
         self.imagesDirectory = imagesDirectory
+        self.imageCache = imageCache
         self.names = names
         self.engine = engine
         self.settings = settings
@@ -115,12 +123,13 @@ public final class SandboxManager: SandboxProvider {
 
     public func imageNames() -> [String] {
         let live = registry.withLock { Array($0.slots.keys) }
-        return Array(Set(ImageDirectory.names(in: imagesDirectory)).union(live)).sorted()
+        let offered = ImageDirectory.names(in: imagesDirectory).filter { source(of: $0) != nil }
+        return Array(Set(offered).union(live)).sorted()
     }
 
     public func sandboxNames(image: String) -> [String]? {
         if let names = registry.withLock({ $0.ready[image].map { Array($0.keys) } }) { return names.sorted() }
-        return ImageDirectory.path(of: image, in: imagesDirectory) == nil ? nil : []
+        return source(of: image) == nil ? nil : []
     }
 
     public func sandbox(image: String, name: String) -> SandboxRef? {
@@ -157,7 +166,7 @@ public final class SandboxManager: SandboxProvider {
         let key = "\(image)/\(name)"
         let (slot, serial) = try registry.withLock { (registry) throws(SandboxError) -> (ImageSlot, UInt64) in
             if registry.shuttingDown { throw .shuttingDown }
-            guard registry.slots[image] != nil || ImageDirectory.path(of: image, in: imagesDirectory) != nil else {
+            guard registry.slots[image] != nil || source(of: image) != nil else {
                 throw .noSuchImage(image)
             }
             if registry.ready[image]?[name] != nil || registry.busy.contains(key) {
@@ -169,13 +178,19 @@ public final class SandboxManager: SandboxProvider {
             return (slot, registry.takeSerial())
         }
         do {
+            // A compressed image is decompressed before the slot lock: a second mkdir meanwhile waits for
+            // the same work in the cache (not behind the lock), and other images are not held up.
+            let prepared = slot.lock.withLock({ _ in slot.attachment == nil }) ? try prepareIfCompressed(image) : nil
             let live = try slot.lock.withLock { _ throws(SandboxError) -> LiveSandbox in
                 let imageAttachment: any EngineAttachment
                 if let attached = slot.attachment {
                     imageAttachment = attached
                 } else {
-                    imageAttachment = try attachImage(image, slot)
+                    // Attached and released again since the check above: prepare now.
+                    let cached = if let prepared { prepared } else { try prepareIfCompressed(image) }
+                    imageAttachment = try attachImage(image, slot, cached: cached)
                     slot.attachment = imageAttachment
+                    slot.cached = cached
                 }
                 do throws(SandboxError) {
                     let live = try makeSandbox(image: image, name: name, serial: serial, on: imageAttachment, slot: slot)
@@ -200,8 +215,36 @@ public final class SandboxManager: SandboxProvider {
         }
     }
 
-    private func attachImage(_ image: String, _ slot: ImageSlot) throws(SandboxError) -> any EngineAttachment {
-        guard let path = ImageDirectory.path(of: image, in: imagesDirectory) else { throw .noSuchImage(image) }
+    /// The file that offers `image`; logs once per file when another one, served first, hides it.
+    func source(of image: String) -> ImageSource? {
+        // Without a cache, compressed files are not offered.
+        let sources = ImageDirectory.sources(of: image, in: imagesDirectory).filter { imageCache != nil || $0.compression == nil }
+        guard let first = sources.first else { return nil }
+        for hidden in sources.dropFirst() {
+            let key = "\(image): \(hidden.path)"
+            if shadowsLogged.withLock({ $0.insert(key).inserted }) {
+                logger.notice("image \(image): serving \(first.fileName); \(hidden.fileName) is ignored while it exists")
+            }
+        }
+        return first
+    }
+
+    /// A compressed image's cache file (decompressed now, or reused), held in use; nil for a plain image.
+    func prepareIfCompressed(_ image: String) throws(SandboxError) -> CachedImage? {
+        guard let source = source(of: image) else { throw .noSuchImage(image) }
+        guard let format = source.compression else { return nil }
+        guard let imageCache else { throw .noSuchImage(image) }
+        return try step("prepare \(source.fileName)") { try imageCache.prepare(image: image, file: source.path, format: format) }
+    }
+
+    /// The file the engines read for `image`: its cache file when compressed (nil if not prepared), else the image.
+    func backingPath(_ image: String, cached: CachedImage?) -> String? {
+        if let cached { return cached.path }
+        return source(of: image).flatMap { $0.compression == nil ? $0.path : nil }
+    }
+
+    private func attachImage(_ image: String, _ slot: ImageSlot, cached: CachedImage?) throws(SandboxError) -> any EngineAttachment {
+        guard let path = backingPath(image, cached: cached) else { throw .noSuchImage(image) }
         let root = try findRoot(image, path)
         slot.root = root
         let request = ImageRequest(name: image, path: path, serial: takeSerial(), root: root, settings: settings)
@@ -298,12 +341,14 @@ public final class SandboxManager: SandboxProvider {
         let failures = attachment.teardown.runAll()
         for failure in failures { logger.error("releasing image \(image): \(failure)") }
         slot.attachment = nil
+        slot.cached = nil
         try? PrivateDirectory.remove(names.hiddenMounts(image: image))
     }
 
     /// Tears every sandbox down (at unmount or signal). Returns the errors it could not get past.
     @discardableResult
     public func shutdown() -> [any Error] {
+        cancelPreparations()
         stopCowWatcher()
         let all = registry.withLock { registry -> [(String, String)] in
             registry.shuttingDown = true
@@ -326,8 +371,13 @@ public final class SandboxManager: SandboxProvider {
         registry.withLock { $0.ready[image]?[name] }
     }
 
-    /// The image file a sandbox's image comes from.
-    func imagePath(_ image: String) -> String? { ImageDirectory.path(of: image, in: imagesDirectory) }
+    /// The image file a sandbox's image comes from: for a compressed image, its decompressed cache file.
+    func imagePath(_ image: String) -> String? {
+        if let slot = registry.withLock({ $0.slots[image] }), let cached = slot.lock.withLock({ _ in slot.cached?.path }) {
+            return cached
+        }
+        return source(of: image).flatMap { $0.compression == nil ? $0.path : nil }
+    }
 
     /// Every ready sandbox (no usage read: for shutdown).
     public func readySandboxes() -> [SandboxRef] { liveSandboxes().map(\.ref) }
@@ -336,6 +386,12 @@ public final class SandboxManager: SandboxProvider {
     func liveSandboxes() -> [(ref: SandboxRef, attachment: any EngineAttachment, access: SandboxAccess)] {
         registry.withLock { $0.ready.values.flatMap(\.values).map { ($0.ref, $0.attachment, $0.access) } }
     }
+
+    /// Stops decompressions in progress (their mkdir fails): at shutdown.
+    public func cancelPreparations() { imageCache?.cancelAll() }
+
+    /// Compressed images being decompressed, with their progress.
+    public func preparations() -> [PreparationStatus] { imageCache?.preparations() ?? [] }
 
     public func status() -> [SandboxStatus] {
         let live = registry.withLock { $0.ready.values.flatMap(\.values) }

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import ImageCache
 import Sandbox
 import SandboxDiff
 
@@ -44,7 +45,8 @@ struct ControlHandler: Sendable {
         switch request.command {
         case "status":
             let rows = manager.status().map { StatusRow(mountpoint: mountpoint, dataPath: dataPath(), $0) }
-            _ = send((try? StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows))) ?? Data())
+            let preparing = manager.preparations().map { PreparingRow(mountpoint: mountpoint, $0) }
+            _ = send((try? StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows, preparing: preparing))) ?? Data())
         case "diff":
             guard let image = request.image, let sandbox = request.sandbox else {
                 _ = send(encode(ErrorAnswer(error: "diff needs image and sandbox", errno: EINVAL)))

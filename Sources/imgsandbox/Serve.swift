@@ -3,6 +3,7 @@ import CLinux
 import Dispatch
 import FoundationEssentials
 import Glibc
+import ImageCache
 import LinuxBlock
 import Logging
 import Sandbox
@@ -30,6 +31,10 @@ struct Serve: ParsableCommand {
     var grow: String?
     @Option(help: "Root partition number (default: the largest partition holding a Linux filesystem).")
     var partition: Int?
+    @Option(help: "Where NAME.img.xz/.gz/.zst images are decompressed to (one sparse file per image, reused while the file is unchanged).")
+    var cacheDir: String = "/var/cache/imgsandbox"
+    @Option(help: "Most disk space the cache may take: 20G or bytes (default: no limit but the disk). Unused images are evicted least recently used first.")
+    var cacheMax: String?
     @Flag(help: "Keep the mount to root alone (without it, every user may enter, with the kernel's permission checks).")
     var `private` = false
     @Flag(help: .hidden)   // the default now (FUSE allow_other); accepted for older command lines
@@ -47,7 +52,7 @@ struct Serve: ParsableCommand {
     func validate() throws {
         guard EngineKind(rawValue: engine) != nil else { throw ValidationError("--engine must be auto, dm or overlay") }
         for (name, value) in [("--cow-size", cowSize), ("--chunk-size", chunkSize), ("--grow", grow ?? "0"),
-                              ("--cow-max", cowMax ?? "0")] {
+                              ("--cow-max", cowMax ?? "0"), ("--cache-max", cacheMax ?? "0")] {
             guard ByteSize.parse(value) != nil else { throw ValidationError("\(name) \(value): expected a size like 512M, 5G or bytes") }
         }
         guard let chunk = ByteSize.parse(chunkSize), chunk >= 4096, chunk.nonzeroBitCount == 1, chunk <= 1 << 20 else {
@@ -127,8 +132,10 @@ struct Serve: ParsableCommand {
         // Recorded before any kernel object exists, so a sweep after a crash can tell this instance is gone.
         try InstanceRun.recordProcess(names)
         let engine = try choice.makeEngine(names: names)
+        let cacheDirectory = try Self.absoluteDirectory(cacheDir, create: true)
+        let imageCache = try ImageCache(directory: cacheDirectory, maxBytes: cacheMax.flatMap(ByteSize.parse), logger: logger)
         let manager = try SandboxManager(imagesDirectory: imagesDirectory, names: names, engine: engine,
-                                         settings: settings, logger: logger)
+                                         settings: settings, logger: logger, imageCache: imageCache)
         var options = FileSystemOptions()
         options.allowOther = !`private`
         options.kernelFlags = kernelFlags
@@ -154,7 +161,11 @@ struct Serve: ParsableCommand {
         let control = try ControlSocket(path: names.controlSocket) { handler.handle($0, send: $1) }
         control.start()
         // Before anyone is told we are serving: a SIGTERM right after "ready" must tear down, not kill.
-        let signalSources = Self.exitOnSignals { fileSystem.exit() }
+        // A mkdir waiting for a decompression holds a FUSE worker the loop must join: cancel it first.
+        let signalSources = Self.exitOnSignals {
+            manager.cancelPreparations()
+            fileSystem.exit()
+        }
         logger.info("serving \(imagesDirectory) on \(mountpoint)")
         if daemonChild { Daemon.reportReady() }
         SystemdNotify.send("READY=1\nSTATUS=serving \(imagesDirectory) on \(mountpoint)", logger: logger)

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import ImageCache
 import Sandbox
 
 /// One sandbox in `status` output; JSON keys are the snake_case of these names (cow_used_bytes, ...).
@@ -57,6 +58,8 @@ struct StatusRow: Codable {
 
     struct Document: Codable {
         var sandboxes: [StatusRow]
+        /// Compressed images being decompressed (absent from older daemons' answers).
+        var preparing: [PreparingRow]? = nil
     }
 
     static let encoder: JSONEncoder = {
@@ -71,4 +74,32 @@ struct StatusRow: Codable {
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         return decoder
     }()
+}
+
+/// A compressed image being decompressed, in `status` output (`preparing` array).
+struct PreparingRow: Codable {
+    var mountpoint: String
+    var image: String
+    var file: String
+    var format: String
+    var compressedBytesDone: UInt64
+    var compressedBytesTotal: UInt64
+    var bytesDone: UInt64
+    /// 0 when the format does not record it up front (gzip, zstd).
+    var bytesTotal: UInt64
+    var mibPerSecond: Double
+    var seconds: Double
+
+    init(mountpoint: String, _ status: PreparationStatus) {
+        self.mountpoint = mountpoint
+        image = status.image
+        file = status.file
+        format = status.format.rawValue
+        compressedBytesDone = status.compressedBytesDone
+        compressedBytesTotal = status.compressedBytesTotal
+        bytesDone = status.bytesDone
+        bytesTotal = status.bytesTotal
+        mibPerSecond = (status.mibPerSecond * 10).rounded() / 10
+        seconds = (status.seconds * 10).rounded() / 10
+    }
 }

@@ -1,0 +1,48 @@
+import Glibc
+
+/// Why an image could not be prepared; `errno` is what mkdir of its sandbox returns.
+public enum CacheError: Error, Sendable, CustomStringConvertible, Equatable {
+    /// The compressed data is corrupt, truncated or not of its format: EIO. `offset` is the compressed
+    /// file's offset where the decoder stopped, `outputOffset` the bytes it had produced.
+    case corrupt(file: String, format: Compression, offset: UInt64, outputOffset: UInt64, reason: String)
+    /// The headers are refused before any data is decoded (an xz index that does not match the file).
+    case hostileHeader(file: String, reason: String)
+    /// The cache cannot hold the image: --cache-max reached with nothing unused left to evict, or the disk is full.
+    case noRoom(file: String, reason: String)
+    /// A system call failed.
+    case system(operation: String, path: String, errno: Int32)
+    /// The compressed file changed while it was read.
+    case sourceChanged(file: String)
+    /// The daemon is shutting down.
+    case cancelled(file: String)
+
+    public var errno: Int32 {
+        switch self {
+        case .corrupt, .hostileHeader, .sourceChanged: EIO
+        case .noRoom: ENOSPC
+        case .system(_, _, let errno): errno
+        case .cancelled: ECANCELED
+        }
+    }
+
+    /// Worth remembering for an unchanged file: decoding it again would fail the same way.
+    var isPermanent: Bool {
+        switch self {
+        case .corrupt, .hostileHeader: true
+        default: false
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .corrupt(let file, let format, let offset, let outputOffset, let reason):
+            "\(file): corrupt \(format.rawValue) data at compressed offset \(offset) (uncompressed offset \(outputOffset)): \(reason); nothing cached"
+        case .hostileHeader(let file, let reason): "\(file): refused: \(reason); nothing cached"
+        case .noRoom(let file, let reason): "\(file): no room in the cache: \(reason); nothing cached"
+        case .system(let operation, let path, let errno):
+            "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        case .sourceChanged(let file): "\(file) changed while it was decompressed; nothing cached"
+        case .cancelled(let file): "\(file): decompression cancelled (shutting down); nothing cached"
+        }
+    }
+}

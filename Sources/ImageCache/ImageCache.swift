@@ -1,0 +1,269 @@
+import Dispatch
+import Glibc
+import Logging
+import Synchronization
+
+/// The decompression cache (--cache-dir, --cache-max): each compressed image is decompressed once into a
+/// sparse file shared by all its sandboxes, and reused while the compressed file is unchanged.
+///
+/// Files in the directory (mode 0700), per image NAME and HASH (of the compressed file's path):
+/// `NAME.HASH.img` the decompressed image, `NAME.HASH.meta` what it was made from (CacheRecord), and
+/// while it is made `NAME.HASH.PID.partial` (renamed to .img once complete and fsynced).
+///
+/// The limit counts allocated bytes (holes are free). Room is made by evicting the least recently used
+/// image nobody holds: holders keep a shared flock on the .img (CachedImage), so an exclusive
+/// non-blocking flock tells an unused one, also across daemons sharing the directory.
+/// Locking: `state` guards jobs and reservations, and is held for directory scans and evictions
+/// (small, local file operations), never while data is decoded.
+public final class ImageCache: Sendable {
+    public let directory: String
+    public let maxBytes: UInt64?
+    let logger: Logger
+    let threads: UInt32
+    let memoryLimit: UInt64
+    let state = Mutex(State())
+    let cancelled = Atomic<Bool>(false)
+
+    struct State {
+        /// In-flight decompressions by entry base name.
+        var jobs: [String: Job] = [:]
+        /// Failures that would repeat for an unchanged file (corrupt data, hostile headers).
+        var failures: [String: (CacheRecord.Identity, CacheError)] = [:]
+    }
+
+    public init(directory: String, maxBytes: UInt64?, logger: Logger) throws(CacheError) {
+        self.directory = directory
+        self.maxBytes = maxBytes
+        self.logger = logger
+        let cores = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        threads = UInt32(max(1, min(cores, 16)))
+        let physical = UInt64(max(0, sysconf(Int32(_SC_PHYS_PAGES)))) * UInt64(max(0, sysconf(Int32(_SC_PAGESIZE))))
+        // As xz -T0 does: a quarter of RAM for parallel decoding, at least 256 MiB.
+        memoryLimit = max(256 << 20, physical / 4)
+        try Self.createDirectory(directory)
+        sweep()
+    }
+
+    /// Stops every decompression in progress (at shutdown): their callers get `.cancelled`.
+    public func cancelAll() {
+        cancelled.store(true, ordering: .relaxed)
+    }
+
+    public func preparations() -> [PreparationStatus] {
+        let jobs = state.withLock { Array($0.jobs.values) }
+        return jobs.map { $0.status() }.sorted { $0.image < $1.image }
+    }
+
+    /// Returns the decompressed image of `file` (resolved path of IMAGES_DIR/NAME.img.xz ...), reusing the
+    /// cached one while the file is unchanged, else decompressing it (a caller that finds the same file
+    /// being decompressed waits for that work). Blocks for as long as decompression takes.
+    public func prepare(image: String, file: String, format: Compression) throws(CacheError) -> CachedImage {
+        let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { throw .system(operation: "open", path: file, errno: errno) }
+        var closeSource = true
+        defer { if closeSource { close(fd) } }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .system(operation: "fstat", path: file, errno: errno) }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw .hostileHeader(file: file, reason: "not a regular file") }
+        let identity = CacheRecord.Identity(info)
+        let entry = CacheEntry(directory: directory, image: image, file: file)
+        // A second round only after waiting for another caller's job.
+        for _ in 0..<3 {
+            enum Next { case ready(CachedImage), wait(Job), run(Job) }
+            let next = try state.withLock { state throws(CacheError) -> Next in
+                if let job = state.jobs[entry.base] { return .wait(job) }
+                if let (known, error) = state.failures[entry.base], known == identity { throw error }
+                if let cached = entry.lease(matching: identity, source: file) {
+                    logger.info("image \(image): reusing \(cached.path) (\(file) unchanged)")
+                    return .ready(cached)
+                }
+                let job = Job(image: image, file: file, format: format, entry: entry, identity: identity,
+                              compressedSize: UInt64(info.st_size))
+                state.jobs[entry.base] = job
+                return .run(job)
+            }
+            switch next {
+            case .ready(let cached): return cached
+            case .wait(let job):
+                job.finished.wait()
+                if let error = job.error { throw error }
+            case .run(let job):
+                closeSource = false
+                return try run(job, sourceFD: fd)
+            }
+        }
+        throw .system(operation: "prepare", path: file, errno: EAGAIN)
+    }
+
+    /// Runs a job this caller registered, then wakes its waiters.
+    private func run(_ job: Job, sourceFD: Int32) throws(CacheError) -> CachedImage {
+        let result: Result<CachedImage, CacheError>
+        do {
+            result = .success(try decompress(job, sourceFD: sourceFD))
+        } catch {
+            result = .failure(error)
+        }
+        state.withLock { state in
+            state.jobs[job.entry.base] = nil
+            if case .failure(let error) = result, error.isPermanent {
+                state.failures[job.entry.base] = (job.identity, error)
+            } else {
+                state.failures[job.entry.base] = nil
+            }
+        }
+        if case .failure(let error) = result { job.error = error }
+        job.finished.leave()
+        return try result.get()
+    }
+
+    // MARK: Room
+
+    /// Called before `bytes` more are written for `job`: evicts unused images, least recently used first,
+    /// until the limit has room, or throws.
+    func reserve(_ bytes: UInt64, for job: Job) throws(CacheError) {
+        guard let maxBytes else { return }
+        try state.withLock { state throws(CacheError) in
+            while true {
+                let used = usage(state)
+                if used + bytes <= maxBytes {
+                    job.reserved += bytes
+                    return
+                }
+                if !evictOne(state, for: job) {
+                    throw .noRoom(file: job.file, reason: "--cache-max \(maxBytes) bytes reached (\(used) in use, every other cached image is in use or being made)")
+                }
+            }
+        }
+    }
+
+    /// The disk is full: evicts one unused image. False when there is none.
+    func makeRoom(for job: Job) -> Bool {
+        state.withLock { evictOne($0, for: job) }
+    }
+
+    /// Allocated bytes of the directory: this daemon's jobs count what they reserved, other files their blocks.
+    private func usage(_ state: State) -> UInt64 {
+        let ours = Set(state.jobs.values.map(\.entry.partialName))
+        var total = state.jobs.values.reduce(UInt64(0)) { $0 + $1.reserved }
+        for name in Self.fileNames(in: directory) where !ours.contains(name) {
+            var info = stat()
+            if lstat("\(directory)/\(name)", &info) == 0, info.st_mode & S_IFMT == S_IFREG {
+                total += UInt64(info.st_blocks) * 512
+            }
+        }
+        return total
+    }
+
+    /// Evicts the least recently used complete image that no one holds and no job of ours is making.
+    private func evictOne(_ state: State, for job: Job) -> Bool {
+        let busy = Set(state.jobs.keys)
+        let candidates = Self.fileNames(in: directory).compactMap { name -> (base: String, used: timespec)? in
+            guard name.hasSuffix(".meta") else { return nil }
+            let base = String(name.dropLast(".meta".count))
+            var info = stat()
+            guard !busy.contains(base), stat("\(directory)/\(name)", &info) == 0 else { return nil }
+            return (base, info.st_mtim)
+        }.sorted { ($0.used.tv_sec, $0.used.tv_nsec) < ($1.used.tv_sec, $1.used.tv_nsec) }
+        for candidate in candidates {
+            let entry = CacheEntry(directory: directory, base: candidate.base)
+            if let freed = entry.removeIfUnused() {
+                logger.notice("cache: evicted \(entry.dataPath) (\(freed / 1_048_576) MiB on disk, least recently used) to make room for \(job.image)")
+                return true
+            }
+        }
+        return false
+    }
+
+    // MARK: Directory
+
+    static func createDirectory(_ path: String) throws(CacheError) {
+        var prefix = ""
+        for component in path.split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, prefix == path ? 0o700 : 0o755) != 0, errno != EEXIST {
+                throw .system(operation: "mkdir", path: prefix, errno: errno)
+            }
+        }
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+            throw .system(operation: "cache directory", path: path, errno: ENOTDIR)
+        }
+    }
+
+    static func fileNames(in directory: String) -> [String] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != ".", name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// At start: removes what dead daemons left half made (.partial files of dead pids) and records or
+    /// images without their other half, unless someone holds them.
+    private func sweep() {
+        let names = Self.fileNames(in: directory)
+        for name in names where name.hasSuffix(".partial") {
+            let parts = name.split(separator: ".")
+            guard parts.count >= 3, let pid = Int32(parts[parts.count - 2]) else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                unlink("\(directory)/\(name)")
+                logger.info("cache: removed \(directory)/\(name) (its daemon, pid \(pid), is gone)")
+            }
+        }
+        let present = Set(names)
+        for name in names where name.hasSuffix(".img") || name.hasSuffix(".meta") {
+            let base = String(name.dropLast(name.hasSuffix(".img") ? 4 : 5))
+            guard !present.contains(base + ".img") || !present.contains(base + ".meta") else { continue }
+            if CacheEntry(directory: directory, base: base).removeIfUnused() != nil {
+                logger.info("cache: removed incomplete entry \(directory)/\(base)")
+            }
+        }
+    }
+}
+
+/// A job in flight: its progress (for status) and what waiters learn at its end.
+final class Job: @unchecked Sendable {
+    let image: String
+    let file: String
+    let format: Compression
+    let entry: CacheEntry
+    let identity: CacheRecord.Identity
+    let compressedSize: UInt64
+    let started = ContinuousClock.now
+    /// Left when the job ends; `error` is set before.
+    let finished = DispatchGroup()
+    // Guarded by the cache's state lock.
+    var reserved: UInt64 = 0
+    // Written once before `finished` is left, read after waiting on it.
+    var error: CacheError?
+    private let progress = Mutex((compressed: UInt64(0), decompressed: UInt64(0), total: UInt64(0)))
+
+    init(image: String, file: String, format: Compression, entry: CacheEntry, identity: CacheRecord.Identity, compressedSize: UInt64) {
+        self.image = image
+        self.file = file
+        self.format = format
+        self.entry = entry
+        self.identity = identity
+        self.compressedSize = compressedSize
+        finished.enter()
+    }
+
+    func report(compressed: UInt64, decompressed: UInt64, total: UInt64? = nil) {
+        progress.withLock {
+            $0.compressed = compressed
+            $0.decompressed = decompressed
+            if let total { $0.total = total }
+        }
+    }
+
+    func status() -> PreparationStatus {
+        let now = progress.withLock { $0 }
+        let elapsed = started.duration(to: .now).components
+        return PreparationStatus(image: image, file: file, format: format, compressedBytesDone: now.compressed,
+                                 compressedBytesTotal: compressedSize, bytesDone: now.decompressed, bytesTotal: now.total,
+                                 seconds: Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
+    }
+}
