@@ -78,12 +78,17 @@ extension ImageCache {
         var inputStart = 0, inputEnd = 0, filled = 0
         var consumedTotal: UInt64 = 0, readTotal: UInt64 = 0
         var atEnd = false
+        var gated = testGate == nil
         func flush() throws(CacheError) {
             try writer.append(UnsafeRawBufferPointer(rebasing: output[0..<filled]),
                               reserve: { (bytes) throws(CacheError) in try reserve(bytes, for: job) },
                               makeRoom: { makeRoom(for: job) })
             filled = 0
             job.report(compressed: consumedTotal, decompressed: writer.offset)
+            if !gated, let testGate {
+                gated = true
+                Self.pass(gate: testGate)
+            }
         }
         while true {
             if cancelled.load(ordering: .relaxed) { throw .cancelled(file: job.file) }
@@ -123,6 +128,15 @@ extension ImageCache {
                                reason: "the file ends inside the compressed stream (truncated)")
             }
         }
+    }
+
+    /// Blocks until a writer has opened the FIFO and closed it again.
+    static func pass(gate: String) {
+        let fd = open(gate, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        var byte: UInt8 = 0
+        while read(fd, &byte, 1) > 0 {}
+        close(fd)
     }
 
     static func mib(_ bytes: UInt64) -> String { format(Double(bytes) / 1_048_576) }

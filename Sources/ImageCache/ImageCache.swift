@@ -23,6 +23,9 @@ public final class ImageCache: Sendable {
     let memoryLimit: UInt64
     let state = Mutex(State())
     let cancelled = Atomic<Bool>(false)
+    /// Tests only (IMGSANDBOX_TEST_PREPARE_GATE): a FIFO each decompression opens and reads after its
+    /// first output, so a test can hold it in progress without sleeping.
+    let testGate: String?
 
     struct State {
         /// In-flight decompressions by entry base name.
@@ -31,16 +34,18 @@ public final class ImageCache: Sendable {
         var failures: [String: (CacheRecord.Identity, CacheError)] = [:]
     }
 
-    public init(directory: String, maxBytes: UInt64?, logger: Logger) throws(CacheError) {
+    /// The directory is made when the first compressed image is prepared (a daemon serving only plain
+    /// images leaves no trace of it).
+    public init(directory: String, maxBytes: UInt64?, logger: Logger, testGate: String? = nil) {
         self.directory = directory
         self.maxBytes = maxBytes
         self.logger = logger
+        self.testGate = testGate
         let cores = sysconf(Int32(_SC_NPROCESSORS_ONLN))
         threads = UInt32(max(1, min(cores, 16)))
         let physical = UInt64(max(0, sysconf(Int32(_SC_PHYS_PAGES)))) * UInt64(max(0, sysconf(Int32(_SC_PAGESIZE))))
         // As xz -T0 does: a quarter of RAM for parallel decoding, at least 256 MiB.
         memoryLimit = max(256 << 20, physical / 4)
-        try Self.createDirectory(directory)
         sweep()
     }
 
@@ -66,6 +71,7 @@ public final class ImageCache: Sendable {
         guard fstat(fd, &info) == 0 else { throw .system(operation: "fstat", path: file, errno: errno) }
         guard info.st_mode & S_IFMT == S_IFREG else { throw .hostileHeader(file: file, reason: "not a regular file") }
         let identity = CacheRecord.Identity(info)
+        try Self.createDirectory(directory)
         let entry = CacheEntry(directory: directory, image: image, file: file)
         // A second round only after waiting for another caller's job.
         for _ in 0..<3 {
@@ -85,6 +91,7 @@ public final class ImageCache: Sendable {
             switch next {
             case .ready(let cached): return cached
             case .wait(let job):
+                logger.info("image \(image): waiting for its decompression in progress")
                 job.finished.wait()
                 if let error = job.error { throw error }
             case .run(let job):

@@ -132,8 +132,9 @@ struct Serve: ParsableCommand {
         // Recorded before any kernel object exists, so a sweep after a crash can tell this instance is gone.
         try InstanceRun.recordProcess(names)
         let engine = try choice.makeEngine(names: names)
-        let cacheDirectory = try Self.absoluteDirectory(cacheDir, create: true)
-        let imageCache = try ImageCache(directory: cacheDirectory, maxBytes: cacheMax.flatMap(ByteSize.parse), logger: logger)
+        let cacheDirectory = URL(fileURLWithPath: cacheDir).standardizedFileURL.path
+        let imageCache = ImageCache(directory: cacheDirectory, maxBytes: cacheMax.flatMap(ByteSize.parse), logger: logger,
+                                    testGate: ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_PREPARE_GATE"])
         let manager = try SandboxManager(imagesDirectory: imagesDirectory, names: names, engine: engine,
                                          settings: settings, logger: logger, imageCache: imageCache)
         var options = FileSystemOptions()

@@ -59,7 +59,7 @@ final class CacheFixture: @unchecked Sendable {
     }
 
     func cache(max: UInt64? = nil) throws -> ImageCache {
-        try ImageCache(directory: cacheDirectory, maxBytes: max, logger: Self.logger)
+        ImageCache(directory: cacheDirectory, maxBytes: max, logger: Self.logger)
     }
 
     var cacheFiles: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: cacheDirectory)) ?? []).sorted() }

@@ -82,7 +82,7 @@ final class ServeFixture: @unchecked Sendable {
     /// Daemons started by this fixture, and those whose log has ended (guarded by logLock).
     private var runs = 0
     private var endedRuns: Set<Int> = []
-    private var checksums: [String: String] = [:]
+    var checksums: [String: String] = [:]
 
     init(images specs: [(name: String, kind: String, extra: [String])]) throws {
         let base = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_WORK"] ?? NSTemporaryDirectory()
