@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// `imgsandbox run` on an armhf Debian image (Tools/make-test-image armhf: debootstrap of Debian's armhf

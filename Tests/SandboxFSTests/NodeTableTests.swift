@@ -29,7 +29,7 @@ import Testing
         }
         #expect(NodeTable.fatID(serial: 1 << 23, node: 1) == nil)
         #expect(NodeTable.fatID(serial: 1, node: 1 << 40) == nil)
-        let pass = table.lookUp(key: Self.key(7), handle: Self.handle(7), type: Self.fileType)
+        let pass = table.lookUp(key: Self.key(7), handle: Self.handle(7), type: Self.fileType)!
         #expect(pass < 1 << 63)
         #expect(Self.passNode(table, pass) != nil)
     }
