@@ -30,9 +30,11 @@ let package = Package(
             "CCompression",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // A sandbox's changes written into a copy of its image (imgsandbox save).
+        .target(name: "SandboxSave", dependencies: ["CLinux", "SandboxDiff", "LinuxBlock", "DiskImage"]),
         // Engines (dm, overlay) and the sandbox manager.
         .target(name: "Sandbox", dependencies: [
-            "DiskImage", "FATFS", "LinuxBlock", "SandboxDiff", "ImageCache",
+            "DiskImage", "FATFS", "LinuxBlock", "SandboxDiff", "ImageCache", "SandboxSave",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The FUSE layer: virtual tree and passthrough.

@@ -92,6 +92,9 @@ public struct InstanceNames: Sendable, Hashable {
     public func lowerMount(image serial: UInt64) -> String { "\(runDirectory)/lower-\(serial)" }
     /// The overlay engine's COW store mount of sandbox `serial`.
     public func upperMount(sandbox serial: UInt64) -> String { "\(runDirectory)/upper-\(serial)" }
+    /// `imgsandbox save`: where the output's partition is mounted, and its loop device's label.
+    public func saveMount(save serial: UInt64) -> String { "\(runDirectory)/save-\(serial)" }
+    public func saveLoopLabel(save serial: UInt64) -> String { "\(fsName):save-\(serial)" }
     /// Whether `path` lies inside this instance's run directory.
     public func holds(path: String) -> Bool { path.hasPrefix(runDirectory + "/") }
 

@@ -93,7 +93,7 @@ public final class Directory {
 
     /// The entry through this fd's /proc link: the directory is the one we hold, and the l*xattr calls
     /// do not follow `name` if it is a symlink.
-    func procPath(_ name: [UInt8]) -> [UInt8] { Array("/proc/self/fd/\(fd)/".utf8) + name }
+    public func procPath(_ name: [UInt8]) -> [UInt8] { Array("/proc/self/fd/\(fd)/".utf8) + name }
 
     /// Every xattr (names sorted), security.capability and system.posix_acl_* included.
     public func xattrs(_ name: [UInt8]) throws(DiffError) -> [Xattr] {
@@ -156,7 +156,7 @@ public struct Entry {
 
 extension Array where Element == UInt8 {
     /// Runs `body` with the bytes as a NUL-terminated C string.
-    func withCString<R>(_ body: (UnsafePointer<CChar>) throws -> R) rethrows -> R {
+    public func withCString<R>(_ body: (UnsafePointer<CChar>) throws -> R) rethrows -> R {
         try (self + [0]).withUnsafeBufferPointer { buffer in
             try buffer.withMemoryRebound(to: CChar.self) { try body($0.baseAddress!) }
         }

@@ -23,6 +23,14 @@ struct DiffAnswer: Codable {
     var errno: Int32?
 }
 
+/// One line of a save's answer: progress, then the result or the error.
+struct SaveLine: Codable {
+    var progress: SaveProgress?
+    var result: SaveResult?
+    var error: String?
+    var errno: Int32?
+}
+
 /// A failed request's answer.
 struct ErrorAnswer: Codable {
     var error: String
@@ -57,6 +65,8 @@ struct ControlHandler: Sendable {
             } catch {
                 _ = send(encode(DiffAnswer(error: error.description, errno: error.errno)))
             }
+        case "save":
+            save(request, send: send)
         default:
             _ = send(encode(ErrorAnswer(error: "unknown command \(request.command)", errno: EINVAL)))
         }
@@ -64,5 +74,32 @@ struct ControlHandler: Sendable {
 
     private func encode(_ value: some Encodable) -> Data {
         (try? StatusRow.encoder.encode(value)) ?? Data()
+    }
+
+    /// One compact JSON line per progress step (at most four a second), then the outcome.
+    private func save(_ request: ControlRequest, send: ControlSocket.Send) {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        func line(_ value: SaveLine) -> Bool { send(((try? encoder.encode(value)) ?? Data()) + Data([10])) }
+        guard let image = request.image, let sandbox = request.sandbox, let output = request.output else {
+            _ = line(SaveLine(error: "save needs image, sandbox and output", errno: EINVAL))
+            return
+        }
+        var last = ContinuousClock.now - .seconds(1), lastPhase = ""
+        let saveRequest = SaveRequest(output: output, force: request.force ?? false, shrink: request.shrink ?? false,
+                                      servedTree: mountpoint)
+        do {
+            let result = try manager.save(image: image, name: sandbox, request: saveRequest) { progress in
+                let now = ContinuousClock.now
+                guard progress.phase != lastPhase || progress.doneBytes == progress.totalBytes
+                        || now - last >= .milliseconds(250) else { return true }
+                last = now
+                lastPhase = progress.phase
+                return line(SaveLine(progress: progress))
+            }
+            _ = line(SaveLine(result: result))
+        } catch {
+            _ = line(SaveLine(error: error.description, errno: error.errno))
+        }
     }
 }

@@ -8,7 +8,7 @@ struct Imgsandbox: ParsableCommand {
         abstract: "Throwaway copy-on-write sandboxes of disk images, as directories.",
         discussion: "As mount runs it: imgsandbox IMAGES_DIR MOUNTPOINT -o OPTIONS (each serve option as KEY=VALUE or KEY).",
         version: Version.text,
-        subcommands: [Serve.self, Status.self, Doctor.self, Diff.self, Run.self]
+        subcommands: [Serve.self, Status.self, Doctor.self, Diff.self, Save.self, Run.self]
     )
 
     /// The arguments after the program name once the mount form is translated; `serve` re-runs itself

@@ -1,0 +1,173 @@
+import CLinux
+import DiskImage
+import Glibc
+import LinuxBlock
+import SandboxDiff
+import SandboxSave
+import Synchronization
+
+extension SandboxManager {
+    private static let saveSerial = Atomic<UInt64>(0)
+
+    /// Writes a new image: the source image copied sparsely to OUT.partial, its root partition mounted
+    /// (privately, under the run directory) and the sandbox's changes replayed into it, then fsynced and
+    /// renamed to OUT. While the changes are read the sandbox's filesystem is frozen: its writes wait.
+    /// Any failure removes the partial file and every device and mount it made; the source image and
+    /// the sandbox are never written. `progress` returning false (the client went away) cancels.
+    public func save(image: String, name: String, request: SaveRequest,
+                     progress: (SaveProgress) -> Bool) throws(SandboxError) -> SaveResult {
+        let started = ContinuousClock.now
+        guard let sourcePath = imagePath(image) else { throw .noSuchImage(image) }
+        let root: RootPartition
+        do {
+            root = try ImageLayout.findRoot(in: FileByteSource(path: sourcePath), partitionNumber: settings.partition)
+        } catch {
+            throw .unusableImage(image, error)
+        }
+        do {
+            let result = try usingSandbox(image: image, name: name) { (source: ChangeSource) throws(SandboxError) in
+                let path = try SaveTarget.validate(request, source: sourcePath, runDirectory: names.runDirectory)
+                return try writeImage(source: source, sourcePath: sourcePath, root: root, output: path,
+                                      request: request, started: started, progress: progress)
+            }
+            logger.info("saved \(image)/\(name) to \(result.output): \(result.changes) changes, \(result.sizeBytes) bytes (\(result.allocatedBytes) allocated) in \(started.duration(to: .now))")
+            return result
+        } catch {
+            logger.error("save \(image)/\(name) to \(request.output) failed: \(error)")
+            throw error
+        }
+    }
+
+    private func writeImage(source: ChangeSource, sourcePath: String, root: RootPartition, output: String,
+                            request: SaveRequest, started: ContinuousClock.Instant,
+                            progress: (SaveProgress) -> Bool) throws(SandboxError) -> SaveResult {
+        // Released in this order on any failure: the freeze, then the mount and loop, then the partial file.
+        let file = Teardown(), mount = Teardown(), freeze = Teardown()
+        defer {
+            for stack in [freeze, mount, file] {
+                for failure in stack.runAll() { logger.error("save cleanup: \(failure)") }
+            }
+        }
+        let partial = output + ".partial"
+        let fd = try openPartial(partial, force: request.force)
+        let kept = Mutex(false)
+        file.push("remove \(partial)") { if !kept.withLock({ $0 }) { unlink(partial) } }
+        file.push("close \(partial)") { close(fd) }
+
+        let sourceFD = try step("open \(sourcePath)") { try systemCall("open", sourcePath) { open(sourcePath, O_RDONLY | O_CLOEXEC) } }
+        defer { close(sourceFD) }
+        var info = stat()
+        guard fstat(sourceFD, &info) == 0 else { throw .stepFailed(step: "save", underlying: SystemError("fstat", sourcePath, errno: errno)) }
+        let size = UInt64(info.st_size)
+        try step("copy \(sourcePath) to \(partial)") {
+            try SparseCopy.copy(from: sourceFD, to: fd, size: size) { progress(SaveProgress(phase: "copy", doneBytes: $0, totalBytes: size)) }
+        }
+
+        let serial = Self.saveSerial.wrappingAdd(1, ordering: .relaxed).newValue
+        let partition = root.partition
+        let loop = try step("attach \(partial) read-write") {
+            try LoopDevice.attach(file: partial, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                                  readOnly: false, autoclear: true, label: names.saveLoopLabel(save: serial))
+        }
+        mount.push("detach \(loop.path)") { try loop.detach() }
+        let mountPath = names.saveMount(save: serial)
+        try step("create \(mountPath)") { try PrivateDirectory.create(mountPath) }
+        mount.push("remove \(mountPath)") { try PrivateDirectory.remove(mountPath) }
+        try step("mount \(loop.path) on \(mountPath)") {
+            try Mount.mount(source: loop.path, target: mountPath, type: root.filesystem.type.rawValue, flags: [.nosuid, .nodev])
+        }
+        mount.push("unmount \(mountPath)") { try Mount.unmount(mountPath) }
+
+        // The sandbox's writes wait from here until the changes are copied: the output is one moment of it.
+        let frozen = (try? Command.run(["fsfreeze", "--freeze", source.writablePath])) != nil
+        if frozen {
+            freeze.push("thaw \(source.writablePath)") { _ = try Command.run(["fsfreeze", "--unfreeze", source.writablePath]) }
+        } else {
+            logger.notice("save: cannot freeze \(source.writablePath); writes made during the save may be partly in the output")
+        }
+        let changes = try Self.changes(in: source)
+        _ = progress(SaveProgress(phase: "changes", doneBytes: 0, totalBytes: UInt64(changes.count)))
+        // In a closure: the replay's directory fds must be closed before the output is unmounted.
+        let skipped = try step("write the changes") { () throws -> [String] in
+            var replay = try ChangeReplay(sandboxRoot: source.sandboxRoot, outputRoot: mountPath)
+            try replay.apply(changes)
+            return replay.skipped
+        }
+        _ = progress(SaveProgress(phase: "changes", doneBytes: UInt64(changes.count), totalBytes: UInt64(changes.count)))
+        try step("thaw the sandbox") { try freeze.run() }
+        for skipped in skipped { logger.notice("save: \(skipped) is a socket, which an image cannot hold; left out") }
+
+        // Blocks freed by the changes become holes in the output (the loop device punches them).
+        _ = try? Command.run(["fstrim", mountPath])
+        // The loop device writes the file behind ext4's back: a full destination shows up only as write
+        // errors that syncfs reports (umount would not).
+        try step("flush the output") {
+            do throws(SystemError) { try Self.syncFilesystem(mountPath) } catch {
+                throw Self.destinationFull(output) ?? error
+            }
+        }
+        try step("release the output's mount") { try mount.run() }
+        if request.shrink {
+            _ = progress(SaveProgress(phase: "shrink", doneBytes: 0, totalBytes: 1))
+            let shrunk = try step("shrink the root partition") {
+                try RootShrink.shrink(image: partial, fd: fd, root: root, loopLabel: names.saveLoopLabel(save: serial),
+                                      scratch: names.runDirectory)
+            }
+            if shrunk == nil { logger.notice("save --shrink: the root is already no bigger than its content and margin") }
+            _ = progress(SaveProgress(phase: "shrink", doneBytes: 1, totalBytes: 1))
+        }
+        // Nothing is given the name OUT that e2fsck would not pass.
+        try step("check the output's root filesystem") {
+            try RootCheck.check(image: partial, partition: root, loopLabel: names.saveLoopLabel(save: serial))
+        }
+        guard fsync(fd) == 0 else { throw .stepFailed(step: "save", underlying: SystemError("fsync", partial, errno: errno)) }
+        guard rename(partial, output) == 0 else {
+            throw .stepFailed(step: "save", underlying: SystemError("rename to \(output)", partial, errno: errno))
+        }
+        kept.withLock { $0 = true }
+        Self.syncDirectory(of: output)
+        guard fstat(fd, &info) == 0 else { throw .stepFailed(step: "save", underlying: SystemError("fstat", output, errno: errno)) }
+        return SaveResult(output: output, sizeBytes: UInt64(info.st_size), allocatedBytes: UInt64(info.st_blocks) * 512,
+                          changes: changes.count, seconds: Self.seconds(started.duration(to: .now)),
+                          skipped: skipped, writesWaited: frozen)
+    }
+
+    /// O_EXCL: a .partial left by an interrupted save is replaced only with --force.
+    private func openPartial(_ partial: String, force: Bool) throws(SandboxError) -> Int32 {
+        let flags = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC
+        var fd = open(partial, flags, 0o644)
+        if fd < 0, errno == EEXIST, force, unlink(partial) == 0 { fd = open(partial, flags, 0o644) }
+        guard fd >= 0 else {
+            let saved = errno
+            let hint = saved == EEXIST ? " (left by an interrupted save? --force replaces it)" : ""
+            throw .stepFailed(step: "save", underlying: SystemError("create", partial + hint, errno: saved))
+        }
+        return fd
+    }
+
+    /// The loop device turns a full destination into EIO: say what it is when the destination is full.
+    static func destinationFull(_ output: String) -> SystemError? {
+        let parent = String(output[..<(output.lastIndex(of: "/") ?? output.startIndex)])
+        var fs = statvfs()
+        guard statvfs(parent.isEmpty ? "/" : parent, &fs) == 0, UInt64(fs.f_bavail) * UInt64(fs.f_frsize) < 1 << 20 else { return nil }
+        return SystemError("write", "\(parent) (the destination is full)", errno: ENOSPC)
+    }
+
+    static func syncFilesystem(_ path: String) throws(SystemError) {
+        let fd = try systemCall("open", path) { open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        try systemCall("syncfs", path) { clinux_syncfs(fd) }
+    }
+
+    static func syncDirectory(of path: String) {
+        let parent = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        let fd = open(parent.isEmpty ? "/" : parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 { fsync(fd); close(fd) }
+    }
+
+    public static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}
+
+extension SaveError: ErrnoCarrying {}

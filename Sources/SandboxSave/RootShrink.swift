@@ -1,0 +1,105 @@
+import DiskImage
+import Glibc
+import LinuxBlock
+
+/// `save --shrink`, as PiShrink does it: the root filesystem resized offline to its minimum plus a
+/// margin, its partition and the file cut to match. The root must be the last partition, where Raspberry
+/// Pi OS's first boot grows it back to fill the card.
+public enum RootShrink {
+    /// Returns the new file size, or nil when the root is already no bigger than content + margin.
+    public static func shrink(image path: String, fd: Int32, root: RootPartition, loopLabel: String,
+                              scratch: String) throws -> UInt64? {
+        let partition = root.partition
+        guard [.ext2, .ext3, .ext4].contains(root.filesystem.type) else {
+            throw SaveError("--shrink: the root holds \(root.filesystem.type.rawValue); only ext2/3/4 can shrink", errno: EOPNOTSUPP)
+        }
+        try PartitionTableRewrite.checkLast(partition, in: root.table)
+        let blockSize = UInt64(root.filesystem.blockSize)
+        let loop = try LoopDevice.attach(file: path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                                         readOnly: false, autoclear: true, label: loopLabel)
+        var detached = false
+        defer { if !detached { try? loop.detach() } }
+        // resize2fs insists on a freshly checked filesystem; status 1 means e2fsck corrected something.
+        let checked = Result { () throws(CommandError) in try Command.run(["e2fsck", "-f", "-y", loop.path]) }
+        if case .failure(let error) = checked, error.status != 1 { throw error }
+        let estimate = try Command.run(["resize2fs", "-P", loop.path])
+        guard let minimum = estimate.split(separator: "\n").compactMap({ line -> UInt64? in
+            guard line.contains("minimum size") else { return nil }
+            return line.split(separator: ":").last.flatMap { UInt64(trimmed($0)) }
+        }).first else { throw SaveError("resize2fs -P gave no estimate: \(estimate)", errno: EIO) }
+        // Room for logs and the first boot's writes: 5 %, at least 64 MiB.
+        let target = minimum + max(minimum / 20, (64 << 20) / blockSize)
+        guard target < partition.sizeBytes / blockSize else { return nil }
+        _ = try Command.run(["resize2fs", loop.path, "\(target)"])
+        try loop.detach()
+        detached = true
+        let mebibyteSectors: UInt64 = 2048
+        let sectors = (target * blockSize / 512 + mebibyteSectors - 1) / mebibyteSectors * mebibyteSectors
+        return try PartitionTableRewrite.setSize(of: partition, to: sectors, image: path, fd: fd,
+                                                 scheme: root.table.scheme, scratch: scratch)
+    }
+}
+
+/// Rewrites an image's partition table with sfdisk, from its own dump, so the disk identifier and
+/// every partition's identifiers, types and names stay; GPT gets its backup at the new end.
+public enum PartitionTableRewrite {
+    /// The partition must be the last one on the disk (and a primary one on MBR).
+    public static func checkLast(_ partition: Partition, in table: PartitionTable) throws {
+        let end = partition.startByte + partition.sizeBytes
+        let last = table.partitions.allSatisfy { $0.number == partition.number || $0.startByte + $0.sizeBytes <= partition.startByte }
+        guard table.scheme != .none, last, end <= table.diskSize,
+              table.scheme == .gpt || partition.number <= 4 else {
+            throw SaveError("the root partition is not the last primary partition of the disk; it cannot change size", errno: EOPNOTSUPP)
+        }
+    }
+
+    /// Returns the new file size.
+    public static func setSize(of partition: Partition, to sectors: UInt64, image path: String, fd: Int32,
+                               scheme: PartitionScheme, scratch: String) throws -> UInt64 {
+        let dump = try Command.run(["sfdisk", "-d", path])
+        let start = partition.startByte / 512
+        var found = false
+        var lines: [String] = []
+        for line in dump.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
+            if scheme == .gpt, line.hasPrefix("last-lba:") { continue }  // sfdisk puts it at the new end
+            let fields = line.split(separator: ",").map { trimmed($0) }
+            if let first = fields.first, String(first.filter { $0 != " " }).hasSuffix(":start=\(start)") {
+                found = true
+                lines.append(fields.map { $0.hasPrefix("size=") ? "size=\(sectors)" : $0 }.joined(separator: ", "))
+            } else {
+                lines.append(line)
+            }
+        }
+        guard found else { throw SaveError("sfdisk -d shows no partition at sector \(start)", errno: EIO) }
+        // GPT keeps a backup table (32 sectors of entries and a header) after the last partition.
+        let size = (start + sectors) * 512 + (scheme == .gpt ? 33 * 512 : 0)
+        guard ftruncate(fd, off_t(size)) == 0 else { throw SaveError("truncate \(path)", errno: errno) }
+        let script = "\(scratch)/sfdisk-\(getpid())-\(start).txt"
+        let text = lines.joined(separator: "\n")
+        let scriptFD = open(script, O_CREAT | O_TRUNC | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard scriptFD >= 0 else { throw SaveError("create \(script)", errno: errno) }
+        defer { unlink(script) }
+        let written = text.withCString { write(scriptFD, $0, strlen($0)) }
+        close(scriptFD)
+        guard written == text.utf8.count else { throw SaveError("write \(script)", errno: errno) }
+        _ = try Command.run(["sh", "-c", "exec sfdisk -q --no-reread --no-tell-kernel --wipe never --wipe-partitions never \"$1\" < \"$2\"",
+                             "sh", path, script])
+        return size
+    }
+}
+
+func trimmed(_ text: some StringProtocol) -> String {
+    String(text.drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
+}
+
+/// `e2fsck -fn` of the output's root partition, through a read-only loop device.
+public enum RootCheck {
+    public static func check(image path: String, partition root: RootPartition, loopLabel: String) throws {
+        guard [.ext2, .ext3, .ext4].contains(root.filesystem.type) else { return }
+        let partition = root.partition
+        let loop = try LoopDevice.attach(file: path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                                         readOnly: true, autoclear: true, label: loopLabel)
+        defer { try? loop.detach() }
+        _ = try Command.run(["e2fsck", "-f", "-n", loop.path])
+    }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import Glibc
+import Testing
+
+/// `imgsandbox save`: a new image holding exactly the sandbox's changes; refusals and failures leave nothing.
+@Suite(.serialized, .enabled(if: Environment.canServe, Environment.skipReason))
+struct SaveSuite {
+    @Test func savedImageHoldsEveryChangeAndNothingElse() throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        let sandbox = fixture.sandbox("pi", "s")
+        #expect(mkdir(sandbox, 0o755) == 0)
+        try ChangeFixture.make(in: sandbox)
+        let output = fixture.work + "/out.img"
+        let saved = try run([Paths.binary, "save", sandbox, output], allowFailure: true)
+        try #require(saved.status == 0, "save: \(saved.output)")
+        #expect(!FileManager.default.fileExists(atPath: output + ".partial"))
+        #expect(try SaveChecks.fsckRoot(output, work: fixture.work), "e2fsck -fn of the saved root partition")
+        // The sandbox still works after its freeze, and what it writes now is not in the output.
+        try FileChecks.writeFile("\(sandbox)/etc/after-save", "later\n")
+
+        // Refusals: an existing output, the served tree, the source itself.
+        let before = try fixture.sha256(output)
+        #expect(try run([Paths.binary, "save", sandbox, output], allowFailure: true).status != 0)
+        #expect(try fixture.sha256(output) == before, "an existing output is kept without --force")
+        #expect(try run([Paths.binary, "save", sandbox, fixture.mountpoint + "/pi/x.img", "--force"], allowFailure: true).status != 0)
+        #expect(try run([Paths.binary, "save", sandbox, fixture.images + "/pi.img", "--force"], allowFailure: true).status != 0)
+
+        // Served as an image of its own, the output shows the changed tree exactly.
+        #expect(rename(output, fixture.images + "/saved.img") == 0)
+        let copy = fixture.sandbox("saved", "check")
+        #expect(mkdir(copy, 0o755) == 0)
+        #expect(unlink("\(sandbox)/etc/after-save") == 0)
+        let fresh = try ChangeFixture.diff(copy)
+        #expect(fresh.status == 0 && fresh.output.isEmpty, "a fresh sandbox of the output has no changes")
+        // /etc's mtime moved with the file made and removed after the save: compare it apart.
+        try SaveChecks.expectSameTree(copy, sandbox, ignoring: ["etc|"])
+        #expect(FileChecks.readFile("\(copy)/etc/hostname") == "saved-box\n")
+        #expect(!FileManager.default.fileExists(atPath: "\(copy)/etc/after-save"))
+        #expect(!FileManager.default.fileExists(atPath: "\(copy)/home/pi/readme.txt"))
+        let caps = try run(["getcap", "\(copy)/usr/bin/hello"]).output
+        #expect(caps.contains("cap_net_raw=ep"), "security.capability survives: \(caps)")
+        let acl = try run(["getfacl", "-n", "-c", "\(copy)/work/new.txt"]).output, sandboxACL = try run(["getfacl", "-n", "-c", "\(sandbox)/work/new.txt"]).output
+        #expect(acl.contains("user:1000:r--") && acl == sandboxACL, "the ACL survives: \(acl) vs \(sandboxACL)")
+        let inode = { (path: String) in FileChecks.stat(path)?.st_ino }
+        #expect(inode("\(copy)/work/hard") == inode("\(copy)/work/new.txt"), "hard links stay links")
+        #expect(inode("\(copy)/work/hostname-hard") == inode("\(copy)/etc/hostname"))
+        let sparse = try #require(FileChecks.stat("\(copy)/work/sparse"))
+        #expect(sparse.st_size == ChangeFixture.sparseSize && sparse.st_blocks * 512 < 1 << 20, "the sparse file stays sparse")
+        #expect(fixture.stop() == 0)
+    }
+
+    @Test func shrinkMakesASmallerImageThatStillChecksClean() throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi", ["--size", "512M"])])
+        defer { fixture.close() }
+        try fixture.start()
+        let sandbox = fixture.sandbox("pi", "s")
+        #expect(mkdir(sandbox, 0o755) == 0)
+        try FileChecks.writeFile("\(sandbox)/etc/hostname", "shrunk\n")
+        let plain = fixture.work + "/plain.img", shrunk = fixture.work + "/shrunk.img"
+        #expect(try run([Paths.binary, "save", "--quiet", sandbox, plain]).status == 0)
+        let saved = try run([Paths.binary, "save", "--shrink", sandbox, shrunk], allowFailure: true)
+        try #require(saved.status == 0, "save --shrink: \(saved.output)")
+        let plainSize = try #require(FileChecks.stat(plain)?.st_size), shrunkSize = try #require(FileChecks.stat(shrunk)?.st_size)
+        #expect(shrunkSize < plainSize / 2, "shrunk \(shrunkSize) vs \(plainSize)")
+        #expect(try SaveChecks.fsckRoot(shrunk, work: fixture.work))
+        #expect(try run(["sfdisk", "-V", shrunk]).status == 0)
+        // Same disk identifier and partition identifiers (fstab and cmdline.txt name PARTUUIDs).
+        let ids = { (path: String) in try run(["sfdisk", "-d", path]).output.split(separator: "\n")
+            .filter { $0.hasPrefix("label-id") || $0.contains("type=") }
+            .map { $0.split(separator: ":", maxSplits: 1).last!.split(separator: ",").filter { !$0.contains("size=") }.joined() } }
+        #expect(try ids(shrunk) == ids(plain))
+        #expect(rename(shrunk, fixture.images + "/shrunk.img") == 0)
+        let copy = fixture.sandbox("shrunk", "c")
+        #expect(mkdir(copy, 0o755) == 0)
+        #expect(FileChecks.readFile("\(copy)/etc/hostname") == "shrunk\n")
+        #expect(fixture.stop() == 0)
+    }
+
+    @Test func outOfSpaceLeavesNothingBehind() throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi", [])])
+        defer { fixture.close() }
+        let small = fixture.work + "/small"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        try run(["mount", "-t", "tmpfs", "-o", "size=4M", "imgsandbox-test", small])
+        defer { _ = try? run(["umount", small]) }
+        try fixture.start()
+        let sandbox = fixture.sandbox("pi", "s")
+        #expect(mkdir(sandbox, 0o755) == 0)
+        try FileChecks.writeBig("\(sandbox)/big", mebibytes: 8, seed: 3)
+        let failed = try run([Paths.binary, "save", sandbox, small + "/out.img"], allowFailure: true)
+        #expect(failed.status != 0)
+        #expect(failed.output.contains("No space left"), "says why: \(failed.output)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: small).isEmpty, "no partial file")
+        #expect(FileChecks.readFile("\(sandbox)/etc/hostname") != nil, "the sandbox keeps working")
+        try FileChecks.writeFile("\(sandbox)/etc/hostname", "still\n")
+        #expect(rmdir(sandbox) == 0, "nothing holds the sandbox after a failed save")
+        #expect(fixture.stop() == 0)
+    }
+}
+
+enum SaveChecks {
+    /// e2fsck -fn of the image's root (second) partition, copied out sparsely.
+    static func fsckRoot(_ image: String, work: String) throws -> Bool {
+        let json = try run(["sfdisk", "-J", image]).output
+        let table = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        let partitions = (table?["partitiontable"] as? [String: Any])?["partitions"] as? [[String: Any]] ?? []
+        guard let root = partitions.last, let start = root["start"] as? Int, let size = root["size"] as? Int else { return false }
+        let part = work + "/root-part.img"
+        defer { unlink(part) }
+        try run(["dd", "if=\(image)", "of=\(part)", "bs=512", "skip=\(start)", "count=\(size)", "conv=sparse", "status=none"])
+        let check = try run(["e2fsck", "-fn", part], allowFailure: true)
+        if check.status != 0 { print(check.output) }
+        return check.status == 0
+    }
+
+    /// Type, mode, owner, size, mtime, link target and xattrs of every entry, and every regular file's
+    /// bytes (but the big sparse one, checked apart), are the same in both trees.
+    static func expectSameTree(_ a: String, _ b: String, ignoring: [String] = []) throws {
+        let skip = { (line: String) in ignoring.contains { line.hasPrefix($0) } }
+        #expect(try listing(a).filter { !skip($0) } == listing(b).filter { !skip($0) })
+        #expect(try xattrs(a) == xattrs(b))
+        #expect(try checksums(a) == checksums(b))
+    }
+
+    static func listing(_ root: String) throws -> [String] {
+        let dirs = try run(["find", root, "-type", "d", "-printf", "%P|d|%m|%U|%G|%T@\\n"]).output
+        let others = try run(["find", root, "!", "-type", "d", "-printf", "%P|%y|%m|%U|%G|%s|%T@|%l\\n"]).output
+        return (dirs + others).split(separator: "\n").map(String.init).sorted()
+    }
+
+    static func xattrs(_ root: String) throws -> [String] {
+        let dump = try run(["sh", "-c", "cd \"$1\" && getfattr -R -h -d -m - -e hex . 2>/dev/null", "sh", root]).output
+        return dump.components(separatedBy: "\n\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            .filter { !$0.isEmpty }.sorted()
+    }
+
+    static func checksums(_ root: String) throws -> [String] {
+        try run(["sh", "-c", "cd \"$1\" && find . -type f ! -path ./work/sparse -exec sha256sum {} +", "sh", root]).output
+            .split(separator: "\n").map(String.init).sorted()
+    }
+}
