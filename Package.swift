@@ -58,6 +58,7 @@ let package = Package(
         .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux"]),
         .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox"]),
         .testTarget(name: "ImageCacheTests", dependencies: ["ImageCache"]),
+        .testTarget(name: "SandboxSaveTests", dependencies: ["SandboxSave", "DiskImage", "LinuxBlock"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox", "TestSupport"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
         .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox", "TestSupport"]),

@@ -1,14 +1,49 @@
+import DiskImage
+import FATFS
+import Glibc
+import LinuxBlock
 import SandboxDiff
+
+/// A FAT partition of a live sandbox, served by the daemon from FATFS.
+struct SandboxFAT {
+    let mount: PartitionMount
+    let volume: FATVolume
+}
 
 extension SandboxManager {
     /// What the sandbox changed, sorted by path. The sandbox cannot be removed meanwhile (rmdir: EBUSY).
     public func diff(image: String, name: String) throws(SandboxError) -> [Change] {
         let started = ContinuousClock.now
-        let changes = try usingSandbox(image: image, name: name) { (source: ChangeSource) throws(SandboxError) in
-            try Self.changes(in: source)
+        guard let imagePath = imagePath(image) else { throw .noSuchImage(image) }
+        let changes = try usingSandbox(image: image, name: name) { (source: ChangeSource, fats: [SandboxFAT]) throws(SandboxError) in
+            try Self.changes(in: source, fats: fats, imagePath: imagePath)
         }
         logger.info("diff \(image)/\(name): \(changes.count) changes in \(started.duration(to: .now))")
         return changes
+    }
+
+    /// The root's changes and every FAT partition's, sorted by path.
+    static func changes(in source: ChangeSource, fats: [SandboxFAT], imagePath: String) throws(SandboxError) -> [Change] {
+        var changes = try changes(in: source)
+        for fat in fats { changes += try fatChanges(fat, imagePath: imagePath) }
+        return changes.sorted { $0.rawPath.lexicographicallyPrecedes($1.rawPath) }
+    }
+
+    /// Compared with the partition as the image holds it, read through a volume of our own.
+    static func fatChanges(_ fat: SandboxFAT, imagePath: String) throws(SandboxError) -> [Change] {
+        let fd = open(imagePath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .stepFailed(step: "open \(imagePath)", underlying: SystemError("open", imagePath, errno: errno)) }
+        defer { close(fd) }
+        let partition = fat.mount.partition
+        do throws(FATError) {
+            let pristine = try FATVolume(device: FileRegionDevice(fd: fd, offset: partition.startByte, size: partition.sizeBytes,
+                                                                  writable: false), readOnly: true)
+            var diff = FATDiff(sandbox: fat.volume, pristine: pristine, prefix: fat.mount.mountPoint)
+            try diff.run()
+            return diff.changes
+        } catch {
+            throw .stepFailed(step: "compare \(fat.mount.mountPoint) with the image", underlying: error)
+        }
     }
 
     static func changes(in source: ChangeSource) throws(SandboxError) -> [Change] {
@@ -24,12 +59,16 @@ extension SandboxManager {
 
     /// Runs `body` on the sandbox's change source with the sandbox kept alive.
     func usingSandbox<T>(image: String, name: String,
-                         _ body: (ChangeSource) throws(SandboxError) -> T) throws(SandboxError) -> T {
+                         _ body: (ChangeSource, [SandboxFAT]) throws(SandboxError) -> T) throws(SandboxError) -> T {
         guard let live = live(image: image, name: name) else { throw .noSuchSandbox(image: image, sandbox: name) }
         guard let source = engine.changeSource(of: live.attachment, image: live.image) else {
             throw .unsupported("the \(engine.kind) engine cannot list a sandbox's changes yet")
         }
-        guard let result = try live.access.using({ () throws(SandboxError) in try body(source) }) else {
+        let fats = live.parts.compactMap { part -> SandboxFAT? in
+            guard case .fat(let volume, _) = part.ref.content else { return nil }
+            return SandboxFAT(mount: part.ref.mount, volume: volume)
+        }
+        guard let result = try live.access.using({ () throws(SandboxError) in try body(source, fats) }) else {
             throw .noSuchSandbox(image: image, sandbox: name)
         }
         return result

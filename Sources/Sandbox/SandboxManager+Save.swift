@@ -25,9 +25,9 @@ extension SandboxManager {
             throw .unusableImage(image, error)
         }
         do {
-            let result = try usingSandbox(image: image, name: name) { (source: ChangeSource) throws(SandboxError) in
+            let result = try usingSandbox(image: image, name: name) { (source: ChangeSource, fats: [SandboxFAT]) throws(SandboxError) in
                 let path = try SaveTarget.validate(request, source: sourcePath, runDirectory: names.runDirectory)
-                return try writeImage(source: source, sourcePath: sourcePath, root: root, output: path,
+                return try writeImage(source: source, fats: fats, sourcePath: sourcePath, root: root, output: path,
                                       request: request, started: started, progress: progress)
             }
             logger.info("saved \(image)/\(name) to \(result.output): \(result.changes) changes, \(result.sizeBytes) bytes (\(result.allocatedBytes) allocated) in \(started.duration(to: .now))")
@@ -38,7 +38,7 @@ extension SandboxManager {
         }
     }
 
-    private func writeImage(source: ChangeSource, sourcePath: String, root: RootPartition, output: String,
+    private func writeImage(source: ChangeSource, fats: [SandboxFAT], sourcePath: String, root: RootPartition, output: String,
                             request: SaveRequest, started: ContinuousClock.Instant,
                             progress: (SaveProgress) -> Bool) throws(SandboxError) -> SaveResult {
         // Released in this order on any failure: the freeze, then the mount and loop, then the partial file.
@@ -94,6 +94,16 @@ extension SandboxManager {
             return replay.skipped
         }
         _ = progress(SaveProgress(phase: "changes", doneBytes: UInt64(changes.count), totalBytes: UInt64(changes.count)))
+        // FAT partitions: the daemon serves them, so their changes are read and written through FATFS
+        // (the kernel here may have no vfat) while the root is still frozen.
+        var fatChanges = 0
+        for fat in fats {
+            let changes = try Self.fatChanges(fat, imagePath: sourcePath)
+            fatChanges += changes.count
+            try step("write the changes of \(fat.mount.mountPoint)") {
+                try FATReplay.apply(changes, from: fat.volume, outputFD: fd, partition: fat.mount.partition, prefix: fat.mount.mountPoint)
+            }
+        }
         try step("thaw the sandbox") { try freeze.run() }
         for skipped in skipped { logger.notice("save: \(skipped) is a socket, which an image cannot hold; left out") }
 
@@ -128,7 +138,7 @@ extension SandboxManager {
         Self.syncDirectory(of: output)
         guard fstat(fd, &info) == 0 else { throw .stepFailed(step: "save", underlying: SystemError("fstat", output, errno: errno)) }
         return SaveResult(output: output, sizeBytes: UInt64(info.st_size), allocatedBytes: UInt64(info.st_blocks) * 512,
-                          changes: changes.count, seconds: Self.seconds(started.duration(to: .now)),
+                          changes: changes.count + fatChanges, seconds: Self.seconds(started.duration(to: .now)),
                           skipped: skipped, writesWaited: frozen)
     }
 

@@ -7,6 +7,9 @@ enum ChangeFixture {
     /// Sorted as diff sorts (by path bytes).
     static let expectedDiff = [
         "modified times /",
+        "deleted /boot/firmware/cmdline.txt",
+        "modified content,times /boot/firmware/config.txt",
+        "added /boot/firmware/ssh",
         "modified owner,times /etc/fstab",
         "modified content,times /etc/hostname",
         "modified times /home/pi",
@@ -28,6 +31,10 @@ enum ChangeFixture {
     static let sparseMarks: [off_t] = [0, (4 << 30) + (512 << 20)]
 
     static func make(in root: String) throws {
+        // The boot partition (FAT, served by the daemon at /boot/firmware).
+        try FileChecks.writeFile("\(root)/boot/firmware/config.txt", "arm_64bit=1\ndtoverlay=saved\n")
+        #expect(unlink("\(root)/boot/firmware/cmdline.txt") == 0)
+        try FileChecks.writeFile("\(root)/boot/firmware/ssh", "")
         try FileChecks.writeFile("\(root)/etc/hostname", "saved-box\n")
         #expect(chown("\(root)/etc/fstab", 1000, 1000) == 0)
         var times = [timespec(tv_sec: 1_000_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000_000, tv_nsec: 0)]

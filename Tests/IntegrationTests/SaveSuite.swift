@@ -17,6 +17,7 @@ struct SaveSuite {
         try #require(saved.status == 0, "save: \(saved.output)")
         #expect(!FileManager.default.fileExists(atPath: output + ".partial"))
         #expect(try SaveChecks.fsckRoot(output, work: fixture.work), "e2fsck -fn of the saved root partition")
+        #expect(try SaveChecks.fsckBoot(output, work: fixture.work), "fsck.fat -n of the saved boot partition")
         // The sandbox still works after its freeze, and what it writes now is not in the output.
         try FileChecks.writeFile("\(sandbox)/etc/after-save", "later\n")
 
@@ -39,6 +40,9 @@ struct SaveSuite {
         #expect(FileChecks.readFile("\(copy)/etc/hostname") == "saved-box\n")
         #expect(!FileManager.default.fileExists(atPath: "\(copy)/etc/after-save"))
         #expect(!FileManager.default.fileExists(atPath: "\(copy)/home/pi/readme.txt"))
+        #expect(FileChecks.readFile("\(copy)/boot/firmware/config.txt") == "arm_64bit=1\ndtoverlay=saved\n")
+        #expect(!FileManager.default.fileExists(atPath: "\(copy)/boot/firmware/cmdline.txt"))
+        #expect(FileManager.default.fileExists(atPath: "\(copy)/boot/firmware/ssh"))
         let caps = try run(["getcap", "\(copy)/usr/bin/hello"]).output
         #expect(caps.contains("cap_net_raw=ep"), "security.capability survives: \(caps)")
         let acl = try run(["getfacl", "-n", "-c", "\(copy)/work/new.txt"]).output, sandboxACL = try run(["getfacl", "-n", "-c", "\(sandbox)/work/new.txt"]).output
@@ -101,16 +105,26 @@ struct SaveSuite {
 }
 
 enum SaveChecks {
-    /// e2fsck -fn of the image's root (second) partition, copied out sparsely.
+    /// e2fsck -fn of the image's root (last) partition, copied out sparsely.
     static func fsckRoot(_ image: String, work: String) throws -> Bool {
+        try fsck(image, work: work, partition: nil, ["e2fsck", "-fn"])
+    }
+
+    /// fsck.fat -n of the image's first partition.
+    static func fsckBoot(_ image: String, work: String) throws -> Bool {
+        try fsck(image, work: work, partition: 0, ["fsck.fat", "-n"])
+    }
+
+    static func fsck(_ image: String, work: String, partition index: Int?, _ checker: [String]) throws -> Bool {
         let json = try run(["sfdisk", "-J", image]).output
         let table = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
         let partitions = (table?["partitiontable"] as? [String: Any])?["partitions"] as? [[String: Any]] ?? []
-        guard let root = partitions.last, let start = root["start"] as? Int, let size = root["size"] as? Int else { return false }
+        let chosen = index.map { partitions.indices.contains($0) ? partitions[$0] : nil } ?? partitions.last
+        guard let root = chosen, let start = root["start"] as? Int, let size = root["size"] as? Int else { return false }
         let part = work + "/root-part.img"
         defer { unlink(part) }
         try run(["dd", "if=\(image)", "of=\(part)", "bs=512", "skip=\(start)", "count=\(size)", "conv=sparse", "status=none"])
-        let check = try run(["e2fsck", "-fn", part], allowFailure: true)
+        let check = try run(checker + [part], allowFailure: true)
         if check.status != 0 { print(check.output) }
         return check.status == 0
     }
