@@ -163,10 +163,13 @@ extension SandboxManager {
         return SystemError("write", "\(parent) (the destination is full)", errno: ENOSPC)
     }
 
+    /// syncfs(2) through coreutils' `sync --file-system`, which reports the filesystem's write errors.
     static func syncFilesystem(_ path: String) throws(SystemError) {
-        let fd = try systemCall("open", path) { open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-        defer { close(fd) }
-        try systemCall("syncfs", path) { clinux_syncfs(fd) }
+        do throws(CommandError) {
+            _ = try Command.run(["sync", "--file-system", path])
+        } catch {
+            throw SystemError("syncfs", path, errno: EIO)
+        }
     }
 
     static func syncDirectory(of path: String) {
