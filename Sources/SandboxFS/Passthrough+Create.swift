@@ -126,21 +126,7 @@ extension SandboxFileSystem {
                     }
                 }
             }
-            let child: (id: UInt64, attr: stat)
-            do {
-                child = try register(fd: fd, serial: ctx.node.serial, mountID: ctx.mountID)
-            } catch {
-                close(fd)
-                throw error
-            }
-            do {
-                let file = try addOpenFile(req, fd: fd, serial: ctx.node.serial, node: child.id, inode: UInt64(child.attr.st_ino))
-                return .created(id: child.id, attr: child.attr, timeout: options.passthroughTimeout, fh: file.fh,
-                                backingID: file.backingID)
-            } catch {
-                forget(child.id, 1)
-                throw error
-            }
+            return try replyCreated(req, fd: fd, serial: ctx.node.serial, mountID: ctx.mountID)
         }
     }
 
@@ -155,21 +141,27 @@ extension SandboxFileSystem {
                     try systemCall("tmpfile", ctx.object) { openat(parentFD, ".", open, mode) }
                 }
             }
-            let child: (id: UInt64, attr: stat)
-            do {
-                child = try register(fd: fd, serial: ctx.node.serial, mountID: ctx.mountID)
-            } catch {
-                close(fd)
-                throw error
-            }
-            do {
-                let file = try addOpenFile(req, fd: fd, serial: ctx.node.serial, node: child.id, inode: UInt64(child.attr.st_ino))
-                return .created(id: child.id, attr: child.attr, timeout: options.passthroughTimeout, fh: file.fh,
-                                backingID: file.backingID)
-            } catch {
-                forget(child.id, 1)
-                throw error
-            }
+            return try replyCreated(req, fd: fd, serial: ctx.node.serial, mountID: ctx.mountID)
+        }
+    }
+
+    /// The answer to create and tmpfile: `fd` (owned from here on) registered as a node and opened as
+    /// a file handle; whatever fails is undone.
+    private func replyCreated(_ req: fuse_req_t, fd: Int32, serial: UInt64, mountID: Int32) throws -> Reply {
+        let child: (id: UInt64, attr: stat)
+        do {
+            child = try register(fd: fd, serial: serial, mountID: mountID)
+        } catch {
+            close(fd)
+            throw error
+        }
+        do {
+            let file = try addOpenFile(req, fd: fd, serial: serial, node: child.id, inode: UInt64(child.attr.st_ino))
+            return .created(id: child.id, attr: child.attr, timeout: options.passthroughTimeout, fh: file.fh,
+                            backingID: file.backingID)
+        } catch {
+            forget(child.id, 1)
+            throw error
         }
     }
 }
