@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "TestSupport"]),
         .testTarget(name: "FATFSTests", dependencies: ["FATFS"]),
         .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock"]),
-        .testTarget(name: "SandboxTests", dependencies: ["Sandbox"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "FATFS"]),
         .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux"]),
         .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox"]),
         .testTarget(name: "ImageCacheTests", dependencies: ["ImageCache"]),

@@ -4,25 +4,38 @@ import Synchronization
 /// Block-level copy-on-write over a read-only base: a written block is copied into the store (whole,
 /// after a read of the rest for a partial write) and read from there afterwards; base is never written.
 /// `bytesUsed` is what the sandbox's COW budget counts; a write that needs blocks beyond `limitBytes`
-/// throws ENOSPC before anything changes.
+/// throws ENOSPC before anything changes. The limit may be raised while the overlay is used (up to what the
+/// store holds: the caller's business), never lowered.
 public final class COWOverlay: FATBlockDevice {
     struct State {
         var slots: [Int: Int] = [:]   // partition block -> store slot
         var used = 0
+        var limitBytes: UInt64
     }
 
     let base: any FATBlockDevice
     let store: any COWBlockStore
     let blockSize: Int
-    let limitBytes: UInt64
-    let state = Mutex(State())
+    let state: Mutex<State>
     public var size: UInt64 { base.size }
 
     public init(base: any FATBlockDevice, store: any COWBlockStore, blockSize: Int = 4096, limitBytes: UInt64) {
         self.base = base
         self.store = store
         self.blockSize = max(512, blockSize)
-        self.limitBytes = limitBytes
+        self.state = Mutex(State(limitBytes: limitBytes))
+    }
+
+    /// The most the store may hold now.
+    public var limitBytes: UInt64 { state.withLock { $0.limitBytes } }
+
+    /// Raises the limit to `bytes` (a smaller value changes nothing); returns the limit in force.
+    @discardableResult
+    public func raiseLimit(to bytes: UInt64) -> UInt64 {
+        state.withLock { state in
+            state.limitBytes = max(state.limitBytes, bytes)
+            return state.limitBytes
+        }
     }
 
     public var blocksUsed: Int { state.withLock { $0.used } }
@@ -73,8 +86,8 @@ public final class COWOverlay: FATBlockDevice {
             let first = Int(offset / UInt64(blockSize))
             let last = Int((offset + UInt64(buffer.count) - 1) / UInt64(blockSize))
             let fresh = (first...last).reduce(0) { $0 + (state.slots[$1] == nil ? 1 : 0) }
-            guard UInt64(state.used + fresh) * UInt64(blockSize) <= limitBytes else {
-                throw FATError.noSpace("COW store full: \(state.used * blockSize) of \(limitBytes) bytes used, "
+            guard UInt64(state.used + fresh) * UInt64(blockSize) <= state.limitBytes else {
+                throw FATError.noSpace("COW store full: \(state.used * blockSize) of \(state.limitBytes) bytes used, "
                     + "\(fresh * blockSize) more needed")
             }
             var scratch = [UInt8](repeating: 0, count: blockSize)

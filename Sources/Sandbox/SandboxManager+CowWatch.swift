@@ -40,37 +40,62 @@ extension SandboxManager {
         cowWatch.state.withLock { $0.stopped = true }
     }
 
-    /// One pass of the watcher (also called directly by tests).
+    /// One pass of the watcher (also called directly by tests). Each store has its own budget and alarm: the
+    /// root's, and each other partition's (a Linux partition's engine store, a FAT partition's block COW).
     public func checkCowStores() {
-        let live = liveSandboxes()
         var seen = Set<UInt64>()
-        for (ref, attachment, access) in live {
+        for sandbox in liveSandboxes() where !sandbox.ref.broken {
+            let ref = sandbox.ref
             seen.insert(ref.serial)
-            let checked: SandboxUsage? = access.ifAlive {
-                var usage = engine.cowUsage(of: attachment)
-                do {
-                    if let grown = try engine.growCowStore(of: attachment, usage: usage) {
-                        logger.info("grew the COW store of \(ref.image)/\(ref.name) to \(ByteSize.format(grown)) (max \(ByteSize.format(usage.cowMaxBytes)))")
-                        usage = engine.cowUsage(of: attachment)
+            for part in sandbox.parts { seen.insert(part.ref.serial) }
+            let readings: [(serial: UInt64, what: String, usage: SandboxUsage)]? = sandbox.access.ifAlive {
+                var readings = [(ref.serial, "", watchEngineStore(sandbox.attachment, "\(ref.image)/\(ref.name)"))]
+                for part in sandbox.parts {
+                    let what = " partition \(part.ref.mount.partition.number) (\(part.ref.mount.mountPoint))"
+                    switch part.ref.content {
+                    case .fat(_, let cow?):
+                        if let grown = growFAT(part, cow) {
+                            logger.info("grew the COW store of \(ref.image)/\(ref.name)\(what) to \(ByteSize.format(grown)) (max \(ByteSize.format(fatCowMax(part.ref.mount))))")
+                        }
+                        readings.append((part.ref.serial, what, fatUsage(part, cow)))
+                    case .fat(_, nil):
+                        break
+                    case .mounted:
+                        if let attachment = part.attachment {
+                            readings.append((part.ref.serial, what, watchEngineStore(attachment, "\(ref.image)/\(ref.name)\(what)")))
+                        }
                     }
-                } catch {
-                    logger.error("growing the COW store of \(ref.image)/\(ref.name) failed: \(error)")
                 }
-                return usage
+                return readings
             }
-            guard let usage = checked else { continue }
-            let risen = cowWatch.state.withLock { state in state.alarms[ref.serial, default: CowAlarm()].update(usage) }
-            guard let risen else { continue }
-            let used = "\(ByteSize.format(usage.cowUsedBytes)) of \(ByteSize.format(max(usage.cowMaxBytes, usage.cowTotalBytes)))"
-            switch risen {
-            case .overflowed:
-                logger.error("sandbox \(ref.image)/\(ref.name) overflowed its COW store (\(used)): its writes fail; rmdir frees it")
-            case .high, .critical:
-                logger.warning("sandbox \(ref.image)/\(ref.name) uses \(risen) of its COW budget (\(used))")
-            case .normal:
-                break
+            for (serial, what, usage) in readings ?? [] {
+                let risen = cowWatch.state.withLock { state in state.alarms[serial, default: CowAlarm()].update(usage) }
+                guard let risen else { continue }
+                let used = "\(ByteSize.format(usage.cowUsedBytes)) of \(ByteSize.format(max(usage.cowMaxBytes, usage.cowTotalBytes)))"
+                switch risen {
+                case .overflowed:
+                    logger.error("sandbox \(ref.image)/\(ref.name)\(what) overflowed its COW store (\(used)): its writes fail; rmdir frees it")
+                case .high, .critical:
+                    logger.warning("sandbox \(ref.image)/\(ref.name)\(what) uses \(risen) of its COW budget (\(used))")
+                case .normal:
+                    break
+                }
             }
         }
         cowWatch.state.withLock { state in state.alarms = state.alarms.filter { seen.contains($0.key) } }
+    }
+
+    /// Reads an engine's store (the root's or a Linux partition's), growing it first when it may and should.
+    private func watchEngineStore(_ attachment: any EngineAttachment, _ name: String) -> SandboxUsage {
+        var usage = engine.cowUsage(of: attachment)
+        do {
+            if let grown = try engine.growCowStore(of: attachment, usage: usage) {
+                logger.info("grew the COW store of \(name) to \(ByteSize.format(grown)) (max \(ByteSize.format(usage.cowMaxBytes)))")
+                usage = engine.cowUsage(of: attachment)
+            }
+        } catch {
+            logger.error("growing the COW store of \(name) failed: \(error)")
+        }
+        return usage
     }
 }

@@ -36,9 +36,10 @@ extension SandboxManager {
     private func fatPartition(_ mount: PartitionMount, serial: UInt64, builder: PartitionBuilder,
                               teardown: Teardown) throws -> LivePartition {
         let imageFD = try builder.openImage(teardown)
-        // The COW can never need more than the partition itself; the sandbox's budget caps it below that.
-        let limit = min(settings.cowSize, (mount.partition.sizeBytes + 4095) / 4096 * 4096)
-        let storeFD = try step("make FAT block COW store") { try engine.makeBlockStore(bytes: limit, teardown: teardown) }
+        // The store is made as large as the COW may ever grow (zram and a sparse file cost nothing until
+        // written); the overlay's limit starts at --cow-size and the COW watcher raises it a step at a time.
+        let limit = min(settings.cowSize, fatCowMax(mount))
+        let storeFD = try step("make FAT block COW store") { try engine.makeBlockStore(bytes: fatCowMax(mount), teardown: teardown) }
         let (volume, cow) = try builder.sandboxFAT(mount, imageFD: imageFD, storeFD: storeFD, limit: limit)
         return LivePartition(ref: PartitionRef(mount: mount, serial: serial, content: .fat(volume, cow: cow)),
                              attachment: nil, teardown: teardown)
@@ -67,27 +68,24 @@ extension SandboxManager {
                              attachment: attachment, teardown: teardown)
     }
 
-    /// See SandboxSettings.fatDumpDirectory.
-    func dumpFAT(_ parts: [LivePartition], image: String, name: String, to directory: String) {
-        for part in parts {
-            guard case .fat(let volume, let cow?) = part.ref.content else { continue }
-            let path = "\(directory)/\(image)-\(name)-p\(part.ref.mount.partition.number).img"
-            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { continue }
-            defer { close(fd) }
-            try? volume.flush()
-            var buffer = [UInt8](repeating: 0, count: 1 << 20)
-            var offset: UInt64 = 0
-            while offset < cow.size {
-                let count = Int(min(UInt64(buffer.count), cow.size - offset))
-                let ok = buffer.withUnsafeMutableBytes { raw in
-                    (try? cow.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<count]))) != nil
-                }
-                guard ok, buffer.withUnsafeBytes({ pwrite(fd, $0.baseAddress, count, off_t(offset)) }) == count else { break }
-                offset += UInt64(count)
-            }
-            logger.info("sandbox \(image)/\(name): FAT partition \(part.ref.mount.partition.number) written to \(path)")
-        }
+    /// The most block COW a FAT partition's sandbox copy can have: --cow-max (else --cow-size), and never
+    /// more than the partition itself.
+    func fatCowMax(_ mount: PartitionMount) -> UInt64 {
+        min(settings.effectiveCowMax, (mount.partition.sizeBytes + 4095) / 4096 * 4096)
+    }
+
+    /// A FAT partition's block COW as the watcher and status read it. Full means ENOSPC for the writes that
+    /// need one more block (the volume stays sound), not the dm kind of overflow.
+    func fatUsage(_ part: LivePartition, _ cow: COWOverlay) -> SandboxUsage {
+        SandboxUsage(cowUsedBytes: cow.bytesUsed, cowTotalBytes: cow.limitBytes, cowMaxBytes: fatCowMax(part.ref.mount))
+    }
+
+    /// Raises a FAT partition's COW limit by a --cow-size step when less than a step is left and the store
+    /// holds more; returns the new limit, or nil.
+    func growFAT(_ part: LivePartition, _ cow: COWOverlay) -> UInt64? {
+        let (used, limit, max) = (cow.bytesUsed, cow.limitBytes, fatCowMax(part.ref.mount))
+        guard limit < max, CowStore.needsGrowth(usedBytes: used, totalBytes: limit, stepBytes: settings.cowSize) else { return nil }
+        return cow.raiseLimit(to: min(max, limit + settings.cowSize))
     }
 
     func partitionStatus(_ part: LivePartition) -> PartitionStatus {
@@ -95,7 +93,7 @@ extension SandboxManager {
         switch part.ref.content {
         case .fat(_, let cow?):
             used = cow.bytesUsed
-            total = min(settings.cowSize, part.ref.mount.partition.sizeBytes)
+            total = cow.limitBytes
         case .fat(_, nil):
             break
         case .mounted:

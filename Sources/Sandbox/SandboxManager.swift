@@ -296,7 +296,6 @@ public final class SandboxManager: SandboxProvider {
         var broken = false
         do {
             try slot.lock.withLock { _ throws(SandboxError) in
-                if let directory = settings.fatDumpDirectory { dumpFAT(live.parts, image: image, name: name, to: directory) }
                 try live.access.retire(busy: .inUse(image: image, sandbox: name), whole: { !live.partlyTornDown }) {
                     () throws(SandboxError) in
                     do throws(TeardownError) {
@@ -382,9 +381,9 @@ public final class SandboxManager: SandboxProvider {
     /// Every ready sandbox (no usage read: for shutdown).
     public func readySandboxes() -> [SandboxRef] { liveSandboxes().map(\.ref) }
 
-    /// Every ready sandbox with its engine attachment, for the COW watcher.
-    func liveSandboxes() -> [(ref: SandboxRef, attachment: any EngineAttachment, access: SandboxAccess)] {
-        registry.withLock { $0.ready.values.flatMap(\.values).map { ($0.ref, $0.attachment, $0.access) } }
+    /// Every ready sandbox, for the COW watcher.
+    func liveSandboxes() -> [LiveSandbox] {
+        registry.withLock { Array($0.ready.values.flatMap(\.values)) }
     }
 
     /// Stops decompressions in progress (their mkdir fails): at shutdown.

@@ -14,9 +14,6 @@ public struct SandboxSettings: Sendable, Equatable {
     public var grow: UInt64? = nil
     /// Root partition number chosen by the user; nil means the largest Linux one.
     public var partition: Int? = nil
-    /// Tests: before a sandbox is discarded, its FAT partitions (as the sandbox sees them) are written to
-    /// DIR/IMAGE-SANDBOX-pN.img, so fsck.fat and mtools can check what the daemon wrote.
-    public var fatDumpDirectory: String? = nil
 
     public init() {}
 

@@ -77,7 +77,6 @@ struct Serve: ParsableCommand {
         settings.grow = grow.flatMap(ByteSize.parse)
         settings.cowMax = cowMax.flatMap(ByteSize.parse)
         settings.partition = partition
-        settings.fatDumpDirectory = ProcessInfo.processInfo.environment["IMGSANDBOX_DEBUG_FAT_DUMP"]
         return settings
     }
 
@@ -125,7 +124,7 @@ struct Serve: ParsableCommand {
         if choice.kind == .dm { EngineChoice.loadModules() }
 
         if settings.cowMax != nil, choice.kind != .dm {
-            logger.notice("--cow-max applies to the dm engine only; \(choice.kind.rawValue) sandboxes keep --cow-size")
+            logger.notice("--cow-max applies to dm stores and FAT partitions only; \(choice.kind.rawValue) root and Linux partition stores keep --cow-size")
         }
 
         try RunDirectory.createRoot()

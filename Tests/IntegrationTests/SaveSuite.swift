@@ -116,17 +116,25 @@ enum SaveChecks {
     }
 
     static func fsck(_ image: String, work: String, partition index: Int?, _ checker: [String]) throws -> Bool {
+        let part = try extractPartition(image, work: work, index: index)
+        defer { unlink(part) }
+        let check = try run(checker + [part], allowFailure: true)
+        if check.status != 0 { print(check.output) }
+        return check.status == 0
+    }
+
+    /// Copies partition `index` (the last one when nil) of `image` sparsely to a file in `work`; returns its path.
+    static func extractPartition(_ image: String, work: String, index: Int?) throws -> String {
         let json = try run(["sfdisk", "-J", image]).output
         let table = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
         let partitions = (table?["partitiontable"] as? [String: Any])?["partitions"] as? [[String: Any]] ?? []
         let chosen = index.map { partitions.indices.contains($0) ? partitions[$0] : nil } ?? partitions.last
-        guard let root = chosen, let start = root["start"] as? Int, let size = root["size"] as? Int else { return false }
-        let part = work + "/root-part.img"
-        defer { unlink(part) }
-        try run(["dd", "if=\(image)", "of=\(part)", "bs=512", "skip=\(start)", "count=\(size)", "conv=sparse", "status=none"])
-        let check = try run(checker + [part], allowFailure: true)
-        if check.status != 0 { print(check.output) }
-        return check.status == 0
+        guard let part = chosen, let start = part["start"] as? Int, let size = part["size"] as? Int else {
+            throw CommandFailed(argv: ["sfdisk", "-J", image], status: 0, output: "no partition \(index ?? -1): \(json)")
+        }
+        let path = work + "/part-\(index ?? -1).img"
+        try run(["dd", "if=\(image)", "of=\(path)", "bs=512", "skip=\(start)", "count=\(size)", "conv=sparse", "status=none"])
+        return path
     }
 
     /// Type, mode, owner, size, mtime, link target and xattrs of every entry, and every regular file's

@@ -14,13 +14,15 @@ struct WholeImageSuite {
         return text.withCString { Glibc.write(fd, $0, strlen($0)) } == text.utf8.count
     }
 
-    /// With IMGSANDBOX_DEBUG_FAT_DUMP the daemon writes each FAT partition as the sandbox sees it to a file at
-    /// rmdir: fsck.fat -n and mtools (the oracles) then check what FATFS wrote through FUSE.
+    /// The FAT partition as the sandbox holds it is checked by the oracles through `imgsandbox save`: the saved
+    /// image's boot partition (FATFS's writes, replayed from the sandbox's volume) gets fsck.fat -n and mtools;
+    /// where the kernel has vfat (the VM), the kernel's own driver mounts it and must show exactly the bytes
+    /// the sandbox shows through FUSE.
     @Test(arguments: [("rpi", "/boot/firmware"), ("rpi-boot", "/boot"), ("gpt-efi", "/boot/efi")])
     func bootPartitionInTwoSandboxesAndPristine(kind: String, boot: String) throws {
         let fixture = try ServeFixture(images: [("pi", kind, [])])
         defer { fixture.close() }
-        try fixture.start(["--cow-size", "96M"], environment: ["IMGSANDBOX_DEBUG_FAT_DUMP": fixture.work])
+        try fixture.start(["--cow-size", "96M"])
         let a = fixture.sandbox("pi", "a"), b = fixture.sandbox("pi", "b")
         let pristine = "\(fixture.mountpoint)/pi/pristine"
         #expect(try FileManager.default.contentsOfDirectory(atPath: "\(fixture.mountpoint)/pi").sorted() == ["pristine", "sandboxes"])
@@ -79,25 +81,54 @@ struct WholeImageSuite {
         #expect(partitions.first?["filesystem"] as? String == "vfat")
         #expect(((partitions.first?["cow_used_bytes"] as? NSNumber)?.uint64Value ?? 0) >= 20 << 20)
 
-        for path in [a, b] { #expect(rmdir(path) == 0, "rmdir \(path): \(String(cString: strerror(errno)))") }
-
-        // The FAT volume sandbox a left behind is sound and holds exactly what was written.
-        let dump = "\(fixture.work)/pi-a-p1.img"
-        let fsck = try run(["fsck.fat", "-n", dump], allowFailure: true)
+        // The FAT volume of sandbox a, saved: sound, and exactly what was written.
+        let saved = "\(fixture.work)/a-saved.img"
+        defer { unlink(saved) }
+        let save = try run([Paths.binary, "save", "--quiet", a, saved], allowFailure: true)
+        try #require(save.status == 0, "save: \(save.output)")
+        let part = try SaveChecks.extractPartition(saved, work: fixture.work, index: 0)
+        defer { unlink(part) }
+        let fsck = try run(["fsck.fat", "-n", part], allowFailure: true)
         #expect(fsck.status == 0, "fsck.fat -n: \(fsck.output)")
         let mtools = ["env", "MTOOLS_SKIP_CHECK=1"]
-        let dir = try run(mtools + ["mdir", "-b", "-i", dump, "::"]).output
+        let dir = try run(mtools + ["mdir", "-b", "-i", part, "::"]).output
         for name in ["ssh", "userconf.txt", "big.bin"] { #expect(dir.contains("::/\(name)"), "mdir: \(dir)") }
         if kind != "gpt-efi" {
-            #expect(try run(mtools + ["mtype", "-i", dump, "::config.txt"]).output == "arm_64bit=1\nenable_uart=1\ndtoverlay=vc4-kms-v3d\n")
+            #expect(try run(mtools + ["mtype", "-i", part, "::config.txt"]).output == "arm_64bit=1\nenable_uart=1\ndtoverlay=vc4-kms-v3d\n")
         }
         let copied = "\(fixture.work)/big.copy"
-        _ = try run(mtools + ["mcopy", "-n", "-i", dump, "::big.bin", copied])
+        defer { unlink(copied) }
+        _ = try run(mtools + ["mcopy", "-n", "-i", part, "::big.bin", copied])
         #expect(FileManager.default.contents(atPath: copied) == Data(big))
-        #expect(try run(mtools + ["mtype", "-i", dump, "::userconf.txt"]).output == "pi:$6$salt$hash\n")
-        unlink(dump)
-        unlink(copied)
-        unlink("\(fixture.work)/pi-b-p1.img")
+        #expect(try run(mtools + ["mtype", "-i", part, "::userconf.txt"]).output == "pi:$6$salt$hash\n")
+        if Self.kernelHasVfat {
+            try Self.expectKernelVfatShows(part, sameAs: a + boot, work: fixture.work)
+        } else {
+            print("WholeImageSuite: no vfat in this kernel: the saved boot partition was not mounted by the kernel")
+        }
+
+        for path in [a, b] { #expect(rmdir(path) == 0, "rmdir \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    static var kernelHasVfat: Bool {
+        ((try? String(contentsOfFile: "/proc/filesystems", encoding: .utf8)) ?? "").split(separator: "\n").contains { $0.hasSuffix("\tvfat") }
+    }
+
+    /// Mounts `part` with the kernel's vfat (read-only, loop; autoclear frees the loop device at unmount) and
+    /// expects the same names, types and bytes as `dir` (the sandbox's partition through FUSE).
+    static func expectKernelVfatShows(_ part: String, sameAs dir: String, work: String) throws {
+        let mnt = "\(work)/vfat-mnt"
+        #expect(mkdir(mnt, 0o700) == 0)
+        defer { rmdir(mnt) }
+        let mounted = try run(["mount", "-t", "vfat", "-o", "ro,loop", part, mnt], allowFailure: true)
+        try #require(mounted.status == 0, "mount -t vfat: \(mounted.output)")
+        defer { _ = try? run(["umount", mnt]) }
+        let listing = { (root: String) throws -> [String] in
+            try run(["find", root, "-printf", "%P|%y\\n"]).output.split(separator: "\n").map(String.init).sorted()
+        }
+        #expect(try listing(mnt) == listing(dir))
+        #expect(try SaveChecks.checksums(mnt) == SaveChecks.checksums(dir))
+        print("WholeImageSuite: the kernel's vfat shows the saved boot partition as the sandbox does")
     }
 
     /// A separate ext4 /home: its own COW through the engine (a second overlay or snapshot), isolated per
