@@ -24,14 +24,16 @@ enum FATName {
         return units
     }
 
-    /// The folded form a lookup compares: nil when no entry can have this name.
+    /// The folded form a lookup compares: nil when no entry can have this name. A name holding a forbidden
+    /// character is looked up all the same: a damaged or foreign volume may hold one, readdir lists it, and
+    /// Linux vfat finds it too (only new names are refused).
     static func lookupKey(_ name: String) throws(FATError) -> [UInt16]? {
         var units = Array(name.utf16)
         while units.last == 0x2E { units.removeLast() }
         guard units.count <= maxUnits else {
             throw FATError(ENAMETOOLONG, "name of \(units.count) UTF-16 units, FAT allows \(maxUnits)")
         }
-        guard !units.isEmpty, !units.contains(where: isForbidden) else { return nil }
+        guard !units.isEmpty else { return nil }
         return fold(units)
     }
 
