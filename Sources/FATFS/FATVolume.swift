@@ -44,6 +44,13 @@ public final class FATVolume: Sendable {
         try locked { (c) throws(FATError) in try c.readDirectory(id, from: offset, limit: limit) }
     }
 
+    /// readdir with attributes (readdirplus): every entry but `.` and `..` that comes with attributes holds
+    /// one lookup of its node, as from `lookup`; forget those not handed on. Damaged entries come without.
+    public func readDirectoryPlus(_ id: FATNodeID, from offset: UInt64,
+                                  limit: Int = Int.max) throws(FATError) -> [(entry: FATDirectoryEntry, attr: FATAttr?)] {
+        try core.withLock { (c) throws(FATError) in try c.readDirectory(id, from: offset, limit: limit, plus: true) }
+    }
+
     public func read(_ id: FATNodeID, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FATError) -> Int {
         try core.withLock { (c) throws(FATError) -> Int in try c.read(id, at: offset, into: buffer) }
     }

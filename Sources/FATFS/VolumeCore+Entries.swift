@@ -227,16 +227,29 @@ extension VolumeCore {
     }
 
     func readDirectory(_ id: FATNodeID, from offset: UInt64, limit: Int) throws(FATError) -> [FATDirectoryEntry] {
+        try readDirectory(id, from: offset, limit: limit, plus: false).map(\.entry)
+    }
+
+    /// With `plus`, each entry but `.` and `..` also gets its node and one lookup, as `lookup` gives them
+    /// (the caller forgets the ones it does not hand out); an entry whose node cannot be made (a damaged
+    /// one: its lookup answers the error) comes without attributes.
+    func readDirectory(_ id: FATNodeID, from offset: UInt64, limit: Int,
+                       plus: Bool) throws(FATError) -> [(entry: FATDirectoryEntry, attr: FATAttr?)] {
         let n = try node(id)
         guard n.isDirectory else { throw FATError(ENOTDIR, "node \(id) is not a directory") }
-        var out: [FATDirectoryEntry] = []
-        if offset < 1 { out.append(FATDirectoryEntry(name: ".", isDirectory: true, nextOffset: 1)) }
-        if offset < 2 { out.append(FATDirectoryEntry(name: "..", isDirectory: true, nextOffset: 2)) }
+        var out: [(entry: FATDirectoryEntry, attr: FATAttr?)] = []
+        if offset < 1 { out.append((FATDirectoryEntry(name: ".", isDirectory: true, nextOffset: 1), nil)) }
+        if offset < 2 { out.append((FATDirectoryEntry(name: "..", isDirectory: true, nextOffset: 2), nil)) }
         guard !n.unlinked else { return Array(out.prefix(limit)) }
         let start = offset >= 2 ? offset - 2 : 0
         for item in try cachedItems(cluster: directoryCluster(n)) where UInt64(item.index) >= start {
             if out.count >= limit { break }
-            out.append(FATDirectoryEntry(name: item.name, isDirectory: item.entry.isDirectory, nextOffset: UInt64(item.index) + 3))
+            var attr: FATAttr?
+            if plus, let child = try? nodeID(for: item, in: id, lookups: 1) {
+                attr = try? attributes(child)
+                if attr == nil { forget(child, count: 1) }
+            }
+            out.append((FATDirectoryEntry(name: item.name, isDirectory: item.entry.isDirectory, nextOffset: UInt64(item.index) + 3), attr))
         }
         return Array(out.prefix(limit))
     }

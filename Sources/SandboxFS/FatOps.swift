@@ -242,35 +242,56 @@ extension SandboxFileSystem {
         }
     }
 
-    /// readdir(plus) of a FAT directory from FATFS's resumable offsets. Plus entries carry no node (as the
-    /// virtual tree's): the kernel looks a name up when it needs it.
+    /// readdir(plus) of a FAT directory from FATFS's resumable offsets. Plus entries carry their node and
+    /// attributes (one lookup each, as the kernel counts them), so `ls -l` needs no lookup per name; the
+    /// ones that do not fit in the reply are forgotten again. A damaged entry goes without a node: its
+    /// lookup answers the error.
     func fatReaddir(_ req: fuse_req_t, _ h: (serial: UInt64, node: FATNodeID, writable: Bool), size: Int,
                     offset: off_t, plus: Bool) throws -> [UInt8] {
-        let entries = try withFat(h.serial) { e in
-            try fat { () throws(FATError) in try e.volume.readDirectory(h.node, from: UInt64(max(offset, 0)), limit: max(size / 32, 1)) }
-        }
-        var buffer = [UInt8](repeating: 0, count: max(size, 0))
-        var used = 0
-        buffer.withUnsafeMutableBytes { raw in
-            guard let base = raw.baseAddress else { return }
-            for entry in entries {
-                var st = stat()
-                st.st_ino = 1  // not shown: readdir's d_ino of FAT entries carries no identity here
-                st.st_mode = entry.isDirectory ? UInt32(SwiftGlibc.S_IFDIR) : UInt32(SwiftGlibc.S_IFREG)
-                let remaining = size - used
-                let out = base.advanced(by: used).assumingMemoryBound(to: CChar.self)
-                let needed: Int = entry.name.withCString { name in
-                    if plus {
-                        var e = fuse_entry_param()
-                        e.attr = st
-                        return fuse_add_direntry_plus(req, out, remaining, name, &e, off_t(entry.nextOffset))
-                    }
-                    return fuse_add_direntry(req, out, remaining, name, &st, off_t(entry.nextOffset))
-                }
-                if needed > remaining { break }
-                used += needed
+        try withFat(h.serial) { e in
+            let from = UInt64(max(offset, 0)), limit = max(size / 32, 1)
+            let entries = try fat { () throws(FATError) in
+                plus ? try e.volume.readDirectoryPlus(h.node, from: from, limit: limit)
+                     : try e.volume.readDirectory(h.node, from: from, limit: limit).map { ($0, nil) }
             }
+            var buffer = [UInt8](repeating: 0, count: max(size, 0))
+            var used = 0, handed = 0
+            buffer.withUnsafeMutableBytes { raw in
+                guard let base = raw.baseAddress else { return }
+                for (entry, attr) in entries {
+                    var st = stat()
+                    if let attr {
+                        st = Self.fatStat(attr, serial: h.serial)
+                    } else {
+                        st.st_ino = 1  // no identity: the kernel looks the name up when it needs it
+                        st.st_mode = entry.isDirectory ? UInt32(SwiftGlibc.S_IFDIR) : UInt32(SwiftGlibc.S_IFREG)
+                    }
+                    let remaining = size - used
+                    let out = base.advanced(by: used).assumingMemoryBound(to: CChar.self)
+                    let needed: Int = entry.name.withCString { name in
+                        if plus {
+                            var p = fuse_entry_param()
+                            p.attr = st
+                            if let attr, let id = NodeTable.fatID(serial: h.serial, node: attr.id) {
+                                p.ino = id
+                                p.attr_timeout = options.passthroughTimeout
+                                p.entry_timeout = options.passthroughTimeout
+                            }
+                            return fuse_add_direntry_plus(req, out, remaining, name, &p, off_t(entry.nextOffset))
+                        }
+                        return fuse_add_direntry(req, out, remaining, name, &st, off_t(entry.nextOffset))
+                    }
+                    if needed > remaining { break }
+                    used += needed
+                    handed += 1
+                }
+            }
+            // Entries that did not fit, and any whose ID cannot be handed out: their lookup is undone.
+            for (index, (_, attr)) in entries.enumerated() {
+                guard let attr else { continue }
+                if index >= handed || NodeTable.fatID(serial: h.serial, node: attr.id) == nil { e.volume.forget(attr.id, count: 1) }
+            }
+            return Array(buffer.prefix(used))
         }
-        return Array(buffer.prefix(used))
     }
 }

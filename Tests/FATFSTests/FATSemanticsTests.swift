@@ -74,6 +74,29 @@ struct FATSemanticsTests {
         #expect(!seen.contains("file with a long name 20") && !seen.contains("file with a long name 21"))
     }
 
+    /// readdirplus: each entry's attributes are lookup's, each holds one lookup of the same node, and
+    /// forgetting them leaves the node table as it was.
+    @Test func readDirectoryPlusGivesLookupsAttributes() throws {
+        let (_, volume) = try Self.memoryVolume(bits: 32)
+        let dir = try volume.mkdir(parent: FATVolume.rootID, name: "sub")
+        let file = try volume.create(parent: FATVolume.rootID, name: "a long file name.txt")
+        _ = try volume.write(file.id, at: 0, [UInt8](repeating: 1, count: 3000))
+        volume.forget(dir.id)
+        volume.forget(file.id)
+        let before = volume.core.withLock { $0.nodes.count }
+        let plus = try volume.readDirectoryPlus(FATVolume.rootID, from: 0)
+        #expect(plus.map(\.entry) == (try volume.readDirectory(FATVolume.rootID, from: 0)))
+        #expect(plus.filter { $0.attr == nil }.map(\.entry.name) == [".", ".."])
+        for (entry, attr) in plus {
+            guard let attr else { continue }
+            let looked = try volume.lookup(parent: FATVolume.rootID, name: entry.name)
+            #expect(looked == attr, "\(entry.name)")
+            volume.forget(attr.id, count: 2)
+        }
+        #expect(plus.first { $0.entry.name == "a long file name.txt" }?.attr?.size == 3000)
+        #expect(volume.core.withLock { $0.nodes.count } == before, "every lookup forgotten: the nodes are gone")
+    }
+
     @Test func timesAtFATResolution() throws {
         let now = FATTime(seconds: 1_614_861_297, nanoseconds: 456_789_000)   // an odd second
         let (_, volume) = try Self.memoryVolume(bits: 12, clock: { now })
