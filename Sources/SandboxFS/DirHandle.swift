@@ -14,12 +14,15 @@ final class DirHandle: @unchecked Sendable {
     let mountID: Int32
     /// st_ino as the caller sees it through FUSE.
     let inode: UInt64
+    /// The directory's st_dev on the hidden mount: readdir's d_ino values are numbered as on its filesystem.
+    let dev: UInt64
     private let stream: Locked<Stream>
 
-    init(serial: UInt64, mountID: Int32, inode: UInt64, dir: OpaquePointer) {
+    init(serial: UInt64, mountID: Int32, inode: UInt64, dev: UInt64, dir: OpaquePointer) {
         self.serial = serial
         self.mountID = mountID
         self.inode = inode
+        self.dev = dev
         stream = Locked(Stream(dir: dir))
     }
 

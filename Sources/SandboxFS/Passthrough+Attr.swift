@@ -10,11 +10,11 @@ extension SandboxFileSystem {
         if let fh, let file = openFile(fh) {
             let serial = file.serial
             let st = try file.lease.with { fd in try fstatFD(fd, "getattr") }
-            return .attr(Self.fuseAttr(st, serial: serial), timeout: options.passthroughTimeout)
+            return .attr(fuseAttr(st, serial: serial), timeout: options.passthroughTimeout)
         }
         return try withPass(id) { ctx in
             let st = try ctx.withPathFD { try fstatFD($0, "getattr \(ctx.object)") }
-            return .attr(Self.fuseAttr(st, serial: ctx.node.serial), timeout: options.passthroughTimeout)
+            return .attr(fuseAttr(st, serial: ctx.node.serial), timeout: options.passthroughTimeout)
         }
     }
 
@@ -87,7 +87,7 @@ extension SandboxFileSystem {
                     }
                 }
                 let st = try fstatFD(pathFD, "getattr \(object)")
-                return .attr(Self.fuseAttr(st, serial: ctx.node.serial), timeout: options.passthroughTimeout)
+                return .attr(fuseAttr(st, serial: ctx.node.serial), timeout: options.passthroughTimeout)
             }
         }
     }

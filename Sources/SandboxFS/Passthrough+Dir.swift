@@ -14,7 +14,8 @@ extension SandboxFileSystem {
                 throw SystemError("fdopendir", ctx.object, errno: saved)
             }
             let handle = DirHandle(serial: ctx.node.serial, mountID: ctx.mountID,
-                                   inode: Self.fuseInode(ctx.node.key.ino, serial: ctx.node.serial), dir: dir)
+                                   inode: fuseInode(ctx.node.key.ino, dev: ctx.node.key.dev, serial: ctx.node.serial),
+                                   dev: ctx.node.key.dev, dir: dir)
             let fh: UInt64 = try state.withLock { s in
                 guard s.addOpen(ctx.node.serial) else {
                     throw SystemError("opendir", "sandbox \(ctx.node.serial) is going away", errno: ESTALE)
@@ -78,7 +79,7 @@ extension SandboxFileSystem {
                         namePointer.withMemoryRebound(to: CChar.self, capacity: 256) { name in
                             let isDot = strcmp(name, ".") == 0 || strcmp(name, "..") == 0
                             var st = stat()
-                            st.st_ino = numericCast((rawIno ^ (serial << 48)) & ~(UInt64(1) << 63))
+                            st.st_ino = numericCast(fuseInode(rawIno, dev: handle.dev, serial: serial))
                             st.st_mode = type << 12
                             guard plus else {
                                 return (fuse_add_direntry(req, out, remaining, name, &st, off_t(next)), nil)

@@ -61,7 +61,7 @@ extension SandboxFileSystem {
                 }
             }
             let file = try addOpenFile(req, fd: fd, serial: ctx.node.serial, node: id,
-                                       inode: Self.fuseInode(ctx.node.key.ino, serial: ctx.node.serial))
+                                       inode: fuseInode(ctx.node.key.ino, dev: ctx.node.key.dev, serial: ctx.node.serial))
             // Only this daemon writes the hidden mount, so cached pages stay valid across opens. A passthrough
             // file has no FUSE page cache (and the kernel refuses keep_cache with it).
             return .opened(fh: file.fh, keepCache: file.backingID == 0 && flags & O_TRUNC == 0,

@@ -98,7 +98,7 @@ extension SandboxFileSystem {
             logger.error("lookup in sandbox \(serial): the node table is full (ENFILE)")
             throw SystemError("lookup", "sandbox \(serial) inode \(st.st_ino): the node table is full", errno: ENFILE)
         }
-        return (id, Self.fuseAttr(st, serial: serial))
+        return (id, fuseAttr(st, serial: serial))
     }
 
     /// Looks `name` up under the directory `parent` without following it, and registers it.
@@ -113,16 +113,16 @@ extension SandboxFileSystem {
         }
     }
 
-    /// Inode numbers as the kernel shows them: mixed with the sandbox serial so two sandboxes of one image
-    /// never share (dev, ino) pairs, and kept clear of the virtual tree's numbers (top bit set there).
-    static func fuseAttr(_ st: stat, serial: UInt64) -> stat {
+    /// Attributes as the kernel sees them: the inode number made unique across the sandbox's filesystems
+    /// and across sandboxes (InodeNumbers).
+    func fuseAttr(_ st: stat, serial: UInt64) -> stat {
         var attr = st
-        attr.st_ino = numericCast(fuseInode(UInt64(st.st_ino), serial: serial))
+        attr.st_ino = numericCast(fuseInode(UInt64(st.st_ino), dev: UInt64(st.st_dev), serial: serial))
         return attr
     }
 
-    static func fuseInode(_ ino: UInt64, serial: UInt64) -> UInt64 {
-        (ino ^ (serial << 48)) & ~(UInt64(1) << 63)
+    func fuseInode(_ ino: UInt64, dev: UInt64, serial: UInt64) -> UInt64 {
+        inodeNumbers.number(ino: ino, dev: dev, serial: serial)
     }
 
     func forget(_ id: UInt64, _ count: UInt64) {

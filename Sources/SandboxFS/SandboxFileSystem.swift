@@ -10,7 +10,7 @@ import Sandbox
 /// sandbox's hidden mount.
 ///
 /// Lock order (never reversed, never held across fuse_reply_* or provider calls):
-///   DirHandle.lock -> SandboxFileSystem.state -> HandleCache state -> FdLease mutex.
+///   DirHandle.lock -> SandboxFileSystem.state -> HandleCache state -> FdLease mutex; InodeNumbers is a leaf.
 public final class SandboxFileSystem: @unchecked Sendable {
     let provider: any SandboxProvider
     let options: FileSystemOptions
@@ -29,6 +29,7 @@ public final class SandboxFileSystem: @unchecked Sendable {
     /// Passthrough backing ids by node (used only when `dataPath` is `.passthrough`).
     let backings = BackingFiles()
     let negotiatedDataPath = Locked(DataPath.unknown)
+    let inodeNumbers = InodeNumbers()
 
     /// The data path the kernel agreed to at INIT (`.unknown` before).
     public var dataPath: DataPath { negotiatedDataPath.withLock { $0 } }

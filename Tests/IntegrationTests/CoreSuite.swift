@@ -43,6 +43,11 @@ struct CoreSuite {
         try FileChecks.makeChanges(in: a, tag: "a")
         try FileChecks.makeChanges(in: b, tag: "b")
         try FileChecks.makeChanges(in: c, tag: "c")
+        // New files land on the COW store, whose inode numbers repeat the image's: FUSE must still show
+        // every inode under its own number (`cp -a` refused "hard link to directory" before).
+        for n in 0..<64 { try FileChecks.writeFile("\(b)/work/b/n\(n)", "\(n)") }
+        let clashes = FileChecks.inodeClashes(under: b)
+        #expect(clashes.isEmpty, "\(clashes.count) inode clashes, e.g. \(clashes.prefix(3))")
         // Isolation: nothing of a in b, nothing of either in a fresh sandbox.
         #expect(!FileManager.default.fileExists(atPath: "\(b)/work/a"))
         #expect(FileChecks.readFile("\(b)/etc/hostname") == "b\n")

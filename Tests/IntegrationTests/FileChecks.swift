@@ -44,6 +44,29 @@ enum FileChecks {
         try writeBig("\(root)/work/\(tag)/big.bin", mebibytes: 100, seed: UInt8(truncatingIfNeeded: tag.hashValue))
     }
 
+    /// Paths under `root` that share an st_ino without being hard links of one file (a directory and a
+    /// file, or two files that differ): `cp -a` and `tar` take such pairs for hard links. Walks with lstat,
+    /// never following a link, within one st_dev.
+    static func inodeClashes(under root: String) -> [String] {
+        var first: [UInt64: (path: String, info: Glibc.stat)] = [:]
+        var clashes: [String] = []
+        var pending = [root]
+        while let dir = pending.popLast() {
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { continue }
+            for name in names {
+                let path = "\(dir)/\(name)"
+                guard let info = stat(path) else { continue }
+                let isDir = info.st_mode & S_IFMT == S_IFDIR
+                if isDir { pending.append(path) }
+                guard let seen = first[UInt64(info.st_ino)] else { first[UInt64(info.st_ino)] = (path, info); continue }
+                let sameFile = !isDir && seen.info.st_mode == info.st_mode && seen.info.st_nlink > 1
+                    && seen.info.st_nlink == info.st_nlink && seen.info.st_size == info.st_size
+                if !sameFile { clashes.append("\(seen.path) and \(path): st_ino \(info.st_ino)") }
+            }
+        }
+        return clashes
+    }
+
     /// MiB number `index` of the data writeBig writes: every 8-byte word holds its own file offset mixed
     /// with `seed`, so a block read from the wrong offset (or another file) never matches.
     static func pattern(mebibyte index: Int, seed: UInt8) -> [UInt8] {
