@@ -39,7 +39,7 @@ let package = Package(
         ]),
         // The FUSE layer: virtual tree and passthrough.
         .target(name: "SandboxFS", dependencies: [
-            "CFuse", "CLinux", "FATFS", "LinuxBlock", "Sandbox",
+            "CFuse", "CLinux", "FATFS", "LinuxBlock", "Sandbox", "SandboxDiff",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // `imgsandbox run`: namespaces, the sandbox's /proc /sys /dev /run, foreign-architecture checks.
@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox"]),
         .testTarget(name: "ImageCacheTests", dependencies: ["ImageCache"]),
         .testTarget(name: "SandboxSaveTests", dependencies: ["SandboxSave", "DiskImage", "LinuxBlock"]),
-        .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox", "TestSupport"]),
+        .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox", "SandboxDiff", "TestSupport"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
         .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox", "TestSupport"]),
     ]

@@ -1,19 +1,29 @@
+import DiskImage
+import LinuxBlock
+import SandboxDiff
+import Synchronization
+
 /// Where a sandbox's changes can be read, for diff and save.
 public struct ChangeSource: Sendable {
     /// The sandbox's tree: its hidden mount.
     public let sandboxRoot: String
     /// The image's tree as the image holds it (mounted read-only).
     public let pristineRoot: String
-    /// overlay: the upper layer, which holds exactly what changed; nil: whole trees are compared.
+    /// overlay: the upper layer, which holds exactly what changed; nil: no change set in the filesystem.
     public let upperRoot: String?
     /// The filesystem that takes the sandbox's writes: frozen while a save reads the sandbox.
     public let writablePath: String
+    /// dm: what the FUSE layer recorded of the sandbox's writes (the manager adds it); with neither this nor
+    /// `upperRoot`, whole trees are compared.
+    public var journal: ChangeJournal?
 
-    public init(sandboxRoot: String, pristineRoot: String, upperRoot: String?, writablePath: String) {
+    public init(sandboxRoot: String, pristineRoot: String, upperRoot: String?, writablePath: String,
+                journal: ChangeJournal? = nil) {
         self.sandboxRoot = sandboxRoot
         self.pristineRoot = pristineRoot
         self.upperRoot = upperRoot
         self.writablePath = writablePath
+        self.journal = journal
     }
 }
 
@@ -22,5 +32,53 @@ extension OverlayEngine {
         guard let sandbox = sandbox as? SandboxAttachment, let image = image as? ImageAttachment else { return nil }
         return ChangeSource(sandboxRoot: sandbox.mountPath, pristineRoot: image.lowerPath,
                             upperRoot: sandbox.upperMount + "/upper", writablePath: sandbox.upperMount)
+    }
+}
+
+extension DeviceMapperEngine {
+    /// A snapshot is blocks: its files' changes come from the FUSE layer's journal.
+    public var needsChangeJournal: Bool { true }
+
+    /// The sandbox's mount (frozen during a save: it is the snapshot's filesystem) and the image's root
+    /// mounted read-only through a loop device of its own (the base dm device is held by the snapshots),
+    /// made at the first diff or save and kept until the image is released.
+    public func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) throws -> ChangeSource? {
+        guard let sandbox = sandbox as? SandboxAttachment, let image = image as? ImageAttachment else { return nil }
+        let pristine = try image.pristineRoot.withLock { (mounted: inout String?) throws -> String in
+            if let mounted { return mounted }
+            let path = try mountPristine(image)
+            mounted = path
+            return path
+        }
+        return ChangeSource(sandboxRoot: sandbox.mountPath, pristineRoot: pristine, upperRoot: nil, writablePath: sandbox.mountPath)
+    }
+
+    private func mountPristine(_ image: ImageAttachment) throws -> String {
+        let partition = image.partition
+        let loop = try step("attach loop device") {
+            try LoopDevice.attach(file: image.path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                                  readOnly: true, autoclear: true, label: names.loopLabel(image: image.name))
+        }
+        let teardown = Teardown()
+        do {
+            teardown.push("detach \(loop.path)") { try loop.detach() }
+            let target = names.lowerMount(image: image.serial)
+            try step("create \(target)") { try PrivateDirectory.create(target) }
+            teardown.push("remove \(target)") { try PrivateDirectory.remove(target) }
+            let type = image.filesystem.type
+            try step("mount \(loop.path) read-only on \(target)") {
+                try Mount.mount(source: loop.path, target: target, type: type.rawValue, flags: [.rdonly, .nosuid, .nodev],
+                                options: OverlayEngine.noReplayOption(type))
+            }
+            teardown.push("unmount \(target)") { try Mount.unmount(target) }
+            image.teardown.push("release the pristine mount \(target)") {
+                let failures = teardown.runAll()
+                if let first = failures.first { throw first }
+            }
+            return target
+        } catch {
+            teardown.runAll()
+            throw error
+        }
     }
 }

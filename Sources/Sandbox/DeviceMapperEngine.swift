@@ -1,6 +1,7 @@
 import DiskImage
 import Glibc
 import LinuxBlock
+import Synchronization
 
 /// The seed's pipeline: per image a read-only loop device and a `base` dm device (linear over the root
 /// partition plus a zero tail up to the grown size); per sandbox a zram COW store, a transient dm
@@ -8,7 +9,7 @@ import LinuxBlock
 /// 512-byte-sector loop device between zram and the snapshot (see CowStore).
 public struct DeviceMapperEngine: SandboxEngine {
     public let kind = "dm"
-    private let names: InstanceNames
+    let names: InstanceNames
     private let deviceMapper: DeviceMapper
     private let zram: Zram
     private let allocator: ZramAllocator
@@ -26,11 +27,22 @@ public struct DeviceMapperEngine: SandboxEngine {
         let base: DMDevice
         let sectors: UInt64
         let filesystem: FilesystemInfo
-        init(teardown: Teardown, base: DMDevice, sectors: UInt64, filesystem: FilesystemInfo) {
+        /// The image (name, file, root partition, serial), for the read-only mount diff compares with.
+        let name: String
+        let path: String
+        let partition: Partition
+        let serial: UInt64
+        /// That mount, once a diff or save made it (see changeSource).
+        let pristineRoot = Mutex<String?>(nil)
+        init(teardown: Teardown, base: DMDevice, sectors: UInt64, request: ImageRequest) {
             self.teardown = teardown
             self.base = base
             self.sectors = sectors
-            self.filesystem = filesystem
+            filesystem = request.root.filesystem
+            name = request.name
+            path = request.path
+            partition = request.root.partition
+            serial = request.serial
         }
     }
 
@@ -48,7 +60,6 @@ public struct DeviceMapperEngine: SandboxEngine {
     }
 
     public func attachImage(_ request: ImageRequest) throws -> any EngineAttachment {
-        let filesystem = request.root.filesystem
         let teardown = Teardown()
         return try building(teardown) {
             let partition = request.root.partition
@@ -69,8 +80,7 @@ public struct DeviceMapperEngine: SandboxEngine {
                                         targets: table, readOnly: true)
             }
             teardown.push("remove dm \(name)") { try deviceMapper.remove(name: name) }
-            return ImageAttachment(teardown: teardown, base: base, sectors: partitionSectors + growSectors,
-                                   filesystem: filesystem)
+            return ImageAttachment(teardown: teardown, base: base, sectors: partitionSectors + growSectors, request: request)
         }
     }
 

@@ -104,8 +104,11 @@ public protocol SandboxEngine: Sendable {
     /// Called by the COW watcher with the latest usage: enlarges the sandbox's COW store when it is close
     /// to full and may still grow. Returns the new total in bytes, or nil when nothing changed.
     func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64?
-    /// Where diff and save read the sandbox's changes; nil when the engine cannot tell.
-    func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) -> ChangeSource?
+    /// Where diff and save read the sandbox's changes; nil when the engine cannot tell. May mount what it
+    /// needs (the image's root read-only) on first use, released with the image's attachment.
+    func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) throws -> ChangeSource?
+    /// True when the sandbox's filesystem keeps no change set: the FUSE layer journals its writes.
+    var needsChangeJournal: Bool { get }
     /// A raw block store of `bytes` for a partition the daemon serves itself (FAT's block COW): an open
     /// read-write fd, released (closed, device freed) by `teardown`.
     func makeBlockStore(bytes: UInt64, teardown: Teardown) throws -> Int32
@@ -117,7 +120,8 @@ extension SandboxEngine {
     /// Engines whose COW store has a fixed size.
     public func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64? { nil }
 
-    public func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) -> ChangeSource? { nil }
+    public func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) throws -> ChangeSource? { nil }
+    public var needsChangeJournal: Bool { false }
     public func makeBlockStore(bytes: UInt64, teardown: Teardown) throws -> Int32 {
         throw SystemError("make block store", "\(kind) engine", errno: ENODEV)
     }

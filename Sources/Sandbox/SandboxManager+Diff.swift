@@ -51,6 +51,9 @@ extension SandboxManager {
             if let upper = source.upperRoot {
                 return try TreeDiff.overlay(merged: source.sandboxRoot, upper: upper, lower: source.pristineRoot)
             }
+            if let journal = source.journal {
+                return try TreeDiff.journal(sandbox: source.sandboxRoot, pristine: source.pristineRoot, paths: journal.snapshot())
+            }
             return try TreeDiff.full(sandbox: source.sandboxRoot, pristine: source.pristineRoot)
         } catch {
             throw .stepFailed(step: "compare with the image", underlying: error)
@@ -61,14 +64,20 @@ extension SandboxManager {
     func usingSandbox<T>(image: String, name: String,
                          _ body: (ChangeSource, [SandboxFAT]) throws(SandboxError) -> T) throws(SandboxError) -> T {
         guard let live = live(image: image, name: name) else { throw .noSuchSandbox(image: image, sandbox: name) }
-        guard let source = engine.changeSource(of: live.attachment, image: live.image) else {
-            throw .unsupported("the \(engine.kind) engine cannot list a sandbox's changes yet")
-        }
         let fats = live.parts.compactMap { part -> SandboxFAT? in
             guard case .fat(let volume, _) = part.ref.content else { return nil }
             return SandboxFAT(mount: part.ref.mount, volume: volume)
         }
-        guard let result = try live.access.using({ () throws(SandboxError) in try body(source, fats) }) else {
+        // Inside `using`: the image's attachment (where dm keeps its read-only root) outlives the sandbox.
+        guard let result = try live.access.using({ () throws(SandboxError) -> T in
+            guard var source = try step("mount the image's root read-only", {
+                try engine.changeSource(of: live.attachment, image: live.image)
+            }) else {
+                throw .unsupported("the \(engine.kind) engine cannot list a sandbox's changes")
+            }
+            source.journal = live.ref.journal
+            return try body(source, fats)
+        }) else {
             throw .noSuchSandbox(image: image, sandbox: name)
         }
         return result

@@ -2,6 +2,7 @@ import DiskImage
 import FATFS
 import Glibc
 import ImageCache
+import SandboxDiff
 import Logging
 import Synchronization
 
@@ -273,8 +274,9 @@ public final class SandboxManager: SandboxProvider {
             let request = SandboxRequest(image: image, name: name, serial: serial, mountPath: mountPath, settings: settings)
             let attachment = try engine.createSandbox(request, on: imageAttachment)
             let parts = makePartitions(image: image, name: name, slot: slot, rootMount: mountPath)
+            let journal = engine.needsChangeJournal ? ChangeJournal(mountPath: mountPath) : nil
             let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: mountPath, partitions: parts.map(\.ref),
-                                 baseUse: attachment.baseUse)
+                                 baseUse: attachment.baseUse, journal: journal)
             return LiveSandbox(ref: ref, attachment: attachment, image: imageAttachment, parts: parts)
         } catch {
             try? PrivateDirectory.remove(mountPath)

@@ -1,4 +1,5 @@
 import Glibc
+import SandboxDiff
 
 /// An error that knows the errno a FUSE caller should receive.
 public protocol ErrnoCarrying: Error {
@@ -41,9 +42,12 @@ public struct SandboxRef: Sendable, Hashable {
     public var broken: Bool
     /// Added to the mount's statvfs for statfs (df) in the sandbox.
     public let baseUse: BaseUse
+    /// Where the FUSE layer records what each write may change, for engines with no change set of their
+    /// own (dm); nil where the engine keeps one (overlay's upper layer) and for pristine/.
+    public let journal: ChangeJournal?
 
     public init(image: String, name: String, serial: UInt64, mountPath: String, partitions: [PartitionRef] = [],
-                readOnly: Bool = false, broken: Bool = false, baseUse: BaseUse = BaseUse()) {
+                readOnly: Bool = false, broken: Bool = false, baseUse: BaseUse = BaseUse(), journal: ChangeJournal? = nil) {
         self.image = image
         self.name = name
         self.serial = serial
@@ -52,6 +56,7 @@ public struct SandboxRef: Sendable, Hashable {
         self.readOnly = readOnly
         self.broken = broken
         self.baseUse = baseUse
+        self.journal = journal
     }
 }
 

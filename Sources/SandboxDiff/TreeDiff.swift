@@ -7,7 +7,7 @@ import Glibc
 /// only those are compared. `full` compares every entry of both trees; it is the fallback for trees with
 /// no change set, and is used inside opaque or renamed directories of an overlay.
 public struct TreeDiff {
-    private var changes: [Change] = []
+    var changes: [Change] = []
 
     /// Every difference, sorted by path.
     public static func overlay(merged: String, upper: String, lower: String) throws(DiffError) -> [Change] {
@@ -26,11 +26,11 @@ public struct TreeDiff {
         return diff.sorted()
     }
 
-    private func sorted() -> [Change] {
+    func sorted() -> [Change] {
         changes.sorted { $0.rawPath.lexicographicallyPrecedes($1.rawPath) }
     }
 
-    private mutating func compareRoot(_ sandbox: Directory, _ pristine: Directory) throws(DiffError) {
+    mutating func compareRoot(_ sandbox: Directory, _ pristine: Directory) throws(DiffError) {
         guard let s = try sandbox.entry([]), let p = try pristine.entry([]) else { return }
         let aspects = try EntryComparison.aspects(sandbox: s, in: sandbox, pristine: p, in: pristine)
         if !aspects.isEmpty { changes.append(Change(rawPath: sandbox.rawPath, kind: .modified, aspects: aspects)) }
@@ -67,7 +67,7 @@ public struct TreeDiff {
     }
 
     /// Every entry of both directories, recursively.
-    private mutating func compareTrees(_ sandbox: Directory, _ pristine: Directory) throws(DiffError) {
+    mutating func compareTrees(_ sandbox: Directory, _ pristine: Directory) throws(DiffError) {
         var sandboxNames = try sandbox.names()[...], pristineNames = try pristine.names()[...]
         while !sandboxNames.isEmpty || !pristineNames.isEmpty {
             let order: Int
@@ -95,7 +95,7 @@ public struct TreeDiff {
     }
 
     /// A modified entry (or nothing); on a change of type what was below the old or new directory too.
-    private mutating func compare(_ s: Entry, _ p: Entry, _ sandbox: Directory, _ pristine: Directory) throws(DiffError) {
+    mutating func compare(_ s: Entry, _ p: Entry, _ sandbox: Directory, _ pristine: Directory) throws(DiffError) {
         let aspects = try EntryComparison.aspects(sandbox: s, in: sandbox, pristine: p, in: pristine)
         guard !aspects.isEmpty else { return }
         changes.append(Change(rawPath: sandbox.path(of: s.name), kind: .modified, aspects: aspects))
@@ -104,13 +104,13 @@ public struct TreeDiff {
         if s.fileType == S_IFDIR { try all(.added, below: sandbox.child(s.name)) }
     }
 
-    private mutating func added(_ s: Entry, in sandbox: Directory) throws(DiffError) {
+    mutating func added(_ s: Entry, in sandbox: Directory) throws(DiffError) {
         changes.append(Change(rawPath: sandbox.path(of: s.name), kind: .added))
         if s.fileType == S_IFDIR { try all(.added, below: sandbox.child(s.name)) }
     }
 
     /// `kind` for every entry below `directory` (an added or deleted directory's content).
-    private mutating func all(_ kind: Change.Kind, below directory: Directory) throws(DiffError) {
+    mutating func all(_ kind: Change.Kind, below directory: Directory) throws(DiffError) {
         for name in try directory.names() {
             guard let info = try directory.status(name) else { continue }
             changes.append(Change(rawPath: directory.path(of: name), kind: kind))

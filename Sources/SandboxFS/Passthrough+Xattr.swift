@@ -52,6 +52,7 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
+                ctx.recordNode(fd)
                 try systemCall("setxattr", ctx.object) {
                     name.withCString { n in value.withUnsafeBytes { clinux_setxattr(path, n, $0.baseAddress, $0.count, flags) } }
                 }
@@ -64,6 +65,7 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
+                ctx.recordNode(fd)
                 try systemCall("removexattr", ctx.object) { name.withCString { clinux_removexattr(path, $0) } }
                 return .ok
             }

@@ -3,6 +3,7 @@ import CLinux
 import Glibc
 import LinuxBlock
 import Sandbox
+import SandboxDiff
 
 /// Everything a passthrough request needs about its node, valid while the request holds the mount fd.
 struct PassContext {
@@ -11,6 +12,8 @@ struct PassContext {
     let mountFD: Int32
     let mountID: Int32
     let cache: HandleCache
+    /// The sandbox's change journal (dm), nil where the engine keeps its own change set.
+    let journal: ChangeJournal?
 
     var object: String { "sandbox \(node.serial) inode \(node.key.ino)" }
 
@@ -38,6 +41,16 @@ struct PassContext {
     /// "/proc/self/fd/N": a path to the inode itself for calls that have no fd form (O_PATH fds refuse
     /// fchmod/fgetxattr). Only for non-symlinks, where the final jump follows nothing further.
     static func procPath(_ fd: Int32) -> String { "/proc/self/fd/\(fd)" }
+
+    /// Before a request adds, removes or replaces `name` in this directory (`tree`: moves it).
+    func recordEntry(_ parentFD: Int32, _ name: RawName, tree: Bool = false) {
+        journal?.recordEntry(in: parentFD, name: name.bytes, mountFD: mountFD, tree: tree)
+    }
+
+    /// Before a request changes this node's content, attributes or xattrs.
+    func recordNode(_ fd: Int32) {
+        journal?.recordInode(fd, mountFD: mountFD)
+    }
 }
 
 extension SandboxFileSystem {
@@ -62,7 +75,8 @@ extension SandboxFileSystem {
             }
             if let sandbox, let mountFD = sandbox.mount.acquire() {
                 defer { sandbox.mount.release() }
-                return try body(PassContext(id: id, node: node, mountFD: mountFD, mountID: sandbox.mountID, cache: cache))
+                return try body(PassContext(id: id, node: node, mountFD: mountFD, mountID: sandbox.mountID, cache: cache,
+                                            journal: sandbox.ref.journal))
             }
             // A pristine view released while idle comes back; a sandbox's node stays stale.
             guard attempt == 0, try reattachPristine(node.serial) else { break }

@@ -74,9 +74,11 @@ public enum PartitionTableRewrite {
         // GPT keeps a backup table (32 sectors of entries and a header) after the last partition.
         let size = (start + sectors) * 512 + (scheme == .gpt ? 33 * 512 : 0)
         guard ftruncate(fd, off_t(size)) == 0 else { throw SaveError("truncate \(path)", errno: errno) }
-        let script = "\(scratch)/sfdisk-\(getpid())-\(start).txt"
         let text = lines.joined(separator: "\n")
-        let scriptFD = open(script, O_CREAT | O_TRUNC | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        // A name of its own: two saves (of one image: same start) may rewrite tables at once.
+        var template = Array("\(scratch)/sfdisk-XXXXXX".utf8CString)
+        let scriptFD = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        let script = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         guard scriptFD >= 0 else { throw SaveError("create \(script)", errno: errno) }
         defer { unlink(script) }
         let written = text.withCString { write(scriptFD, $0, strlen($0)) }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Sandbox
+import SandboxDiff
 import Synchronization
 
 struct FakeError: ErrnoCarrying, CustomStringConvertible {
@@ -27,11 +28,14 @@ final class FakeProvider: SandboxProvider, Sendable {
 
     let base: String
     let backing: Backing
+    /// Sandboxes get a change journal, as on the dm engine.
+    let journaled: Bool
     let state = Mutex(State())
 
-    init(base: String, images: [String], backing: Backing = .directory) {
+    init(base: String, images: [String], backing: Backing = .directory, journaled: Bool = false) {
         self.base = base
         self.backing = backing
+        self.journaled = journaled
         state.withLock { s in for image in images { s.images[image] = [:] } }
     }
 
@@ -60,7 +64,8 @@ final class FakeProvider: SandboxProvider, Sendable {
                 if nfsExport { options += ",index=on,nfs_export=on" }
                 guard mount("overlay", path, "overlay", 0, options) == 0 else { throw FakeError(errno: errno) }
             }
-            let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: path)
+            let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: path,
+                                 journal: journaled ? ChangeJournal(mountPath: path) : nil)
             s.images[image]?[name] = ref
             return ref
         }

@@ -24,7 +24,7 @@ final class MountedFS: @unchecked Sendable {
     private var stopped = false
 
     init(images: [String] = ["alpha", "beta"], options: FileSystemOptions = FileSystemOptions(),
-         backing: FakeProvider.Backing = .directory, hooks: TestHooks = TestHooks()) throws {
+         backing: FakeProvider.Backing = .directory, journaled: Bool = false, hooks: TestHooks = TestHooks()) throws {
         var template = Array("/tmp/sandboxfs-test-XXXXXX".utf8CString)
         guard let dir = mkdtemp(&template) else { throw HarnessError(description: "mkdtemp: errno \(errno)") }
         root = String(cString: dir)
@@ -32,7 +32,7 @@ final class MountedFS: @unchecked Sendable {
         self.backing = root + "/backing"
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: self.backing, withIntermediateDirectories: true)
-        provider = FakeProvider(base: self.backing, images: images, backing: backing)
+        provider = FakeProvider(base: self.backing, images: images, backing: backing, journaled: journaled)
         var logger = Logger(label: "sandboxfs-test")
         logger.logLevel = ProcessInfo.processInfo.environment["SANDBOXFS_TEST_DEBUG"] != nil ? .trace : .critical
         fs = SandboxFileSystem(provider: provider, options: options, logger: logger, hooks: hooks)
