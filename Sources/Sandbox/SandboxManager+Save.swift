@@ -63,7 +63,19 @@ extension SandboxManager {
             try SparseCopy.copy(from: sourceFD, to: fd, size: size) { progress(SaveProgress(phase: "copy", doneBytes: $0, totalBytes: size)) }
         }
 
+        // The sandbox's writes wait from here until the changes are copied: the output is one moment of it.
+        let frozen = (try? Command.run(["fsfreeze", "--freeze", source.writablePath])) != nil
+        if frozen {
+            freeze.push("thaw \(source.writablePath)") { _ = try Command.run(["fsfreeze", "--unfreeze", source.writablePath]) }
+        } else {
+            logger.notice("save: cannot freeze \(source.writablePath); writes made during the save may be partly in the output")
+        }
+        let changes = try Self.changes(in: source)
+        _ = progress(SaveProgress(phase: "changes", doneBytes: 0, totalBytes: UInt64(changes.count)))
+
         let serial = Self.saveSerial.wrappingAdd(1, ordering: .relaxed).newValue
+        // Changes that do not fit the image's root: the partition (the last) and the file grow first.
+        let root = try growIfNeeded(root, for: changes, source: source, partial: partial, fd: fd, serial: serial)
         let partition = root.partition
         let loop = try step("attach \(partial) read-write") {
             try LoopDevice.attach(file: partial, offset: partition.startByte, sizeLimit: partition.sizeBytes,
@@ -78,15 +90,6 @@ extension SandboxManager {
         }
         mount.push("unmount \(mountPath)") { try Mount.unmount(mountPath) }
 
-        // The sandbox's writes wait from here until the changes are copied: the output is one moment of it.
-        let frozen = (try? Command.run(["fsfreeze", "--freeze", source.writablePath])) != nil
-        if frozen {
-            freeze.push("thaw \(source.writablePath)") { _ = try Command.run(["fsfreeze", "--unfreeze", source.writablePath]) }
-        } else {
-            logger.notice("save: cannot freeze \(source.writablePath); writes made during the save may be partly in the output")
-        }
-        let changes = try Self.changes(in: source)
-        _ = progress(SaveProgress(phase: "changes", doneBytes: 0, totalBytes: UInt64(changes.count)))
         // In a closure: the replay's directory fds must be closed before the output is unmounted.
         let skipped = try step("write the changes") { () throws -> [String] in
             var replay = try ChangeReplay(sandboxRoot: source.sandboxRoot, outputRoot: mountPath)
@@ -140,6 +143,31 @@ extension SandboxManager {
         return SaveResult(output: output, sizeBytes: UInt64(info.st_size), allocatedBytes: UInt64(info.st_blocks) * 512,
                           changes: changes.count + fatChanges, seconds: Self.seconds(started.duration(to: .now)),
                           skipped: skipped, writesWaited: frozen)
+    }
+
+    /// The root as it is in the output: grown (partition, table, filesystem) when the changes need more
+    /// room than the image's root has free, else the image's own.
+    private func growIfNeeded(_ root: RootPartition, for changes: [Change], source: ChangeSource, partial: String, fd: Int32,
+                              serial: UInt64) throws(SandboxError) -> RootPartition {
+        var fs = statvfs()
+        guard statvfs(source.pristineRoot, &fs) == 0 else {
+            throw .stepFailed(step: "save", underlying: SystemError("statvfs", source.pristineRoot, errno: errno))
+        }
+        let free = UInt64(fs.f_bfree) * UInt64(fs.f_frsize)
+        let more = try step("estimate the room the changes need") {
+            try RootGrow.shortfall(of: changes, sandboxRoot: source.sandboxRoot, pristineRoot: source.pristineRoot, freeBytes: free)
+        }
+        guard more > 0 else { return root }
+        logger.notice("save: the changes need \(more >> 20) MiB more than the image's root has free; growing the root partition and the file")
+        try step("grow the root partition") {
+            try RootGrow.grow(image: partial, fd: fd, root: root, by: more, loopLabel: names.saveLoopLabel(save: serial),
+                              scratch: names.runDirectory)
+        }
+        do {
+            return try ImageLayout.findRoot(in: FileByteSource(path: partial), partitionNumber: settings.partition)
+        } catch {
+            throw .stepFailed(step: "read the grown output's partition table", underlying: error)
+        }
     }
 
     /// O_EXCL: a .partial left by an interrupted save is replaced only with --force.

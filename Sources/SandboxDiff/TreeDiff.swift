@@ -4,8 +4,9 @@ import Glibc
 ///
 /// `overlay` costs time in proportion to what changed: an overlay's upper layer holds exactly the
 /// entries that were created, copied up (any change to a file copies it up) or deleted (whiteouts), so
-/// only those are compared. `full` compares every entry of both trees; it is the fallback for trees with
-/// no change set, and is used inside opaque or renamed directories of an overlay.
+/// only those are compared. `journal` (TreeDiff+Journal.swift) compares the paths a ChangeJournal
+/// recorded (dm). `full` compares every entry of both trees; it is the fallback for trees with no change
+/// set, and is used inside opaque or renamed directories of an overlay.
 public struct TreeDiff {
     var changes: [Change] = []
 

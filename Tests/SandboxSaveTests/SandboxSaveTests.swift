@@ -43,8 +43,10 @@ private func temporary(_ name: String) -> String {
 }
 
 @Suite struct PartitionTableRewriteTests {
-    @Test(arguments: ["dos", "gpt"])
-    func resizesTheLastPartitionAndKeepsEveryIdentifier(label: String) throws {
+    /// 8192 sectors shrinks the last partition (--shrink), 122880 grows it and the file past the old end
+    /// (changes that do not fit).
+    @Test(arguments: ["dos", "gpt"], [UInt64(8192), 122880])
+    func resizesTheLastPartitionAndKeepsEveryIdentifier(label: String, sectors: UInt64) throws {
         let image = temporary("disk.img")
         defer { unlink(image) }
         try run(["truncate", "-s", "64M", image])
@@ -54,17 +56,19 @@ private func temporary(_ name: String) -> String {
         let last = try #require(table.partitions.last)
         let fd = open(image, O_RDWR)
         defer { close(fd) }
-        let size = try PartitionTableRewrite.setSize(of: last, to: 8192, image: image, fd: fd, scheme: table.scheme,
+        let size = try PartitionTableRewrite.setSize(of: last, to: sectors, image: image, fd: fd, scheme: table.scheme,
                                                      scratch: NSTemporaryDirectory())
-        #expect(size == (22528 + 8192) * 512 + (label == "gpt" ? 33 * 512 : 0))
+        #expect(size == (22528 + sectors) * 512 + (label == "gpt" ? 33 * 512 : 0))
+        var info = stat()
+        #expect(fstat(fd, &info) == 0 && UInt64(info.st_size) == size)
         #expect(try run(["sfdisk", "-V", image]).status == 0)
         let after = try run(["sfdisk", "-d", image]).output
-        #expect(after.contains("size=        8192") || after.contains("size=8192"))
+        #expect(after.contains("size=\(String(repeating: " ", count: max(0, 12 - "\(sectors)".count)))\(sectors)") || after.contains("size=\(sectors)"), "\(after)")
         let ids = { (dump: String) in dump.split(separator: "\n").filter { $0.hasPrefix("label-id") || $0.contains("uuid=") || $0.contains("type=") }
             .map { $0.split(separator: ",").filter { !$0.contains("size=") }.joined() } }
         #expect(ids(after) == ids(before))
         let reread = try PartitionTable.read(FileByteSource(path: image))
-        #expect(reread.partitions.last?.sizeBytes == 8192 * 512)
+        #expect(reread.partitions.last?.sizeBytes == sectors * 512)
     }
 
     @Test func refusesARootThatIsNotLast() throws {
