@@ -1,5 +1,6 @@
 import DiskImage
 import FATFS
+import SandboxDiff
 
 /// A partition shown below the root of a sandbox or of `pristine/`, at its fstab mount point.
 public struct PartitionRef: Sendable, Hashable {
@@ -8,11 +9,14 @@ public struct PartitionRef: Sendable, Hashable {
     /// A pristine view's partitions keep theirs across re-attaches.
     public let serial: UInt64
     public let content: PartitionContent
+    /// A mounted partition's change journal (dm), as the root's (SandboxRef.journal).
+    public let journal: ChangeJournal?
 
-    public init(mount: PartitionMount, serial: UInt64, content: PartitionContent) {
+    public init(mount: PartitionMount, serial: UInt64, content: PartitionContent, journal: ChangeJournal? = nil) {
         self.mount = mount
         self.serial = serial
         self.content = content
+        self.journal = journal
     }
 
     public static func == (a: PartitionRef, b: PartitionRef) -> Bool { a.serial == b.serial }

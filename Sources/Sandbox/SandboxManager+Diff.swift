@@ -10,21 +10,38 @@ struct SandboxFAT {
     let volume: FATVolume
 }
 
+/// A Linux partition of a live sandbox (a mount of its own, /home say): compared like the root, its
+/// changes shown under its mount point.
+struct SandboxLinuxPart {
+    let mount: PartitionMount
+    let source: ChangeSource
+
+    /// `change` of the partition's tree as a path of the sandbox's.
+    func shown(_ change: Change) -> Change {
+        let point = Array(mount.mountPoint.utf8)
+        let path = change.rawPath == [UInt8(ascii: "/")] ? point : point + change.rawPath
+        return Change(rawPath: path, kind: change.kind, aspects: change.aspects)
+    }
+}
+
 extension SandboxManager {
     /// What the sandbox changed, sorted by path. The sandbox cannot be removed meanwhile (rmdir: EBUSY).
     public func diff(image: String, name: String) throws(SandboxError) -> [Change] {
         let started = ContinuousClock.now
         guard let imagePath = imagePath(image) else { throw .noSuchImage(image) }
-        let changes = try usingSandbox(image: image, name: name) { (source: ChangeSource, fats: [SandboxFAT]) throws(SandboxError) in
-            try Self.changes(in: source, fats: fats, imagePath: imagePath)
+        let changes = try usingSandbox(image: image, name: name) {
+            (source: ChangeSource, fats: [SandboxFAT], linux: [SandboxLinuxPart]) throws(SandboxError) in
+            try Self.changes(in: source, fats: fats, linux: linux, imagePath: imagePath)
         }
         logger.info("diff \(image)/\(name): \(changes.count) changes in \(started.duration(to: .now))")
         return changes
     }
 
-    /// The root's changes and every FAT partition's, sorted by path.
-    static func changes(in source: ChangeSource, fats: [SandboxFAT], imagePath: String) throws(SandboxError) -> [Change] {
+    /// The root's changes and every other partition's, sorted by path.
+    static func changes(in source: ChangeSource, fats: [SandboxFAT], linux: [SandboxLinuxPart],
+                        imagePath: String) throws(SandboxError) -> [Change] {
         var changes = try changes(in: source)
+        for part in linux { changes += try Self.changes(in: part.source).map(part.shown) }
         for fat in fats { changes += try fatChanges(fat, imagePath: imagePath) }
         return changes.sorted { $0.rawPath.lexicographicallyPrecedes($1.rawPath) }
     }
@@ -62,7 +79,7 @@ extension SandboxManager {
 
     /// Runs `body` on the sandbox's change source with the sandbox kept alive.
     func usingSandbox<T>(image: String, name: String,
-                         _ body: (ChangeSource, [SandboxFAT]) throws(SandboxError) -> T) throws(SandboxError) -> T {
+                         _ body: (ChangeSource, [SandboxFAT], [SandboxLinuxPart]) throws(SandboxError) -> T) throws(SandboxError) -> T {
         guard let live = live(image: image, name: name) else { throw .noSuchSandbox(image: image, sandbox: name) }
         let fats = live.parts.compactMap { part -> SandboxFAT? in
             guard case .fat(let volume, _) = part.ref.content else { return nil }
@@ -76,7 +93,16 @@ extension SandboxManager {
                 throw .unsupported("the \(engine.kind) engine cannot list a sandbox's changes")
             }
             source.journal = live.ref.journal
-            return try body(source, fats)
+            var linux: [SandboxLinuxPart] = []
+            for part in live.parts {
+                guard case .mounted = part.ref.content, let attachment = part.attachment, let image = part.image else { continue }
+                guard var partSource = try step("mount partition \(part.ref.mount.partition.number) of the image read-only", {
+                    try engine.changeSource(of: attachment, image: image)
+                }) else { continue }
+                partSource.journal = part.ref.journal
+                linux.append(SandboxLinuxPart(mount: part.ref.mount, source: partSource))
+            }
+            return try body(source, fats, linux)
         }) else {
             throw .noSuchSandbox(image: image, sandbox: name)
         }

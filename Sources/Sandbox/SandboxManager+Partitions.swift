@@ -2,6 +2,7 @@ import DiskImage
 import FATFS
 import Glibc
 import LinuxBlock
+import SandboxDiff
 
 /// A sandbox's other partitions: FAT through FATFS over a block COW (a zram device sized to the budget),
 /// ext2/3/4, xfs and btrfs through the engine like the root (a second overlay or snapshot of their own).
@@ -64,8 +65,9 @@ extension SandboxManager {
         let request = SandboxRequest(image: image, name: name, serial: serial, mountPath: mountPath, settings: settings)
         let attachment = try engine.createSandbox(request, on: partImage)
         teardown.push("tear down partition \(number)") { try attachment.teardown.run() }
-        return LivePartition(ref: PartitionRef(mount: mount, serial: serial, content: .mounted(path: mountPath)),
-                             attachment: attachment, teardown: teardown)
+        let journal = engine.needsChangeJournal ? ChangeJournal(mountPath: mountPath) : nil
+        return LivePartition(ref: PartitionRef(mount: mount, serial: serial, content: .mounted(path: mountPath), journal: journal),
+                             attachment: attachment, image: partImage, teardown: teardown)
     }
 
     /// The most block COW a FAT partition's sandbox copy can have: --cow-max (else --cow-size), and never

@@ -25,9 +25,10 @@ extension SandboxManager {
             throw .unusableImage(image, error)
         }
         do {
-            let result = try usingSandbox(image: image, name: name) { (source: ChangeSource, fats: [SandboxFAT]) throws(SandboxError) in
+            let result = try usingSandbox(image: image, name: name) {
+                (source: ChangeSource, fats: [SandboxFAT], linux: [SandboxLinuxPart]) throws(SandboxError) in
                 let path = try SaveTarget.validate(request, source: sourcePath, runDirectory: names.runDirectory)
-                return try writeImage(source: source, fats: fats, sourcePath: sourcePath, root: root, output: path,
+                return try writeImage(source: source, fats: fats, linux: linux, sourcePath: sourcePath, root: root, output: path,
                                       request: request, started: started, progress: progress)
             }
             logger.info("saved \(image)/\(name) to \(result.output): \(result.changes) changes, \(result.sizeBytes) bytes (\(result.allocatedBytes) allocated) in \(started.duration(to: .now))")
@@ -38,7 +39,7 @@ extension SandboxManager {
         }
     }
 
-    private func writeImage(source: ChangeSource, fats: [SandboxFAT], sourcePath: String, root: RootPartition, output: String,
+    private func writeImage(source: ChangeSource, fats: [SandboxFAT], linux: [SandboxLinuxPart], sourcePath: String, root: RootPartition, output: String,
                             request: SaveRequest, started: ContinuousClock.Instant,
                             progress: (SaveProgress) -> Bool) throws(SandboxError) -> SaveResult {
         // Released in this order on any failure: the freeze, then the mount and loop, then the partial file.
@@ -64,13 +65,18 @@ extension SandboxManager {
         }
 
         // The sandbox's writes wait from here until the changes are copied: the output is one moment of it.
-        let frozen = (try? Command.run(["fsfreeze", "--freeze", source.writablePath])) != nil
-        if frozen {
-            freeze.push("thaw \(source.writablePath)") { _ = try Command.run(["fsfreeze", "--unfreeze", source.writablePath]) }
-        } else {
-            logger.notice("save: cannot freeze \(source.writablePath); writes made during the save may be partly in the output")
+        var frozen = true
+        for path in [source.writablePath] + linux.map(\.source.writablePath) {
+            if (try? Command.run(["fsfreeze", "--freeze", path])) != nil {
+                freeze.push("thaw \(path)") { _ = try Command.run(["fsfreeze", "--unfreeze", path]) }
+            } else {
+                frozen = false
+                logger.notice("save: cannot freeze \(path); writes made during the save may be partly in the output")
+            }
         }
         let changes = try Self.changes(in: source)
+        var partChanges: [[Change]] = []
+        for part in linux { partChanges.append(try Self.changes(in: part.source)) }
         _ = progress(SaveProgress(phase: "changes", doneBytes: 0, totalBytes: UInt64(changes.count)))
 
         let serial = Self.saveSerial.wrappingAdd(1, ordering: .relaxed).newValue
@@ -96,6 +102,10 @@ extension SandboxManager {
             try replay.apply(changes)
             return replay.skipped
         }
+        var skippedElsewhere: [String] = []
+        for (part, changes) in zip(linux, partChanges) {
+            skippedElsewhere += try replay(changes, of: part, into: partial, serial: serial)
+        }
         _ = progress(SaveProgress(phase: "changes", doneBytes: UInt64(changes.count), totalBytes: UInt64(changes.count)))
         // FAT partitions: the daemon serves them, so their changes are read and written through FATFS
         // (the kernel here may have no vfat) while the root is still frozen.
@@ -108,7 +118,7 @@ extension SandboxManager {
             }
         }
         try step("thaw the sandbox") { try freeze.run() }
-        for skipped in skipped { logger.notice("save: \(skipped) is a socket, which an image cannot hold; left out") }
+        for skipped in skipped + skippedElsewhere { logger.notice("save: \(skipped) is a socket, which an image cannot hold; left out") }
 
         // Blocks freed by the changes become holes in the output (the loop device punches them).
         _ = try? Command.run(["fstrim", mountPath])
@@ -141,8 +151,38 @@ extension SandboxManager {
         Self.syncDirectory(of: output)
         guard fstat(fd, &info) == 0 else { throw .stepFailed(step: "save", underlying: SystemError("fstat", output, errno: errno)) }
         return SaveResult(output: output, sizeBytes: UInt64(info.st_size), allocatedBytes: UInt64(info.st_blocks) * 512,
-                          changes: changes.count + fatChanges, seconds: Self.seconds(started.duration(to: .now)),
+                          changes: changes.count + partChanges.reduce(0) { $0 + $1.count } + fatChanges, seconds: Self.seconds(started.duration(to: .now)),
                           skipped: skipped, writesWaited: frozen)
+    }
+
+    /// A Linux partition's changes written into the output's copy of it, mounted for that alone; returns
+    /// the paths left out (sockets).
+    private func replay(_ changes: [Change], of part: SandboxLinuxPart, into partial: String,
+                        serial: UInt64) throws(SandboxError) -> [String] {
+        let partition = part.mount.partition, point = part.mount.mountPoint
+        let teardown = Teardown()
+        defer { for failure in teardown.runAll() { logger.error("save cleanup: \(failure)") } }
+        let loop = try step("attach partition \(partition.number) of \(partial)") {
+            try LoopDevice.attach(file: partial, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                                  readOnly: false, autoclear: true, label: names.saveLoopLabel(save: serial))
+        }
+        teardown.push("detach \(loop.path)") { try loop.detach() }
+        let mountPath = names.saveMount(save: serial) + "-p\(partition.number)"
+        try step("create \(mountPath)") { try PrivateDirectory.create(mountPath) }
+        teardown.push("remove \(mountPath)") { try PrivateDirectory.remove(mountPath) }
+        try step("mount \(loop.path) on \(mountPath)") {
+            try Mount.mount(source: loop.path, target: mountPath, type: part.mount.filesystem.type.rawValue, flags: [.nosuid, .nodev])
+        }
+        teardown.push("unmount \(mountPath)") { try Mount.unmount(mountPath) }
+        let skipped = try step("write the changes of \(point)") { () throws -> [String] in
+            var replay = try ChangeReplay(sandboxRoot: part.source.sandboxRoot, outputRoot: mountPath)
+            try replay.apply(changes)
+            return replay.skipped.map { point + $0 }
+        }
+        _ = try? Command.run(["fstrim", mountPath])
+        try step("flush the output's \(point)") { try Self.syncFilesystem(mountPath) }
+        try step("release the output's \(point)") { try teardown.run() }
+        return skipped
     }
 
     /// The root as it is in the output: grown (partition, table, filesystem) when the changes need more

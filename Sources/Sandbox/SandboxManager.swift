@@ -103,6 +103,8 @@ public final class SandboxManager: SandboxProvider {
     struct LivePartition: Sendable {
         let ref: PartitionRef
         let attachment: (any EngineAttachment)?
+        /// The partition's engine attachment shared by the image's sandboxes (a Linux partition's).
+        var image: (any EngineAttachment)? = nil
         let teardown: Teardown
     }
 

@@ -37,7 +37,7 @@ extension SandboxFileSystem {
                 switch part.content {
                 case .mounted(let path):
                     let partRef = SandboxRef(image: ref.image, name: ref.name, serial: part.serial, mountPath: path,
-                                             readOnly: ref.readOnly)
+                                             readOnly: ref.readOnly, journal: part.journal)
                     let (partLease, mountID) = try openMount(partRef)
                     made.entries[part.serial] = SandboxEntry(ref: partRef, mount: partLease, mountID: mountID, owner: ref.serial)
                 case .fat(let volume, _):

@@ -122,6 +122,42 @@ struct SaveSuite {
         #expect(fixture.stop() == 0)
     }
 
+    @Test func anotherLinuxPartitionIsDiffedAndSaved() throws {
+        let fixture = try ServeFixture(images: [("pi", "rpi-home", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        let sandbox = fixture.sandbox("pi", "h")
+        #expect(mkdir(sandbox, 0o755) == 0)
+        // /home is a partition of its own (ext4, LABEL=home in fstab).
+        try FileChecks.writeFile("\(sandbox)/home/pi/where.txt", "changed on home\n")
+        try FileChecks.writeFile("\(sandbox)/home/pi/new.txt", "new on home\n")
+        #expect(mkdir("\(sandbox)/home/extra", 0o700) == 0)
+        let expected = [
+            "modified times /home",
+            "added /home/extra",
+            "modified times /home/pi",
+            "added /home/pi/new.txt",
+            "modified content,times /home/pi/where.txt",
+        ]
+        let diff = try ChangeFixture.diff(sandbox)
+        #expect(diff.status == 0)
+        #expect(diff.output.split(separator: "\n").map(String.init) == expected)
+        let output = fixture.work + "/home.img"
+        let saved = try run([Paths.binary, "save", "--quiet", sandbox, output], allowFailure: true)
+        try #require(saved.status == 0, "save: \(saved.output)")
+        #expect(try SaveChecks.fsck(output, work: fixture.work, partition: 2, ["e2fsck", "-fn"]), "e2fsck -fn of the saved home partition")
+        #expect(try SaveChecks.fsckRoot(output, work: fixture.work))
+        #expect(rename(output, fixture.images + "/home.img") == 0)
+        let copy = fixture.sandbox("home", "c")
+        #expect(mkdir(copy, 0o755) == 0)
+        #expect(FileChecks.readFile("\(copy)/home/pi/where.txt") == "changed on home\n")
+        #expect(FileChecks.readFile("\(copy)/home/pi/new.txt") == "new on home\n")
+        #expect(FileChecks.stat("\(copy)/home/extra").map { $0.st_mode & 0o7777 } == 0o700)
+        let fresh = try ChangeFixture.diff(copy)
+        #expect(fresh.status == 0 && fresh.output.isEmpty, "a fresh sandbox of the output has no changes: \(fresh.output)")
+        #expect(fixture.stop() == 0)
+    }
+
     @Test func outOfSpaceLeavesNothingBehind() throws {
         let fixture = try ServeFixture(images: [("pi", "rpi", [])])
         defer { fixture.close() }
