@@ -73,6 +73,16 @@ struct WholeImageSuite {
         #expect(mkdir("\(pristine)\(boot)/d", 0o755) == -1 && errno == EROFS)
         #expect(unlink("\(pristine)/etc/hostname") == -1 && errno == EROFS)
 
+        // Inode numbers: the partition's are its own (none equal to one of the root's, none shared inside it),
+        // so cp -a and tar see no false hard links across the boundary.
+        for tree in [a, pristine] {
+            let all = try run(["find", tree, "-printf", "%i %p\\n"]).output.split(separator: "\n").map { $0.split(separator: " ", maxSplits: 1) }
+            let inside = all.filter { $0.count == 2 && ($0[1] == tree + boot || $0[1].hasPrefix(tree + boot + "/")) }.map { String($0[0]) }
+            let outside = Set(all.filter { $0.count == 2 && !($0[1] == tree + boot || $0[1].hasPrefix(tree + boot + "/")) }.map { String($0[0]) })
+            #expect(Set(inside).count == inside.count, "inode numbers shared inside \(tree)\(boot)")
+            #expect(outside.isDisjoint(with: inside), "inode numbers of \(tree)\(boot) also used outside it")
+        }
+
         // status: the partition with its mount point, filesystem and COW use.
         let rows = try fixture.status()
         let partitions = rows.first { $0["sandbox"] as? String == "a" }?["partitions"] as? [[String: Any]] ?? []
