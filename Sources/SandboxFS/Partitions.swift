@@ -14,11 +14,17 @@ extension SandboxFileSystem {
     struct AttachedParts {
         var entries: [UInt64: SandboxEntry] = [:]
         var fats: [UInt64: FatEntry] = [:]
+        /// Mount points are recognised by (dev, ino), and an overlay whose layers are on different filesystems
+        /// (xino off) gives a directory a new st_ino each time its inode is evicted and read again (after
+        /// drop_caches, under memory pressure): an O_PATH fd on each mount point keeps that inode, hence the
+        /// key, for as long as the partition is attached.
         var covers: [InodeKey: UInt64] = [:]
         var order: [UInt64] = []
 
         func retire() {
             for entry in entries.values { entry.mount.retire() }
+            for entry in entries.values { entry.pin?.retire() }
+            for entry in fats.values { entry.pin?.retire() }
         }
     }
 
@@ -33,21 +39,26 @@ extension SandboxFileSystem {
                 guard let lease = container == ref.serial ? rootMount : made.entries[container]?.mount else {
                     throw SystemError("attach", "tree \(container)", errno: ESTALE)
                 }
-                let key = try mountPointKey(container, lease, relative)
+                let (key, pin) = try mountPointKey(container, lease, relative)
+                var pinned = false
+                defer { if !pinned { pin.retire() } }
                 switch part.content {
                 case .mounted(let path):
                     let partRef = SandboxRef(image: ref.image, name: ref.name, serial: part.serial, mountPath: path,
                                              readOnly: ref.readOnly, journal: part.journal)
                     let (partLease, mountID) = try openMount(partRef)
-                    made.entries[part.serial] = SandboxEntry(ref: partRef, mount: partLease, mountID: mountID, owner: ref.serial)
+                    var entry = SandboxEntry(ref: partRef, mount: partLease, mountID: mountID, owner: ref.serial)
+                    entry.pin = pin
+                    made.entries[part.serial] = entry
                 case .fat(let volume, _):
                     guard NodeTable.fatID(serial: part.serial, node: FATVolume.rootID) != nil else {
                         throw SystemError("attach", "partition serial \(part.serial)", errno: EOVERFLOW)
                     }
                     made.fats[part.serial] = FatEntry(volume: volume, gate: FdLease(fd: -1), owner: ref.serial,
                                                       readOnly: ref.readOnly || part.mount.readOnly,
-                                                      label: "\(ref.image)/\(ref.name)\(point)")
+                                                      label: "\(ref.image)/\(ref.name)\(point)", pin: pin)
                 }
+                pinned = true
                 made.covers[key] = part.serial
                 made.order.append(part.serial)
             } catch {
@@ -86,12 +97,14 @@ extension SandboxFileSystem {
         return best
     }
 
-    /// (serial, dev, ino) of the directory at `components` below the tree's root, walked without following.
-    private func mountPointKey(_ serial: UInt64, _ mount: FdLease, _ components: [String]) throws -> InodeKey {
+    /// (serial, dev, ino) of the directory at `components` below the tree's root, walked without following,
+    /// and an O_PATH fd of it that keeps its inode (and so that key) while the partition is attached.
+    private func mountPointKey(_ serial: UInt64, _ mount: FdLease, _ components: [String]) throws -> (InodeKey, FdLease) {
         try mount.with(orErrno: ESTALE) { rootFD in
             var fd = dup(rootFD)
             guard fd >= 0 else { throw SystemError("dup", "tree \(serial)", errno: errno) }
-            defer { close(fd) }
+            var done = false
+            defer { if !done { close(fd) } }
             for name in components {
                 let next = openat(fd, name, clinux_O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC)
                 guard next >= 0 else { throw SystemError("open mount point", components.joined(separator: "/"), errno: errno) }
@@ -99,7 +112,8 @@ extension SandboxFileSystem {
                 fd = next
             }
             let st = try fstatFD(fd, "mount point")
-            return InodeKey(serial: serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+            done = true
+            return (InodeKey(serial: serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)), FdLease(fd: fd))
         }
     }
 
@@ -126,11 +140,13 @@ extension SandboxFileSystem {
                 entry.blocked = true
                 s.sandboxes[serial] = entry
                 out.append((serial, entry.mount))
+                if let pin = entry.pin { out.append((serial, pin)) }
             }
             if var entry = s.fats[serial] {
                 entry.blocked = true
                 s.fats[serial] = entry
                 out.append((serial, entry.gate))
+                if let pin = entry.pin { out.append((serial, pin)) }
             }
         }
         return out

@@ -74,6 +74,9 @@ struct SandboxEntry {
     var used = true
     /// Its teardown stopped part-way (the provider says so): requests get EIO until an rmdir finishes it.
     var broken = false
+    /// A partition's: an O_PATH fd of its mount point directory in the tree that holds it (see
+    /// AttachedParts.pins), closed with the partition.
+    var pin: FdLease? = nil
 
     init(ref: SandboxRef, mount: FdLease, mountID: Int32, owner: UInt64? = nil) {
         self.ref = ref
@@ -92,6 +95,8 @@ struct FatEntry {
     let readOnly: Bool
     let label: String
     var blocked = false
+    /// An O_PATH fd of its mount point directory (see AttachedParts.pins), closed with the partition.
+    var pin: FdLease? = nil
 }
 
 /// An open file or directory (fi->fh indexes `FSState.handles`).
