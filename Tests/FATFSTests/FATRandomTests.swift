@@ -164,6 +164,10 @@ struct FATRandomTests {
         #expect(check.clean, "fsck.fat -n: \(check.output)")
         let seen = mtoolsTree(image, scratch: scratch.path)
         #expect(seen == model, "mtools: \(describe(seen))\nmodel: \(describe(model))")
+        if let kernel = kernelVfatTree(image, scratch: scratch.path) {
+            #expect(kernel == model, "kernel vfat: \(describe(kernel))\nmodel: \(describe(model))")
+            print("FAT random ops: \(config), seed \(String(seed, radix: 16)): the kernel's vfat reads the model back")
+        }
         print("FAT random ops: \(config), seed \(String(seed, radix: 16)), \(Self.operations) operations \(counts.sorted { $0.key < $1.key }), "
             + "\(model.count) entries at the end; fsck.fat -n: \(check.output.split(separator: "\n").last ?? "")")
     }

@@ -194,6 +194,24 @@ func hostTree(_ root: String, _ prefix: String = "") -> [String: [UInt8]?] {
     return out
 }
 
+/// What the kernel's own vfat reads out of an image (mounted read-only through a loop device, which
+/// autoclear frees at unmount), as a tree; nil when that cannot be tried: not root, or no vfat (this
+/// machine; Tools/vm-test's kernel has it).
+func kernelVfatTree(_ image: String, scratch: String) -> [String: [UInt8]?]? {
+    let filesystems = Shell.run(["cat", "/proc/filesystems"]).output
+    guard geteuid() == 0, filesystems.split(separator: "\n").contains(where: { $0.hasSuffix("\tvfat") }) else { return nil }
+    let mnt = scratch + "/vfat-\(UInt32.random(in: 0...UInt32.max))"
+    mkdir(mnt, 0o700)
+    defer { rmdir(mnt) }
+    let mounted = Shell.run(["mount", "-t", "vfat", "-o", "ro,loop", image, mnt])
+    guard mounted.status == 0 else {
+        Issue.record("mount -t vfat: \(mounted.output)")
+        return [:]
+    }
+    defer { Shell.run(["umount", mnt]) }
+    return hostTree(mnt)
+}
+
 /// What mtools reads out of an image (mcopy -s of the whole volume), as a tree.
 func mtoolsTree(_ image: String, scratch: String) -> [String: [UInt8]?] {
     let dest = scratch + "/mtools-out-\(UInt32.random(in: 0...UInt32.max))"
