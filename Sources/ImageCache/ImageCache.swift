@@ -51,7 +51,10 @@ public final class ImageCache: Sendable {
 
     /// Stops every decompression in progress (at shutdown): their callers get `.cancelled`.
     public func cancelAll() {
-        cancelled.store(true, ordering: .relaxed)
+        guard !cancelled.exchange(true, ordering: .relaxed) else { return }
+        for image in state.withLock({ $0.jobs.values.map(\.image) }).sorted() {
+            logger.notice("image \(image): cancelling its decompression (shutting down)")
+        }
     }
 
     public func preparations() -> [PreparationStatus] {

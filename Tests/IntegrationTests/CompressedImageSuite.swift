@@ -11,10 +11,16 @@ struct CompressedImageSuite {
 
     /// Makes IMAGES_DIR/NAME.img.SUFFIX with Tools/make-test-image and records its checksum (close() checks it).
     @discardableResult
-    static func makeCompressed(_ fixture: ServeFixture, _ name: String, _ compress: String, extra: [String] = [],
-                               directory: String? = nil) throws -> String {
+    static func makeCompressed(_ fixture: ServeFixture, _ name: String, _ compress: String, kind: String = "rpi",
+                               extra: [String] = [], directory: String? = nil) throws -> String {
         let path = "\(directory ?? fixture.images)/\(name)\(suffixes[compress]!)"
-        try run([Paths.makeTestImage, "rpi", path, "--compress", compress] + extra)
+        // Under emulation (Tools/vm-test) the host prebuilds the default ones: copied, since tests spoil some.
+        let prebuilt = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_IMAGE_CACHE"].map { "\($0)/\(kind)-\(compress)\(suffixes[compress]!)" }
+        if extra.isEmpty, let prebuilt, FileManager.default.fileExists(atPath: prebuilt) {
+            try FileManager.default.copyItem(atPath: prebuilt, toPath: path)
+        } else {
+            try run([Paths.makeTestImage, kind, path, "--compress", compress] + extra)
+        }
         if directory == nil { fixture.checksums[path] = try fixture.sha256(path) }
         return path
     }

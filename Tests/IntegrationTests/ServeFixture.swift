@@ -252,6 +252,12 @@ final class ServeFixture: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// Waits for the daemon to end by itself (after a signal the test sent) and returns its exit status.
+    func waitForExit() -> Int32? {
+        process?.waitUntilExit()
+        return process?.terminationStatus
+    }
+
     /// Ends the daemon (if a test left it running), force-cleans as a last resort, then checks residue and
     /// that no image changed.
     func close() {
