@@ -2,8 +2,12 @@ import Glibc
 
 extension ImageCache {
     static let inputChunk = 1 << 20
-    /// A multiple of the page size: every flush but the last covers whole pages.
-    static let outputChunk = 8 << 20
+    /// A multiple of the page size: every flush but the last covers whole pages. Small enough to stay in
+    /// the CPU's cache between the decoder's copy into it, the zero check and pwrite's copy out of it. With
+    /// 8 MiB, perf showed pwrite's copy (copy_folio_from_iter_atomic) at 16 % of the daemon's samples and
+    /// the feeding thread 9-14 s of a 25-35 s decompression in flush; with 256 KiB 5-8 s. The total did
+    /// not move measurably on the shared 2-core machine (CPU-bound; Tools/compressed-bench --before).
+    static let outputChunk = 256 << 10
 
     /// Decompresses the job's file into BASE.PID.partial, then commits it as the entry. On any failure
     /// the partial file is removed: nothing is cached from a file that did not decode to its end.
@@ -36,7 +40,8 @@ extension ImageCache {
         if expected > 0, ftruncate(fd, off_t(expected)) != 0 {
             throw .hostileHeader(file: job.file, reason: "cannot make a \(expected)-byte cache file: \(String(cString: strerror(errno)))")
         }
-        try decode(job, from: sourceFD, into: &writer)
+        let writing = try decode(job, from: sourceFD, into: &writer)
+        let decoded = ContinuousClock.now
         if job.format == .xz, writer.offset != expected {
             throw .corrupt(file: job.file, format: .xz, offset: job.compressedSize, outputOffset: writer.offset,
                            reason: "decoded \(writer.offset) bytes, the index claims \(expected)")
@@ -44,6 +49,7 @@ extension ImageCache {
         var after = stat()
         guard fstat(sourceFD, &after) == 0, CacheRecord.Identity(after) == job.identity else { throw .sourceChanged(file: job.file) }
         try writer.finish()
+        let synced = ContinuousClock.now
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw .system(operation: "fstat", path: entry.partialPath, errno: errno) }
         // Held in use from before it has its name: no evictor can take it between rename and return.
@@ -52,13 +58,13 @@ extension ImageCache {
                                  cacheInode: UInt64(info.st_ino), cacheSize: writer.offset)
         try entry.commit(partialFD: fd, record: record)
         keep = true
-        let elapsed = job.started.duration(to: .now)
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        logger.info("image \(job.image): ready in \(Self.format(seconds)) s: \(Self.mib(writer.offset)) MiB at \(Self.format(Double(writer.offset) / 1_048_576 / max(seconds, 0.001))) MiB/s, \(Self.mib(UInt64(info.st_blocks) * 512)) MiB on disk")
+        let seconds = Self.seconds(job.started.duration(to: .now))
+        logger.info("image \(job.image): ready in \(Self.format(seconds)) s: \(Self.mib(writer.offset)) MiB at \(Self.format(Double(writer.offset) / 1_048_576 / max(seconds, 0.001))) MiB/s, \(Self.mib(UInt64(info.st_blocks) * 512)) MiB on disk (decoded in \(Self.format(Self.seconds(job.started.duration(to: decoded)))) s, \(Self.format(Self.seconds(writing))) s of it writing; fsync \(Self.format(Self.seconds(decoded.duration(to: synced)))) s)")
         return CachedImage(path: entry.dataPath, recordPath: entry.recordPath, fd: fd, size: writer.offset, reused: false)
     }
 
-    private func decode(_ job: Job, from sourceFD: Int32, into writer: inout SparseWriter) throws(CacheError) {
+    /// Returns the time spent handing the output to the writer (zero detection and pwrite).
+    private func decode(_ job: Job, from sourceFD: Int32, into writer: inout SparseWriter) throws(CacheError) -> Duration {
         let decoder: any StreamDecoder
         do {
             switch job.format {
@@ -79,7 +85,10 @@ extension ImageCache {
         var consumedTotal: UInt64 = 0, readTotal: UInt64 = 0
         var atEnd = false
         var gated = testGate == nil
+        var writing = Duration.zero
         func flush() throws(CacheError) {
+            let start = ContinuousClock.now
+            defer { writing += start.duration(to: .now) }
             try writer.append(UnsafeRawBufferPointer(rebasing: output[0..<filled]),
                               reserve: { (bytes) throws(CacheError) in try reserve(bytes, for: job) },
                               makeRoom: { makeRoom(for: job) })
@@ -120,7 +129,7 @@ extension ImageCache {
                                    reason: "data after the end of the compressed stream")
                 }
                 try flush()
-                return
+                return writing
             }
             if filled == output.count { try flush() }
             if atEnd && step.consumed == 0 && step.produced == 0 && inputStart == inputEnd && filled < output.count {
@@ -137,6 +146,10 @@ extension ImageCache {
         var byte: UInt8 = 0
         while read(fd, &byte, 1) > 0 {}
         close(fd)
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     static func mib(_ bytes: UInt64) -> String { format(Double(bytes) / 1_048_576) }
