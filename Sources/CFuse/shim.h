@@ -48,11 +48,6 @@ static inline void cfuse_fi_set_open_flags(struct fuse_file_info *fi, int keep_c
     fi->cache_readdir = cache_readdir ? 1 : 0;
 }
 
-/// Sets FOPEN_NOFLUSH in an open/create reply: the kernel then sends no FLUSH on close(2).
-static inline void cfuse_fi_set_noflush(struct fuse_file_info *fi, int noflush) {
-    fi->noflush = noflush ? 1 : 0;
-}
-
 #if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17)
 #define CFUSE_HAS_PASSTHROUGH 1
 #else
