@@ -32,7 +32,7 @@ struct PassthroughSuite {
     }
 
     @Test func statusNamesTheDataPathAndDataBypassesTheDaemon() throws {
-        let fixture = try ConformanceFixture()
+        let fixture = try ConformanceFixture(capability: false)
         defer { fixture.close() }
         let path = try fixture.serve.status().first?["data_path"] as? String
         #expect(path == (Self.expectPassthrough ? "passthrough" : "splice"))
@@ -57,17 +57,17 @@ struct PassthroughSuite {
         close(readFD)
         #expect(total == size)
         let moved = Self.daemonIO(pid) - before
+        // Without passthrough the daemon splices the data, which 6.1 does not count in rchar/wchar (seen in
+        // the VM: 15 KiB for 32 MiB moved): only the passthrough side has a bound to check.
         if Self.expectPassthrough {
             #expect(moved < size / 8, "the daemon moved \(moved) bytes of a \(size)-byte write + read")
-        } else {
-            #expect(moved >= size, "without passthrough the daemon moves the data (\(moved) bytes)")
         }
     }
 
     /// Read-only, write-only and mmap'd opens of one file at once, closed and reopened: with a backing id per
     /// open (not per inode) the second open fails with EIO; closed too early, a later open of the inode does.
     @Test func opensOfOneFileShareItsBackingFile() throws {
-        let fixture = try ConformanceFixture()
+        let fixture = try ConformanceFixture(capability: false)
         defer { fixture.close() }
         let file = fixture.fuseScratch + "/shared"
         for round in 0..<3 {
