@@ -35,32 +35,25 @@ public final class Directory {
 
     /// Entry names without `.` and `..`, in byte order.
     public func names() throws(DiffError) -> [[UInt8]] {
-        let copy = dup(fd)
-        guard copy >= 0, let stream = fdopendir(copy) else {
-            let saved = errno
-            if copy >= 0 { close(copy) }
-            throw DiffError("opendir", rawPath, errno: saved)
-        }
-        defer { closedir(stream) }
-        rewinddir(stream)
         var names: [[UInt8]] = []
-        while true {
-            errno = 0
-            guard let entry = readdir(stream) else {
-                if errno != 0 { throw DiffError("readdir", rawPath, errno: errno) }
-                break
-            }
-            let name = withUnsafeBytes(of: &entry.pointee.d_name) { raw in
-                Array(raw.prefix(while: { $0 != 0 }))
-            }
-            if name == [0x2e] || name == [0x2e, 0x2e] { continue }
-            names.append(name)
-        }
+        try forEachEntry { (name, _) throws(DiffError) in names.append(name) }
         return names.sorted { $0.lexicographicallyPrecedes($1) }
     }
 
     /// Entry names (without `.` and `..`) with their inode numbers and whether each is a directory.
     public func namesWithInodes() throws(DiffError) -> [(name: [UInt8], inode: UInt64, isDirectory: Bool)] {
+        var result: [(name: [UInt8], inode: UInt64, isDirectory: Bool)] = []
+        try forEachEntry { (name, entry) throws(DiffError) in
+            var isDirectory = entry.d_type == UInt8(DT_DIR)
+            if entry.d_type == UInt8(DT_UNKNOWN) { isDirectory = try status(name).map { $0.st_mode & S_IFMT == S_IFDIR } ?? false }
+            result.append((name, UInt64(entry.d_ino), isDirectory))
+        }
+        return result
+    }
+
+    /// Reads the directory from its start (through a dup of its fd), calling `body` with each entry's
+    /// name and dirent, `.` and `..` left out.
+    private func forEachEntry(_ body: ([UInt8], dirent) throws(DiffError) -> Void) throws(DiffError) {
         let copy = dup(fd)
         guard copy >= 0, let stream = fdopendir(copy) else {
             let saved = errno
@@ -69,7 +62,6 @@ public final class Directory {
         }
         defer { closedir(stream) }
         rewinddir(stream)
-        var result: [(name: [UInt8], inode: UInt64, isDirectory: Bool)] = []
         while true {
             errno = 0
             guard let entry = readdir(stream) else {
@@ -78,11 +70,8 @@ public final class Directory {
             }
             let name = withUnsafeBytes(of: &entry.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
             if name == [0x2e] || name == [0x2e, 0x2e] { continue }
-            var isDirectory = entry.pointee.d_type == UInt8(DT_DIR)
-            if entry.pointee.d_type == UInt8(DT_UNKNOWN) { isDirectory = try status(name).map { $0.st_mode & S_IFMT == S_IFDIR } ?? false }
-            result.append((name, UInt64(entry.pointee.d_ino), isDirectory))
+            try body(name, entry.pointee)
         }
-        return result
     }
 
     /// lstat of `name`; nil when there is no such entry.
