@@ -65,6 +65,16 @@ enum ChangeFixture {
         try run([Paths.binary, "diff"] + (json ? ["--json"] : []) + [sandbox], allowFailure: true)
     }
 
+    /// A fresh sandbox's diff is empty; after `make` it lists exactly `expectedDiff`.
+    static func makeAndExpectExactDiff(in sandbox: String) throws {
+        let fresh = try diff(sandbox)
+        #expect(fresh.status == 0 && fresh.output.isEmpty, "a fresh sandbox has no changes: \(fresh.output)")
+        try make(in: sandbox)
+        let text = try diff(sandbox)
+        #expect(text.status == 0)
+        #expect(text.output.split(separator: "\n").map(String.init) == expectedDiff)
+    }
+
     static func makedev(_ major: UInt32, _ minor: UInt32) -> dev_t {
         dev_t((UInt64(major) << 8) | UInt64(minor))
     }

@@ -28,12 +28,7 @@ extension CompressedImageSuite {
         // diff: a fresh sandbox has none; every kind of change is listed as on the plain image (DiffSuite).
         let sandbox = fixture.sandbox("pi", "s")
         #expect(mkdir(sandbox, 0o755) == 0)
-        let fresh = try ChangeFixture.diff(sandbox)
-        #expect(fresh.status == 0 && fresh.output.isEmpty, "a fresh sandbox has no changes: \(fresh.output)")
-        try ChangeFixture.make(in: sandbox)
-        let diff = try ChangeFixture.diff(sandbox)
-        #expect(diff.status == 0)
-        #expect(diff.output.split(separator: "\n").map(String.init) == ChangeFixture.expectedDiff)
+        try ChangeFixture.makeAndExpectExactDiff(in: sandbox)
         #expect(FileChecks.readFile("\(pristine)/home/pi/readme.txt") == "Welcome to the test image.\n", "pristine/ unchanged")
         #expect(FileChecks.readFile("\(pristine)/etc/hostname") == "raspberrypi\n")
 

@@ -11,13 +11,7 @@ struct DiffSuite {
         try fixture.start()
         let sandbox = fixture.sandbox("pi", "d")
         #expect(mkdir(sandbox, 0o755) == 0)
-        let fresh = try ChangeFixture.diff(sandbox)
-        #expect(fresh.status == 0 && fresh.output.isEmpty, "a fresh sandbox has no changes: \(fresh.output)")
-
-        try ChangeFixture.make(in: sandbox)
-        let text = try ChangeFixture.diff(sandbox)
-        #expect(text.status == 0)
-        #expect(text.output.split(separator: "\n").map(String.init) == ChangeFixture.expectedDiff)
+        try ChangeFixture.makeAndExpectExactDiff(in: sandbox)
 
         let json = try ChangeFixture.diff(sandbox, json: true)
         let array = try #require(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [[String: Any]])
