@@ -16,6 +16,8 @@ public struct FileSystemOptions: Sendable {
     public var maxIdleThreads: UInt32 = 8
     /// Bound on cached O_PATH fds of passthrough inodes.
     public var handleCacheCapacity = 1024
+    /// With passthrough, read-only opens of regular files smaller than this use FUSE's page cache (BackingFiles).
+    public var cachedReadLimit = 1 << 20
     /// Entry/attr timeout of passthrough nodes: only this daemon changes the hidden mounts.
     public var passthroughTimeout: Double = 86_400
     /// Entry/attr timeout of the virtual tree, whose listings change under the daemon.

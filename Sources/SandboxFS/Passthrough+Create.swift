@@ -133,7 +133,7 @@ extension SandboxFileSystem {
                     }
                 }
             }
-            return try replyCreated(req, fd: fd, serial: ctx.node.serial, mountID: ctx.mountID)
+            return try replyCreated(req, fd: fd, flags: flags, serial: ctx.node.serial, mountID: ctx.mountID)
         }
     }
 
@@ -148,13 +148,13 @@ extension SandboxFileSystem {
                     try systemCall("tmpfile", ctx.object) { openat(parentFD, ".", open, mode) }
                 }
             }
-            return try replyCreated(req, fd: fd, serial: ctx.node.serial, mountID: ctx.mountID)
+            return try replyCreated(req, fd: fd, flags: flags, serial: ctx.node.serial, mountID: ctx.mountID)
         }
     }
 
     /// The answer to create and tmpfile: `fd` (owned from here on) registered as a node and opened as
     /// a file handle; whatever fails is undone.
-    private func replyCreated(_ req: fuse_req_t, fd: Int32, serial: UInt64, mountID: Int32) throws -> Reply {
+    private func replyCreated(_ req: fuse_req_t, fd: Int32, flags: Int32, serial: UInt64, mountID: Int32) throws -> Reply {
         let child: (id: UInt64, attr: stat)
         do {
             child = try register(fd: fd, serial: serial, mountID: mountID)
@@ -163,7 +163,7 @@ extension SandboxFileSystem {
             throw error
         }
         do {
-            let file = try addOpenFile(req, fd: fd, serial: serial, node: child.id, inode: UInt64(child.attr.st_ino))
+            let file = try addOpenFile(req, fd: fd, flags: flags, serial: serial, node: child.id, inode: UInt64(child.attr.st_ino))
             return .created(id: child.id, attr: child.attr, timeout: options.passthroughTimeout, fh: file.fh,
                             backingID: file.backingID)
         } catch {

@@ -5,34 +5,46 @@ import LinuxBlock
 
 /// Open files: fi->fh indexes `FSState.handles`; each holds an fd opened from the inode's file handle.
 extension SandboxFileSystem {
-    /// Takes ownership of `fd`; counts it as open in its sandbox (rmdir waits for its release). With
-    /// passthrough, also takes the node's backing id (shared by its opens) for the reply.
-    func addOpenFile(_ req: fuse_req_t, fd: Int32, serial: UInt64, node: UInt64, inode: UInt64) throws -> (fh: UInt64, backingID: Int32) {
+    /// Takes ownership of `fd` (opened with `flags`); counts it as open in its sandbox (rmdir waits for its
+    /// release). With passthrough, BackingFiles chooses the open's I/O mode (and its backing id).
+    func addOpenFile(_ req: fuse_req_t, fd: Int32, flags: Int32, serial: UInt64, node: UInt64,
+                     inode: UInt64) throws -> (fh: UInt64, backingID: Int32) {
         var backingID: Int32 = 0
-        if dataPath == .passthrough {
-            // A file the kernel refuses as backing (every open of it would be refused alike) goes through
-            // the daemon instead.
+        let tracked = dataPath == .passthrough
+        if tracked {
+            let size = BackingFiles.mayCache(flags: flags) ? Int((try? fstatFD(fd, "open"))?.st_size ?? 0) : 0
             do {
-                backingID = try backings.acquire(req, node: node, fd: fd)
+                backingID = try backings.acquire(node: node, flags: flags, size: size) { cfuse_passthrough_open(req, fd) }
             } catch {
+                // A file the kernel refuses as backing (every open of it would be refused alike) goes
+                // through the daemon instead.
                 logger.warning("sandbox \(serial) inode \(inode): no passthrough, served through the daemon: \(error)")
+                backings.cachedOpen(node: node)
             }
         }
-        let backingNode: UInt64? = backingID > 0 ? node : nil
+        let modeNode: UInt64? = tracked ? node : nil
         let lease = FdLease(fd: fd)
         do {
             return try state.withLock { s in
                 guard s.addOpen(serial) else {
                     throw SystemError("open", "sandbox \(serial) is going away", errno: ESTALE)
                 }
-                let fh = s.addHandle(.file(OpenFile(serial: serial, inode: inode, lease: lease, backingNode: backingNode)))
+                let fh = s.addHandle(.file(OpenFile(serial: serial, inode: inode, lease: lease, modeNode: modeNode)))
                 return (fh, backingID)
             }
         } catch {
             lease.retire()
-            if let backingNode { backings.release(session, node: backingNode) }
+            if let modeNode { backings.release(node: modeNode, closeID: closeBacking) }
             throw error
         }
+    }
+
+    /// Drops a passthrough backing id; a failure is logged (nothing else to do about it).
+    func closeBacking(_ id: Int32) -> Int32 {
+        guard let session else { return 0 }
+        let rc = cfuse_passthrough_close(session, id)
+        if rc != 0 { logger.warning("closing passthrough backing id \(id) failed: \(SystemError.describe(-rc))") }
+        return rc
     }
 
     func openFile(_ fh: UInt64) -> OpenFile? {
@@ -64,10 +76,10 @@ extension SandboxFileSystem {
                     throw error
                 }
             }
-            let file = try addOpenFile(req, fd: fd, serial: ctx.node.serial, node: id,
+            let file = try addOpenFile(req, fd: fd, flags: flags, serial: ctx.node.serial, node: id,
                                        inode: fuseInode(ctx.node.key.ino, dev: ctx.node.key.dev, serial: ctx.node.serial))
-            // Only this daemon writes the hidden mount, so cached pages stay valid across opens. A passthrough
-            // file has no FUSE page cache (and the kernel refuses keep_cache with it).
+            // Only this daemon writes the hidden mount, so cached pages stay valid across opens (see
+            // BackingFiles for passthrough writes). The kernel refuses keep_cache with passthrough.
             return .opened(fh: file.fh, keepCache: file.backingID == 0 && flags & O_TRUNC == 0,
                            cacheReaddir: false, backingID: file.backingID)
         }
@@ -96,9 +108,7 @@ extension SandboxFileSystem {
         switch handle {
         case .file(let file):
             file.lease.retireAndWait()
-            if let node = file.backingNode, case let rc = backings.release(session, node: node), rc != 0 {
-                logger.warning("closing the passthrough backing file of node \(node) failed: \(SystemError.describe(-rc))")
-            }
+            if let node = file.modeNode { backings.release(node: node, closeID: closeBacking) }
             serial = file.serial
         case .directory(let dir):
             dir.close() // takes the stream lock: waits for a readdir in flight

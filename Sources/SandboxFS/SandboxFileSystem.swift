@@ -27,7 +27,7 @@ public final class SandboxFileSystem: @unchecked Sendable {
     let unmountOnce = Locked(false)
     let hooks: TestHooks
     /// Passthrough backing ids by node (used only when `dataPath` is `.passthrough`).
-    let backings = BackingFiles()
+    let backings: BackingFiles
     let negotiatedDataPath = Locked(DataPath.unknown)
     let inodeNumbers = InodeNumbers()
 
@@ -44,6 +44,7 @@ public final class SandboxFileSystem: @unchecked Sendable {
         self.options = options
         self.logger = logger
         cache = HandleCache(capacity: options.handleCacheCapacity)
+        backings = BackingFiles(cachedReadLimit: options.cachedReadLimit)
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         startTime = now
@@ -113,13 +114,13 @@ final class OpenFile: @unchecked Sendable {
     /// st_ino as the caller sees it through FUSE (for the EBUSY log line: `find X -inum N` names it).
     let inode: UInt64
     let lease: FdLease
-    /// The node whose passthrough backing id this open holds (released with it), if any.
-    let backingNode: UInt64?
-    init(serial: UInt64, inode: UInt64, lease: FdLease, backingNode: UInt64?) {
+    /// The node whose I/O mode (BackingFiles) this open shares, released with it; nil without passthrough.
+    let modeNode: UInt64?
+    init(serial: UInt64, inode: UInt64, lease: FdLease, modeNode: UInt64?) {
         self.serial = serial
         self.inode = inode
         self.lease = lease
-        self.backingNode = backingNode
+        self.modeNode = modeNode
     }
 }
 

@@ -116,6 +116,7 @@ struct Exerciser {
             return fsync(fd) == 0 ? nil : "fsync: \(ErrnoName.of(errno))"
         case 82..<86: return reopen()
         case 86..<91: return directRead()
+        case 91..<95: return readOnlyReopen()
         default: return read()
         }
     }
@@ -288,6 +289,20 @@ struct Exerciser {
         guard close(fd) == 0 else { return "close: \(ErrnoName.of(errno))" }
         fd = open(path, O_RDWR | O_CLOEXEC)
         return fd >= 0 ? nil : "open \(path): \(ErrnoName.of(errno))"
+    }
+
+    /// The file alone, opened read-only (with passthrough a file under 1 MiB is then served from FUSE's
+    /// page cache, a bigger one passes through: BackingFiles), checked, then a writer joins it (sharing that
+    /// mode, as the kernel requires) and the next operations use the writer.
+    mutating func readOnlyReopen() -> String? {
+        note("close+open O_RDONLY", "")
+        guard close(fd) == 0 else { return "close: \(ErrnoName.of(errno))" }
+        let reader = open(path, O_RDONLY | O_CLOEXEC)
+        guard reader >= 0 else { return "open O_RDONLY \(path): \(ErrnoName.of(errno))" }
+        defer { close(reader) }
+        let check = readCheck(at: offset(limit: model.count), count: length(), fd: reader, label: "O_RDONLY pread")
+        fd = open(path, O_RDWR | O_CLOEXEC)
+        return check ?? (fd >= 0 ? nil : "open \(path) beside a reader: \(ErrnoName.of(errno))")
     }
 
     func checkSize() -> String? {

@@ -210,7 +210,7 @@ struct ReleaseSuite {
                 "\(lines)")
         #expect(FileChecks.readFile(root + "/etc/hostname") == "held\n")
         close(fd)
-        #expect(rmdir(root) == 0)
+        #expect(rmdir(root) == 0, "\(ErrnoName.of(errno)); the daemon's last lines: \(fixture.log.suffix(6))")
         #expect(fixture.stop() == 0)
     }
 }
