@@ -115,7 +115,8 @@ struct SandboxFSTests {
         try #require(mkdir(m.path("alpha/sandboxes/s"), 0o755) == 0)
         let ref = try #require(m.provider.sandbox(image: "alpha", name: "s"))
         try "data".write(toFile: m.path("alpha/sandboxes/s/f"), atomically: false, encoding: .utf8)
-        let fd = open(m.path("alpha/sandboxes/s/f"), O_RDONLY)
+        // Read-write: with passthrough that open passes through (a small read-only one would be cached).
+        let fd = open(m.path("alpha/sandboxes/s/f"), O_RDWR)
         try #require(fd >= 0)
         defer { close(fd) }
         #expect(MountedFS.fdsPointing(into: ref.mountPath) > 0)
