@@ -5,11 +5,12 @@ public struct Change: Sendable, Equatable, Codable {
     }
 
     /// What differs on a modified path. Access and change times are not compared: reading a copied-up
-    /// file moves its atime, and every copy-up sets a new ctime.
+    /// file moves its atime, and every copy-up sets a new ctime. `links`: a non-directory's number of
+    /// hard links (a name added to it or removed from it).
     public enum Aspect: String, Sendable, Codable, CaseIterable, Comparable {
         case type, content
         case linkTarget = "link_target"
-        case mode, owner, times, xattrs
+        case links, mode, owner, times, xattrs
 
         public static func < (a: Aspect, b: Aspect) -> Bool {
             allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!

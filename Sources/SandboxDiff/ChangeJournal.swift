@@ -38,14 +38,18 @@ public final class ChangeJournal: Sendable, Hashable {
 
     /// The entry `name` in the directory `parentFD` is made, removed or replaced (or `tree`: moved, so what
     /// is below it must be compared too), and the directory itself changes (its mtime moves).
-    /// `mountFD` is the hidden mount's root.
+    /// `mountFD` is the hidden mount's root. A file with several names that loses this one changes (its
+    /// link count) under the others: its inode goes to `inodes`.
     public func recordEntry(in parentFD: Int32, name: [UInt8], mountFD: Int32, tree: Bool = false) {
-        var own = stat()
+        var own = stat(), existing = stat()
         guard let parent = resolve(parentFD, mountFD: mountFD, status: &own) else { return }
         let path = parent == [UInt8(ascii: "/")] ? parent + name : parent + [UInt8(ascii: "/")] + name
+        let linked = name.withCString { fstatat(parentFD, $0, &existing, AT_SYMLINK_NOFOLLOW) } == 0
+            && existing.st_nlink > 1 && existing.st_mode & S_IFMT != S_IFDIR
         state.withLock { s in
             s.entries.insert(parent)
             if tree { s.trees.insert(path) } else { s.entries.insert(path) }
+            if linked { s.inodes.insert(UInt64(existing.st_ino)) }
             trim(&s)
         }
     }

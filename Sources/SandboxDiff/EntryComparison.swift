@@ -24,6 +24,8 @@ enum EntryComparison {
         default:
             break
         }
+        // A directory's count follows its subdirectories, which are compared themselves.
+        if sandbox.fileType != S_IFDIR, s.st_nlink != p.st_nlink { aspects.append(.links) }
         if s.st_mode & 0o7777 != p.st_mode & 0o7777 { aspects.append(.mode) }
         if s.st_uid != p.st_uid || s.st_gid != p.st_gid { aspects.append(.owner) }
         if s.st_mtim.tv_sec != p.st_mtim.tv_sec || s.st_mtim.tv_nsec != p.st_mtim.tv_nsec { aspects.append(.times) }

@@ -9,6 +9,8 @@ import Glibc
 /// set, and is used inside opaque or renamed directories of an overlay.
 public struct TreeDiff {
     var changes: [Change] = []
+    /// overlay: inodes of the image's files with several names that changed through one of them.
+    private var linked: Set<UInt64> = []
 
     /// Every difference, sorted by path.
     public static func overlay(merged: String, upper: String, lower: String) throws(DiffError) -> [Change] {
@@ -16,7 +18,22 @@ public struct TreeDiff {
         let sandbox = try Directory(root: merged), pristine = try Directory(root: lower)
         try diff.compareRoot(sandbox, pristine)
         try diff.walkUpper(try Directory(root: upper), sandbox, pristine)
+        if !diff.linked.isEmpty { try diff.compareOtherNames(sandbox, pristine) }
         return diff.sorted()
+    }
+
+    /// A file of the image with several names changes under all of them, but overlayfs copies up (or
+    /// whites out) only the name used; its index keeps the others one inode with it. Those names are found
+    /// by reading every directory (not file) of the image, and compared.
+    private mutating func compareOtherNames(_ sandboxRoot: Directory, _ pristineRoot: Directory) throws(DiffError) {
+        let listed = Set(changes.map(\.rawPath))
+        var sandboxDirs = DirectoryCache(root: sandboxRoot), pristineDirs = DirectoryCache(root: pristineRoot)
+        for path in try Self.named(linked, below: pristineRoot) where !listed.contains(path) {
+            let name = Array(path[(path.lastIndex(of: UInt8(ascii: "/"))! + 1)...])
+            guard let sandbox = try sandboxDirs.directory(Self.parent(of: path)), let s = try sandbox.entry(name),
+                  let pristine = try pristineDirs.directory(Self.parent(of: path)), let p = try pristine.entry(name) else { continue }
+            try compare(s, p, sandbox, pristine)
+        }
     }
 
     public static func full(sandbox: String, pristine: String) throws(DiffError) -> [Change] {
@@ -44,6 +61,7 @@ public struct TreeDiff {
             guard let upperStatus = try upper.status(name) else { continue }
             if try OverlayMarks.isWhiteout(upperStatus, name, in: upper) {
                 if let gone = try pristine.status(name) {
+                    noteLinked(gone)
                     changes.append(Change(rawPath: pristine.path(of: name), kind: .deleted))
                     if gone.st_mode & S_IFMT == S_IFDIR { try all(.deleted, below: pristine.child(name)) }
                 }
@@ -55,6 +73,7 @@ public struct TreeDiff {
                 try added(s, in: sandbox)
                 continue
             }
+            noteLinked(p.status)
             try compare(s, p, sandbox, pristine)
             guard s.fileType == S_IFDIR, p.fileType == S_IFDIR else { continue }
             let upperChild = try upper.child(name)
@@ -65,6 +84,10 @@ public struct TreeDiff {
                 try compareTrees(sandbox.child(name), pristine.child(name))
             }
         }
+    }
+
+    private mutating func noteLinked(_ pristine: stat) {
+        if pristine.st_mode & S_IFMT == S_IFREG, pristine.st_nlink > 1 { linked.insert(UInt64(pristine.st_ino)) }
     }
 
     /// Every entry of both directories, recursively.

@@ -64,6 +64,8 @@ extension SandboxFileSystem {
                 // linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH: done as the daemon, not the caller
                 // (a link creates no inode, so ownership does not matter).
                 try source.withPathFD { sourceFD in
+                    // The file gains a name: its link count changes under every name it has.
+                    source.recordNode(sourceFD)
                     try parent.withPathFD { parentFD in
                         parent.recordEntry(parentFD, name)
                         try systemCall("link", "\(parent.object)/\(name.display)") {

@@ -5,7 +5,7 @@ import SandboxDiff
 struct Diff: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List what a sandbox changed: added, deleted and modified paths.",
-        discussion: "One line per path, sorted: `added PATH`, `deleted PATH`, `modified ASPECTS PATH` (ASPECTS: type, content, mode, owner, times, xattrs, link_target). Bytes outside printable ASCII are shown as \\xNN.")
+        discussion: "One line per path, sorted: `added PATH`, `deleted PATH`, `modified ASPECTS PATH` (ASPECTS: type, content, link_target, links, mode, owner, times, xattrs). Bytes outside printable ASCII are shown as \\xNN.")
 
     @Argument(help: "The sandbox: MOUNTPOINT/IMAGE/sandboxes/NAME.")
     var sandboxDirectory: String

@@ -11,7 +11,7 @@ enum ChangeFixture {
         "modified content,times /boot/firmware/config.txt",
         "added /boot/firmware/ssh",
         "modified owner,times /etc/fstab",
-        "modified content,times /etc/hostname",
+        "modified content,links,times /etc/hostname",
         "modified times /home/pi",
         "modified type /home/pi/absolute-link",
         "modified link_target,times /home/pi/readme-link",

@@ -118,6 +118,8 @@ private final class JournaledTree {
     }
 
     func hardLink(_ existing: String, _ relative: String) {
+        // As passLink: the file gains a name (its link count changes), and the new name appears.
+        recordNode(existing)
         recordEntry(relative)
         link(path(existing), path(relative))
     }

@@ -69,6 +69,32 @@ private final class Trees {
         ])
     }
 
+    /// A name added to a file (a hard link) changes its link count: `links` on the names compared.
+    @Test func aNewHardLinkShowsAsLinksOnItsOtherName() throws {
+        let trees = try Trees()
+        try trees.file("/usr/bin/x", "x\n")
+        try trees.file("/etc/pair-a", "p\n")
+        #expect(link(trees.path("pristine", "/etc/pair-a"), trees.path("pristine", "/etc/pair-b")) == 0)
+        #expect(link(trees.path("sandbox", "/etc/pair-a"), trees.path("sandbox", "/etc/pair-b")) == 0)
+        try FileManager.default.createDirectory(atPath: trees.path("sandbox", "/work"), withIntermediateDirectories: true)
+        #expect(link(trees.path("sandbox", "/usr/bin/x"), trees.path("sandbox", "/usr/bin/y")) == 0)
+        #expect(link(trees.path("sandbox", "/usr/bin/x"), trees.path("sandbox", "/work/z")) == 0)
+        #expect(unlink(trees.path("sandbox", "/etc/pair-b")) == 0)
+        for part in ["pristine", "sandbox"] {
+            for dir in ["", "/etc", "/usr", "/usr/bin", "/work"] where FileManager.default.fileExists(atPath: trees.path(part, dir)) {
+                trees.setTime(trees.path(part, dir), 7)
+            }
+        }
+        #expect(trees.lines(try TreeDiff.full(sandbox: trees.path("sandbox", ""), pristine: trees.path("pristine", ""))) == [
+            "modified links /etc/pair-a",
+            "deleted /etc/pair-b",
+            "modified links /usr/bin/x",
+            "added /usr/bin/y",
+            "added /work",
+            "added /work/z",
+        ])
+    }
+
     @Test func sparseFilesAreComparedByBytesNotLayout() throws {
         let trees = try Trees()
         // Same bytes: one file sparse, the other written out; then one byte past 4 GiB differs.

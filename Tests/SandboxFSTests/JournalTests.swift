@@ -24,8 +24,8 @@ extension SandboxFSTests {
         let made = try run(["sh", "-c", """
             set -e; cd "$1"
             mkdir -p etc usr/bin home/pi/docs home/pi/gone/inner etc/replace-me-dir
-            for f in hostname motd rw old a owned timed xattr trunc later replace; do echo "$f" > etc/$f; done
-            echo tool > usr/bin/tool; echo shared > usr/bin/a; ln usr/bin/a usr/bin/a-hard
+            for f in hostname motd rw old a owned timed xattr trunc later replace linked pair; do echo "$f" > etc/$f; done
+            echo tool > usr/bin/tool; echo shared > usr/bin/a; ln usr/bin/a usr/bin/a-hard; ln etc/pair etc/pair-b
             echo doc > home/pi/docs/one; echo doc2 > home/pi/docs/two; echo g > home/pi/gone/inner/g
             ln -s hostname etc/link; setfattr -n user.old -v 1 etc/xattr
             find . -exec touch -h -d @1000000 {} +
@@ -58,6 +58,9 @@ extension SandboxFSTests {
         #expect(clinux_lremovexattr(s + "/etc/xattr", "user.old") == 0)
         #expect(truncate(s + "/etc/trunc", 2) == 0)
         #expect(link(s + "/etc/hostname", s + "/work/hostname-hard") == 0)
+        // Link counts: a new name for an unchanged file, and a name of a pair removed.
+        #expect(link(s + "/etc/linked", s + "/work/linked-hard") == 0)
+        #expect(unlink(s + "/etc/pair-b") == 0)
         // A file with two names in the image, written through one: both differ.
         write("/usr/bin/a-hard", "changed\n", flags: O_WRONLY | O_TRUNC)
         #expect(unlink(s + "/home/pi/gone/inner/g") == 0 && rmdir(s + "/home/pi/gone/inner") == 0 && rmdir(s + "/home/pi/gone") == 0)
@@ -78,6 +81,7 @@ extension SandboxFSTests {
         #expect(full.count > 30, "\(full)")
         #expect(journaled == full, "journal only: \(journaled.filter { !full.contains($0) }), full only: \(full.filter { !journaled.contains($0) })")
         #expect(full.contains("modified content,times /usr/bin/a"), "the image's other name of a written file")
+        #expect(full.contains("modified links /etc/linked") && full.contains("modified links /etc/pair"))
     }
 
     @Test("a sandbox of an engine with a change set has no journal")
