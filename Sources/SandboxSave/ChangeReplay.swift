@@ -6,11 +6,14 @@ import SandboxDiff
 /// then additions and modifications parents first, each with owner, xattrs (security.capability and
 /// ACLs included), mode and times from the sandbox; directory times last, since adding entries moves them.
 /// Every name is resolved one component at a time without following symlinks, in both trees.
+/// A sandbox file with several names is one inode in the output: the names among the changes become
+/// links to one of them (a name the output already holds as that file, else the first one written).
 public struct ChangeReplay {
     private let sandbox: Directory
     private let output: Directory
-    /// Sandbox inodes with several links -> the output path written for them, so later links become links.
-    private var written: [InodeKey: [UInt8]] = [:]
+    /// Sandbox inodes with several links -> the output path that holds the inode: a modified name the
+    /// output already has (the image's file, changed in place), or the first name the replay created.
+    private var anchors: [InodeKey: [UInt8]] = [:]
     /// Paths the output cannot hold (sockets), for the log.
     public private(set) var skipped: [String] = []
 
@@ -30,6 +33,15 @@ public struct ChangeReplay {
 
     public mutating func apply(_ changes: [Change]) throws(SaveError) {
         do {
+            // A new link to an image file lists that file too (`links`): it is the anchor, even when the
+            // new name sorts before it.
+            var lookup = PathLookup(root: sandbox)
+            for change in changes where change.kind == .modified && !change.aspects.contains(.type) {
+                guard let status = try lookup.status(change.rawPath), status.st_mode & S_IFMT == S_IFREG,
+                      status.st_nlink > 1 else { continue }
+                let key = InodeKey(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
+                if anchors[key] == nil { anchors[key] = change.rawPath }
+            }
             for change in changes.reversed() where change.kind == .deleted {
                 let (parent, name) = try locate(change.rawPath, in: output)
                 try remove(name, in: parent)
@@ -56,7 +68,9 @@ public struct ChangeReplay {
         // Frozen for the save: an entry cannot vanish, but a directory deleted above it would.
         guard let entry = try sandboxParent.entry(name) else { return }
         let path = change.rawPath
-        if change.kind == .added || change.aspects.contains(.type) {
+        if entry.fileType == S_IFREG, entry.status.st_nlink > 1, let anchor = anchors[key(entry)], anchor != path {
+            try link(name, in: outputParent, to: anchor, path: path)
+        } else if change.kind == .added || change.aspects.contains(.type) {
             if change.kind == .modified { try remove(name, in: outputParent) }
             guard try create(entry, from: sandboxParent, in: outputParent, path: path) else { return }
         } else if change.aspects.contains(.content) || change.aspects.contains(.linkTarget) {
@@ -66,7 +80,6 @@ public struct ChangeReplay {
                 })
                 defer { close(fd) }
                 try copyContent(entry, from: sandboxParent, to: fd, path: path)
-                remember(entry, at: path)
             } else {
                 try remove(name, in: outputParent)
                 guard try create(entry, from: sandboxParent, in: outputParent, path: path) else { return }
@@ -81,19 +94,12 @@ public struct ChangeReplay {
         let name = entry.name
         switch entry.fileType {
         case S_IFREG:
-            if entry.status.st_nlink > 1, let first = written[key(entry)] {
-                let (firstParent, firstName) = try locate(first, in: output)
-                try check("link", path, firstName.withCString { old in
-                    name.withCString { linkat(firstParent.fd, old, parent.fd, $0, 0) }
-                })
-                return true
-            }
             let fd = try check("create", path, name.withCString {
                 openat(parent.fd, $0, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
             })
             defer { close(fd) }
             try copyContent(entry, from: sandboxParent, to: fd, path: path)
-            remember(entry, at: path)
+            if entry.status.st_nlink > 1 { anchors[key(entry)] = path }
         case S_IFDIR:
             try check("mkdir", path, name.withCString { mkdirat(parent.fd, $0, 0o700) })
         case S_IFLNK:
@@ -111,8 +117,16 @@ public struct ChangeReplay {
         return true
     }
 
-    private mutating func remember(_ entry: Entry, at path: [UInt8]) {
-        if entry.status.st_nlink > 1 { written[key(entry)] = path }
+    /// `name` as a link to the output's `anchor` (another name of the same sandbox file), unless it already
+    /// is one: whatever the output holds there (the image's separate file) is replaced.
+    private func link(_ name: [UInt8], in parent: Directory, to anchor: [UInt8], path: [UInt8]) throws {
+        let (anchorParent, anchorName) = try locate(anchor, in: output)
+        if let current = try parent.status(name), let target = try anchorParent.status(anchorName),
+           current.st_ino == target.st_ino { return }
+        try remove(name, in: parent)
+        try check("link", path, anchorName.withCString { old in
+            name.withCString { linkat(anchorParent.fd, old, parent.fd, $0, 0) }
+        })
     }
 
     private func key(_ entry: Entry) -> InodeKey {
