@@ -80,8 +80,12 @@ extension SandboxManager {
         _ = progress(SaveProgress(phase: "changes", doneBytes: 0, totalBytes: UInt64(changes.count)))
 
         let serial = Self.saveSerial.wrappingAdd(1, ordering: .relaxed).newValue
-        // Changes that do not fit the image's root: the partition (the last) and the file grow first.
-        let root = try growIfNeeded(root, for: changes, source: source, partial: partial, fd: fd, serial: serial)
+        // Changes that do not fit a partition: the last one and the file grow first (a table read anew).
+        let written = [(root.partition, root.filesystem.type, "/", changes, source)]
+            + zip(linux, partChanges).map { ($0.mount.partition, $0.mount.filesystem.type, $0.mount.mountPoint, $1, $0.source) }
+        let table = try growIfNeeded(written, table: root.table, partial: partial, fd: fd, serial: serial)
+        let grown = { (old: Partition) in table.partitions.first { $0.number == old.number } ?? old }
+        let root = RootPartition(partition: grown(root.partition), filesystem: root.filesystem, table: table)
         let partition = root.partition
         let loop = try step("attach \(partial) read-write") {
             try LoopDevice.attach(file: partial, offset: partition.startByte, sizeLimit: partition.sizeBytes,
@@ -104,7 +108,7 @@ extension SandboxManager {
         }
         var skippedElsewhere: [String] = []
         for (part, changes) in zip(linux, partChanges) {
-            skippedElsewhere += try replay(changes, of: part, into: partial, serial: serial)
+            skippedElsewhere += try replay(changes, of: part, partition: grown(part.mount.partition), into: partial, serial: serial)
         }
         _ = progress(SaveProgress(phase: "changes", doneBytes: UInt64(changes.count), totalBytes: UInt64(changes.count)))
         // FAT partitions: the daemon serves them, so their changes are read and written through FATFS
@@ -157,9 +161,9 @@ extension SandboxManager {
 
     /// A Linux partition's changes written into the output's copy of it, mounted for that alone; returns
     /// the paths left out (sockets).
-    private func replay(_ changes: [Change], of part: SandboxLinuxPart, into partial: String,
+    private func replay(_ changes: [Change], of part: SandboxLinuxPart, partition: Partition, into partial: String,
                         serial: UInt64) throws(SandboxError) -> [String] {
-        let partition = part.mount.partition, point = part.mount.mountPoint
+        let point = part.mount.mountPoint
         let teardown = Teardown()
         defer { for failure in teardown.runAll() { logger.error("save cleanup: \(failure)") } }
         let loop = try step("attach partition \(partition.number) of \(partial)") {
@@ -185,26 +189,35 @@ extension SandboxManager {
         return skipped
     }
 
-    /// The root as it is in the output: grown (partition, table, filesystem) when the changes need more
-    /// room than the image's root has free, else the image's own.
-    private func growIfNeeded(_ root: RootPartition, for changes: [Change], source: ChangeSource, partial: String, fd: Int32,
-                              serial: UInt64) throws(SandboxError) -> RootPartition {
-        var fs = statvfs()
-        guard statvfs(source.pristineRoot, &fs) == 0 else {
-            throw .stepFailed(step: "save", underlying: SystemError("statvfs", source.pristineRoot, errno: errno))
+    /// The output's partition table: the image's, or, when the changes of a partition (the root or another
+    /// Linux one) need more room than the image's filesystem has free, with that partition grown (it must be
+    /// the last: one that is not stops the save with ENOSPC before anything grows).
+    private func growIfNeeded(_ parts: [(Partition, FilesystemType, String, [Change], ChangeSource)], table: PartitionTable,
+                              partial: String, fd: Int32, serial: UInt64) throws(SandboxError) -> PartitionTable {
+        var short: [(partition: Partition, filesystem: FilesystemType, name: String, bytes: UInt64)] = []
+        for (partition, filesystem, point, changes, source) in parts {
+            var fs = statvfs()
+            guard statvfs(source.pristineRoot, &fs) == 0 else {
+                throw .stepFailed(step: "save", underlying: SystemError("statvfs", source.pristineRoot, errno: errno))
+            }
+            let free = UInt64(fs.f_bfree) * UInt64(fs.f_frsize)
+            let more = try step("estimate the room the changes of \(point) need") {
+                try PartitionGrow.shortfall(of: changes, sandboxRoot: source.sandboxRoot, pristineRoot: source.pristineRoot, freeBytes: free)
+            }
+            if more > 0 { short.append((partition, filesystem, "partition \(partition.number) (\(point))", more)) }
         }
-        let free = UInt64(fs.f_bfree) * UInt64(fs.f_frsize)
-        let more = try step("estimate the room the changes need") {
-            try RootGrow.shortfall(of: changes, sandboxRoot: source.sandboxRoot, pristineRoot: source.pristineRoot, freeBytes: free)
+        // One that is not last cannot grow (ENOSPC): tried first, so the save stops before anything grows.
+        let last = { (partition: Partition) in PartitionTableRewrite.isLast(partition, in: table) }
+        for part in short.filter({ !last($0.partition) }) + short.filter({ last($0.partition) }) {
+            try step("make room for the changes") {
+                try PartitionGrow.grow(image: partial, fd: fd, partition: part.partition, filesystem: part.filesystem, name: part.name,
+                                       table: table, by: part.bytes, loopLabel: names.saveLoopLabel(save: serial), scratch: names.runDirectory)
+            }
+            logger.notice("save: the changes needed \(part.bytes >> 20) MiB more than \(part.name) had free; it and the file grew")
         }
-        guard more > 0 else { return root }
-        logger.notice("save: the changes need \(more >> 20) MiB more than the image's root has free; growing the root partition and the file")
-        try step("grow the root partition") {
-            try RootGrow.grow(image: partial, fd: fd, root: root, by: more, loopLabel: names.saveLoopLabel(save: serial),
-                              scratch: names.runDirectory)
-        }
+        guard !short.isEmpty else { return table }
         do {
-            return try ImageLayout.findRoot(in: FileByteSource(path: partial), partitionNumber: settings.partition)
+            return try PartitionTable.read(FileByteSource(path: partial))
         } catch {
             throw .stepFailed(step: "read the grown output's partition table", underlying: error)
         }

@@ -13,7 +13,9 @@ public enum RootShrink {
         guard [.ext2, .ext3, .ext4].contains(root.filesystem.type) else {
             throw SaveError("--shrink: the root holds \(root.filesystem.type.rawValue); only ext2/3/4 can shrink", errno: EOPNOTSUPP)
         }
-        try PartitionTableRewrite.checkLast(partition, in: root.table)
+        guard PartitionTableRewrite.isLast(partition, in: root.table) else {
+            throw SaveError("--shrink: the root partition is not the last primary partition of the disk; it cannot change size", errno: EOPNOTSUPP)
+        }
         let blockSize = UInt64(root.filesystem.blockSize)
         let loop = try LoopDevice.attach(file: path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
                                          readOnly: false, autoclear: true, label: loopLabel)
@@ -43,14 +45,11 @@ public enum RootShrink {
 /// Rewrites an image's partition table with sfdisk, from its own dump, so the disk identifier and
 /// every partition's identifiers, types and names stay; GPT gets its backup at the new end.
 public enum PartitionTableRewrite {
-    /// The partition must be the last one on the disk (and a primary one on MBR).
-    public static func checkLast(_ partition: Partition, in table: PartitionTable) throws {
+    /// True when the partition is the last one on the disk (and a primary one on MBR): it can change size.
+    public static func isLast(_ partition: Partition, in table: PartitionTable) -> Bool {
         let end = partition.startByte + partition.sizeBytes
         let last = table.partitions.allSatisfy { $0.number == partition.number || $0.startByte + $0.sizeBytes <= partition.startByte }
-        guard table.scheme != .none, last, end <= table.diskSize,
-              table.scheme == .gpt || partition.number <= 4 else {
-            throw SaveError("the root partition is not the last primary partition of the disk; it cannot change size", errno: EOPNOTSUPP)
-        }
+        return table.scheme != .none && last && end <= table.diskSize && (table.scheme == .gpt || partition.number <= 4)
     }
 
     /// Returns the new file size.
