@@ -18,24 +18,14 @@ extension SaveSuite {
         try FileChecks.writeFile("\(sandbox)/etc/hostname", "grown\n")
         let source = fixture.images + "/pi.img", output = fixture.work + "/grown.img"
         let sourceSum = try fixture.sha256(source)
-        let saved = try run([Paths.binary, "save", "--quiet", sandbox, output], allowFailure: true)
-        try #require(saved.status == 0, "save: \(saved.output)")
-        let sourceFile = URL(fileURLWithPath: source).resolvingSymlinksInPath().path
-        let sourceSize = try #require(FileChecks.stat(sourceFile)?.st_size), grownSize = try #require(FileChecks.stat(output)?.st_size)
-        #expect(grownSize > sourceSize + (10 << 20), "grown \(grownSize) vs \(sourceSize)")
+        try SaveChecks.saveAndExpectGrowth(sandbox, source: source, output: output)
         #expect(try fixture.sha256(source) == sourceSum)
         #expect(try run(["sfdisk", "-V", output]).status == 0)
         #expect(try SaveChecks.fsckRoot(output, work: fixture.work))
         #expect(try SaveChecks.fsckBoot(output, work: fixture.work))
         // Only the root's size changed: the same identifiers and the boot partition where it was.
         #expect(try SaveChecks.table(output, resized: 2) == SaveChecks.table(source, resized: 2))
-        #expect(rename(output, fixture.images + "/grown.img") == 0)
-        let copy = fixture.sandbox("grown", "c")
-        #expect(mkdir(copy, 0o755) == 0)
-        #expect(FileChecks.readFile("\(copy)/etc/hostname") == "grown\n")
-        #expect(try fixture.sha256("\(copy)/big") == fixture.sha256("\(sandbox)/big"))
-        let fresh = try ChangeFixture.diff(copy)
-        #expect(fresh.status == 0 && fresh.output.isEmpty, "a fresh sandbox of the grown output has no changes: \(fresh.output)")
+        try SaveChecks.expectServedOutputHolds(output, fixture: fixture, from: sandbox, hostname: "grown\n", bigFile: "big")
         #expect(fixture.stop() == 0)
     }
 
@@ -49,23 +39,14 @@ extension SaveSuite {
         try FileChecks.writeBig("\(sandbox)/home/pi/big", mebibytes: 80, seed: 5)
         try FileChecks.writeFile("\(sandbox)/etc/hostname", "grown-home\n")
         let source = fixture.images + "/pi.img", output = fixture.work + "/grown.img"
-        let saved = try run([Paths.binary, "save", "--quiet", sandbox, output], allowFailure: true)
-        try #require(saved.status == 0, "save: \(saved.output)")
-        let sourceFile = URL(fileURLWithPath: source).resolvingSymlinksInPath().path
-        let sourceSize = try #require(FileChecks.stat(sourceFile)?.st_size), grownSize = try #require(FileChecks.stat(output)?.st_size)
-        #expect(grownSize > sourceSize + (10 << 20), "grown \(grownSize) vs \(sourceSize)")
+        try SaveChecks.saveAndExpectGrowth(sandbox, source: source, output: output)
         #expect(try run(["sfdisk", "-V", output]).status == 0)
         #expect(try SaveChecks.table(output, resized: 3) == SaveChecks.table(source, resized: 3), "only /home's size changed")
         #expect(try SaveChecks.fsck(output, work: fixture.work, partition: 1, ["e2fsck", "-fn"]), "e2fsck -fn of the saved root")
         #expect(try SaveChecks.fsck(output, work: fixture.work, partition: 2, ["e2fsck", "-fn"]), "e2fsck -fn of the grown /home")
         #expect(fixture.waitForLog { $0.contains("partition 3 (/home) had free; it and the file grew") })
-        #expect(rename(output, fixture.images + "/grown.img") == 0)
-        let copy = fixture.sandbox("grown", "c")
-        #expect(mkdir(copy, 0o755) == 0)
-        #expect(FileChecks.readFile("\(copy)/etc/hostname") == "grown-home\n")
-        #expect(try fixture.sha256("\(copy)/home/pi/big") == fixture.sha256("\(sandbox)/home/pi/big"))
-        let fresh = try ChangeFixture.diff(copy)
-        #expect(fresh.status == 0 && fresh.output.isEmpty, "a fresh sandbox of the grown output has no changes: \(fresh.output)")
+        try SaveChecks.expectServedOutputHolds(output, fixture: fixture, from: sandbox, hostname: "grown-home\n",
+                                               bigFile: "home/pi/big")
         #expect(fixture.stop() == 0)
     }
 
@@ -94,6 +75,28 @@ extension SaveSuite {
 }
 
 extension SaveChecks {
+    /// `save` of `sandbox` to `output` succeeds, and the output is at least 10 MiB bigger than `source`.
+    static func saveAndExpectGrowth(_ sandbox: String, source: String, output: String) throws {
+        let saved = try run([Paths.binary, "save", "--quiet", sandbox, output], allowFailure: true)
+        try #require(saved.status == 0, "save: \(saved.output)")
+        let sourceFile = URL(fileURLWithPath: source).resolvingSymlinksInPath().path
+        let sourceSize = try #require(FileChecks.stat(sourceFile)?.st_size), grownSize = try #require(FileChecks.stat(output)?.st_size)
+        #expect(grownSize > sourceSize + (10 << 20), "grown \(grownSize) vs \(sourceSize)")
+    }
+
+    /// The grown `output`, served as image "grown": a sandbox of it holds `hostname` and `bigFile` as
+    /// `sandbox` does, and shows no changes.
+    static func expectServedOutputHolds(_ output: String, fixture: ServeFixture, from sandbox: String, hostname: String,
+                                        bigFile: String) throws {
+        #expect(rename(output, fixture.images + "/grown.img") == 0)
+        let copy = fixture.sandbox("grown", "c")
+        #expect(mkdir(copy, 0o755) == 0)
+        #expect(FileChecks.readFile("\(copy)/etc/hostname") == hostname)
+        #expect(try fixture.sha256("\(copy)/\(bigFile)") == fixture.sha256("\(sandbox)/\(bigFile)"))
+        let fresh = try ChangeFixture.diff(copy)
+        #expect(fresh.status == 0 && fresh.output.isEmpty, "a fresh sandbox of the grown output has no changes: \(fresh.output)")
+    }
+
     /// `sfdisk -d` of the image, its own path written IMG, the size of partition `resized` left out (and the
     /// last usable LBA, which follows the file's size).
     static func table(_ path: String, resized: Int) throws -> [String] {
