@@ -134,9 +134,13 @@ public struct OverlayEngine: SandboxEngine {
         let id = try allocator.add(bytes: size)
         teardown.push("remove zram\(id)") { try allocator.free(id) }
         let device = zram.devicePath(id)
-        // No journal and no reserved blocks: the store is RAM and dies with the sandbox.
+        // No reserved blocks: the store is RAM and dies with the sandbox. A small journal all the same: without
+        // one, ext4 skips every inode freed in the last 30 s when it allocates (ialloc.c, recently_deleted), so
+        // creating files after deleting many is quadratic (10,000 creates: 0.3 s, then 1-5 s; with it 0.3 s).
+        // A fresh zram device reads as zeros, so the journal needs no zeroing either.
+        let journal = size >= 64 << 20 ? ["-J", "size=4"] : []
         try step("mkfs.ext4 \(device)") {
-            _ = try Command.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "nodiscard", device])
+            _ = try Command.run(["mkfs.ext4", "-q", "-F", "-m", "0"] + journal + ["-E", "nodiscard,lazy_journal_init=1", device])
         }
         try step("mount \(device) on \(path)") {
             try Mount.mount(source: device, target: path, type: "ext4", flags: [.nosuid, .nodev])
