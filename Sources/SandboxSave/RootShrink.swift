@@ -22,17 +22,39 @@ public enum RootShrink {
         var detached = false
         defer { if !detached { try? loop.detach() } }
         // resize2fs insists on a freshly checked filesystem; status 1 means e2fsck corrected something.
-        let checked = Result { () throws(CommandError) in try Command.run(["e2fsck", "-f", "-y", loop.path]) }
-        if case .failure(let error) = checked, error.status != 1 { throw error }
+        func checkAndRepair() throws {
+            let checked = Result { () throws(CommandError) in try Command.run(["e2fsck", "-f", "-y", loop.path]) }
+            if case .failure(let error) = checked, error.status != 1 { throw error }
+        }
+        try checkAndRepair()
         let estimate = try Command.run(["resize2fs", "-P", loop.path])
         guard let minimum = estimate.split(separator: "\n").compactMap({ line -> UInt64? in
             guard line.contains("minimum size") else { return nil }
             return line.split(separator: ":").last.flatMap { UInt64(trimmed($0)) }
         }).first else { throw SaveError("resize2fs -P gave no estimate: \(estimate)", errno: EIO) }
         // Room for logs and the first boot's writes: 5 %, at least 64 MiB.
-        let target = minimum + max(minimum / 20, (64 << 20) / blockSize)
-        guard target < partition.sizeBytes / blockSize else { return nil }
-        _ = try Command.run(["resize2fs", loop.path, "\(target)"])
+        func withMargin(_ blocks: UInt64) -> UInt64 { blocks + max(blocks / 20, (64 << 20) / blockSize) }
+        let safe = withMargin(minimum)
+        // resize2fs -P can be far above the content (387,269 blocks for 222,444 in use on a 2 GiB Pi
+        // root: its sum for the last group), so the content plus the margin is tried first, forced past
+        // that estimate. resize2fs checks for room before it moves a block: a refusal leaves a
+        // filesystem e2fsck restores, and the estimate's size follows.
+        let usage = try superblockUsage(loop.path)
+        let content = max(withMargin(usage.usedBlocks), usage.blocksForUsedInodes)
+        let blocks = partition.sizeBytes / blockSize
+        func resizedPastTheEstimate(to size: UInt64) throws -> Bool {
+            if (try? Command.run(["resize2fs", "-f", loop.path, "\(size)"])) != nil { return true }
+            try checkAndRepair()
+            return false
+        }
+        let target: UInt64
+        if content < min(safe, blocks), try resizedPastTheEstimate(to: content) {
+            target = content
+        } else {
+            guard safe < blocks else { return nil }
+            _ = try Command.run(["resize2fs", loop.path, "\(safe)"])
+            target = safe
+        }
         try loop.detach()
         detached = true
         let mebibyteSectors: UInt64 = 2048
@@ -87,6 +109,20 @@ public enum PartitionTableRewrite {
                              "sh", path, script])
         return size
     }
+}
+
+/// The superblock's counts, read from the device e2fsck has just made them exact on.
+private func superblockUsage(_ device: String) throws -> ExtUsage {
+    let fd = open(device, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw SaveError("open \(device)", errno: errno) }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: 1024)
+    let got = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 1024, 1024) }
+    guard got == 1024 else { throw SaveError("read the superblock of \(device)", errno: got < 0 ? errno : EIO) }
+    guard let usage = ExtUsage(superblock: bytes) else {
+        throw SaveError("the superblock of \(device) has inconsistent counts", errno: EUCLEAN)
+    }
+    return usage
 }
 
 func trimmed(_ text: some StringProtocol) -> String {

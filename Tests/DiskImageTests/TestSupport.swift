@@ -53,3 +53,16 @@ let makeTestImage: String = {
 }()
 
 
+
+/// A shell command's standard output (stderr discarded), or nil when it cannot start or fails.
+func output(ofShell command: String) -> String? {
+    guard let pipe = popen(command + " 2>/dev/null", "r") else { return nil }
+    var text = [UInt8]()
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&buffer, 1, buffer.count, pipe)
+        if n == 0 { break }
+        text += buffer[0..<n]
+    }
+    return pclose(pipe) == 0 ? String(decoding: text, as: UTF8.self) : nil
+}
