@@ -70,7 +70,7 @@ public struct ChangeReplay {
         let path = change.rawPath
         if entry.fileType == S_IFREG, entry.status.st_nlink > 1, let anchor = anchors[key(entry)], anchor != path {
             try link(name, in: outputParent, to: anchor, path: path)
-        } else if change.kind == .added || change.aspects.contains(.type) {
+        } else if try change.kind == .added || change.aspects.contains(.type) || splitFromItsLinks(entry, in: outputParent) {
             if change.kind == .modified { try remove(name, in: outputParent) }
             guard try create(entry, from: sandboxParent, in: outputParent, path: path) else { return }
         } else if change.aspects.contains(.content) || change.aspects.contains(.linkTarget) {
@@ -86,6 +86,14 @@ public struct ChangeReplay {
             }
         }
         try copyMetadata(entry, to: outputParent, name: name, path: path)
+    }
+
+    /// True when the output's file has more names than the sandbox's: the image's other names of it are
+    /// no longer this file in the sandbox (the name was replaced by a new file; deletions are already
+    /// replayed), so changing it in place would change them too. It is made anew instead.
+    private func splitFromItsLinks(_ entry: Entry, in outputParent: Directory) throws -> Bool {
+        guard entry.fileType == S_IFREG, let current = try outputParent.status(entry.name) else { return false }
+        return current.st_mode & S_IFMT == S_IFREG && current.st_nlink > entry.status.st_nlink
     }
 
     /// Makes the entry anew in the output; false when it cannot be held (a socket) and was skipped.

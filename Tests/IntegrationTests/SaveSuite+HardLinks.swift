@@ -19,9 +19,16 @@ extension SaveSuite {
         try FileChecks.writeFile("\(sandbox)/usr/bin/edited", "new\n")
         #expect(link("\(sandbox)/usr/bin/edited", "\(sandbox)/etc/edited-link") == 0, "a link to a changed file")
         #expect(unlink("\(sandbox)/usr/sbin/pair-b") == 0, "a name of the image's pair removed")
+        // One name of another pair replaced as editors do (a new file renamed over it): split-b keeps
+        // the image's file, in the sandbox and so in the output, where split-a's inode is still both.
+        try FileChecks.writeFile("\(sandbox)/etc/split-a.new", "split changed\n", mode: 0o600)
+        #expect(rename("\(sandbox)/etc/split-a.new", "\(sandbox)/etc/split-a") == 0)
         let diff = try ChangeFixture.diff(sandbox)
         #expect(diff.status == 0)
-        #expect(diff.output.split(separator: "\n").map(String.init) == [
+        let lines = diff.output.split(separator: "\n").map(String.init)
+        #expect(lines.contains("modified content,links,mode,times /etc/split-a"), "\(lines)")
+        #expect(lines.contains("modified links /usr/lib/split-b"), "\(lines)")
+        #expect(lines.filter { !$0.contains("/split-") } == [
             "modified times /etc",
             "added /etc/edited-link",
             "modified links /etc/keep",
@@ -54,6 +61,10 @@ extension SaveSuite {
         #expect(mkdir(copy, 0o755) == 0)
         #expect(FileChecks.readFile("\(copy)/etc/edited-link") == "new\n")
         #expect(!FileManager.default.fileExists(atPath: "\(copy)/usr/sbin/pair-b"))
+        for name in ["/etc/split-a", "/usr/lib/split-b"] {
+            #expect(FileChecks.readFile(copy + name) == FileChecks.readFile(sandbox + name), "\(name)'s content")
+            #expect(FileChecks.stat(copy + name)?.st_mode == FileChecks.stat(sandbox + name)?.st_mode, "\(name)'s mode")
+        }
         let fresh = try ChangeFixture.diff(copy)
         #expect(fresh.status == 0 && fresh.output.isEmpty, "a fresh sandbox of the output has no changes: \(fresh.output)")
         #expect(fixture.stop() == 0)
