@@ -63,6 +63,11 @@ extension SandboxManager {
         try step("copy \(sourcePath) to \(partial)") {
             try SparseCopy.copy(from: sourceFD, to: fd, size: size) { progress(SaveProgress(phase: "copy", doneBytes: $0, totalBytes: size)) }
         }
+        // Written back before the freeze: attaching the writable loop device would otherwise wait for
+        // it (1.0 s for a 2 GiB Pi image) with the sandbox's writes held.
+        try step("flush the copy") {
+            guard fdatasync(fd) == 0 else { throw Self.destinationFull(output) ?? SystemError("fdatasync", partial, errno: errno) }
+        }
 
         // The sandbox's writes wait from here until the changes are copied: the output is one moment of it.
         var frozen = true
