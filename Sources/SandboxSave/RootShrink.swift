@@ -113,12 +113,12 @@ public enum PartitionTableRewrite {
 
 /// The superblock's counts, read from the device e2fsck has just made them exact on.
 private func superblockUsage(_ device: String) throws -> ExtUsage {
-    let fd = open(device, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw SaveError("open \(device)", errno: errno) }
-    defer { close(fd) }
-    var bytes = [UInt8](repeating: 0, count: 1024)
-    let got = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 1024, 1024) }
-    guard got == 1024 else { throw SaveError("read the superblock of \(device)", errno: got < 0 ? errno : EIO) }
+    let bytes: [UInt8]
+    do {
+        bytes = try FileByteSource(path: device).read(at: 1024, count: 1024)
+    } catch {
+        throw SaveError("read the superblock of \(device): \(error)", errno: error.errno)
+    }
     guard let usage = ExtUsage(superblock: bytes) else {
         throw SaveError("the superblock of \(device) has inconsistent counts", errno: EUCLEAN)
     }
