@@ -27,7 +27,7 @@ struct Serve: ParsableCommand {
     var cowMax: String?
     @Option(help: "dm-snapshot chunk size.")
     var chunkSize: String = "8K"
-    @Option(help: "How far the root filesystem is enlarged (default: by --cow-size, so the COW budget can be filled).")
+    @Option(help: "How far the root filesystem is enlarged (default: by --cow-max, else by --cow-size, so the COW budget can be filled).")
     var grow: String?
     @Option(help: "Root partition number (default: the largest partition holding a Linux filesystem).")
     var partition: Int?
