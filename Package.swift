@@ -21,8 +21,10 @@ let package = Package(
         .target(name: "FATFS"),
         // Thin typed wrappers over loop, device-mapper, zram, mount.
         .target(name: "LinuxBlock", dependencies: ["CLinux"]),
+        // Names from images and users as safe one-line text (\xNN escapes), for every message that prints one.
+        .target(name: "PrintableText"),
         // What a sandbox changed: tree comparison, overlay change sets (imgsandbox diff).
-        .target(name: "SandboxDiff", dependencies: ["CLinux"]),
+        .target(name: "SandboxDiff", dependencies: ["CLinux", "PrintableText"]),
         // liblzma, zlib, libzstd (Debian's -dev packages) + shim.h for their macros.
         .systemLibrary(name: "CCompression", providers: [.apt(["liblzma-dev", "zlib1g-dev", "libzstd-dev"])]),
         // NAME.img.xz/.gz/.zst: decompressed once into a sparse cache file, reused, evicted least recently used first.
@@ -31,7 +33,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // A sandbox's changes written into a copy of its image (imgsandbox save).
-        .target(name: "SandboxSave", dependencies: ["CLinux", "SandboxDiff", "LinuxBlock", "DiskImage"]),
+        .target(name: "SandboxSave", dependencies: ["CLinux", "PrintableText", "SandboxDiff", "LinuxBlock", "DiskImage"]),
         // Engines (dm, overlay) and the sandbox manager.
         .target(name: "Sandbox", dependencies: [
             "DiskImage", "FATFS", "LinuxBlock", "SandboxDiff", "ImageCache", "SandboxSave",
@@ -43,9 +45,9 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // `imgsandbox run`: namespaces, the sandbox's /proc /sys /dev /run, foreign-architecture checks.
-        .target(name: "SandboxRun", dependencies: ["CLinux", "LinuxBlock", "Sandbox"]),
+        .target(name: "SandboxRun", dependencies: ["CLinux", "LinuxBlock", "PrintableText", "Sandbox"]),
         .executableTarget(name: "imgsandbox", dependencies: [
-            "Sandbox", "SandboxFS", "SandboxDiff", "SandboxRun", "DiskImage", "LinuxBlock", "CLinux", "ImageCache",
+            "Sandbox", "SandboxFS", "SandboxDiff", "SandboxRun", "DiskImage", "PrintableText", "LinuxBlock", "CLinux", "ImageCache",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -55,7 +57,7 @@ let package = Package(
         .testTarget(name: "FATFSTests", dependencies: ["FATFS"]),
         .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "FATFS"]),
-        .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux"]),
+        .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux", "PrintableText"]),
         .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox"]),
         .testTarget(name: "ImageCacheTests", dependencies: ["ImageCache"]),
         .testTarget(name: "SandboxSaveTests", dependencies: ["SandboxSave", "DiskImage", "LinuxBlock"]),

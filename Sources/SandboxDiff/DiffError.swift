@@ -1,4 +1,5 @@
 import Glibc
+import PrintableText
 
 /// A failed call while comparing trees: the operation, the path (escaped) and the errno.
 public struct DiffError: Error, Sendable, CustomStringConvertible {

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import PrintableText
 
 /// An open directory of a tree being compared or written. Every name below it is resolved relative to
 /// this fd, one component at a time, never following a symlink: image content is untrusted.

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import PrintableText
 import SandboxDiff
 
 /// Applies a sandbox's changes to a writable copy of its pristine filesystem: deletions deepest first,

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import PrintableText
 import Testing
 import CLinux
 @testable import SandboxDiff
