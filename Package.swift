@@ -44,8 +44,11 @@ let package = Package(
             "CFuse", "CLinux", "FATFS", "LinuxBlock", "Sandbox", "SandboxDiff",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // `imgsandbox run`: namespaces, the sandbox's /proc /sys /dev /run, foreign-architecture checks.
-        .target(name: "SandboxRun", dependencies: ["CLinux", "LinuxBlock", "PrintableText", "Sandbox"]),
+        // libseccomp: run's system call filter, compiled to the BPF program bubblewrap loads (no pkgConfig:
+        // its -L/usr/lib would put the system's libfuse3 before Tools/libfuse's).
+        .systemLibrary(name: "CSeccomp", providers: [.apt(["libseccomp-dev"])]),
+        // `imgsandbox run`: the confinement policy bubblewrap applies, the pty relay, foreign-architecture checks.
+        .target(name: "SandboxRun", dependencies: ["CLinux", "CSeccomp", "LinuxBlock", "PrintableText", "Sandbox"]),
         .executableTarget(name: "imgsandbox", dependencies: [
             "Sandbox", "SandboxFS", "SandboxDiff", "SandboxRun", "DiskImage", "PrintableText", "LinuxBlock", "CLinux", "ImageCache",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -73,3 +73,12 @@ public enum ArchitectureCheck {
         }
     }
 }
+
+extension ArchitectureCheck {
+    /// Whether exec can find `command` inside the image (by its path, or in run's PATH): when it cannot,
+    /// run says so itself (exit 127, as a shell does) instead of bwrap's generic failure.
+    static func findable(_ command: String, in root: ImageRoot) -> Bool {
+        if command.contains("/") { return root.kind(command) != nil || root.read(command, limit: 1) != nil }
+        return searchPath.contains { root.read("\($0)/\(command)", limit: 1) != nil }
+    }
+}

@@ -7,6 +7,9 @@ public struct RunRequest: Sendable {
     public var sandbox: String
     /// Empty: root's login shell from the image's /etc/passwd, else /bin/sh.
     public var command: [String]
+    public var network = RunNetwork.host
+    /// The image's code is trusted: all of root's capabilities, no system call filter, writable /proc/sys.
+    public var privileged = false
     public var binfmtDirectory = BinfmtHandlers.kernelDirectory
 
     public init(sandbox: String, command: [String]) {
@@ -15,17 +18,16 @@ public struct RunRequest: Sendable {
     }
 }
 
-/// `imgsandbox run`: the command as PID 2 of a new PID namespace whose init (PID 1, this process's clone)
-/// owns a new mount and UTS namespace with the sandbox as its root. When the command ends, init exits and
-/// the kernel kills whatever the command left running; the namespaces go with the last of them, so nothing
-/// of the run outlives it. This process stays outside, forwards signals and returns the command's status.
+/// `imgsandbox run`: the command under bubblewrap, with the sandbox as its root (pivot_root, the old
+/// root detached) in new PID, mount, IPC and UTS namespaces (and network, with `--network none`),
+/// confined by ConfinementPolicy. bwrap's PID 1 exits with the command, and the kernel then kills
+/// whatever the command left running, so nothing of the run outlives it. This process stays outside:
+/// it relays a terminal, passes signals on and returns the command's status.
 public enum SandboxRunner {
     /// Environment variables passed through from the caller; the rest is reset as for a login.
     static let passedVariables = ["TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "DEBIAN_FRONTEND", "DEBCONF_NONINTERACTIVE_SEEN",
                                   "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"]
     static let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    /// Signals a user sends to `run` that go on to the command.
-    static let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT]
     /// Exit status when the sandbox could not be set up (before the command ran), as env(1) and chroot(1) do.
     public static let setupFailed: Int32 = 125
 
@@ -43,49 +45,59 @@ public enum SandboxRunner {
         case .unknown: false
         }
         let hostname = imageHostname(root) ?? (validHostname(location.name) ? location.name : "sandbox")
-        let environment = self.environment(shell: request.command.isEmpty ? program : nil)
-        guard threadCount() == 1 else { throw RunError("internal: run must set up namespaces before any thread starts") }
 
-        var blocked = sigset_t()
-        sigemptyset(&blocked)
-        for signal in forwarded + [SIGCHLD] { sigaddset(&blocked, signal) }
-        var previous = sigset_t()
-        sigprocmask(SIG_BLOCK, &blocked, &previous)
-        fflush(nil)
-        let initPID = clinux_clone_into(clinux_CLONE_NEWNS | clinux_CLONE_NEWUTS | clinux_CLONE_NEWPID)
-        if initPID == 0 {
-            sandboxInit(path: location.path, checked: root, hostname: hostname, compat32: compat32, program: program, argv: argv,
-                        environment: environment, blocked: blocked)
+        var bwrap = Bubblewrap()
+        bwrap.add("--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", hostname)
+        if request.network == .none { bwrap.add("--unshare-net") }
+        var owned = try SandboxRoot(root: root).addMounts(to: &bwrap, confined: !request.privileged)
+        defer { owned.forEach { close($0) } }
+        guard ArchitectureCheck.findable(program, in: root) else {
+            report(RunError("cannot execute \(program): No such file or directory").line)
+            return 127
         }
-        guard initPID > 0 else {
-            let saved = errno
-            sigprocmask(SIG_SETMASK, &previous, nil)
-            throw RunError(SystemError("clone", "new mount, UTS and PID namespaces", errno: saved))
-        }
-        let status = supervise(child: initPID, blocked: blocked)
-        sigprocmask(SIG_SETMASK, &previous, nil)
-        return status
-    }
-
-    /// Waits for `child`, passing on the signals users send (not those the terminal sends to the whole
-    /// foreground group: the command got those itself). Returns its exit status, 128+N for signal N.
-    static func supervise(child: pid_t, blocked: sigset_t) -> Int32 {
-        var set = blocked
-        while true {
-            var info = siginfo_t()
-            let signal = sigwaitinfo(&set, &info)
-            if signal == SIGCHLD || signal < 0 {
-                var status: Int32 = 0
-                let reaped = waitpid(child, &status, WNOHANG)
-                if reaped == child { return exitStatus(status) }
-                if reaped < 0, errno != EINTR { return setupFailed }
-                continue
+        if request.privileged {
+            bwrap.add("--cap-add", "ALL")
+        } else {
+            let filter = try SyscallFilter.program()
+            owned.append(filter)
+            bwrap.add("--seccomp", bwrap.pass(filter), "--cap-drop", "ALL")
+            // Only those root has here: bwrap ignores a capset that fails (EPERM for a capability
+            // the process lacks) and would then leave the command every capability.
+            let permitted = clinux_permitted_capabilities()
+            for capability in ConfinementPolicy.keptCapabilities where permitted & (1 << UInt64(capability.number)) != 0 {
+                bwrap.add("--cap-add", capability.name)
             }
-            if info.si_code <= 0 { kill(child, signal) }   // SI_USER, SI_QUEUE, SI_TKILL: sent by a process
         }
+        let relay = try TerminalRelay.ifInteractive()
+        let status = try StatusPipe()
+        bwrap.add("--json-status-fd", bwrap.pass(status.writeEnd))
+        bwrap.add("--chdir", "/", "--")
+        bwrap.arguments += argv
+
+        if !request.privileged {
+            let kept = ConfinementPolicy.mask(ConfinementPolicy.keptCapabilities.map(\.number))
+            guard clinux_narrow_capabilities(kept, kept | ConfinementPolicy.mask(ConfinementPolicy.setupCapabilities)) == 0 else {
+                throw RunError(SystemError("capset", "the capability bounding set", errno: errno))
+            }
+        }
+        if compat32 { _ = clinux_personality(clinux_PER_LINUX32) }   // inherited by bwrap and the command
+        let supervisor = RunSupervisor(relay: relay, status: status)
+        try supervisor.blockSignals()
+        let pid: pid_t
+        do {
+            pid = try bwrap.spawn(environment: environment(shell: request.command.isEmpty ? program : nil),
+                                  terminal: relay?.slavePath, onTerminal: relay?.replaced ?? [])
+        } catch {
+            supervisor.unblockSignals()
+            throw error
+        }
+        status.closeWriteEnd()
+        owned.forEach { close($0) }
+        owned = []
+        return supervisor.supervise(bwrap: pid)
     }
 
-    /// One line on stderr (fd 2) without stdio: this runs in clones of the process too.
+    /// One line on stderr (fd 2) without stdio.
     public static func report(_ line: String) {
         let bytes = Array(line.utf8)
         _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
@@ -97,80 +109,8 @@ public enum SandboxRunner {
         return 128 + termination
     }
 
-    /// PID 1 of the new namespaces: sets the sandbox up, starts the command, reaps every orphan, exits
-    /// with the command's status. Never returns.
-    static func sandboxInit(path sandboxPath: String, checked: ImageRoot, hostname: String, compat32: Bool, program: String, argv: [String],
-                            environment: [String], blocked: sigset_t) -> Never {
-        let root: ImageRoot
-        do {
-            root = try reopen(sandboxPath, as: checked)
-            try SandboxRoot(root: root).setUp(hostname: hostname)
-        } catch {
-            report("imgsandbox run: \(error)\n")
-            _exit(setupFailed)
-        }
-        guard fchdir(root.fd) == 0, chroot(".") == 0, chdir("/") == 0 else {
-            report("imgsandbox run: chroot into the sandbox: \(String(cString: strerror(errno)))\n")
-            _exit(setupFailed)
-        }
-        close(root.fd)
-        if compat32 { _ = clinux_personality(clinux_PER_LINUX32) }
-        let cArgv = argv.map { strdup($0) } + [nil]
-        let cEnv = environment.map { strdup($0) } + [nil]
-        let command = clinux_clone_into(0)
-        if command == 0 {
-            // The command starts as from a fresh login: no signal blocked or ignored (whatever the caller of
-            // run had blocked or ignored, e.g. a test harness's SIGPIPE, is not the command's business).
-            var empty = sigset_t()
-            sigemptyset(&empty)
-            sigprocmask(SIG_SETMASK, &empty, nil)
-            for signal in 1..<Int32(32) where signal != SIGKILL && signal != SIGSTOP { Glibc.signal(signal, SIG_DFL) }
-            // execvp searches the PATH of environ: make environ the command's.
-            clearenv()
-            for entry in cEnv { if let entry { putenv(entry) } }
-            execvp(program, cArgv)
-            let saved = errno
-            report("imgsandbox run: cannot execute \(program): \(String(cString: strerror(saved)))\n")
-            _exit(saved == ENOENT ? 127 : 126)
-        }
-        guard command > 0 else {
-            report("imgsandbox run: fork: \(String(cString: strerror(errno)))\n")
-            _exit(setupFailed)
-        }
-        var set = blocked
-        while true {
-            var info = siginfo_t()
-            let signal = sigwaitinfo(&set, &info)
-            if signal == SIGCHLD || signal < 0 {
-                var status: Int32 = 0
-                while true {
-                    let reaped = waitpid(-1, &status, WNOHANG)
-                    if reaped == command { _exit(exitStatus(status)) }
-                    if reaped <= 0 { break }
-                }
-                continue
-            }
-            if info.si_code <= 0 { kill(command, signal) }
-        }
-    }
-
-    /// The sandbox's root as this mount namespace sees it (move_mount only targets mounts of the caller's
-    /// namespace; the fd opened before the clone names the outer one), checked to be the same directory.
-    static func reopen(_ path: String, as checked: ImageRoot) throws(RunError) -> ImageRoot {
-        let fd = open(path, clinux_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        var now = stat(), before = stat()
-        guard fd >= 0, fstat(fd, &now) == 0, fstat(checked.fd, &before) == 0 else {
-            throw RunError(SystemError("open", path, errno: errno))
-        }
-        guard now.st_dev == before.st_dev, now.st_ino == before.st_ino else {
-            close(fd)
-            throw RunError("\(path) changed while run was starting")
-        }
-        close(checked.fd)
-        return ImageRoot(fd: fd)
-    }
-
-    /// The program and its argv: the given command, or root's login shell (argv[0] "-NAME", the login convention).
+    /// The program and its argv: the given command, or root's login shell started as one (-l: bwrap
+    /// cannot set the "-NAME" argv[0] of the login convention; bash, dash and busybox sh all take -l).
     static func command(_ given: [String], root: ImageRoot) -> (String, [String]) {
         if let first = given.first { return (first, given) }
         var shell = "/bin/sh"
@@ -183,7 +123,7 @@ public enum SandboxRunner {
                 }
             }
         }
-        return (shell, ["-" + (shell.split(separator: "/").last.map(String.init) ?? "sh")])
+        return (shell, [shell, "-l"])
     }
 
     static func environment(shell: String?) -> [String] {
@@ -212,16 +152,5 @@ public enum SandboxRunner {
         (1...64).contains(name.utf8.count)
             && name.utf8.allSatisfy { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") || (0x30...0x39).contains($0)
                   || (0x41...0x5a).contains($0) || (0x61...0x7a).contains($0) }
-    }
-
-    static func threadCount() -> Int {
-        let fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return 0 }
-        let bytes = ImageRoot.readAll(fd, limit: 8192)
-        close(fd)
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("Threads:") {
-            return Int(line.dropFirst(8).trimmingPrefix { $0 == "\t" || $0 == " " }) ?? 0
-        }
-        return 0
     }
 }

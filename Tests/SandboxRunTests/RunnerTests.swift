@@ -27,9 +27,9 @@ import Testing
         try image.write("etc/passwd", "daemon:x:1:1::/:/bin/false\nroot:x:0:0:root:/root:/bin/bash\n")
         let root = try image.root()
         defer { close(root.fd) }
-        #expect(SandboxRunner.command([], root: root) == ("/bin/sh", ["-sh"]))   // no /bin/bash in the image
+        #expect(SandboxRunner.command([], root: root) == ("/bin/sh", ["/bin/sh", "-l"]))   // no /bin/bash in the image
         try image.write("bin/bash", "x")
-        #expect(SandboxRunner.command([], root: root) == ("/bin/bash", ["-bash"]))
+        #expect(SandboxRunner.command([], root: root) == ("/bin/bash", ["/bin/bash", "-l"]))
         #expect(SandboxRunner.command(["ls", "-l"], root: root) == ("ls", ["ls", "-l"]))
     }
 

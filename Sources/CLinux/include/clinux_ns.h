@@ -1,55 +1,46 @@
 #ifndef CLINUX_NS_H
 #define CLINUX_NS_H
-// Namespaces and the new mount API for `imgsandbox run`: raw system calls glibc 2.36 does not wrap
-// (openat2, clone with namespace flags) or Swift cannot see (<linux/mount.h>, _GNU_SOURCE constants).
+// What `imgsandbox run` needs and Swift cannot import: openat2 (glibc 2.36 does not wrap it), variadic
+// prctl/ioctl, capset, and _GNU_SOURCE names (posix_spawn's setsid flag, memfd_create, pty calls).
 
 #include <stdint.h>
+#include <signal.h>
 #include <sys/types.h>
 
-/// CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWPID (<sched.h> with _GNU_SOURCE).
-extern const int clinux_CLONE_NEWNS;
-extern const int clinux_CLONE_NEWUTS;
-extern const int clinux_CLONE_NEWPID;
 /// openat2 resolve flags (<linux/openat2.h>).
 extern const uint64_t clinux_RESOLVE_IN_ROOT;
 extern const uint64_t clinux_RESOLVE_NO_SYMLINKS;
 extern const uint64_t clinux_RESOLVE_NO_MAGICLINKS;
 extern const uint64_t clinux_RESOLVE_NO_XDEV;
-/// open_tree / move_mount / fsmount flags and mount attributes (<linux/mount.h>).
-extern const unsigned int clinux_OPEN_TREE_CLONE;
-extern const unsigned int clinux_OPEN_TREE_CLOEXEC;
-extern const unsigned int clinux_MOVE_MOUNT_F_EMPTY_PATH;
-extern const unsigned int clinux_MOVE_MOUNT_T_EMPTY_PATH;
-extern const unsigned int clinux_MOUNT_ATTR_RDONLY;
-extern const unsigned int clinux_MOUNT_ATTR_NOSUID;
-extern const unsigned int clinux_MOUNT_ATTR_NODEV;
-extern const unsigned int clinux_MOUNT_ATTR_NOEXEC;
-/// MS_REC | MS_PRIVATE for mount(2) on "/" in a new mount namespace.
-extern const unsigned long clinux_MS_REC_PRIVATE;
 /// PER_LINUX32 (<sys/personality.h>): uname(2) reports the 32-bit machine (armv7l for armhf).
 extern const unsigned long clinux_PER_LINUX32;
+/// POSIX_SPAWN_SETSID (glibc >= 2.26, _GNU_SOURCE).
+extern const short clinux_POSIX_SPAWN_SETSID;
+/// The highest capability number this kernel knows (/proc/sys/kernel/cap_last_cap, else CAP_LAST_CAP).
+int clinux_cap_last_cap(void);
 
-/// clone(2) without a new stack (fork semantics: returns 0 in the child, the child's pid in the parent)
-/// into the namespaces `flags` names; SIGCHLD is the exit signal. Bypasses glibc's fork handlers, so
-/// only call it while the process has a single thread.
-pid_t clinux_clone_into(int flags);
 /// openat2(2) with a struct open_how built from the arguments.
 int clinux_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
-/// open_tree(2).
-int clinux_open_tree(int dirfd, const char *path, unsigned int flags);
-/// move_mount(2).
-int clinux_move_mount(int from_dirfd, const char *from_path, int to_dirfd, const char *to_path, unsigned int flags);
-/// fsopen(2) + fsconfig(2) string options ("key=value" pairs in `options`, comma separated, a key
-/// without '=' is a flag) + FSCONFIG_CMD_CREATE + fsmount(2) with `attributes` (clinux_MOUNT_ATTR_*).
-/// Returns the detached mount's fd (close-on-exec) or -1 with errno.
-int clinux_new_mount(const char *fstype, const char *options, unsigned int attributes);
-/// mount_setattr(2) on the mount at fd (AT_EMPTY_PATH), setting `set` attributes.
-int clinux_mount_setattr_fd(int fd, unsigned int set);
 /// personality(2).
 int clinux_personality(unsigned long persona);
-/// sethostname(2).
-int clinux_sethostname(const char *name, size_t length);
-/// mount(2) with a NULL source and type (propagation changes).
-int clinux_mount_propagation(const char *target, unsigned long flags);
+/// For a process that is about to exec a container runtime as root: adds `inheritable` (bit N =
+/// capability N) to the inheritable set, then drops every capability not in `bounding` from the bounding
+/// set. Root's execve then grants the runtime its bounding set plus `inheritable` (what it needs for
+/// setup, e.g. CAP_SYS_ADMIN), while everything it starts keeps the narrowed bounding set for good.
+/// Returns 0 or -1 with errno.
+int clinux_narrow_capabilities(uint64_t bounding, uint64_t inheritable);
+/// The calling thread's permitted capabilities (bit N = capability N); 0 if capget fails.
+uint64_t clinux_permitted_capabilities(void);
+/// memfd_create(name, MFD_CLOEXEC) holding `length` bytes of `data`, its offset back at 0; -1 with errno.
+int clinux_memfd_with(const char *name, const void *data, size_t length);
+/// posix_openpt(O_RDWR|O_NOCTTY|O_CLOEXEC) + grantpt + unlockpt; the slave's path in `name`.
+/// Returns the master fd or -1 with errno.
+int clinux_open_pty(char *name, size_t name_size);
+/// Copies the window size of terminal `from` to terminal `to` (TIOCGWINSZ, TIOCSWINSZ).
+int clinux_copy_window_size(int from, int to);
+/// signalfd(-1, mask, SFD_CLOEXEC): the signals in `mask` (blocked by the caller) become readable.
+int clinux_signalfd(const sigset_t *mask);
+/// Reads one signal from a signalfd: its number, or -1 with errno.
+int clinux_read_signal(int fd);
 
 #endif

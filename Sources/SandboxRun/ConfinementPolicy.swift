@@ -1,0 +1,35 @@
+import Glibc
+
+/// What `run` leaves root code from an image, written down in one place (docs/SECURITY.md explains it).
+/// bubblewrap applies it; `--privileged` skips the capability, seccomp and /proc parts.
+enum ConfinementPolicy {
+    /// The capability bounding set of a confined run: what apt, dpkg, adduser, su, runuser and
+    /// maintainer scripts use. Everything else is gone for good (no exec brings it back), among them
+    /// SYS_ADMIN, SYS_MODULE, SYS_RAWIO, SYS_BOOT, SYS_TIME, SYSLOG, MKNOD, NET_ADMIN, SYS_PTRACE,
+    /// MAC_ADMIN, BPF, PERFMON and DAC_READ_SEARCH (open_by_handle_at).
+    static let keptCapabilities: [(name: String, number: Int)] = [
+        ("CAP_CHOWN", 0), ("CAP_DAC_OVERRIDE", 1), ("CAP_FOWNER", 3), ("CAP_FSETID", 4), ("CAP_KILL", 5),
+        ("CAP_SETGID", 6), ("CAP_SETUID", 7), ("CAP_SETPCAP", 8), ("CAP_NET_BIND_SERVICE", 10),
+        ("CAP_NET_BROADCAST", 11), ("CAP_NET_RAW", 13), ("CAP_IPC_LOCK", 14), ("CAP_IPC_OWNER", 15),
+        ("CAP_SYS_CHROOT", 18), ("CAP_SYS_NICE", 23), ("CAP_SYS_RESOURCE", 24), ("CAP_LEASE", 28),
+        ("CAP_AUDIT_WRITE", 29), ("CAP_SETFCAP", 31),
+    ]
+    /// What bubblewrap itself needs on top, to build the sandbox (mounts, pivot_root, the loopback of a
+    /// new network namespace); it drops them before the command starts.
+    static let setupCapabilities = [21 /* CAP_SYS_ADMIN */, 12 /* CAP_NET_ADMIN */]
+
+    static func mask(_ numbers: [Int]) -> UInt64 { numbers.reduce(0) { $0 | (1 << UInt64($1)) } }
+
+    /// Entries of the run's own /proc that reach the whole kernel: covered by the host's, read-only
+    /// (sysctls, the SysRq trigger, hardware tables).
+    static let readOnlyProc = ["sys", "sysrq-trigger", "irq", "bus", "fs", "acpi", "scsi", "asound"]
+
+    /// Mounts under the host's /sys (bound read-only into the run) that would still say too much or act:
+    /// each is covered by an empty read-only tmpfs. fusectl is how a root process aborts FUSE connections.
+    static let maskedSys = ["fs/fuse/connections", "kernel/debug", "kernel/tracing", "kernel/security", "fs/bpf"]
+}
+
+/// `run --network`: the host's network (what apt needs), or none (only a loopback of its own).
+public enum RunNetwork: String, Sendable, CaseIterable {
+    case host, none
+}

@@ -1,0 +1,61 @@
+import CLinux
+import CSeccomp
+import Glibc
+
+/// The seccomp program of a confined run: system calls that reach past the sandbox into the kernel or
+/// the host fail with EPERM (systemd-nspawn's default list refuses these too). It is compiled by
+/// libseccomp for the host's architecture and its 32-bit siblings (a 32-bit system call must not slip
+/// past a 64-bit filter), so qemu-user's translated calls meet it as well.
+enum SyscallFilter {
+    static let denied = [
+        // Replacing or stopping the kernel.
+        "kexec_load", "kexec_file_load", "reboot",
+        // Kernel modules.
+        "init_module", "finit_module", "delete_module", "create_module", "query_module", "get_kernel_syms",
+        // Opening any file of a filesystem by handle bypasses every mount and path (the classic escape).
+        "open_by_handle_at", "name_to_handle_at",
+        // Swap, the kernel keyring (not namespaced), eBPF, perf.
+        "swapon", "swapoff", "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+        // Mounts, old and new API: the run's file system view is fixed.
+        "mount", "umount", "umount2", "pivot_root", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
+        "open_tree", "mount_setattr",
+        // The host's clock.
+        "settimeofday", "stime", "clock_settime", "clock_settime64", "clock_adjtime", "clock_adjtime64", "adjtimex",
+        // Raw I/O, the kernel log, accounting, quotas and obsolete calls.
+        "ioperm", "iopl", "pciconfig_iobase", "pciconfig_read", "pciconfig_write", "syslog", "acct", "quotactl",
+        "quotactl_fd", "lookup_dcookie", "nfsservctl", "uselib", "ustat", "sysfs", "_sysctl", "vhangup",
+    ]
+
+    /// The BPF program in a memfd (offset 0) for bubblewrap's --seccomp, or the reason it could not be made.
+    static func program() throws(RunError) -> Int32 {
+        guard let context = seccomp_init(cseccomp_action_allow()) else { throw RunError("seccomp_init failed") }
+        defer { seccomp_release(context) }
+        for arch in siblingArchitectures() {
+            let rc = seccomp_arch_add(context, arch)
+            guard rc == 0 || rc == -EEXIST else { throw RunError("seccomp_arch_add: \(String(cString: strerror(-rc)))") }
+        }
+        for name in denied {
+            let number = seccomp_syscall_resolve_name(name)
+            guard number != __NR_SCMP_ERROR else { continue }   // not a system call of this architecture
+            let rc = seccomp_rule_add_array(context, cseccomp_action_errno(UInt16(EPERM)), number, 0, nil)
+            guard rc == 0 else { throw RunError("seccomp rule for \(name): \(String(cString: strerror(-rc)))") }
+        }
+        let fd = clinux_memfd_with("imgsandbox-seccomp", nil, 0)
+        guard fd >= 0 else { throw RunError("memfd_create: \(String(cString: strerror(errno)))") }
+        let rc = seccomp_export_bpf(context, fd)
+        guard rc == 0, lseek(fd, 0, SEEK_SET) == 0 else {
+            close(fd)
+            throw RunError("seccomp_export_bpf: \(String(cString: strerror(rc < 0 ? -rc : errno)))")
+        }
+        return fd
+    }
+
+    /// The 32-bit ABIs this kernel also accepts system calls in.
+    static func siblingArchitectures() -> [UInt32] {
+        switch ELFIdentity.host()?.architecture {
+        case "amd64": [cseccomp_arch_x86(), cseccomp_arch_x32()]
+        case "arm64": [cseccomp_arch_arm()]
+        default: []
+        }
+    }
+}
