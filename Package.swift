@@ -66,6 +66,7 @@ let package = Package(
         .testTarget(name: "SandboxSaveTests", dependencies: ["SandboxSave", "DiskImage", "LinuxBlock"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox", "SandboxDiff", "TestSupport"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
-        .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox", "TestSupport"],
+                    exclude: ["Probes"]),   // built or copied into test images by RunConfinementSuite
     ]
 )
