@@ -5,9 +5,12 @@ import LinuxBlock
 /// A bubblewrap (bwrap) command line and the descriptors it reads: each passed fd becomes 3, 4, ... in
 /// bwrap, in the order passed, and every other descriptor of ours is closed for it (the caller's fds
 /// never reach the command).
-struct Bubblewrap {
+public struct Bubblewrap {
     static let candidates = ["/usr/bin/bwrap", "/bin/bwrap"]
     static let missing = "run needs bubblewrap (the bwrap program): apt-get install bubblewrap"
+
+    /// Where bwrap is installed, if it is (doctor reports it).
+    public static var installedPath: String? { candidates.first { access($0, X_OK) == 0 } }
 
     var arguments: [String] = []
     private(set) var passed: [Int32] = []
@@ -21,7 +24,7 @@ struct Bubblewrap {
     mutating func add(_ words: String...) { arguments += words }
 
     static func executable() throws(RunError) -> String {
-        guard let path = candidates.first(where: { access($0, X_OK) == 0 }) else { throw RunError(missing) }
+        guard let path = installedPath else { throw RunError(missing) }
         return path
     }
 

@@ -10,5 +10,5 @@ public struct RunError: Error, CustomStringConvertible, Equatable {
 
     /// The line run prints: names in it come from the image or from users, so control bytes (and every
     /// non-ASCII byte) are escaped the way `diff` escapes paths, and the message stays one line.
-    public var line: String { "imgsandbox run: " + PathText.escape(Array(description.utf8)) + "\n" }
+    public var line: String { "imgsandbox run: " + PathText.escape(description) + "\n" }
 }

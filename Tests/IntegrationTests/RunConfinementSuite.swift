@@ -70,6 +70,7 @@ struct RunConfinementSuite {
             \(probe) name_to_handle_at
             grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status
             readlink /proc/self/ns/ipc
+            grep -E ' rw(,| )' /proc/self/mounts | grep -v nodev | sed 's/^/writable-with-devices /'
             for f in /dev/* /dev/shm/* /dev/pts/*; do if [ ! -L "$f" ] && { [ -c "$f" ] || [ -b "$f" ]; }; then echo "device $f"; fi; done
             true
             """
@@ -99,8 +100,18 @@ struct RunConfinementSuite {
         }
         let hostIPC = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/ipc")
         #expect(lines.contains { $0.hasPrefix("ipc:[") } && !lines.contains(hostIPC), "own IPC namespace: \(inside.output)")
+        // Writable mounts without nodev: only bwrap's binds of single device nodes, and devpts (ptys only).
+        for line in lines where line.hasPrefix("writable-with-devices ") {
+            let fields = line.split(separator: " ")
+            #expect(fields.count > 3 && ["devtmpfs", "devpts"].contains(fields[3]), "\(line)")
+        }
         let devices = Set(lines.filter { $0.hasPrefix("device ") })
         #expect(devices == Set(["null", "zero", "full", "random", "urandom", "tty", "pts/ptmx"].map { "device /dev/\($0)" }), "\(devices)")
+
+        // --privileged: the image's code is trusted, root keeps what it has (mounts work, no filter).
+        let trusted = try Self.runArguments(["run", "--privileged", s, "--", "sh", "-c",
+                                             "mount -t tmpfs tmpfs /tmp/fc && echo mounted; grep -E '^Seccomp:' /proc/self/status"])
+        #expect(trusted == (0, "mounted\nSeccomp:\t0\n"), "\(trusted)")
 
         try tiocsti(fixture, sandbox: s, probe: probe)
         try network(sandbox: s, probe: probe)
@@ -116,13 +127,14 @@ struct RunConfinementSuite {
     ]
 
     /// TIOCSTI from inside a run started on a terminal (a pty made by script(1)): the pushed command line
-    /// must not reach the caller's terminal. After run exits, the outer shell reads what is queued on its
+    /// must not reach the caller's terminal (and the command's pty has the caller's window size). After run exits, the outer shell reads what is queued on its
     /// terminal and runs it, as an interactive shell would.
     func tiocsti(_ fixture: ServeFixture, sandbox: String, probe: String) throws {
         let pwned = "\(fixture.work)/pwned"
         let outer = "\(fixture.work)/outer.sh"
         try """
-            \(Paths.binary) run \(sandbox) -- \(probe) tiocsti 'touch \(pwned)'
+            stty rows 33 cols 101
+            \(Paths.binary) run \(sandbox) -- sh -c 'stty size; \(probe) tiocsti "touch \(pwned)"'
             echo "run-status=$?"
             stty -icanon min 0 time 0
             queued=$(cat)
@@ -142,6 +154,7 @@ struct RunConfinementSuite {
         try? stdin.fileHandleForWriting.close()
         let text = String(decoding: data, as: UTF8.self)
         #expect(text.contains("run-status=0"), "\(text)")
+        #expect(text.contains("33 101"), "the caller's window size reaches the command's pty: \(text)")
         #expect(text.contains("queued=[]"), "\(text)")
         #expect(FileChecks.stat(pwned) == nil, "TIOCSTI pushed a command into the caller's terminal: \(text)")
     }

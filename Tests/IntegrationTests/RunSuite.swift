@@ -85,18 +85,20 @@ struct RunSuite {
         #expect(dpkg.output.contains("policy-rc.d denied execution of start"), "\(dpkg)")
         #expect(FileChecks.stat("\(s)/usr/sbin/policy-rc.d") == nil, "run created a file in the sandbox")
 
-        // Signals: SIGTERM to run reaches the command (143), whose whole namespace then goes.
+        // Signals: SIGTERM to run reaches the command itself (its trap answers; were bwrap killed instead,
+        // run would say 143), and the command's whole namespace then goes (the sleep it left).
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Paths.binary)
-        process.arguments = ["run", s, "sh", "-c", "sleep 300 & echo started; wait"]
+        process.arguments = ["run", s, "sh", "-c", "trap 'echo got-term; exit 7' TERM; sleep 300 & echo started; wait"]
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
         let started = pipe.fileHandleForReading.availableData
         #expect(String(decoding: started, as: UTF8.self) == "started\n")
         kill(process.processIdentifier, SIGTERM)
+        let rest = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        #expect(process.terminationStatus == 143)
+        #expect(process.terminationStatus == 7 && String(decoding: rest, as: UTF8.self) == "got-term\n")
 
         // An interactive login shell through a pty (script(1) on the host), then exit.
         let interactive = try Self.pty(s, input: "echo inside-$((6*7)); shopt -q login_shell && echo login-$0; exit 7\n")
@@ -225,6 +227,10 @@ struct RunSuite {
         #expect(notSandbox.status == 125 && notSandbox.output.contains("is not a sandbox directory"), "\(notSandbox)")
         let notServed = try Self.run(fixture.work, ["true"])
         #expect(notServed.status == 125 && notServed.output.contains("not inside a mounted imgsandbox"), "\(notServed)")
+        // A name with a terminal escape is printed escaped, as diff prints names.
+        let hostile = try Self.run(fixture.work + "/no\u{1b}[2Jsuch\nline", ["true"])
+        #expect(hostile.status == 125 && hostile.output.contains("no\\x1b[2Jsuch\\x0aline"), "\(hostile)")
+        #expect(!hostile.output.contains("\u{1b}") && hostile.output.split(separator: "\n").count == 1, "\(hostile)")
 
         let f = fixture.sandbox("foreign", "s")
         #expect(mkdir(f, 0o755) == 0)

@@ -13,6 +13,32 @@ import Testing
         #expect(SandboxRunner.exitStatus(SIGTERM | 0x80) == 143)   // core dumped bit set
     }
 
+    @Test func messagesAreOneEscapedLine() {
+        #expect(RunError("cannot execute a\u{1b}[2Jb\nc\\d: No such file").line == "imgsandbox run: cannot execute a\\x1b[2Jb\\x0ac\\x5cd: No such file\n")
+    }
+
+    /// The policy the contract of issue 22 names: what the bounding set lacks, what the filter refuses.
+    @Test func policyDropsAndRefusesWhatTheContractNames() throws {
+        let kept = Set(ConfinementPolicy.keptCapabilities.map(\.name))
+        for name in ["SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO", "SYS_BOOT", "SYS_TIME", "SYSLOG", "MKNOD", "NET_ADMIN",
+                     "SYS_PTRACE", "MAC_ADMIN", "BPF", "PERFMON", "DAC_READ_SEARCH"] {
+            #expect(!kept.contains("CAP_" + name))
+        }
+        for name in ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "KILL", "SETFCAP"] {
+            #expect(kept.contains("CAP_" + name))
+        }
+        let denied = Set(SyscallFilter.denied)
+        for name in ["kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "open_by_handle_at",
+                     "swapon", "swapoff", "reboot", "keyctl", "add_key", "request_key", "bpf", "perf_event_open",
+                     "mount", "umount2", "pivot_root", "fsopen", "fsmount", "move_mount", "open_tree"] {
+            #expect(denied.contains(name))
+        }
+        let program = try SyscallFilter.program()
+        defer { close(program) }
+        var info = stat()
+        #expect(fstat(program, &info) == 0 && info.st_size > 0 && info.st_size % 8 == 0, "a BPF program is 8-byte instructions")
+    }
+
     @Test func hostnames() {
         #expect(SandboxRunner.validHostname("raspberrypi"))
         #expect(SandboxRunner.validHostname("a-b.c9"))
@@ -52,5 +78,14 @@ import Testing
         #expect {
             try SandboxLocation(scratch.path + "/mnt/img/sandboxes/t1", mounts: [])
         } throws: { ($0 as? RunError)?.description.contains("is serve running") ?? false }
+    }
+}
+
+@Suite struct StatusPipeTests {
+    /// bwrap 0.8's --json-status-fd lines.
+    @Test func readsChildPidAndExitCode() {
+        #expect(StatusPipe.number("child-pid", in: #"{ "child-pid": 4242, "cgroup-namespace": 4026531835 }"#) == 4242)
+        #expect(StatusPipe.number("exit-code", in: #"{ "exit-code": 3 }"#) == 3)
+        #expect(StatusPipe.number("exit-code", in: #"{ "child-pid": 12 }"#) == nil)
     }
 }
