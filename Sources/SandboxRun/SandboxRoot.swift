@@ -30,8 +30,8 @@ struct SandboxRoot {
         }
         bwrap.add("--dev", "/dev")
         bwrap.add("--perms", "0755", "--tmpfs", "/run", "--perms", "01777", "--dir", "/run/lock")
-        if root.kind("etc/resolv.conf") == S_IFREG, access("/etc/resolv.conf", R_OK) == 0 {
-            bwrap.add("--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf")
+        if access("/etc/resolv.conf", R_OK) == 0, let place = resolvConfPlace() {
+            bwrap.add("--ro-bind", "/etc/resolv.conf", place)
         }
         do {
             try refuseServiceStarts(&bwrap, &owned)
@@ -40,6 +40,34 @@ struct SandboxRoot {
             throw error
         }
         return owned
+    }
+
+    /// Where the host's resolv.conf goes: over the image's when that is a regular file; when it is a
+    /// symlink into /run (systemd-resolved's stub-resolv.conf, resolvconf), at its target inside run's
+    /// own /run tmpfs, where nothing of the image can redirect it. Any other symlink is left alone.
+    func resolvConfPlace() -> String? {
+        switch root.kind("etc/resolv.conf") {
+        case S_IFREG: return "/etc/resolv.conf"
+        case S_IFLNK:
+            guard let etc = try? root.open("etc", flags: clinux_O_PATH | O_DIRECTORY | O_NOFOLLOW, strict: true) else { return nil }
+            defer { close(etc) }
+            var target = [CChar](repeating: 0, count: 4096)
+            let length = readlinkat(etc, "resolv.conf", &target, target.count)
+            guard length > 0, length < target.count else { return nil }
+            let text = String(decoding: target[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return Self.underRun(text.hasPrefix("/") ? text : "/etc/" + text)
+        default: return nil
+        }
+    }
+
+    /// `path` with `.` and `..` resolved lexically, if it then lies strictly below /run.
+    static func underRun(_ path: String) -> String? {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") where part != "." {
+            if part == ".." { _ = parts.popLast() } else { parts.append(part) }
+        }
+        guard parts.count >= 2, parts[0] == "run", parts[1] != "imgsandbox-run" else { return nil }
+        return "/" + parts.joined(separator: "/")
     }
 
     /// Debian's convention: invoke-rc.d asks /usr/sbin/policy-rc.d, and 101 means "do not start". When the

@@ -221,6 +221,10 @@ struct RunSuite {
         try "image's own secret\n".write(toFile: "\(resolvLink)/etc/secret", atomically: false, encoding: .utf8)
         try FileManager.default.createSymbolicLink(atPath: "\(resolvLink)/etc/resolv.conf", withDestinationPath: "/etc/secret")
         try fixture.makeImage("resolvlink", kind: "whole-ext4", extra: ["--root-dir", resolvLink, "--size", "32M"])
+
+        let resolved = try Self.busyboxTree(in: fixture.work, name: "resolved")   // systemd-resolved's layout
+        try FileManager.default.createSymbolicLink(atPath: "\(resolved)/etc/resolv.conf", withDestinationPath: "../run/systemd/resolve/stub-resolv.conf")
+        try fixture.makeImage("resolved", kind: "whole-ext4", extra: ["--root-dir", resolved, "--size", "32M"])
         try fixture.start()
 
         let notSandbox = try Self.run("\(fixture.mountpoint)/foreign", ["true"])
@@ -256,6 +260,13 @@ struct RunSuite {
         #expect(inside == (0, "image's own secret\n---\nimage's own secret\n"), "\(inside)")
         #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: "\(r)/etc/resolv.conf")) == "/etc/secret")
         #expect(rmdir(r) == 0)
+
+        // resolv.conf -> ../run/...: the host's resolv.conf at that place inside run's own /run.
+        let d2 = fixture.sandbox("resolved", "s")
+        #expect(mkdir(d2, 0o755) == 0)
+        let hostResolv = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
+        #expect(try Self.run(d2, ["sh", "-c", "cat /etc/resolv.conf"]) == (0, hostResolv))
+        #expect(rmdir(d2) == 0)
         #expect(fixture.stop() == 0)
     }
 }

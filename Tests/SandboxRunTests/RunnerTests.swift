@@ -39,6 +39,15 @@ import Testing
         #expect(fstat(program, &info) == 0 && info.st_size > 0 && info.st_size % 8 == 0, "a BPF program is 8-byte instructions")
     }
 
+    @Test func resolvConfLinksIntoRunAreFollowedOnlyThere() {
+        #expect(SandboxRoot.underRun("/etc/../run/systemd/resolve/stub-resolv.conf") == "/run/systemd/resolve/stub-resolv.conf")
+        #expect(SandboxRoot.underRun("/run/resolvconf/resolv.conf") == "/run/resolvconf/resolv.conf")
+        #expect(SandboxRoot.underRun("/etc/secret") == nil)
+        #expect(SandboxRoot.underRun("/run/../etc/shadow") == nil)
+        #expect(SandboxRoot.underRun("/run") == nil)
+        #expect(SandboxRoot.underRun("/run/imgsandbox-run/policy-rc.d") == nil)
+    }
+
     @Test func hostnames() {
         #expect(SandboxRunner.validHostname("raspberrypi"))
         #expect(SandboxRunner.validHostname("a-b.c9"))
