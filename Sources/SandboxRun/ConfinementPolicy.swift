@@ -1,4 +1,6 @@
+import CLinux
 import Glibc
+import LinuxBlock
 
 /// What `run` leaves root code from an image, written down in one place (docs/SECURITY.md explains it).
 /// bubblewrap applies it; `--privileged` skips the capability, seccomp and /proc parts.
@@ -19,6 +21,30 @@ enum ConfinementPolicy {
     static let setupCapabilities = [21 /* CAP_SYS_ADMIN */, 12 /* CAP_NET_ADMIN */]
 
     static func mask(_ numbers: [Int]) -> UInt64 { numbers.reduce(0) { $0 | (1 << UInt64($1)) } }
+
+    /// bwrap's options for the command's capabilities and its seccomp program; returns the program's fd,
+    /// for the caller to close once bwrap is started.
+    static func addCapabilitiesAndFilter(to bwrap: inout Bubblewrap) throws(RunError) -> Int32 {
+        let filter = try SyscallFilter.program()
+        bwrap.add("--seccomp", bwrap.pass(filter), "--cap-drop", "ALL")
+        // Only those root has here: bwrap ignores a capset that fails (EPERM for a capability the
+        // process lacks, CAP_SYS_RESOURCE in some containers) and would then leave the command every one.
+        let permitted = clinux_permitted_capabilities()
+        for capability in keptCapabilities where permitted & (1 << UInt64(capability.number)) != 0 {
+            bwrap.add("--cap-add", capability.name)
+        }
+        return filter
+    }
+
+    /// bwrap, started as root, keeps the bounding set it inherits for everything it starts (it narrows
+    /// only the other sets): so this process narrows its own just before starting bwrap, handing bwrap
+    /// what it needs for setup through the inheritable set instead.
+    static func narrowBoundingSet() throws(RunError) {
+        let kept = mask(keptCapabilities.map(\.number))
+        guard clinux_narrow_capabilities(kept, kept | mask(setupCapabilities)) == 0 else {
+            throw RunError(SystemError("capset", "the capability bounding set", errno: errno))
+        }
+    }
 
     /// Entries of the run's own /proc that reach the whole kernel: covered by the host's, read-only
     /// (sysctls, the SysRq trigger, hardware tables).

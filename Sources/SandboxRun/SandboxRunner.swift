@@ -58,15 +58,7 @@ public enum SandboxRunner {
         if request.privileged {
             bwrap.add("--cap-add", "ALL")
         } else {
-            let filter = try SyscallFilter.program()
-            owned.append(filter)
-            bwrap.add("--seccomp", bwrap.pass(filter), "--cap-drop", "ALL")
-            // Only those root has here: bwrap ignores a capset that fails (EPERM for a capability
-            // the process lacks) and would then leave the command every capability.
-            let permitted = clinux_permitted_capabilities()
-            for capability in ConfinementPolicy.keptCapabilities where permitted & (1 << UInt64(capability.number)) != 0 {
-                bwrap.add("--cap-add", capability.name)
-            }
+            owned.append(try ConfinementPolicy.addCapabilitiesAndFilter(to: &bwrap))
         }
         let relay = try TerminalRelay.ifInteractive()
         let status = try StatusPipe()
@@ -74,12 +66,7 @@ public enum SandboxRunner {
         bwrap.add("--chdir", "/", "--")
         bwrap.arguments += argv
 
-        if !request.privileged {
-            let kept = ConfinementPolicy.mask(ConfinementPolicy.keptCapabilities.map(\.number))
-            guard clinux_narrow_capabilities(kept, kept | ConfinementPolicy.mask(ConfinementPolicy.setupCapabilities)) == 0 else {
-                throw RunError(SystemError("capset", "the capability bounding set", errno: errno))
-            }
-        }
+        if !request.privileged { try ConfinementPolicy.narrowBoundingSet() }
         if compat32 { _ = clinux_personality(clinux_PER_LINUX32) }   // inherited by bwrap and the command
         let supervisor = RunSupervisor(relay: relay, status: status)
         try supervisor.blockSignals()
