@@ -23,6 +23,7 @@ struct RunConfinementSuite {
         let fixture = try ServeFixture(images: [])
         defer { fixture.close() }
         let tree = try RunSuite.busyboxTree(in: fixture.work, name: "x86")
+        try FileManager.default.createSymbolicLink(atPath: "\(tree)/bin/ls", withDestinationPath: "busybox")
         for dir in ["usr/local/bin", "tmp/fc", "var"] {
             try FileManager.default.createDirectory(atPath: "\(tree)/\(dir)", withIntermediateDirectories: true)
         }
@@ -74,7 +75,7 @@ struct RunConfinementSuite {
             for f in /dev/* /dev/shm/* /dev/pts/*; do if [ ! -L "$f" ] && { [ -c "$f" ] || [ -b "$f" ]; }; then echo "device $f"; fi; done
             true
             """
-        let inside = try Self.withFD3OnRoot([Paths.binary, "run", s, "--", "sh", "-c", script])
+        let inside = try Self.withFDsOnRoot([Paths.binary, "run", s, "--", "sh", "-c", script])
         #expect(inside.status == 0, "\(inside)")
         let lines = Set(inside.output.split(separator: "\n").map(String.init))
         #expect(!lines.contains("mknod-opened"), "a block device node made inside opened a host device: \(inside.output)")
@@ -84,6 +85,9 @@ struct RunConfinementSuite {
         #expect(!lines.contains("sys-remounted") && lines.contains("sys-read-only"), "/sys: \(inside.output)")
         #expect(!lines.contains("fusectl-mounted") && !lines.contains("tmpfs-mounted"), "mount: \(inside.output)")
         #expect(!lines.contains("fd3-inherited"), "the caller's fd 3 reached the command: \(inside.output)")
+        // The command as bwrap starts it (no shell's own descriptors in between): 0, 1, 2 and ls's directory.
+        let fds = try Self.withFDsOnRoot([Paths.binary, "run", s, "--", "ls", "/proc/self/fd"])
+        #expect(fds == (0, "0\n1\n2\n3\n"), "descriptors 3 and up reached the command: \(fds)")
         // qemu-user answers keyctl itself (ENOSYS); name_to_handle_at needs no capability, so only the
         // filter makes it fail.
         #expect(lines.contains("keyctl EPERM") || (image.name == "arm" && lines.contains("keyctl ENOSYS")), "seccomp: \(inside.output)")
@@ -186,10 +190,10 @@ struct RunConfinementSuite {
         try run([Paths.binary] + arguments, allowFailure: true)
     }
 
-    /// argv started by a shell that first opens fd 3 on / (not close-on-exec), as a caller's leaked
-    /// descriptor would be.
-    static func withFD3OnRoot(_ argv: [String]) throws -> (status: Int32, output: String) {
+    /// argv started by a shell that first opens fds 3 to 6 on / (not close-on-exec), as a caller's leaked
+    /// descriptors would be.
+    static func withFDsOnRoot(_ argv: [String]) throws -> (status: Int32, output: String) {
         let quoted = argv.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
-        return try run(["/bin/sh", "-c", "exec 3</ && exec \(quoted) </dev/null"], allowFailure: true)
+        return try run(["/bin/sh", "-c", "exec 3</ 4</ 5</ 6</ && exec \(quoted) </dev/null"], allowFailure: true)
     }
 }
