@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "SandboxSave", dependencies: ["CLinux", "PrintableText", "SandboxDiff", "LinuxBlock", "DiskImage"]),
         // Engines (dm, overlay) and the sandbox manager.
         .target(name: "Sandbox", dependencies: [
-            "DiskImage", "FATFS", "LinuxBlock", "SandboxDiff", "ImageCache", "SandboxSave",
+            "DiskImage", "FATFS", "LinuxBlock", "PrintableText", "SandboxDiff", "ImageCache", "SandboxSave",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The FUSE layer: virtual tree and passthrough.

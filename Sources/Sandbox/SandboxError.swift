@@ -2,6 +2,7 @@ import DiskImage
 import Glibc
 import ImageCache
 import LinuxBlock
+import PrintableText
 
 /// Errors a caller of the manager can meet; each carries the errno returned to the FUSE caller.
 public enum SandboxError: Error, ErrnoCarrying, CustomStringConvertible {
@@ -16,6 +17,8 @@ public enum SandboxError: Error, ErrnoCarrying, CustomStringConvertible {
     /// A diff or save is reading the sandbox.
     case inUse(image: String, sandbox: String)
     case unsupported(String)
+    /// Only root may start this (attaching pristine/, decompressing an image).
+    case rootOnly(String)
 
     public var errno: Int32 {
         switch self {
@@ -27,20 +30,22 @@ public enum SandboxError: Error, ErrnoCarrying, CustomStringConvertible {
         case .shuttingDown: ESHUTDOWN
         case .inUse: EBUSY
         case .unsupported: EOPNOTSUPP
+        case .rootOnly: EACCES
         }
     }
 
     public var description: String {
         switch self {
-        case .noSuchImage(let image): "no image \(image).img"
-        case .invalidName(let name, let problem): "invalid sandbox name \"\(name)\": \(problem)"
-        case .exists(let image, let sandbox): "sandbox \(image)/\(sandbox) already exists"
-        case .noSuchSandbox(let image, let sandbox): "no sandbox \(image)/\(sandbox)"
-        case .unusableImage(let image, let error): "image \(image).img: \(error)"
+        case .noSuchImage(let image): "no image \(PathText.escape(image)).img"
+        case .invalidName(let name, let problem): "invalid sandbox name \"\(PathText.escape(name))\": \(problem)"
+        case .exists(let image, let sandbox): "sandbox \(PathText.escape(image))/\(PathText.escape(sandbox)) already exists"
+        case .noSuchSandbox(let image, let sandbox): "no sandbox \(PathText.escape(image))/\(PathText.escape(sandbox))"
+        case .unusableImage(let image, let error): "image \(PathText.escape(image)).img: \(error)"
         case .stepFailed(let step, let underlying): "\(step): \(underlying)"
         case .shuttingDown: "the daemon is shutting down"
-        case .inUse(let image, let sandbox): "sandbox \(image)/\(sandbox) is in use by a diff or save"
+        case .inUse(let image, let sandbox): "sandbox \(PathText.escape(image))/\(PathText.escape(sandbox)) is in use by a diff or save"
         case .unsupported(let what): what
+        case .rootOnly(let what): "\(what): only root's requests start it"
         }
     }
 }

@@ -3,6 +3,7 @@ import FATFS
 import Glibc
 import ImageCache
 import LinuxBlock
+import PrintableText
 import Synchronization
 
 /// `IMAGE/pristine/`: the image as it is, read-only, with its other partitions at their fstab paths. Its
@@ -24,10 +25,11 @@ final class PristineSlot: @unchecked Sendable {
 }
 
 extension SandboxManager {
-    public func pristine(image: String) throws -> SandboxRef {
+    public func pristine(image: String, mayAttach: Bool) throws -> SandboxRef {
         let slot = pristineSlot(image)
         return try slot.lock.withLock { _ throws(SandboxError) -> SandboxRef in
             if let ref = slot.ref { return ref }
+            guard mayAttach else { throw .rootOnly("attaching \(PathText.escape(image))/pristine") }
             do throws(SandboxError) {
                 let ref = try attachPristine(image, slot)
                 logger.info("pristine view of \(image) attached (\(ref.partitions.count) more partition(s))")

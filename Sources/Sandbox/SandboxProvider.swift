@@ -74,9 +74,10 @@ public protocol SandboxProvider: AnyObject, Sendable {
     /// Discards the sandbox and every kernel object it used. The caller has already made sure no file
     /// in it is open and has closed its own descriptors inside `mountPath`.
     func destroySandbox(image: String, name: String) throws
-    /// `IMAGE/pristine/`: attaches the read-only view if it is not (lazily: nothing is attached before this).
-    /// Its serials stay the same across re-attaches, so the FUSE layer's nodes stay valid.
-    func pristine(image: String) throws -> SandboxRef
+    /// `IMAGE/pristine/`: attaches the read-only view if it is not (lazily: nothing is attached before this) and
+    /// `mayAttach` (a root request); otherwise `SandboxError.rootOnly` (EACCES). Its serials stay the same
+    /// across re-attaches, so the FUSE layer's nodes stay valid.
+    func pristine(image: String, mayAttach: Bool) throws -> SandboxRef
     /// Releases what `pristine(image:)` attached; the FUSE layer calls it when nothing uses the view.
     func releasePristine(image: String)
 }

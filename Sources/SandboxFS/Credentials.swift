@@ -91,3 +91,28 @@ struct Caller {
         return got < 0 ? [] : Array(groups.prefix(Int(got)))
     }()
 }
+
+/// The uid of the request this worker thread is serving (set by `respond`), for the few decisions deep in an
+/// operation that depend on who asks (only root attaches pristine/ again) without threading `req` through.
+enum RequestUID {
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// Runs `body` with `uid` as the thread's request uid.
+    static func with<R>(_ uid: uid_t, _ body: () throws -> R) rethrows -> R {
+        let previous = pthread_getspecific(key)
+        // Stored as uid + 1, so that "not set" (nil) stays apart from uid 0.
+        pthread_setspecific(key, UnsafeRawPointer(bitPattern: UInt(uid) + 1))
+        defer { pthread_setspecific(key, previous) }
+        return try body()
+    }
+
+    /// True outside any request (the daemon's own work) and for root's requests.
+    static var isRoot: Bool {
+        guard let value = pthread_getspecific(key) else { return true }
+        return UInt(bitPattern: value) == 1
+    }
+}

@@ -1,9 +1,14 @@
+import Glibc
 import Sandbox
 
 /// How the FUSE filesystem is mounted and served.
 public struct FileSystemOptions: Sendable {
     /// Mount with allow_other so users other than the daemon's may enter (needs user_allow_other or root).
     public var allowOther = false
+    /// The group whose members may enter the mount besides root (`serve --group`): the virtual directories
+    /// above the sandboxes are 0750 root:group, or 0700 root:root without one. Inside a sandbox the image's
+    /// own modes apply.
+    public var accessGroup: gid_t? = nil
     /// Kernel mount flags asked for with mount -o (ro, noexec, noatime ...); nosuid,nodev stay whatever is asked.
     public var kernelFlags: [String] = []
     /// The fsname shown in /proc/mounts.

@@ -11,8 +11,11 @@ extension SandboxFileSystem {
     /// How long pristine/ stays attached with nothing open and no request.
     static let pristineLinger = 2.0
 
+    /// Attaching pristine/ makes loop devices and kernel mounts of the untrusted image, and a compressed image is
+    /// decompressed first: only root's requests start that (other users get EACCES); a view already attached
+    /// is open to whoever may enter IMAGE/.
     func pristineLookup(_ image: String) throws -> Reply {
-        let ref = try provider.pristine(image: image)
+        let ref = try provider.pristine(image: image, mayAttach: RequestUID.isRoot)
         let root = try attach(ref)
         return .entry(id: root.id, attr: root.attr, attrTimeout: options.passthroughTimeout,
                       entryTimeout: options.virtualTimeout)
@@ -25,7 +28,7 @@ extension SandboxFileSystem {
         state.withLock(waitingUpTo: 5, until: { s in
             !s.sandboxes.values.contains { $0.ref.readOnly && $0.ref.image == image && $0.blocked }
         }) { _, _ in }
-        let ref = try provider.pristine(image: image)
+        let ref = try provider.pristine(image: image, mayAttach: RequestUID.isRoot)
         _ = try ensureAttached(ref)
         return true
     }

@@ -27,7 +27,7 @@ extension SandboxFileSystem {
                  _ body: () throws -> Reply) {
         let reply: Reply
         do {
-            reply = try body()
+            reply = try RequestUID.with(Caller(req).uid, body)
         } catch {
             let code = errnoCode(of: error)
             logFailure(op, error, code)

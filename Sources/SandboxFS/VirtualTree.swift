@@ -22,10 +22,11 @@ extension SandboxFileSystem {
     func virtualAttr(_ id: UInt64) -> stat {
         var st = stat()
         st.st_ino = numericCast(Self.virtualInode(id))
-        st.st_mode = UInt32(SwiftGlibc.S_IFDIR) | 0o755
+        // Root's, and the access group's when there is one: other users never reach a sandbox or pristine/.
+        st.st_mode = UInt32(SwiftGlibc.S_IFDIR) | (options.accessGroup == nil ? 0o700 : 0o750)
         st.st_nlink = 2
         st.st_uid = 0
-        st.st_gid = 0
+        st.st_gid = options.accessGroup ?? 0
         st.st_blksize = 4096
         st.st_atim = startTime
         st.st_mtim = startTime

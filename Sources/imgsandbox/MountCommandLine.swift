@@ -62,7 +62,9 @@ enum MountCommandLine {
         var serveArguments: [String] = []
         for option in options where !option.isEmpty {
             let key = option.split(separator: "=", maxSplits: 1).first.map(String.init) ?? option
-            if ignored.contains(key) || key.hasPrefix("x-") || key == "comment" { continue }
+            // mount(8)'s own `group` (a bare word) is ignored; `group=NAME` is serve's --group.
+            let serveGroup = key == "group" && option.contains("=")
+            if (ignored.contains(key) && !serveGroup) || key.hasPrefix("x-") || key == "comment" { continue }
             if kernelFlags.contains(option) {
                 serveArguments.append("--kernel-flag=\(option)")
                 continue

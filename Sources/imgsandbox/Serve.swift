@@ -6,6 +6,7 @@ import Glibc
 import ImageCache
 import LinuxBlock
 import Logging
+import PrintableText
 import Sandbox
 import SandboxFS
 
@@ -37,6 +38,8 @@ struct Serve: ParsableCommand {
     var cacheMax: String?
     @Flag(help: "Keep the mount to root alone (without it, every user may enter, with the kernel's permission checks).")
     var `private` = false
+    @Option(help: "Let this group's members (a name or a gid) enter MOUNTPOINT besides root: the directories above the sandboxes are then 0750 root:GROUP instead of 0700 root:root. Inside a sandbox the image's own modes apply.")
+    var group: String?
     @Flag(help: .hidden)   // the default now (FUSE allow_other); accepted for older command lines
     var allowOther = false
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
@@ -62,6 +65,8 @@ struct Serve: ParsableCommand {
             throw ValidationError("--cow-max \(cowMax) is below --cow-size \(cowSize)")
         }
         if `private`, allowOther { throw ValidationError("--private and --allow-other contradict each other") }
+        if `private`, group != nil { throw ValidationError("--private and --group contradict each other (--private keeps the mount to root)") }
+        if let group, Self.groupID(group) == nil { throw ValidationError("--group \(PathText.escape(group)): no such group") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         if let partition, partition < 0 { throw ValidationError("--partition must be 0 or more") }
         for flag in kernelFlags where !MountCommandLine.kernelFlags.contains(flag) {
@@ -138,6 +143,7 @@ struct Serve: ParsableCommand {
                                          settings: settings, logger: logger, imageCache: imageCache)
         var options = FileSystemOptions()
         options.allowOther = !`private`
+        options.accessGroup = group.flatMap(Self.groupID)
         options.kernelFlags = kernelFlags
         // Passthrough backing files sit on overlayfs (one level of stacking) or directly on ext4/xfs/btrfs.
         options.backingStackDepth = choice.kind == .overlay ? 1 : 0
@@ -197,6 +203,15 @@ struct Serve: ParsableCommand {
             source.resume()
             return source
         }
+    }
+
+    /// A group by name, or a number as a gid (as chown(1) reads it).
+    static func groupID(_ name: String) -> gid_t? {
+        var group = Glibc.group()
+        var found: UnsafeMutablePointer<Glibc.group>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        if getgrnam_r(name, &group, &buffer, buffer.count, &found) == 0, let found { return found.pointee.gr_gid }
+        return gid_t(name)
     }
 
     /// Raises the soft RLIMIT_NOFILE to the hard one; returns the limit now in force.

@@ -90,7 +90,7 @@ final class FakeProvider: SandboxProvider, Sendable {
     }
 
     /// No pristine view here: the manager's is tested through the daemon (WholeImageSuite).
-    func pristine(image: String) throws -> SandboxRef { throw FakeError(errno: ENOENT) }
+    func pristine(image: String, mayAttach: Bool) throws -> SandboxRef { throw FakeError(errno: ENOENT) }
     func releasePristine(image: String) {}
 
     private func remove(_ ref: SandboxRef) throws {
