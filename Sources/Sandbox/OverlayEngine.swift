@@ -134,19 +134,31 @@ public struct OverlayEngine: SandboxEngine {
         let id = try allocator.add(bytes: size)
         teardown.push("remove zram\(id)") { try allocator.free(id) }
         let device = zram.devicePath(id)
-        // No reserved blocks: the store is RAM and dies with the sandbox. A small journal all the same: without
+        // ext4's default 5 % of reserved blocks: root's share of the store, which other users' writes leave alone
+        // (the FUSE layer enforces it: see SandboxFS RootShare). A small journal all the same: without
         // one, ext4 skips every inode freed in the last 30 s when it allocates (ialloc.c, recently_deleted), so
         // creating files after deleting many is quadratic (10,000 creates: 0.3 s, then 1-5 s; with it 0.3 s).
         // A fresh zram device reads as zeros, so the journal needs no zeroing either.
         let journal = size >= 64 << 20 ? ["-J", "size=4"] : []
         try step("mkfs.ext4 \(device)") {
-            _ = try Command.run(["mkfs.ext4", "-q", "-F", "-m", "0"] + journal + ["-E", "nodiscard,lazy_journal_init=1", device])
+            _ = try Command.run(["mkfs.ext4", "-q", "-F", "-m", "\(Self.rootSharePercent)"] + journal + ["-E", "nodiscard,lazy_journal_init=1", device])
         }
         try step("mount \(device) on \(path)") {
             try Mount.mount(source: device, target: path, type: "ext4", flags: [.nosuid, .nodev])
         }
         teardown.push("unmount \(path)") { try Mount.unmount(path) }
         return id
+    }
+
+    /// The percentage of the upper store kept for root (ext4's reserved blocks; its default).
+    static let rootSharePercent = 5
+
+    /// What root may still write to an upper: its free space less what ext4 keeps from everyone (2 % of the
+    /// blocks, at most 4096: ext4_calculate_resv_clusters). A tmpfs upper has neither (free = available).
+    static func rootAvailable(_ upper: (blockSize: UInt64, totalBytes: UInt64, freeBytes: UInt64, availableBytes: UInt64)) -> UInt64 {
+        guard upper.freeBytes > upper.availableBytes else { return upper.availableBytes }
+        let kept = min(upper.totalBytes / max(upper.blockSize, 1) / 50, 4096) * upper.blockSize
+        return upper.freeBytes - min(upper.freeBytes, kept)
     }
 
     /// Creates a directory with the mode and owner of `template` (the lower root), so the merged root
@@ -188,8 +200,9 @@ public struct OverlayEngine: SandboxEngine {
         if let upper = try? FilesystemUsage.of(sandbox.upperMount) {
             usage.cowTotalBytes = upper.totalBytes
             usage.cowUsedBytes = upper.totalBytes - min(upper.totalBytes, upper.freeBytes)
-            // A full upper refuses every write that needs new blocks: that is overflow for this engine.
-            if upper.availableBytes < Self.fullMargin(totalBytes: upper.totalBytes, blockSize: upper.blockSize) {
+            // A full upper refuses every write that needs new blocks: that is overflow for this engine. Root's
+            // share counts (other users stop at its edge; root's writes fail only past it).
+            if Self.rootAvailable(upper) < Self.fullMargin(totalBytes: upper.totalBytes, blockSize: upper.blockSize) {
                 usage.state = .overflowed
             }
         }

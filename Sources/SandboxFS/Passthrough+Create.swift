@@ -25,6 +25,7 @@ extension SandboxFileSystem {
         return try withPass(parent) { ctx in
             try ctx.withPathFD { parentFD in
                 let object = "\(ctx.object)/\(name.display)"
+                try requireUserShare(fd: parentFD, object)
                 let mode = createMode(mode, caller, parentFD: parentFD)
                 ctx.recordEntry(parentFD, name)
                 try caller.asFilesystemIdentity { try systemCall(op, object) { name.withCString { call(parentFD, $0, mode) } } }
@@ -64,6 +65,7 @@ extension SandboxFileSystem {
                 // linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH: done as the daemon, not the caller
                 // (a link creates no inode, so ownership does not matter).
                 try source.withPathFD { sourceFD in
+                    try requireUserShare(fd: sourceFD, "\(parent.object)/\(name.display)")
                     // The file gains a name: its link count changes under every name it has.
                     source.recordNode(sourceFD)
                     try parent.withPathFD { parentFD in
@@ -125,6 +127,7 @@ extension SandboxFileSystem {
         try checkName(name, "create")
         return try withPass(parent) { ctx in
             let fd = try ctx.withPathFD { parentFD in
+                try requireUserShare(fd: parentFD, "\(ctx.object)/\(name.display)")
                 let mode = createMode(mode, caller, parentFD: parentFD)
                 ctx.recordEntry(parentFD, name)
                 return try caller.asFilesystemIdentity {
@@ -144,6 +147,7 @@ extension SandboxFileSystem {
     func passTmpfile(_ req: fuse_req_t, _ parent: UInt64, mode: mode_t, flags: Int32, caller: Caller) throws -> Reply {
         try withPass(parent) { ctx in
             let fd = try ctx.withPathFD { parentFD in
+                try requireUserShare(fd: parentFD, ctx.object)
                 let mode = createMode(mode, caller, parentFD: parentFD)
                 let open = (hiddenOpenFlags(flags) & ~(O_CREAT | O_NOCTTY | O_TRUNC | O_DIRECTORY)) | clinux_O_TMPFILE | O_CLOEXEC
                 return try caller.asFilesystemIdentity {

@@ -14,7 +14,9 @@ extension SandboxFileSystem {
         if tracked {
             let size = BackingFiles.mayCache(flags: flags) ? Int((try? fstatFD(fd, "open"))?.st_size ?? 0) : 0
             do {
-                backingID = try backings.acquire(node: node, flags: flags, size: size) { cfuse_passthrough_open(req, fd) }
+                backingID = try backings.acquire(node: node, flags: flags, size: size, throughDaemon: Self.writesThroughDaemon(flags: flags)) {
+                    cfuse_passthrough_open(req, fd)
+                }
             } catch {
                 // A file the kernel refuses as backing (every open of it would be refused alike) goes
                 // through the daemon instead.
@@ -67,6 +69,8 @@ extension SandboxFileSystem {
             if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0, ctx.journal != nil {
                 try ctx.withPathFD { ctx.recordNode($0) }
             }
+            // Opening for writing may copy the file up into the store.
+            if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { try requireUserShare(fd: ctx.mountFD, ctx.object) }
             let fd = try ctx.open(flags: hiddenOpenFlags(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW))
             if flags & O_TRUNC != 0 {
                 do {
@@ -136,6 +140,7 @@ extension SandboxFileSystem {
     func passWrite(fh: UInt64, buffers: UnsafeMutablePointer<fuse_bufvec>, offset: off_t) throws -> Reply {
         let file = try requireFile(fh)
         return try file.lease.with { fd in
+            try requireUserShare(fd: fd, bytes: fuse_buf_size(buffers), "file handle \(fh)")
             let written = cfuse_write_buf_to_fd(buffers, fd, offset)
             guard written >= 0 else {
                 let code = Int32(clamping: -written)
@@ -156,6 +161,7 @@ extension SandboxFileSystem {
     func passFallocate(fh: UInt64, mode: Int32, offset: off_t, length: off_t) throws -> Reply {
         let file = try requireFile(fh)
         return try file.lease.with { fd in
+            try requireUserShare(fd: fd, bytes: Int(clamping: length), "file handle \(fh)")
             try systemCall("fallocate", "file handle \(fh)") { clinux_fallocate(fd, mode, Int64(offset), Int64(length)) }
             return .ok
         }
@@ -174,6 +180,7 @@ extension SandboxFileSystem {
         let target = try requireFile(fhOut)
         return try source.lease.with { inFD in
             try target.lease.with { outFD in
+                try requireUserShare(fd: outFD, bytes: length, "file handle \(fhOut)")
                 var inOffset = Int64(offIn)
                 var outOffset = Int64(offOut)
                 let copied = try systemCall("copy_file_range", "file handles \(fhIn) -> \(fhOut)") {
