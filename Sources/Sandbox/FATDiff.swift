@@ -4,7 +4,9 @@ import SandboxDiff
 
 /// A FAT partition's changes: both volumes walked in full (a boot partition holds a few hundred files,
 /// and FAT keeps no change set), compared by type, content, mode (the read-only attribute) and mtime.
-/// FAT has no owners, xattrs or links; its root directory has no times.
+/// FAT has no owners, xattrs or links; its root directory has no times. A corrupt entry (EIO from FATFS: a
+/// looping chain, a chain past the end, a directory cycle) becomes one `unreadable` change naming it, and the
+/// rest of the volume is still compared.
 struct FATDiff {
     let sandbox: FATVolume
     let pristine: FATVolume
@@ -19,40 +21,48 @@ struct FATDiff {
     }
 
     mutating func run() throws(FATError) {
-        try compare(FATVolume.rootID, FATVolume.rootID, path: prefix)
+        do {
+            try compare(FATVolume.rootID, FATVolume.rootID, path: prefix)
+        } catch where error.errno == EIO {
+            changes.append(Change(rawPath: Array(prefix.utf8), kind: .unreadable))
+        }
     }
 
     private mutating func compare(_ s: FATNodeID, _ p: FATNodeID, path: String) throws(FATError) {
         let sNames = try Self.names(sandbox, s), pNames = try Self.names(pristine, p)
         for name in Set(sNames).union(pNames).sorted() {
             let child = path + "/" + name
-            guard sNames.contains(name) else {
-                try all(.deleted, pristine, p, name, path: child)
-                continue
+            do {
+                try compareEntry(s, p, name, sNames: sNames, pNames: pNames, path: child)
+            } catch where error.errno == EIO {
+                // A corrupt structure below: this entry is unreadable, the rest of the volume is compared on.
+                changes.append(Change(rawPath: Array(child.utf8), kind: .unreadable))
             }
-            guard pNames.contains(name) else {
-                try all(.added, sandbox, s, name, path: child)
-                continue
-            }
-            let sAttr = try sandbox.lookup(parent: s, name: name)
-            defer { sandbox.forget(sAttr.id) }
-            let pAttr = try pristine.lookup(parent: p, name: name)
-            defer { pristine.forget(pAttr.id) }
-            var aspects: [Change.Aspect] = []
-            if sAttr.isDirectory != pAttr.isDirectory {
-                aspects = [.type]
-            } else {
-                if !sAttr.isDirectory, try !sameContent(sAttr, pAttr) { aspects.append(.content) }
-                if sAttr.mode & 0o7777 != pAttr.mode & 0o7777 { aspects.append(.mode) }
-                if sAttr.mtime != pAttr.mtime { aspects.append(.times) }
-            }
-            if !aspects.isEmpty { changes.append(Change(rawPath: Array(child.utf8), kind: .modified, aspects: aspects)) }
-            if aspects == [.type] {
-                if pAttr.isDirectory { try below(.deleted, pristine, pAttr.id, path: child) }
-                if sAttr.isDirectory { try below(.added, sandbox, sAttr.id, path: child) }
-            } else if sAttr.isDirectory {
-                try compare(sAttr.id, pAttr.id, path: child)
-            }
+        }
+    }
+
+    private mutating func compareEntry(_ s: FATNodeID, _ p: FATNodeID, _ name: String, sNames: [String], pNames: [String],
+                                       path child: String) throws(FATError) {
+        guard sNames.contains(name) else { return try all(.deleted, pristine, p, name, path: child) }
+        guard pNames.contains(name) else { return try all(.added, sandbox, s, name, path: child) }
+        let sAttr = try sandbox.lookup(parent: s, name: name)
+        defer { sandbox.forget(sAttr.id) }
+        let pAttr = try pristine.lookup(parent: p, name: name)
+        defer { pristine.forget(pAttr.id) }
+        var aspects: [Change.Aspect] = []
+        if sAttr.isDirectory != pAttr.isDirectory {
+            aspects = [.type]
+        } else {
+            if !sAttr.isDirectory, try !sameContent(sAttr, pAttr) { aspects.append(.content) }
+            if sAttr.mode & 0o7777 != pAttr.mode & 0o7777 { aspects.append(.mode) }
+            if sAttr.mtime != pAttr.mtime { aspects.append(.times) }
+        }
+        if !aspects.isEmpty { changes.append(Change(rawPath: Array(child.utf8), kind: .modified, aspects: aspects)) }
+        if aspects == [.type] {
+            if pAttr.isDirectory { try below(.deleted, pristine, pAttr.id, path: child) }
+            if sAttr.isDirectory { try below(.added, sandbox, sAttr.id, path: child) }
+        } else if sAttr.isDirectory {
+            try compare(sAttr.id, pAttr.id, path: child)
         }
     }
 

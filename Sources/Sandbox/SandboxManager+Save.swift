@@ -50,7 +50,7 @@ extension SandboxManager {
             }
         }
         let partial = output + ".partial"
-        let fd = try openPartial(partial, force: request.force)
+        let fd = try openPartial(partial, force: request.force, mode: request.mode)
         let kept = Mutex(false)
         file.push("remove \(partial)") { if !kept.withLock({ $0 }) { unlink(partial) } }
         file.push("close \(partial)") { close(fd) }
@@ -121,6 +121,10 @@ extension SandboxManager {
         var fatChanges = 0
         for fat in fats {
             let changes = try Self.fatChanges(fat, imagePath: sourcePath)
+            if let damaged = changes.first(where: { $0.kind == .unreadable }) {
+                throw .stepFailed(step: "save", underlying: SystemError(
+                    "refused:", "\(damaged.path) is a corrupt FAT entry of the image (fsck.fat reports it), so it cannot be copied", errno: EIO))
+            }
             fatChanges += changes.count
             try step("write the changes of \(fat.mount.mountPoint)") {
                 try FATReplay.apply(changes, from: fat.volume, outputFD: fd, partition: fat.mount.partition, prefix: fat.mount.mountPoint)
@@ -228,11 +232,12 @@ extension SandboxManager {
         }
     }
 
-    /// O_EXCL: a .partial left by an interrupted save is replaced only with --force.
-    private func openPartial(_ partial: String, force: Bool) throws(SandboxError) -> Int32 {
+    /// O_EXCL: a .partial left by an interrupted save is replaced only with --force. Created with `mode` (0666
+    /// less the caller's umask) as the daemon's umask is 0: the image holds password hashes and keys.
+    private func openPartial(_ partial: String, force: Bool, mode: mode_t) throws(SandboxError) -> Int32 {
         let flags = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC
-        var fd = open(partial, flags, 0o644)
-        if fd < 0, errno == EEXIST, force, unlink(partial) == 0 { fd = open(partial, flags, 0o644) }
+        var fd = open(partial, flags, mode)
+        if fd < 0, errno == EEXIST, force, unlink(partial) == 0 { fd = open(partial, flags, mode) }
         guard fd >= 0 else {
             let saved = errno
             let hint = saved == EEXIST ? " (left by an interrupted save? --force replaces it)" : ""

@@ -1,5 +1,6 @@
 import Glibc
 import LinuxBlock
+import PrintableText
 
 /// `imgsandbox save`: where to write and how.
 public struct SaveRequest: Sendable {
@@ -9,13 +10,19 @@ public struct SaveRequest: Sendable {
     public let shrink: Bool
     /// The FUSE mountpoint: an output inside it is refused.
     public let servedTree: String
+    /// The caller's umask, applied to 0666 for OUT (as a file the caller wrote itself would get).
+    public let umask: mode_t
 
-    public init(output: String, force: Bool, shrink: Bool, servedTree: String) {
+    public init(output: String, force: Bool, shrink: Bool, servedTree: String, umask: mode_t) {
         self.output = output
         self.force = force
         self.shrink = shrink
         self.servedTree = servedTree
+        self.umask = umask
     }
+
+    /// OUT's mode.
+    public var mode: mode_t { 0o666 & ~umask }
 }
 
 public struct SaveProgress: Sendable, Codable {
@@ -43,31 +50,31 @@ enum SaveTarget {
     /// The resolved output path, or why it is refused.
     static func validate(_ request: SaveRequest, source: String, runDirectory: String) throws(SandboxError) -> String {
         let output = request.output
-        guard output.hasPrefix("/") else { throw refused("\(output): the output path must be absolute", EINVAL) }
+        guard output.hasPrefix("/") else { throw refused("\(PathText.escape(output)): the output path must be absolute", EINVAL) }
         let name = output.split(separator: "/").last.map(String.init) ?? ""
         guard !name.isEmpty, name != ".", name != "..", !output.hasSuffix("/") else {
-            throw refused("\(output): not a file name", EINVAL)
+            throw refused("\(PathText.escape(output)): not a file name", EINVAL)
         }
         let parent = String(output.dropLast(name.count))
-        guard let resolved = realpath(parent, nil) else { throw refused("\(parent)", errno) }
+        guard let resolved = realpath(parent, nil) else { throw refused("\(PathText.escape(parent))", errno) }
         let directory = String(cString: resolved)
         free(resolved)
         let path = (directory == "/" ? "" : directory) + "/" + name
         for (tree, what) in [(request.servedTree, "the served tree"), (runDirectory, "the daemon's run directory")]
         where path == tree || path.hasPrefix(tree + "/") {
-            throw refused("\(path) is inside \(what) (\(tree))", EINVAL)
+            throw refused("\(PathText.escape(path)) is inside \(what) (\(PathText.escape(tree)))", EINVAL)
         }
         var sourceInfo = stat(), info = stat()
-        guard stat(source, &sourceInfo) == 0 else { throw refused("\(source)", errno) }
+        guard stat(source, &sourceInfo) == 0 else { throw refused("\(PathText.escape(source))", errno) }
         for follow in [false, true] {
             let rc = follow ? stat(path, &info) : lstat(path, &info)
             if rc == 0, info.st_dev == sourceInfo.st_dev, info.st_ino == sourceInfo.st_ino {
-                throw refused("\(path) is the source image", EINVAL)
+                throw refused("\(PathText.escape(path)) is the source image", EINVAL)
             }
         }
         if lstat(path, &info) == 0 {
-            guard request.force else { throw refused("\(path) exists (--force replaces it)", EEXIST) }
-            guard info.st_mode & S_IFMT != S_IFDIR else { throw refused("\(path) is a directory", EISDIR) }
+            guard request.force else { throw refused("\(PathText.escape(path)) exists (--force replaces it)", EEXIST) }
+            guard info.st_mode & S_IFMT != S_IFDIR else { throw refused("\(PathText.escape(path)) is a directory", EISDIR) }
         }
         return path
     }

@@ -4,6 +4,9 @@ import PrintableText
 public struct Change: Sendable, Equatable, Codable {
     public enum Kind: String, Sendable, Codable {
         case added, deleted, modified
+        /// A damaged entry of the image (a corrupt FAT directory entry or chain): what it holds cannot be
+        /// compared, so it cannot be saved either.
+        case unreadable
     }
 
     /// What differs on a modified path. Access and change times are not compared: reading a copied-up

@@ -12,6 +12,8 @@ struct ControlRequest: Codable {
     var output: String?
     var force: Bool?
     var shrink: Bool?
+    /// save: the caller's umask, which OUT's mode follows.
+    var umask: UInt32?
 
     static let status = ControlRequest(command: "status")
 }
@@ -86,8 +88,9 @@ struct ControlHandler: Sendable {
             return
         }
         var last = ContinuousClock.now - .seconds(1), lastPhase = ""
+        // A client that sends no umask gets an output for root alone.
         let saveRequest = SaveRequest(output: output, force: request.force ?? false, shrink: request.shrink ?? false,
-                                      servedTree: mountpoint)
+                                      servedTree: mountpoint, umask: request.umask.map { mode_t($0 & 0o777) } ?? 0o077)
         do {
             let result = try manager.save(image: image, name: sandbox, request: saveRequest) { progress in
                 let now = ContinuousClock.now

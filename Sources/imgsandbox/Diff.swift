@@ -1,11 +1,12 @@
 import ArgumentParser
 import FoundationEssentials
+import PrintableText
 import SandboxDiff
 
 struct Diff: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List what a sandbox changed: added, deleted and modified paths.",
-        discussion: "One line per path, sorted: `added PATH`, `deleted PATH`, `modified ASPECTS PATH` (ASPECTS: type, content, link_target, links, mode, owner, times, xattrs). Bytes outside printable ASCII are shown as \\xNN.")
+        discussion: "One line per path, sorted: `added PATH`, `deleted PATH`, `modified ASPECTS PATH` (ASPECTS: type, content, link_target, links, mode, owner, times, xattrs), `unreadable PATH` (a corrupt FAT entry of the image). Bytes outside printable ASCII are shown as \\xNN.")
 
     @Argument(help: "The sandbox: MOUNTPOINT/IMAGE/sandboxes/NAME.")
     var sandboxDirectory: String
@@ -19,7 +20,7 @@ struct Diff: ParsableCommand {
         let data = try ControlSocket.query(target.socketPath, request: try JSONEncoder().encode(request))
         let answer = try StatusRow.decoder.decode(DiffAnswer.self, from: data)
         guard let changes = answer.changes else {
-            throw ValidationFailure("diff \(sandboxDirectory): \(answer.error ?? "no answer")")
+            throw ValidationFailure("diff \(PathText.escape(sandboxDirectory)): \(answer.error ?? "no answer")")
         }
         if json {
             let encoder = JSONEncoder()

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import LinuxBlock
+import PrintableText
 import Sandbox
 
 /// A sandbox named on the command line by its directory, MOUNTPOINT/IMAGE/sandboxes/NAME, and the live
@@ -13,7 +14,7 @@ struct SandboxTarget {
 
     static func resolve(_ directory: String) throws -> SandboxTarget {
         guard let resolved = realpath(directory, nil) else {
-            throw ValidationFailure("\(directory): \(SystemError.describe(errno))")
+            throw ValidationFailure("\(PathText.escape(directory)): \(SystemError.describe(errno))")
         }
         let path = String(cString: resolved)
         free(resolved)
@@ -22,7 +23,7 @@ struct SandboxTarget {
             guard parts.count == 3, parts[1] == "sandboxes" else { break }
             return SandboxTarget(names: names, mountpoint: record.mountpoint, image: String(parts[0]), sandbox: String(parts[2]))
         }
-        throw ValidationFailure("\(directory) is not a sandbox (MOUNTPOINT/IMAGE/sandboxes/NAME) of a running imgsandbox")
+        throw ValidationFailure("\(PathText.escape(directory)) is not a sandbox (MOUNTPOINT/IMAGE/sandboxes/NAME) of a running imgsandbox")
     }
 
     var socketPath: String { names.controlSocket }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FoundationEssentials
 import Glibc
+import PrintableText
 import Sandbox
 
 struct Save: ParsableCommand {
@@ -22,8 +23,10 @@ struct Save: ParsableCommand {
     func run() throws {
         let target = try SandboxTarget.resolve(sandboxDirectory)
         let absolute = output.hasPrefix("/") ? output : FileManager.default.currentDirectoryPath + "/" + output
+        let mask = umask(0)
+        umask(mask)
         let request = ControlRequest(command: "save", image: target.image, sandbox: target.sandbox, output: absolute,
-                                     force: force, shrink: shrink)
+                                     force: force, shrink: shrink, umask: UInt32(mask))
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         let meter = ProgressMeter(quiet: quiet)
@@ -34,10 +37,10 @@ struct Save: ParsableCommand {
         }
         meter.finish()
         guard let result = outcome?.result else {
-            throw ValidationFailure("save \(sandboxDirectory): \(outcome?.error ?? "the daemon ended the connection")")
+            throw ValidationFailure("save \(PathText.escape(sandboxDirectory)): \(outcome?.error ?? "the daemon ended the connection")")
         }
         if !quiet {
-            print("saved \(result.output): \(ByteSize.format(result.sizeBytes)) (\(ByteSize.format(result.allocatedBytes)) allocated), \(result.changes) changes, \(tenths(result.seconds)) s")
+            print("saved \(PathText.escape(result.output)): \(ByteSize.format(result.sizeBytes)) (\(ByteSize.format(result.allocatedBytes)) allocated), \(result.changes) changes, \(tenths(result.seconds)) s")
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import PrintableText
 import Sandbox
 
 struct Status: ParsableCommand {
@@ -16,7 +17,7 @@ struct Status: ParsableCommand {
         if let mountpoint {
             let wanted = URL(fileURLWithPath: mountpoint).standardizedFileURL.resolvingSymlinksInPath().path
             instances = instances.filter { $0.record.mountpoint == wanted }
-            if instances.isEmpty { throw ValidationError("no imgsandbox daemon serves \(wanted)") }
+            if instances.isEmpty { throw ValidationError("no imgsandbox daemon serves \(PathText.escape(wanted))") }
         }
         var rows: [StatusRow] = []
         var preparing: [PreparingRow] = []
@@ -39,7 +40,7 @@ struct Status: ParsableCommand {
     static func line(_ row: PreparingRow) -> String {
         let percent = row.compressedBytesTotal > 0 ? row.compressedBytesDone * 100 / row.compressedBytesTotal : 0
         let written = ByteSize.format(row.bytesDone) + (row.bytesTotal > 0 ? " of \(ByteSize.format(row.bytesTotal))" : "")
-        return "preparing \(row.image) (\(row.format)): \(ByteSize.format(row.compressedBytesDone)) of "
+        return "preparing \(PathText.escape(row.image)) (\(row.format)): \(ByteSize.format(row.compressedBytesDone)) of "
             + "\(ByteSize.format(row.compressedBytesTotal)) read (\(percent) %), \(written) written, \(row.mibPerSecond) MiB/s"
     }
 
@@ -47,15 +48,16 @@ struct Status: ParsableCommand {
         let header = ["IMAGE", "SANDBOX", "ENGINE", "STATE", "COW USED", "COW TOTAL", "COW MAX", "ZRAM ORIG/COMPR/MEM",
                       "FS SIZE", "FS FREE", "DATA PATH", "MOUNT"]
         let lines = rows.flatMap { row -> [[String]] in
-            [[row.image, row.sandbox, row.engine, row.state, ByteSize.format(row.cowUsedBytes),
+            // Names come from image files, users and the image's fstab: escaped, so each row is one line.
+            [[PathText.escape(row.image), PathText.escape(row.sandbox), row.engine, row.state, ByteSize.format(row.cowUsedBytes),
              ByteSize.format(row.cowTotalBytes), ByteSize.format(row.cowMaxBytes),
              row.cowStore == "zram"
                 ? "\(ByteSize.format(row.zramOriginalBytes))/\(ByteSize.format(row.zramCompressedBytes))/\(ByteSize.format(row.zramMemoryBytes))"
                 : row.cowStore,
-             ByteSize.format(row.fsSizeBytes), ByteSize.format(row.fsFreeBytes), row.dataPath ?? "-", row.mountPath]] +
+             ByteSize.format(row.fsSizeBytes), ByteSize.format(row.fsFreeBytes), row.dataPath ?? "-", PathText.escape(row.mountPath)]] +
             // One line per partition under its sandbox's: where it is, what it holds, its own COW use.
             row.partitions.map { p in
-                ["", "  \(p.mountPoint)", p.filesystem, "", ByteSize.format(p.cowUsedBytes), ByteSize.format(p.cowTotalBytes),
+                ["", "  \(PathText.escape(p.mountPoint))", PathText.escape(p.filesystem), "", ByteSize.format(p.cowUsedBytes), ByteSize.format(p.cowTotalBytes),
                  "", "", "", "", "", "partition \(p.number)"]
             }
         }
