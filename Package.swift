@@ -41,7 +41,7 @@ let package = Package(
         ]),
         // The FUSE layer: virtual tree and passthrough.
         .target(name: "SandboxFS", dependencies: [
-            "CFuse", "CLinux", "FATFS", "LinuxBlock", "Sandbox", "SandboxDiff",
+            "CFuse", "CLinux", "DiskImage", "FATFS", "LinuxBlock", "Sandbox", "SandboxDiff",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // libseccomp: run's system call filter, compiled to the BPF program bubblewrap loads (no pkgConfig:

@@ -8,14 +8,17 @@ public struct PartitionMount: Sendable, Equatable {
     public let readOnly: Bool
     /// false for the FAT fallback (no fstab entry named it).
     public let fromFstab: Bool
+    /// A FAT partition's owner and masks (fstab's uid=, gid=, umask=, fmask=, dmask=).
+    public let fatOptions: FATMountOptions
 
     public init(partition: Partition, filesystem: FilesystemInfo, mountPoint: String, readOnly: Bool = false,
-                fromFstab: Bool = true) {
+                fromFstab: Bool = true, fatOptions: FATMountOptions = FATMountOptions()) {
         self.partition = partition
         self.filesystem = filesystem
         self.mountPoint = mountPoint
         self.readOnly = readOnly
         self.fromFstab = fromFstab
+        self.fatOptions = fatOptions
     }
 
     /// Path components of the mount point ("/boot/firmware" -> ["boot", "firmware"]).
@@ -65,8 +68,15 @@ public enum PartitionMounts {
                 continue
             }
             if let reason = conflict(path, partition, plan.mounts) { plan.skipped.append((line, reason)); continue }
+            var fatOptions = FATMountOptions()
+            if info.type == .vfat {
+                switch FATMountOptions.parse(entry.options) {
+                case .success(let options): fatOptions = options
+                case .failure(let reason): plan.skipped.append((line, reason.description)); continue
+                }
+            }
             plan.mounts.append(PartitionMount(partition: partition, filesystem: info, mountPoint: path,
-                                              readOnly: entry.isReadOnly))
+                                              readOnly: entry.isReadOnly, fatOptions: fatOptions))
         }
         if !plan.mounts.contains(where: { $0.filesystem.type == .vfat }) {
             let fats = candidates.filter { $0.number != root.number && fs($0)?.type == .vfat }

@@ -1,5 +1,6 @@
 import CFuse
 import CLinux
+import DiskImage
 import FATFS
 import Glibc
 import LinuxBlock
@@ -36,13 +37,16 @@ extension SandboxFileSystem {
         }
     }
 
-    static func fatStat(_ a: FATAttr, serial: UInt64) -> stat {
+    /// Owner and permissions as Linux vfat shows them under the partition's fstab options: FATFS gives the
+    /// read-only attribute as a missing write bit.
+    static func fatStat(_ a: FATAttr, serial: UInt64, _ ownership: FATMountOptions) -> stat {
         var st = stat()
         st.st_ino = numericCast((NodeTable.fatID(serial: serial, node: a.id) ?? 0) & ~(UInt64(1) << 63))
-        st.st_mode = a.mode
+        st.st_mode = a.mode & UInt32(SwiftGlibc.S_IFMT)
+            | ownership.permissions(directory: a.isDirectory, readOnly: a.mode & 0o200 == 0)
         st.st_nlink = numericCast(a.nlink)
-        st.st_uid = a.uid
-        st.st_gid = a.gid
+        st.st_uid = ownership.uid
+        st.st_gid = ownership.gid
         st.st_size = numericCast(a.size)
         st.st_blocks = numericCast(a.blocks)
         st.st_blksize = numericCast(a.blockSize)
@@ -62,15 +66,15 @@ extension SandboxFileSystem {
         if entry.readOnly { throw SystemError(op, "\(entry.label) is read-only", errno: EROFS) }
     }
 
-    private func fatEntryReply(_ serial: UInt64, _ a: FATAttr) -> Reply {
-        .entry(id: NodeTable.fatID(serial: serial, node: a.id) ?? 0, attr: Self.fatStat(a, serial: serial),
+    private func fatEntryReply(_ e: FatEntry, _ serial: UInt64, _ a: FATAttr) -> Reply {
+        .entry(id: NodeTable.fatID(serial: serial, node: a.id) ?? 0, attr: Self.fatStat(a, serial: serial, e.ownership),
                attrTimeout: options.passthroughTimeout, entryTimeout: options.passthroughTimeout)
     }
 
     func fatLookup(_ serial: UInt64, _ parent: UInt64, _ name: RawName) throws -> Reply {
         let text = try fatName(name, "lookup")
         do {
-            return try withFat(serial) { e in fatEntryReply(serial, try fat { () throws(FATError) in try e.volume.lookup(parent: parent, name: text) }) }
+            return try withFat(serial) { e in fatEntryReply(e, serial, try fat { () throws(FATError) in try e.volume.lookup(parent: parent, name: text) }) }
         } catch let error as SystemError where error.errno == ENOENT {
             // Names change only through this daemon, which the kernel sees.
             return .negativeEntry(timeout: options.passthroughTimeout)
@@ -84,7 +88,7 @@ extension SandboxFileSystem {
 
     func fatGetattr(_ serial: UInt64, _ node: UInt64) throws -> Reply {
         try withFat(serial) { e in
-            .attr(Self.fatStat(try fat { () throws(FATError) in try e.volume.getattr(node) }, serial: serial),
+            .attr(Self.fatStat(try fat { () throws(FATError) in try e.volume.getattr(node) }, serial: serial, e.ownership),
                   timeout: options.passthroughTimeout)
         }
     }
@@ -93,8 +97,10 @@ extension SandboxFileSystem {
         try withFat(serial) { e in
             try writable(e, "setattr")
             if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
-                let toRoot = (toSet & FUSE_SET_ATTR_UID == 0 || attr.st_uid == 0) && (toSet & FUSE_SET_ATTR_GID == 0 || attr.st_gid == 0)
-                guard toRoot else { throw SystemError("chown", "FAT has no owners", errno: EPERM) }
+                // FAT keeps no owners: vfat accepts only a chown to the owner its options give every entry.
+                let same = (toSet & FUSE_SET_ATTR_UID == 0 || attr.st_uid == e.ownership.uid)
+                    && (toSet & FUSE_SET_ATTR_GID == 0 || attr.st_gid == e.ownership.gid)
+                guard same else { throw SystemError("chown", "FAT has no owners", errno: EPERM) }
             }
             let now = FATTime.now()
             func time(_ set: Int32, _ setNow: Int32, _ value: timespec) -> FATTime? {
@@ -108,7 +114,7 @@ extension SandboxFileSystem {
                                            mtime: time(FUSE_SET_ATTR_MTIME, FUSE_SET_ATTR_MTIME_NOW, attr.st_mtim),
                                            mode: toSet & FUSE_SET_ATTR_MODE != 0 ? UInt32(attr.st_mode) : nil)
             }
-            return .attr(Self.fatStat(a, serial: serial), timeout: options.passthroughTimeout)
+            return .attr(Self.fatStat(a, serial: serial, e.ownership), timeout: options.passthroughTimeout)
         }
     }
 
@@ -116,7 +122,7 @@ extension SandboxFileSystem {
         let text = try fatName(name, "mkdir")
         return try withFat(serial) { e in
             try writable(e, "mkdir")
-            return fatEntryReply(serial, try fat { () throws(FATError) in try e.volume.mkdir(parent: parent, name: text, mode: mode) })
+            return fatEntryReply(e, serial, try fat { () throws(FATError) in try e.volume.mkdir(parent: parent, name: text, mode: mode) })
         }
     }
 
@@ -156,7 +162,7 @@ extension SandboxFileSystem {
                 if flags & O_TRUNC != 0 { a = try fat { () throws(FATError) in try e.volume.setAttributes(a.id, size: 0) } }
             }
             let fh = try addFatHandle(serial, a.id, writable: true)
-            return .created(id: NodeTable.fatID(serial: serial, node: a.id) ?? 0, attr: Self.fatStat(a, serial: serial),
+            return .created(id: NodeTable.fatID(serial: serial, node: a.id) ?? 0, attr: Self.fatStat(a, serial: serial, e.ownership),
                             timeout: options.passthroughTimeout, fh: fh)
         }
     }
@@ -261,7 +267,7 @@ extension SandboxFileSystem {
                 for (entry, attr) in entries {
                     var st = stat()
                     if let attr {
-                        st = Self.fatStat(attr, serial: h.serial)
+                        st = Self.fatStat(attr, serial: h.serial, e.ownership)
                     } else {
                         st.st_ino = 1  // no identity: the kernel looks the name up when it needs it
                         st.st_mode = entry.isDirectory ? UInt32(SwiftGlibc.S_IFDIR) : UInt32(SwiftGlibc.S_IFREG)

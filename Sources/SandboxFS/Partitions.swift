@@ -56,7 +56,8 @@ extension SandboxFileSystem {
                     }
                     made.fats[part.serial] = FatEntry(volume: volume, gate: FdLease(fd: -1), owner: ref.serial,
                                                       readOnly: ref.readOnly || part.mount.readOnly,
-                                                      label: "\(ref.image)/\(ref.name)\(point)", pin: pin)
+                                                      label: "\(ref.image)/\(ref.name)\(point)",
+                                                      ownership: part.mount.fatOptions, pin: pin)
                 }
                 pinned = true
                 made.covers[key] = part.serial
@@ -125,7 +126,7 @@ extension SandboxFileSystem {
         if isFat {
             return try withFat(serial) { entry in
                 let attr = try fat { () throws(FATError) in try entry.volume.getattr(FATVolume.rootID) }
-                return (NodeTable.fatID(serial: serial, node: FATVolume.rootID) ?? 0, Self.fatStat(attr, serial: serial))
+                return (NodeTable.fatID(serial: serial, node: FATVolume.rootID) ?? 0, Self.fatStat(attr, serial: serial, entry.ownership))
             }
         }
         guard let (mount, mountID) = pass else { throw SystemError("lookup", "partition \(serial) is gone", errno: ESTALE) }

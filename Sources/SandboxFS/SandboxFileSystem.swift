@@ -1,5 +1,6 @@
 import CFuse
 import CLinux
+import DiskImage
 import Glibc
 import LinuxBlock
 import Logging
@@ -95,6 +96,8 @@ struct FatEntry {
     let owner: UInt64
     let readOnly: Bool
     let label: String
+    /// Owner and masks from the partition's fstab line (vfat's uid=, gid=, umask=, fmask=, dmask=).
+    let ownership: FATMountOptions
     var blocked = false
     /// An O_PATH fd of its mount point directory (see AttachedParts.pins), closed with the partition.
     var pin: FdLease? = nil

@@ -111,6 +111,27 @@ struct FstabTests {
         #expect(plan.mounts.first?.fromFstab == true)
     }
 
+    /// vfat's ownership options: later ones override earlier ones, umask sets both masks, the read-only
+    /// attribute takes write away from files only; a value vfat refuses leaves the entry out with the reason.
+    @Test func fatOwnershipOptionsAsVfatReadsThem() throws {
+        let plan = Self.resolve("PARTUUID=6c586e13-01 /boot/firmware vfat defaults,uid=1000,gid=100,umask=0077 0 2")
+        let options = try #require(plan.mounts.first?.fatOptions)
+        #expect(options.uid == 1000 && options.gid == 100)
+        #expect(options.permissions(directory: true, readOnly: false) == 0o700)
+        #expect(options.permissions(directory: false, readOnly: false) == 0o700)
+        #expect(options.permissions(directory: false, readOnly: true) == 0o500)
+        #expect(options.permissions(directory: true, readOnly: true) == 0o700)
+        let masks = try FATMountOptions.parse(["umask=022", "fmask=0133", "dmask=027"]).get()
+        #expect(masks.permissions(directory: false, readOnly: false) == 0o644)
+        #expect(masks.permissions(directory: true, readOnly: false) == 0o750)
+        let defaults = FATMountOptions()
+        #expect(defaults.uid == 0 && defaults.permissions(directory: false, readOnly: false) == 0o755)
+        let refused = Self.resolve("PARTUUID=6c586e13-01 /boot/firmware vfat umask=0xyz 0 2", empty: [])
+        #expect(Self.placed(refused) == [])
+        #expect(refused.skipped.contains { $0.reason.contains("umask=0xyz") }, "\(refused.skipped)")
+        #expect(throws: FATMountOptions.Reason.self) { try FATMountOptions.parse(["uid=pi"]).get() }
+    }
+
     @Test func linuxPartitionsSwapAndForeignEntries() {
         let plan = Self.resolve("""
             proc /proc proc defaults 0 0
