@@ -32,8 +32,9 @@ struct HostSnapshot: Equatable, CustomStringConvertible {
 /// The daemon never follows a symlink from image content, the mount is nosuid,nodev,default_permissions,
 /// and a real unprivileged user (nobody, uid 65534, via setpriv) gets only what the modes allow.
 ///
-/// The owner rule: only root creates or removes sandboxes. The virtual tree is root's, mode 0755, and the
-/// kernel checks it (default_permissions), so other users get EACCES even though the mount admits them.
+/// The owner rule: only root creates or removes sandboxes. The virtual tree is root's, mode 0700 (0750 with
+/// --group's group), and the kernel checks it (default_permissions), so other users get EACCES even though
+/// the mount admits them (LocalUserSuite tests the group).
 @Suite(.serialized, .enabled(if: Environment.canServe, Environment.skipReason))
 struct SecuritySuite {
     static let nobody = (uid: "65534", gid: "65534")
@@ -179,8 +180,8 @@ struct SecuritySuite {
         dev_t(minor & 0xff) | dev_t(major & 0xfff) << 8 | dev_t(minor & ~0xff) << 12 | dev_t(major & ~0xfff) << 32
     }
 
-    /// With --private nobody cannot even look; by default (allow_other), nobody sees what the modes allow and
-    /// cannot make, remove or enter the hidden mounts of sandboxes.
+    /// With --private nobody cannot even look; with allow_other and --group (nobody's group), nobody sees what
+    /// the modes allow and cannot make, remove or enter the hidden mounts of sandboxes.
     @Test(.enabled(if: SecuritySuite.canDropPrivileges, "needs setpriv (util-linux)"))
     func unprivilegedUser() throws {
         let fixture = try ServeFixture(images: [])
@@ -198,7 +199,7 @@ struct SecuritySuite {
         #expect(denied.status != 0 && denied.output.contains("Permission denied"), "\(denied)")
         #expect(fixture.stop() == 0)
 
-        try fixture.start()
+        try fixture.start(["--group", Self.nobody.gid])
         let line = try #require(Self.mountinfoLine(fixture.mountpoint))
         #expect(line.contains("allow_other"))
         #expect(mkdir(s, 0o755) == 0)

@@ -13,12 +13,26 @@ struct SandboxFSTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: m.mountpoint).sorted() == ["alpha", "beta"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha")).sorted() == ["pristine", "sandboxes"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: m.path("alpha/sandboxes")).isEmpty)
-        let st = try #require(lstatOf(m.path("beta/sandboxes")))
-        #expect(st.st_mode == UInt32(S_IFDIR) | 0o755)
-        #expect(st.st_uid == 0)
-        #expect(st.st_mtim.tv_sec > 0)
+        // Root's alone (serve --group makes them 0750 with that group).
+        for path in [m.mountpoint, m.path("beta"), m.path("beta/sandboxes")] {
+            let st = try #require(lstatOf(path))
+            #expect(st.st_mode == UInt32(S_IFDIR) | 0o700, "\(path)")
+            #expect(st.st_uid == 0 && st.st_gid == 0)
+            #expect(st.st_mtim.tv_sec > 0)
+        }
         #expect(lstatOf(m.path("gamma")) == nil && errno == ENOENT)
         #expect(lstatOf(m.path("alpha/other")) == nil && errno == ENOENT)
+    }
+
+    @Test func accessGroupOwnsTheVirtualTree() throws {
+        var options = FileSystemOptions()
+        options.accessGroup = 1501
+        let m = try MountedFS(options: options)
+        defer { m.stop() }
+        for path in [m.mountpoint, m.path("alpha"), m.path("alpha/sandboxes")] {
+            let st = try #require(lstatOf(path))
+            #expect(st.st_mode == UInt32(S_IFDIR) | 0o750 && st.st_uid == 0 && st.st_gid == 1501, "\(path)")
+        }
     }
 
     @Test func sandboxMkdirAndRmdir() throws {
