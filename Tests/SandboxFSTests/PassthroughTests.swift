@@ -184,15 +184,16 @@ extension SandboxFSTests {
             #expect(chmod(s, 0o777) == 0)
             let pid = fork()
             if pid == 0 {
-                // Child: become an ordinary user and create things.
-                guard setgid(4321) == 0, setuid(1234) == 0 else { _exit(10) }
-                let fd = creat(s + "/mine", 0o644)
+                // Child: enter the sandbox as root (the tree above it is root's), as a chroot does, then
+                // become an ordinary user and create things.
+                guard chdir(s) == 0, setgid(4321) == 0, setuid(1234) == 0 else { _exit(10) }
+                let fd = creat("mine", 0o644)
                 guard fd >= 0 else { _exit(11) }
                 close(fd)
-                guard mkdir(s + "/mydir", 0o755) == 0 else { _exit(12) }
-                guard symlink("mine", s + "/mylink") == 0 else { _exit(13) }
+                guard mkdir("mydir", 0o755) == 0 else { _exit(12) }
+                guard symlink("mine", "mylink") == 0 else { _exit(13) }
                 // Device nodes are root's only.
-                guard mknod(s + "/dev", UInt32(S_IFCHR) | 0o600, devNull) != 0, errno == EPERM else { _exit(14) }
+                guard mknod("dev", UInt32(S_IFCHR) | 0o600, devNull) != 0, errno == EPERM else { _exit(14) }
                 _exit(0)
             }
             var status: Int32 = 0
