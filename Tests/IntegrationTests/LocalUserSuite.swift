@@ -100,14 +100,25 @@ struct LocalUserSuite {
         defer { fixture.close() }
         chmod(fixture.work, 0o755)
         chmod(fixture.mountpoint, 0o755)
-        try fixture.start(["--group", Self.group, "--cow-size", "64M"])
+        try fixture.start(["--cow-size", "64M"])
         let s = fixture.sandbox("pi", "s")
         #expect(mkdir(s, 0o755) == 0)
         #expect(mkdir(s + "/tmp", 0o1777) == 0 && chmod(s + "/tmp", 0o1777) == 0)
-        let fill = try Self.asUser(["dd", "if=/dev/zero", "of=\(s)/tmp/fill", "bs=1M", "count=100"], inGroup: true)
-        #expect(fill.status != 0 && fill.output.contains("No space left on device"), "\(fill)")
-        let more = try Self.asUser(["sh", "-c", "echo x > \(s)/tmp/more"], inGroup: true)
-        #expect(more.status != 0, "another file by the user: \(more)")
+        // The user is inside the sandbox already (a chroot, run): 1 MiB writes until one fails, then another file.
+        let fill = Posix.asUser(1500, 1500, in: s + "/tmp") { () -> Outcome in
+            var o = Outcome()
+            let chunk = [UInt8](repeating: 0, count: 1 << 20)
+            for name in ["fill", "more"] {
+                let fd = open(name, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+                guard fd >= 0 else { o.note("\(name): open \(ErrnoName.of(errno))"); continue }
+                var mebibytes = 0
+                while mebibytes < 100, write(fd, chunk, chunk.count) == chunk.count { mebibytes += 1 }
+                o.note("\(name): \(mebibytes < 100 ? ErrnoName.of(errno) : "100 MiB written")")
+                close(fd)
+            }
+            return o
+        }
+        #expect(fill.description == "fill: ENOSPC\nmore: ENOSPC", "\(fill)")
         // Root: a new 1 MiB file, written and synced.
         let root = try run(["dd", "if=/dev/zero", "of=\(s)/root-file", "bs=1M", "count=1", "conv=fsync"], allowFailure: true)
         #expect(root.status == 0, "root's write: \(root)")
@@ -152,8 +163,9 @@ struct LocalUserSuite {
         #expect(fixture.stop() == 0)
     }
 
-    /// A FAT partition mounted with uid=1500,gid=1501,umask=0077 shows as vfat would: 0700 directories,
-    /// 0600 files, owned 1500:1501 (in a sandbox and in pristine/); only that owner enters it.
+    /// A FAT partition mounted with uid=1500,gid=1501,umask=0077,fmask=0177 shows as vfat would: 0700
+    /// directories, 0600 files (fmask after umask wins; umask alone would leave files 0700: vfat files are
+    /// executable), owned 1500:1501, in a sandbox and in pristine/; only that owner enters it.
     @Test func fatFstabOwnershipOptions() throws {
         let fixture = try ServeFixture(images: [])
         defer { fixture.close() }
@@ -162,7 +174,7 @@ struct LocalUserSuite {
         try FileManager.default.createDirectory(atPath: root + "/boot/firmware", withIntermediateDirectories: true)
         try "raspberrypi\n".write(toFile: root + "/etc/hostname", atomically: false, encoding: .utf8)
         try """
-            PARTUUID=6c586e13-01 /boot/firmware vfat defaults,uid=1500,gid=1501,umask=0077 0 2
+            PARTUUID=6c586e13-01 /boot/firmware vfat defaults,uid=1500,gid=1501,umask=0077,fmask=0177 0 2
             PARTUUID=6c586e13-02 / ext4 defaults,noatime 0 1
 
             """.write(toFile: root + "/etc/fstab", atomically: false, encoding: .utf8)
