@@ -36,13 +36,16 @@ struct MountFormSuite {
         defer { fixture.close() }
         let helper = fixture.work + "/mount.fuse.imgsandbox"
         try FileManager.default.createSymbolicLink(atPath: helper, withDestinationPath: Paths.binary)
-        let options = "rw,cow-size=256M,engine=\(Environment.engine),nofail,_netdev,defaults,noauto,x-systemd.after=x,comment=y,noexec,noatime"
+        // mount(8)'s bare `group` is its own (ignored); `group=1501` is serve's --group.
+        let options = "rw,cow-size=256M,engine=\(Environment.engine),nofail,_netdev,defaults,noauto,x-systemd.after=x,comment=y,noexec,noatime,group,group=1501"
         // With no environment at all: mount(8) removes PATH before it runs a helper.
         let daemon = try MountForm.mount(["/usr/bin/env", "-i", helper, fixture.images, fixture.mountpoint, "-o", options,
                                           "-t", "fuse.imgsandbox"], fixture: fixture)
         defer { MountForm.end(daemon, fixture: fixture) }
         let entry = try #require(MountForm.entry(fixture.mountpoint))
         #expect(entry.options.contains("noexec") && entry.options.contains("noatime"), "\(entry.options)")
+        let top = FileChecks.stat(fixture.mountpoint)
+        #expect(top.map { $0.st_mode & 0o7777 == 0o750 && $0.st_gid == 1501 } == true, "MOUNTPOINT of -o group=1501")
         let sandbox = fixture.sandbox("pi", "f1")
         #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
         #expect(rmdir(sandbox) == 0)
