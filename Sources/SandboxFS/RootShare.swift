@@ -17,7 +17,7 @@ extension SandboxFileSystem {
         guard fstatvfs(fd, &st) == 0 else { return }   // nothing to measure: the request itself will tell
         let available = UInt64(st.f_bavail) * UInt64(st.f_frsize)
         guard available > UInt64(max(bytes, 1)) else {
-            throw SystemError("write", "\(object()): only root's share of the COW store is left", errno: ENOSPC)
+            throw SystemError("allocate", "\(object()): only root's share of the COW store is left", errno: ENOSPC)
         }
     }
 
