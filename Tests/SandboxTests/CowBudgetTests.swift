@@ -12,6 +12,21 @@ import Testing
                      cowMaxBytes: maxMiB.map { $0 << 20 })
     }
 
+    /// What root may still write to an overlay upper: an ext4 one's free space (root's 5 % share included)
+    /// less what ext4 keeps from everyone; a tmpfs one (free = available) has no share.
+    @Test func rootAvailableCountsRootsShareNotExt4sOwnReserve() {
+        let block: UInt64 = 4096, total: UInt64 = 64 << 20
+        let kept = total / block / 50 * block   // 2 % of the blocks, under the 4096-block cap
+        let filledByUser = (blockSize: block, totalBytes: total, freeBytes: (4 << 20) + kept, availableBytes: UInt64(0))
+        #expect(OverlayEngine.rootAvailable(filledByUser) == 4 << 20)
+        let tmpfs = (blockSize: block, totalBytes: total, freeBytes: UInt64(3 << 20), availableBytes: UInt64(3 << 20))
+        #expect(OverlayEngine.rootAvailable(tmpfs) == 3 << 20)
+        let big: UInt64 = 4 << 30   // 2 % would be 20,971 blocks: ext4 caps it at 4096
+        let full = (blockSize: block, totalBytes: big, freeBytes: 4096 * block, availableBytes: UInt64(0))
+        #expect(OverlayEngine.rootAvailable(full) == 0)
+        #expect(OverlayEngine.rootAvailable(full) < OverlayEngine.fullMargin(totalBytes: big, blockSize: block))
+    }
+
     @Test func alarmRisesAt80And95AndOverflowOnceEach() {
         var alarm = CowAlarm()
         #expect(alarm.update(Self.usage(10, of: 100)) == nil)
