@@ -25,11 +25,15 @@ let package = Package(
         .target(name: "PrintableText"),
         // What a sandbox changed: tree comparison, overlay change sets (imgsandbox diff).
         .target(name: "SandboxDiff", dependencies: ["CLinux", "PrintableText"]),
-        // liblzma, zlib, libzstd (Debian's -dev packages) + shim.h for their macros.
-        .systemLibrary(name: "CCompression", providers: [.apt(["liblzma-dev", "zlib1g-dev", "libzstd-dev"])]),
-        // NAME.img.xz/.gz/.zst: decompressed once into a sparse cache file, reused, evicted least recently used first.
+        // liblzma, zlib, libzstd, libbz2 (Debian's -dev packages) + shim.h for their macros.
+        .systemLibrary(name: "CCompression", providers: [.apt(["liblzma-dev", "zlib1g-dev", "libzstd-dev", "libbz2-dev"])]),
+        // libarchive (Debian's libarchive-dev): .zip, .7z, .tar.* holding an image. Linked by its module map,
+        // not pkg-config: SwiftPM would put -L/usr/lib/x86_64-linux-gnu ahead of Tools/libfuse's libfuse.
+        .systemLibrary(name: "CArchive", providers: [.apt(["libarchive-dev"])]),
+        // Compressed images, archives and VM disks (qemu-img): made raw once into a sparse cache file,
+        // reused, evicted least recently used first.
         .target(name: "ImageCache", dependencies: [
-            "CCompression",
+            "CCompression", "CArchive", "CLinux", "LinuxBlock",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // A sandbox's changes written into a copy of its image (imgsandbox save).

@@ -1,8 +1,9 @@
-// The decompression libraries of Debian (liblzma-dev, zlib1g-dev, libzstd-dev), and what Swift cannot
+// The decompression libraries of Debian (liblzma-dev, zlib1g-dev, libzstd-dev, libbz2-dev), and what Swift cannot
 // import of them: macros.
 #include <lzma.h>
 #include <zlib.h>
 #include <zstd.h>
+#include <bzlib.h>
 
 /// xz decoder flags: concatenated streams (as `xz -dc` reads them), errors reported as soon as a thread meets one.
 static const uint32_t ccompression_xz_flags = LZMA_CONCATENATED | LZMA_FAIL_FAST;

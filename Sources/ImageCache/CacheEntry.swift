@@ -1,6 +1,6 @@
 import Glibc
 
-/// The files of one cached image: DIR/BASE.img, DIR/BASE.meta, DIR/BASE.PID.partial.
+/// The files of one cached image: DIR/BASE.img, DIR/BASE.meta, DIR/BASE.PID.partial (and BASE.stage.PID.partial).
 struct CacheEntry: Sendable {
     let directory: String
     let base: String
@@ -26,6 +26,8 @@ struct CacheEntry: Sendable {
     var recordPath: String { "\(directory)/\(base).meta" }
     var partialName: String { "\(base).\(getpid()).partial" }
     var partialPath: String { "\(directory)/\(partialName)" }
+    var stageName: String { "\(base).stage.\(getpid()).partial" }
+    var stagePath: String { "\(directory)/\(stageName)" }
     var recordPartialPath: String { "\(directory)/\(base).\(getpid()).meta.partial" }
 
     /// The cached image, held in use, when its record says it was made from this very file (and the record

@@ -4,7 +4,7 @@ import Glibc
 public enum CacheError: Error, Sendable, CustomStringConvertible, Equatable {
     /// The compressed data is corrupt, truncated or not of its format: EIO. `offset` is the compressed
     /// file's offset where the decoder stopped, `outputOffset` the bytes it had produced.
-    case corrupt(file: String, format: Compression, offset: UInt64, outputOffset: UInt64, reason: String)
+    case corrupt(file: String, format: String, offset: UInt64, outputOffset: UInt64, reason: String)
     /// The headers are refused before any data is decoded (an xz index that does not match the file).
     case hostileHeader(file: String, reason: String)
     /// The cache cannot hold the image: --cache-max reached with nothing unused left to evict, or the disk is full.
@@ -15,10 +15,16 @@ public enum CacheError: Error, Sendable, CustomStringConvertible, Equatable {
     case sourceChanged(file: String)
     /// The daemon is shutting down.
     case cancelled(file: String)
+    /// Not read by policy: a VM disk naming another file (backing file, data file, extent), an archive
+    /// holding no image or an image entry that is a link, absurd declared sizes.
+    case refused(file: String, reason: String)
+    /// qemu-img failed (a corrupt or unsupported VM disk): its last line of stderr.
+    case helperFailed(file: String, command: String, status: Int32, message: String)
 
     public var errno: Int32 {
         switch self {
-        case .corrupt, .hostileHeader, .sourceChanged: EIO
+        case .corrupt, .hostileHeader, .sourceChanged, .helperFailed: EIO
+        case .refused: EPERM
         case .noRoom: ENOSPC
         case .system(_, _, let errno): errno
         case .cancelled: ECANCELED
@@ -28,7 +34,7 @@ public enum CacheError: Error, Sendable, CustomStringConvertible, Equatable {
     /// Worth remembering for an unchanged file: decoding it again would fail the same way.
     var isPermanent: Bool {
         switch self {
-        case .corrupt, .hostileHeader: true
+        case .corrupt, .hostileHeader, .refused: true
         default: false
         }
     }
@@ -36,13 +42,16 @@ public enum CacheError: Error, Sendable, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .corrupt(let file, let format, let offset, let outputOffset, let reason):
-            "\(file): corrupt \(format.rawValue) data at compressed offset \(offset) (uncompressed offset \(outputOffset)): \(reason); nothing cached"
+            "\(file): corrupt \(format) data at compressed offset \(offset) (uncompressed offset \(outputOffset)): \(reason); nothing cached"
         case .hostileHeader(let file, let reason): "\(file): refused: \(reason); nothing cached"
         case .noRoom(let file, let reason): "\(file): no room in the cache: \(reason); nothing cached"
         case .system(let operation, let path, let errno):
             "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
         case .sourceChanged(let file): "\(file) changed while it was decompressed; nothing cached"
-        case .cancelled(let file): "\(file): decompression cancelled (shutting down); nothing cached"
+        case .cancelled(let file): "\(file): preparation cancelled (shutting down); nothing cached"
+        case .refused(let file, let reason): "\(file): refused: \(reason); nothing read into the cache"
+        case .helperFailed(let file, let command, let status, let message):
+            "\(file): \(command) failed with status \(status)\(message.isEmpty ? "" : ": " + message); nothing cached"
         }
     }
 }

@@ -1,6 +1,6 @@
 import Glibc
 
-/// What a cache file was made from, recorded next to it (NAME.HASH.meta): the compressed file's device,
+/// What a cache file was made from, recorded next to it (NAME.HASH.meta): the source file's device,
 /// inode, size and mtime, and the cache file's own inode and size. The cache file is reused only while
 /// all of them still match.
 struct CacheRecord: Equatable {
@@ -31,13 +31,14 @@ struct CacheRecord: Equatable {
     static let header = "imgsandbox-cache 1"
 
     var source: String
-    var format: Compression
+    /// ImageFileName.label of the file (`xz`, `zip`, `qcow2` ...).
+    var format: String
     var identity: Identity
     var cacheInode: UInt64
     var cacheSize: UInt64
 
     func encoded() -> String {
-        [Self.header, "source \(source)", "format \(format.rawValue)", "device \(identity.device)",
+        [Self.header, "source \(source)", "format \(format)", "device \(identity.device)",
          "inode \(identity.inode)", "size \(identity.size)", "mtime \(identity.mtimeSeconds).\(identity.mtimeNanoseconds)",
          "cache-inode \(cacheInode)", "cache-size \(cacheSize)", ""].joined(separator: "\n")
     }
@@ -52,7 +53,7 @@ struct CacheRecord: Equatable {
             fields[String(line[..<space])] = String(line[line.index(after: space)...])
         }
         let mtime = fields["mtime"]?.split(separator: ".", omittingEmptySubsequences: false) ?? []
-        guard let source = fields["source"], let format = fields["format"].flatMap(Compression.init(rawValue:)),
+        guard let source = fields["source"], let format = fields["format"], !format.isEmpty,
               let device = fields["device"].flatMap({ UInt64($0) }), let inode = fields["inode"].flatMap({ UInt64($0) }),
               let size = fields["size"].flatMap({ UInt64($0) }), mtime.count == 2,
               let seconds = Int64(mtime[0]), let nanoseconds = Int64(mtime[1]),

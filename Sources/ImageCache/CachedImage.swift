@@ -38,15 +38,16 @@ public final class CachedImage: Sendable {
     }
 }
 
-/// One image being decompressed, as `status` shows it.
+/// One image being made raw (decompressed, extracted or converted), as `status` shows it.
 public struct PreparationStatus: Sendable, Codable, Equatable {
     public var image: String
     public var file: String
-    public var format: Compression
+    /// ImageFileName.label: `xz`, `zip`, `qcow2.xz` ...
+    public var format: String
     public var compressedBytesDone: UInt64
     public var compressedBytesTotal: UInt64
     public var bytesDone: UInt64
-    /// The decompressed size when the format records it up front (xz), else 0.
+    /// The raw size when the format records it up front (xz, archives, VM disks), else 0.
     public var bytesTotal: UInt64
     public var seconds: Double
 

@@ -9,72 +9,46 @@ extension ImageCache {
     /// not move measurably on the shared 2-core machine (CPU-bound; Tools/compressed-bench --before).
     static let outputChunk = 256 << 10
 
-    /// Decompresses the job's file into BASE.PID.partial, then commits it as the entry. On any failure
-    /// the partial file is removed: nothing is cached from a file that did not decode to its end.
-    func decompress(_ job: Job, sourceFD: Int32) throws(CacheError) -> CachedImage {
-        defer { close(sourceFD) }
-        let entry = job.entry
+    /// Decodes `compression` from `sourceFD` into `writer`. Returns the time spent handing the output to
+    /// the writer (zero detection and pwrite). Data after the end of the compressed data is ignored with
+    /// one log line (as gzip -d does); a stream that is corrupt or cut before its end is an error.
+    func decompress(_ job: Job, _ compression: Compression, from sourceFD: Int32,
+                    into writer: inout SparseWriter) throws(CacheError) -> Duration {
         var expected: UInt64 = 0
+        var dataEnd = job.compressedSize
         var detail = ""
-        if job.format == .xz {
+        if compression == .xz {
             let index = try XZIndex.read(fd: sourceFD, fileSize: job.compressedSize, file: job.file)
             expected = index.uncompressedSize
+            dataEnd = index.dataEnd
             detail = ", \(index.blockCount) block\(index.blockCount == 1 ? "" : "s"), \(Self.mib(expected)) MiB uncompressed"
         }
-        logger.info("image \(job.image): decompressing \(job.file) (\(job.format.rawValue), \(Self.mib(job.compressedSize)) MiB\(detail)) into \(entry.dataPath)")
+        logger.info("image \(job.image): decompressing \(job.file) (\(compression.rawValue), \(Self.mib(job.compressedSize)) MiB\(detail)) into \(writer.path)")
         job.report(compressed: 0, decompressed: 0, total: expected)
-        // An old entry of this image (the file was replaced) goes now, unless sandboxes still use it.
-        _ = entry.removeIfUnused()
-        unlink(entry.partialPath)
-        let fd = open(entry.partialPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw .system(operation: "create", path: entry.partialPath, errno: errno) }
-        var keep = false
-        defer {
-            if !keep {
-                close(fd)
-                unlink(entry.partialPath)
-            }
-        }
-        _ = posix_fadvise(sourceFD, 0, 0, POSIX_FADV_SEQUENTIAL)
-        var writer = SparseWriter(fd: fd, path: entry.partialPath)
-        if expected > 0, ftruncate(fd, off_t(expected)) != 0 {
+        if expected > 0, ftruncate(writer.fd, off_t(expected)) != 0 {
             throw .hostileHeader(file: job.file, reason: "cannot make a \(expected)-byte cache file: \(String(cString: strerror(errno)))")
         }
-        let writing = try decode(job, from: sourceFD, into: &writer)
-        let decoded = ContinuousClock.now
-        if job.format == .xz, writer.offset != expected {
-            throw .corrupt(file: job.file, format: .xz, offset: job.compressedSize, outputOffset: writer.offset,
-                           reason: "decoded \(writer.offset) bytes, the index claims \(expected)")
-        }
-        var after = stat()
-        guard fstat(sourceFD, &after) == 0, CacheRecord.Identity(after) == job.identity else { throw .sourceChanged(file: job.file) }
-        try writer.finish()
-        let synced = ContinuousClock.now
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw .system(operation: "fstat", path: entry.partialPath, errno: errno) }
-        // Held in use from before it has its name: no evictor can take it between rename and return.
-        guard flock(fd, LOCK_SH) == 0 else { throw .system(operation: "flock", path: entry.partialPath, errno: errno) }
-        let record = CacheRecord(source: job.file, format: job.format, identity: job.identity,
-                                 cacheInode: UInt64(info.st_ino), cacheSize: writer.offset)
-        try entry.commit(partialFD: fd, record: record)
-        keep = true
-        let seconds = Self.seconds(job.started.duration(to: .now))
-        logger.info("image \(job.image): ready in \(Self.format(seconds)) s: \(Self.mib(writer.offset)) MiB at \(Self.format(Double(writer.offset) / 1_048_576 / max(seconds, 0.001))) MiB/s, \(Self.mib(UInt64(info.st_blocks) * 512)) MiB on disk (decoded in \(Self.format(Self.seconds(job.started.duration(to: decoded)))) s, \(Self.format(Self.seconds(writing))) s of it writing; fsync \(Self.format(Self.seconds(decoded.duration(to: synced)))) s)")
-        return CachedImage(path: entry.dataPath, recordPath: entry.recordPath, fd: fd, size: writer.offset, reused: false)
-    }
-
-    /// Returns the time spent handing the output to the writer (zero detection and pwrite).
-    private func decode(_ job: Job, from sourceFD: Int32, into writer: inout SparseWriter) throws(CacheError) -> Duration {
         let decoder: any StreamDecoder
         do {
-            switch job.format {
+            switch compression {
             case .xz: decoder = try XZDecoder(threads: threads, memoryLimit: memoryLimit)
             case .gzip: decoder = try GzipDecoder()
             case .zstd: decoder = try ZstdDecoder()
+            case .bzip2: decoder = try Bzip2Decoder()
             }
         } catch {
-            throw .corrupt(file: job.file, format: job.format, offset: 0, outputOffset: 0, reason: error.reason)
+            throw .corrupt(file: job.file, format: compression.rawValue, offset: 0, outputOffset: 0, reason: error.reason)
         }
+        let writing = try decode(job, compression, decoder, from: sourceFD, upTo: dataEnd, into: &writer)
+        if compression == .xz, writer.offset != expected {
+            throw .corrupt(file: job.file, format: "xz", offset: dataEnd, outputOffset: writer.offset,
+                           reason: "decoded \(writer.offset) bytes, the index claims \(expected)")
+        }
+        return writing
+    }
+
+    private func decode(_ job: Job, _ compression: Compression, _ decoder: any StreamDecoder, from sourceFD: Int32,
+                        upTo dataEnd: UInt64, into writer: inout SparseWriter) throws(CacheError) -> Duration {
         let input = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.inputChunk, alignment: 4096)
         let output = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.outputChunk, alignment: 4096)
         defer {
@@ -83,60 +57,75 @@ extension ImageCache {
         }
         var inputStart = 0, inputEnd = 0, filled = 0
         var consumedTotal: UInt64 = 0, readTotal: UInt64 = 0
-        var atEnd = false
-        var gated = testGate == nil
+        var atEnd = false, wantsMore = false
         var writing = Duration.zero
+        func corrupt(_ reason: String) -> CacheError {
+            .corrupt(file: job.file, format: compression.rawValue, offset: consumedTotal, outputOffset: writer.offset + UInt64(filled), reason: reason)
+        }
         func flush() throws(CacheError) {
             let start = ContinuousClock.now
             defer { writing += start.duration(to: .now) }
-            try writer.append(UnsafeRawBufferPointer(rebasing: output[0..<filled]),
-                              reserve: { (bytes) throws(CacheError) in try reserve(bytes, for: job) },
-                              makeRoom: { makeRoom(for: job) })
+            try append(UnsafeRawBufferPointer(rebasing: output[0..<filled]), to: &writer, for: job)
             filled = 0
             job.report(compressed: consumedTotal, decompressed: writer.offset)
-            if !gated, let testGate {
-                gated = true
-                Self.pass(gate: testGate)
-            }
+            passGateOnce(job)
         }
         while true {
             if cancelled.load(ordering: .relaxed) { throw .cancelled(file: job.file) }
-            if inputStart == inputEnd && !atEnd {
-                let count = read(sourceFD, input.baseAddress, input.count)
+            if (inputStart == inputEnd || wantsMore) && !atEnd {
+                // Unconsumed bytes (a magic number cut by the last read) move to the front; more follow them.
+                let kept = inputEnd - inputStart
+                if kept > 0 && inputStart > 0 { memmove(input.baseAddress!, input.baseAddress! + inputStart, kept) }
+                guard kept < input.count else { throw corrupt("no progress") }
+                let wanted = Int(min(UInt64(input.count - kept), dataEnd - readTotal))
+                let count = wanted == 0 ? 0 : read(sourceFD, input.baseAddress! + kept, wanted)
                 if count < 0 {
                     if errno == EINTR { continue }
                     throw .system(operation: "read", path: job.file, errno: errno)
                 }
                 inputStart = 0
-                inputEnd = count
+                inputEnd = kept + count
                 readTotal += UInt64(count)
                 atEnd = count == 0
+                wantsMore = false
             }
             let step: (consumed: Int, produced: Int, finished: Bool)
             do {
                 step = try decoder.decode(UnsafeRawBufferPointer(rebasing: input[inputStart..<inputEnd]),
                                           into: UnsafeMutableRawBufferPointer(rebasing: output[filled...]), atEnd: atEnd)
             } catch {
-                throw .corrupt(file: job.file, format: job.format, offset: consumedTotal, outputOffset: writer.offset + UInt64(filled),
-                               reason: error.reason)
+                throw corrupt(error.reason)
             }
             inputStart += step.consumed
             consumedTotal += UInt64(step.consumed)
             filled += step.produced
             if step.finished {
-                if inputStart < inputEnd || read(sourceFD, input.baseAddress, 1) != 0 {
-                    throw .corrupt(file: job.file, format: job.format, offset: consumedTotal, outputOffset: writer.offset + UInt64(filled),
-                                   reason: "data after the end of the compressed stream")
-                }
                 try flush()
+                let ignored = job.compressedSize - min(consumedTotal, job.compressedSize)
+                if ignored > 0 {
+                    logger.notice("image \(job.image): ignoring \(ignored) bytes after the end of the \(compression.rawValue) data at offset \(consumedTotal) of \(job.file) (as gzip -d does with trailing data)")
+                }
                 return writing
             }
             if filled == output.count { try flush() }
-            if atEnd && step.consumed == 0 && step.produced == 0 && inputStart == inputEnd && filled < output.count {
-                throw .corrupt(file: job.file, format: job.format, offset: consumedTotal, outputOffset: writer.offset + UInt64(filled),
-                               reason: "the file ends inside the compressed stream (truncated)")
+            if step.consumed == 0 && step.produced == 0 && filled < output.count {
+                if atEnd { throw corrupt("the file ends inside the compressed stream (truncated)") }
+                wantsMore = true
             }
         }
+    }
+
+    /// Hands whole output buffers to the writer, within the cache's limit.
+    func append(_ bytes: UnsafeRawBufferPointer, to writer: inout SparseWriter, for job: Job) throws(CacheError) {
+        try writer.append(bytes, reserve: { (bytes) throws(CacheError) in try reserve(bytes, for: job) },
+                          makeRoom: { makeRoom(for: job) })
+    }
+
+    /// Tests: holds the job at the gate after its first output (once its progress is reported).
+    func passGateOnce(_ job: Job) {
+        guard let testGate, !job.passedGate else { return }
+        job.passedGate = true
+        Self.pass(gate: testGate)
     }
 
     /// Blocks until a writer has opened the FIFO and closed it again.

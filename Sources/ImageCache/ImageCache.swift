@@ -3,12 +3,15 @@ import Glibc
 import Logging
 import Synchronization
 
-/// The decompression cache (--cache-dir, --cache-max): each compressed image is decompressed once into a
-/// sparse file shared by all its sandboxes, and reused while the compressed file is unchanged.
+/// The image cache (--cache-dir, --cache-max): each image that is not a plain one (compressed, in an
+/// archive, a VM disk) is made raw once into a sparse file shared by all its sandboxes, and reused while
+/// its file is unchanged.
 ///
 /// Files in the directory (mode 0700), per image NAME and HASH (of the compressed file's path):
 /// `NAME.HASH.img` the decompressed image, `NAME.HASH.meta` what it was made from (CacheRecord), and
-/// while it is made `NAME.HASH.PID.partial` (renamed to .img once complete and fsynced).
+/// while it is made `NAME.HASH.PID.partial` (renamed to .img once complete and fsynced), and for a VM
+/// disk that is compressed or in an archive, `NAME.HASH.stage.PID.partial`: the VM disk itself, read by
+/// qemu-img, removed once converted.
 ///
 /// The limit counts allocated bytes (holes are free). Room is made by evicting the least recently used
 /// image nobody holds: holders keep a shared flock on the .img (CachedImage), so an exclusive
@@ -52,8 +55,9 @@ public final class ImageCache: Sendable {
     /// Stops every decompression in progress (at shutdown): their callers get `.cancelled`.
     public func cancelAll() {
         guard !cancelled.exchange(true, ordering: .relaxed) else { return }
-        for image in state.withLock({ $0.jobs.values.map(\.image) }).sorted() {
-            logger.notice("image \(image): cancelling its decompression (shutting down)")
+        for job in state.withLock({ Array($0.jobs.values) }).sorted(by: { $0.image < $1.image }) {
+            logger.notice("image \(job.image): cancelling its preparation (shutting down)")
+            job.cancel()
         }
     }
 
@@ -62,10 +66,11 @@ public final class ImageCache: Sendable {
         return jobs.map { $0.status() }.sorted { $0.image < $1.image }
     }
 
-    /// Returns the decompressed image of `file` (resolved path of IMAGES_DIR/NAME.img.xz ...), reusing the
-    /// cached one while the file is unchanged, else decompressing it (a caller that finds the same file
-    /// being decompressed waits for that work). Blocks for as long as decompression takes.
-    public func prepare(image: String, file: String, format: Compression) throws(CacheError) -> CachedImage {
+    /// Returns the raw image of `file` (resolved path of IMAGES_DIR/NAME.img.xz, NAME.zip, NAME.qcow2 ...),
+    /// reusing the cached one while the file is unchanged, else making it (a caller that finds the same
+    /// file being made waits for that work). Blocks for as long as that takes.
+    public func prepare(image: String, file: String, format: ImageFileName.Kind) throws(CacheError) -> CachedImage {
+        guard format != .raw else { throw .refused(file: file, reason: "a plain image needs no cache") }
         let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { throw .system(operation: "open", path: file, errno: errno) }
         var closeSource = true
@@ -94,7 +99,7 @@ public final class ImageCache: Sendable {
             switch next {
             case .ready(let cached): return cached
             case .wait(let job):
-                logger.info("image \(image): waiting for its decompression in progress")
+                logger.info("image \(image): waiting for its preparation in progress")
                 job.finished.wait()
                 if let error = job.error { throw error }
             case .run(let job):
@@ -109,7 +114,7 @@ public final class ImageCache: Sendable {
     private func run(_ job: Job, sourceFD: Int32) throws(CacheError) -> CachedImage {
         let result: Result<CachedImage, CacheError>
         do {
-            result = .success(try decompress(job, sourceFD: sourceFD))
+            result = .success(try build(job, sourceFD: sourceFD))
         } catch {
             result = .failure(error)
         }
@@ -153,7 +158,7 @@ public final class ImageCache: Sendable {
 
     /// Allocated bytes of the directory: this daemon's jobs count what they reserved, other files their blocks.
     private func usage(_ state: State) -> UInt64 {
-        let ours = Set(state.jobs.values.map(\.entry.partialName))
+        let ours = Set(state.jobs.values.flatMap { [$0.entry.partialName, $0.entry.stageName] })
         var total = state.jobs.values.reduce(UInt64(0)) { $0 + $1.reserved }
         for name in Self.fileNames(in: directory) where !ours.contains(name) {
             var info = stat()
@@ -238,7 +243,7 @@ public final class ImageCache: Sendable {
 final class Job: @unchecked Sendable {
     let image: String
     let file: String
-    let format: Compression
+    let format: ImageFileName.Kind
     let entry: CacheEntry
     let identity: CacheRecord.Identity
     let compressedSize: UInt64
@@ -249,9 +254,13 @@ final class Job: @unchecked Sendable {
     var reserved: UInt64 = 0
     // Written once before `finished` is left, read after waiting on it.
     var error: CacheError?
+    // Only the thread running the job.
+    var passedGate = false
     private let progress = Mutex((compressed: UInt64(0), decompressed: UInt64(0), total: UInt64(0)))
+    /// The helper process working for the job (qemu-img), and whether the job was cancelled.
+    private let child = Mutex((pid: pid_t?.none, cancelled: false))
 
-    init(image: String, file: String, format: Compression, entry: CacheEntry, identity: CacheRecord.Identity, compressedSize: UInt64) {
+    init(image: String, file: String, format: ImageFileName.Kind, entry: CacheEntry, identity: CacheRecord.Identity, compressedSize: UInt64) {
         self.image = image
         self.file = file
         self.format = format
@@ -269,10 +278,36 @@ final class Job: @unchecked Sendable {
         }
     }
 
+    var label: String { ImageFileName(name: image, kind: format).label }
+
+    /// Cancels the job: its helper process, if any, is killed (its run then ends with `.cancelled`).
+    func cancel() {
+        child.withLock {
+            $0.cancelled = true
+            if let pid = $0.pid { kill(pid, SIGTERM) }
+        }
+    }
+
+    /// Records the job's helper process (killed at once when the job was cancelled before it started).
+    func adopt(child pid: pid_t) {
+        child.withLock {
+            $0.pid = pid
+            if $0.cancelled { kill(pid, SIGTERM) }
+        }
+    }
+
+    /// Forgets the reaped helper process; true when the job was cancelled.
+    func release(child pid: pid_t) -> Bool {
+        child.withLock {
+            $0.pid = nil
+            return $0.cancelled
+        }
+    }
+
     func status() -> PreparationStatus {
         let now = progress.withLock { $0 }
         let elapsed = started.duration(to: .now).components
-        return PreparationStatus(image: image, file: file, format: format, compressedBytesDone: now.compressed,
+        return PreparationStatus(image: image, file: file, format: label, compressedBytesDone: now.compressed,
                                  compressedBytesTotal: compressedSize, bytesDone: now.decompressed, bytesTotal: now.total,
                                  seconds: Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
     }

@@ -69,6 +69,9 @@ struct SparseWriter {
         return runs
     }
 
+    /// Another writer (qemu-img) filled the file up to `size`.
+    mutating func adoptWritten(size: UInt64) { offset = size }
+
     /// Sets the final size (trailing holes included) and makes the data durable.
     func finish() throws(CacheError) {
         guard ftruncate(fd, off_t(offset)) == 0 else { throw .system(operation: "ftruncate", path: path, errno: errno) }

@@ -8,7 +8,9 @@ struct DecodeFailure: Error {
 /// One compressed stream, decoded piece by piece by its library.
 protocol StreamDecoder: AnyObject {
     /// Decodes from `input` into `output`. `atEnd`: no input follows this. `finished` once all of the
-    /// compressed data (every concatenated stream, member or frame) is decoded and flushed.
+    /// compressed data (every concatenated stream, member or frame) is decoded and flushed; input left
+    /// then is data after the compressed stream (the caller ignores it, as gzip -d does). Nothing consumed
+    /// or produced and not finished: call again with more input behind the unconsumed bytes.
     func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
                 atEnd: Bool) throws(DecodeFailure) -> (consumed: Int, produced: Int, finished: Bool)
 }
@@ -73,7 +75,8 @@ final class XZDecoder: StreamDecoder {
     }
 }
 
-/// zlib's inflate over gzip members; concatenated members decode one after the other, as gzip -d does.
+/// zlib's inflate over gzip members; concatenated members decode one after the other, as gzip -d does,
+/// and what follows the last one without a member's magic is left (trailing data).
 final class GzipDecoder: StreamDecoder {
     private let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
     /// A member just ended: the next input starts a new one (or there is none).
@@ -97,6 +100,9 @@ final class GzipDecoder: StreamDecoder {
                 atEnd: Bool) throws(DecodeFailure) -> (consumed: Int, produced: Int, finished: Bool) {
         if betweenMembers {
             if input.isEmpty { return (0, 0, atEnd) }
+            if input.count < 2 && !atEnd { return (0, 0, false) }
+            // Anything but another member's magic is data after the stream (OpenWrt's fwtool metadata).
+            guard input.starts(with: [0x1f, 0x8b]) else { return (0, 0, true) }
             guard inflateReset(stream) == Z_OK else { throw DecodeFailure(reason: "inflateReset failed") }
             betweenMembers = false
         }
@@ -124,7 +130,8 @@ final class GzipDecoder: StreamDecoder {
     }
 }
 
-/// libzstd's streaming decoder; concatenated frames decode one after the other (its default).
+/// libzstd's streaming decoder; concatenated frames (and skippable frames) decode one after the other
+/// (its default); what follows the last one without a frame's magic is left (trailing data).
 final class ZstdDecoder: StreamDecoder {
     private let context: OpaquePointer
     /// The last call ended a frame and flushed it.
@@ -139,7 +146,11 @@ final class ZstdDecoder: StreamDecoder {
 
     func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
                 atEnd: Bool) throws(DecodeFailure) -> (consumed: Int, produced: Int, finished: Bool) {
-        if input.isEmpty && betweenFrames { return (0, 0, atEnd) }
+        if betweenFrames {
+            if input.isEmpty { return (0, 0, atEnd) }
+            if input.count < 4 && !atEnd { return (0, 0, false) }
+            guard input.count >= 4, Self.startsFrame(input) else { return (0, 0, true) }
+        }
         var inBuffer = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
         var outBuffer = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
         let rc = ZSTD_decompressStream(context, &outBuffer, &inBuffer)
@@ -152,5 +163,76 @@ final class ZstdDecoder: StreamDecoder {
             throw DecodeFailure(reason: "the file ends inside a zstd frame (truncated)")
         }
         return (consumed, produced, false)
+    }
+
+    /// A zstd frame's magic (0xFD2FB528) or a skippable frame's (0x184D2A50-5F), little-endian.
+    static func startsFrame(_ input: UnsafeRawBufferPointer) -> Bool {
+        let magic = UInt32(input[0]) | UInt32(input[1]) << 8 | UInt32(input[2]) << 16 | UInt32(input[3]) << 24
+        return magic == 0xFD2F_B528 || magic & 0xFFFF_FFF0 == 0x184D_2A50
+    }
+}
+
+/// libbz2's decoder; concatenated streams (pbzip2 writes them) decode one after the other, as bzip2 -d
+/// does, and what follows the last one without a stream's magic is left (trailing data).
+final class Bzip2Decoder: StreamDecoder {
+    private let stream = UnsafeMutablePointer<bz_stream>.allocate(capacity: 1)
+    private var betweenStreams = false
+
+    init() throws(DecodeFailure) {
+        stream.initialize(to: bz_stream())
+        let rc = BZ2_bzDecompressInit(stream, 0, 0)
+        guard rc == BZ_OK else {
+            stream.deallocate()
+            throw DecodeFailure(reason: "BZ2_bzDecompressInit: \(Self.describe(rc))")
+        }
+    }
+
+    deinit {
+        BZ2_bzDecompressEnd(stream)
+        stream.deallocate()
+    }
+
+    func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
+                atEnd: Bool) throws(DecodeFailure) -> (consumed: Int, produced: Int, finished: Bool) {
+        if betweenStreams {
+            if input.isEmpty { return (0, 0, atEnd) }
+            if input.count < 4 && !atEnd { return (0, 0, false) }
+            // "BZh" and the block size digit.
+            guard input.count >= 4, input.starts(with: Array("BZh".utf8)), (0x31...0x39).contains(input[3]) else { return (0, 0, true) }
+            BZ2_bzDecompressEnd(stream)
+            stream.pointee = bz_stream()
+            let rc = BZ2_bzDecompressInit(stream, 0, 0)
+            guard rc == BZ_OK else { throw DecodeFailure(reason: "BZ2_bzDecompressInit: \(Self.describe(rc))") }
+            betweenStreams = false
+        }
+        // libbz2 counts in 32 bits: callers pass buffers of a few MiB.
+        let inCount = min(input.count, Int(UInt32.max)), outCount = min(output.count, Int(UInt32.max))
+        stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: CChar.self))
+        stream.pointee.avail_in = UInt32(inCount)
+        stream.pointee.next_out = output.baseAddress?.assumingMemoryBound(to: CChar.self)
+        stream.pointee.avail_out = UInt32(outCount)
+        let rc = BZ2_bzDecompress(stream)
+        let consumed = inCount - Int(stream.pointee.avail_in), produced = outCount - Int(stream.pointee.avail_out)
+        switch rc {
+        case BZ_OK:
+            if atEnd && consumed == 0 && produced == 0 {
+                throw DecodeFailure(reason: "the file ends inside a bzip2 stream (truncated)")
+            }
+            return (consumed, produced, false)
+        case BZ_STREAM_END:
+            betweenStreams = true
+            return (consumed, produced, atEnd && consumed == input.count)
+        default: throw DecodeFailure(reason: Self.describe(rc))
+        }
+    }
+
+    static func describe(_ rc: Int32) -> String {
+        switch rc {
+        case BZ_DATA_ERROR: "the data is corrupt (CRC or structure)"
+        case BZ_DATA_ERROR_MAGIC: "not in the bzip2 format"
+        case BZ_MEM_ERROR: "out of memory"
+        case BZ_PARAM_ERROR: "bad parameters"
+        default: "libbz2 error \(rc)"
+        }
     }
 }

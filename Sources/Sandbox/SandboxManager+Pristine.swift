@@ -86,7 +86,7 @@ extension SandboxManager {
 
     /// Called with the slot's lock held.
     private func attachPristine(_ image: String, _ slot: PristineSlot) throws(SandboxError) -> SandboxRef {
-        if slot.cached == nil { slot.cached = try prepareIfCompressed(image) }
+        if slot.cached == nil { slot.cached = try prepareIfNeeded(image) }
         guard let path = backingPath(image, cached: slot.cached) else { throw .noSuchImage(image) }
         let root = try findRoot(image, path)
         let teardown = Teardown()

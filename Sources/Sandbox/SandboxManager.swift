@@ -126,7 +126,7 @@ public final class SandboxManager: SandboxProvider {
 
     public func imageNames() -> [String] {
         let live = registry.withLock { Array($0.slots.keys) }
-        let offered = ImageDirectory.names(in: imagesDirectory).filter { source(of: $0) != nil }
+        let offered = ImageDirectory.scan(imagesDirectory).compactMap { served($1, image: $0) != nil ? $0 : nil }
         return Array(Set(offered).union(live)).sorted()
     }
 
@@ -183,14 +183,14 @@ public final class SandboxManager: SandboxProvider {
         do {
             // A compressed image is decompressed before the slot lock: a second mkdir meanwhile waits for
             // the same work in the cache (not behind the lock), and other images are not held up.
-            let prepared = slot.lock.withLock({ _ in slot.attachment == nil }) ? try prepareIfCompressed(image) : nil
+            let prepared = slot.lock.withLock({ _ in slot.attachment == nil }) ? try prepareIfNeeded(image) : nil
             let live = try slot.lock.withLock { _ throws(SandboxError) -> LiveSandbox in
                 let imageAttachment: any EngineAttachment
                 if let attached = slot.attachment {
                     imageAttachment = attached
                 } else {
                     // Attached and released again since the check above: prepare now.
-                    let cached = if let prepared { prepared } else { try prepareIfCompressed(image) }
+                    let cached = if let prepared { prepared } else { try prepareIfNeeded(image) }
                     imageAttachment = try attachImage(image, slot, cached: cached)
                     slot.attachment = imageAttachment
                     slot.cached = cached
@@ -220,8 +220,12 @@ public final class SandboxManager: SandboxProvider {
 
     /// The file that offers `image`; logs once per file when another one, served first, hides it.
     func source(of image: String) -> ImageSource? {
-        // Without a cache, compressed files are not offered.
-        let sources = ImageDirectory.sources(of: image, in: imagesDirectory).filter { imageCache != nil || $0.compression == nil }
+        served(ImageDirectory.sources(of: image, in: imagesDirectory), image: image)
+    }
+
+    private func served(_ sources: [ImageSource], image: String) -> ImageSource? {
+        // Without a cache, only plain images are offered.
+        let sources = sources.filter { imageCache != nil || $0.format == .raw }
         guard let first = sources.first else { return nil }
         for hidden in sources.dropFirst() {
             let key = "\(image): \(hidden.path)"
@@ -232,18 +236,19 @@ public final class SandboxManager: SandboxProvider {
         return first
     }
 
-    /// A compressed image's cache file (decompressed now, or reused), held in use; nil for a plain image.
-    func prepareIfCompressed(_ image: String) throws(SandboxError) -> CachedImage? {
+    /// The cache file of an image that is not a plain one (decompressed, extracted or converted now, or
+    /// reused), held in use; nil for a plain image.
+    func prepareIfNeeded(_ image: String) throws(SandboxError) -> CachedImage? {
         guard let source = source(of: image) else { throw .noSuchImage(image) }
-        guard let format = source.compression else { return nil }
+        guard source.format != .raw else { return nil }
         guard let imageCache else { throw .noSuchImage(image) }
-        return try step("prepare \(source.fileName)") { try imageCache.prepare(image: image, file: source.path, format: format) }
+        return try step("prepare \(source.fileName)") { try imageCache.prepare(image: image, file: source.path, format: source.format) }
     }
 
     /// The file the engines read for `image`: its cache file when compressed (nil if not prepared), else the image.
     func backingPath(_ image: String, cached: CachedImage?) -> String? {
         if let cached { return cached.path }
-        return source(of: image).flatMap { $0.compression == nil ? $0.path : nil }
+        return source(of: image).flatMap { $0.format == .raw ? $0.path : nil }
     }
 
     private func attachImage(_ image: String, _ slot: ImageSlot, cached: CachedImage?) throws(SandboxError) -> any EngineAttachment {
@@ -379,7 +384,7 @@ public final class SandboxManager: SandboxProvider {
         if let slot = registry.withLock({ $0.slots[image] }), let cached = slot.lock.withLock({ _ in slot.cached?.path }) {
             return cached
         }
-        return source(of: image).flatMap { $0.compression == nil ? $0.path : nil }
+        return source(of: image).flatMap { $0.format == .raw ? $0.path : nil }
     }
 
     /// Every ready sandbox (no usage read: for shutdown).

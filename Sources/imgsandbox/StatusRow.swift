@@ -94,7 +94,7 @@ struct PreparingRow: Codable {
         self.mountpoint = mountpoint
         image = status.image
         file = status.file
-        format = status.format.rawValue
+        format = status.format
         compressedBytesDone = status.compressedBytesDone
         compressedBytesTotal = status.compressedBytesTotal
         bytesDone = status.bytesDone

@@ -38,12 +38,13 @@ final class CacheFixture: @unchecked Sendable {
 
     /// Compresses `source` with `format`'s tool into ROOT/NAME.img.SUFFIX; returns the path.
     func compress(_ source: String, _ format: Compression, name: String = "test", blocks: Bool = true) throws -> String {
-        let path = root + "/" + name + format.suffix
+        let path = root + "/" + name + ".img" + format.suffix
         let command: String
         switch format {
         case .xz: command = blocks ? "xz -T2 --block-size=256KiB -3 -c" : "xz -T1 -3 -c"
         case .gzip: command = "gzip -1 -c"
         case .zstd: command = "zstd -q -3 -c"
+        case .bzip2: command = "bzip2 -1 -c"
         }
         try shell("\(command) '\(source)' > '\(path)'")
         return path
@@ -81,10 +82,11 @@ final class CacheFixture: @unchecked Sendable {
 }
 
 @Suite struct ImageCacheTests {
-    @Test(arguments: [(Compression.xz, true), (.xz, false), (.gzip, true), (.zstd, true)])
-    func decompressesSparselyAndReuses(format: Compression, blocks: Bool) throws {
+    @Test(arguments: [(Compression.xz, true), (.xz, false), (.gzip, true), (.zstd, true), (.bzip2, true)])
+    func decompressesSparselyAndReuses(compression: Compression, blocks: Bool) throws {
+        let format = ImageFileName.Kind.compressed(compression)
         let fixture = try CacheFixture()
-        let file = try fixture.compress(fixture.plain, format, blocks: blocks)
+        let file = try fixture.compress(fixture.plain, compression, blocks: blocks)
         let cache = try fixture.cache()
         let first = try cache.prepare(image: "test", file: file, format: format)
         #expect(!first.reused)
@@ -104,23 +106,24 @@ final class CacheFixture: @unchecked Sendable {
         let fixture = try CacheFixture()
         let file = try fixture.compress(fixture.plain, .xz)
         let cache = try fixture.cache()
-        do { _ = try cache.prepare(image: "test", file: file, format: .xz) }
+        do { _ = try cache.prepare(image: "test", file: file, format: .compressed(.xz)) }
         let other = fixture.root + "/other.img"
         try CacheFixture.pattern(seed: 2).write(to: URL(fileURLWithPath: other))
         let staged = try fixture.compress(other, .xz, name: "staged")
         #expect(rename(staged, file) == 0)
-        let replaced = try cache.prepare(image: "test", file: file, format: .xz)
+        let replaced = try cache.prepare(image: "test", file: file, format: .compressed(.xz))
         #expect(!replaced.reused)
         #expect(FileManager.default.contentsEqual(atPath: replaced.path, andPath: other))
         #expect(fixture.cacheFiles.count == 2)
     }
 
-    @Test(arguments: [Compression.xz, .gzip, .zstd])
-    func corruptAndTruncatedFilesLeaveNothing(format: Compression) throws {
+    @Test(arguments: [Compression.xz, .gzip, .zstd, .bzip2])
+    func corruptAndTruncatedFilesLeaveNothing(compression: Compression) throws {
+        let format = ImageFileName.Kind.compressed(compression)
         let fixture = try CacheFixture()
-        let file = try fixture.compress(fixture.plain, format)
+        let file = try fixture.compress(fixture.plain, compression)
         let size = Int(try FileManager.default.attributesOfItem(atPath: file)[.size] as! UInt64)
-        let cut = fixture.root + "/cut" + format.suffix
+        let cut = fixture.root + "/cut.img" + compression.suffix
         try fixture.shell("head -c \(size / 2) '\(file)' > '\(cut)'")
         // A byte in the middle of the compressed data (inside a block, past the headers).
         try CacheFixture.flip(file, at: size / 3)
@@ -142,7 +145,7 @@ final class CacheFixture: @unchecked Sendable {
         let cache = try fixture.cache()
         let results = Mutex2<[Bool]>([])
         DispatchQueue.concurrentPerform(iterations: 4) { _ in
-            if let image = try? cache.prepare(image: "test", file: file, format: .gzip) {
+            if let image = try? cache.prepare(image: "test", file: file, format: .compressed(.gzip)) {
                 results.append(image.reused)
             }
         }
@@ -154,7 +157,7 @@ final class CacheFixture: @unchecked Sendable {
         let fixture = try CacheFixture()
         let files = try ["a", "b", "c"].map { try fixture.compress(fixture.plain, .zstd, name: $0) }
         func prepare(_ index: Int, _ cache: ImageCache) throws -> CachedImage {
-            try cache.prepare(image: ["a", "b", "c"][index], file: files[index], format: .zstd)
+            try cache.prepare(image: ["a", "b", "c"][index], file: files[index], format: .compressed(.zstd))
         }
         func cached(_ name: String) -> Bool { fixture.cacheFiles.contains { $0.hasPrefix(name + ".") && $0.hasSuffix(".img") } }
         // Each image allocates about 2 MiB: room for two, not three.
@@ -176,7 +179,7 @@ final class CacheFixture: @unchecked Sendable {
     }
 
     @Test func recordRoundTripsAndRejectsTornText() throws {
-        let record = CacheRecord(source: "/images/x.img.xz", format: .xz,
+        let record = CacheRecord(source: "/images/x.img.xz", format: "xz",
                                  identity: .init(device: 2049, inode: 12, size: 999, mtimeSeconds: 1_700_000_000, mtimeNanoseconds: 5),
                                  cacheInode: 77, cacheSize: 1 << 30)
         #expect(CacheRecord.parse(record.encoded()) == record)
@@ -198,12 +201,33 @@ final class CacheFixture: @unchecked Sendable {
         #expect(zeros.withUnsafeBytes { SparseWriter.dataRuns($0) }.isEmpty)
     }
 
-    @Test func suffixes() {
-        #expect(Compression.match("raspios.img.xz")! == ("raspios", .xz))
-        #expect(Compression.match("libreelec.img.gz")! == ("libreelec", .gzip))
-        #expect(Compression.match("a.b.img.zst")! == ("a.b", .zstd))
-        #expect(Compression.match("x.img") == nil)
-        #expect(Compression.match("x.xz") == nil)
+    @Test func fileNames() {
+        func parse(_ name: String) -> (String, ImageFileName.Kind)? { ImageFileName.parse(name).map { ($0.name, $0.kind) } }
+        #expect(parse("raspios.img")! == ("raspios", .raw))
+        #expect(parse("fedora.raw.xz")! == ("fedora", .compressed(.xz)))
+        #expect(parse("yocto.wic.bz2")! == ("yocto", .compressed(.bzip2)))
+        #expect(parse("a.b.sdimg.zst")! == ("a.b", .compressed(.zstd)))
+        #expect(parse("openwrt.img.gz")! == ("openwrt", .compressed(.gzip)))
+        #expect(parse("raspbian.zip")! == ("raspbian", .archive(.zip, nil)))
+        #expect(parse("raspbian.img.zip")! == ("raspbian", .archive(.zip, nil)))
+        #expect(parse("haos.vmdk.zip")! == ("haos", .archive(.zip, nil)))
+        #expect(parse("dietpi.7z")! == ("dietpi", .archive(.sevenZip, nil)))
+        #expect(parse("cloud.tar.xz")! == ("cloud", .archive(.tar, .xz)))
+        #expect(parse("cloud.tar")! == ("cloud", .archive(.tar, nil)))
+        #expect(parse("debian.qcow2")! == ("debian", .vm(.qcow2, nil)))
+        #expect(parse("haos.qcow2.xz")! == ("haos", .vm(.qcow2, .xz)))
+        #expect(parse("w.vhd")! == ("w", .vm(.vpc, nil)))
+        #expect(parse("w.vhdx")! == ("w", .vm(.vhdx, nil)))
+        for refused in ["x.xz", "x.zip.xz", "x.7z.gz", ".img", ".hidden.img", "notes.txt", "x.iso", "img"] {
+            #expect(ImageFileName.parse(refused) == nil, "\(refused)")
+        }
+        // Served first among files of one NAME: plain, compressed, archive, VM disk.
+        let ranks = ["r.img", "r.img.xz", "r.zip", "r.qcow2"].map { ImageFileName.parse($0)!.kind.rank }
+        #expect(ranks == ranks.sorted() && Set(ranks).count == 4)
+        #expect(ImageFileName.diskFormat(ofEntry: "dir/2019-raspbian.img")! == nil)
+        #expect(ImageFileName.diskFormat(ofEntry: "haos.vmdk")! == .vmdk)
+        #expect(ImageFileName.diskFormat(ofEntry: "x.img.xz") == nil)
+        #expect(ImageFileName.diskFormat(ofEntry: "README.txt") == nil)
     }
 }
 

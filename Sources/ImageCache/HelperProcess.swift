@@ -1,0 +1,92 @@
+import CLinux
+import Glibc
+import LinuxBlock
+
+/// qemu-img run for one job: the files it may touch are handed over as fds 3, 4, ... (it opens them as
+/// /proc/self/fd/N, so it reads the very files checked here), nothing else stays open in it, it is
+/// killed at the deadline or when the cache is cancelled (ImageCache.cancelAll kills the job's child).
+struct HelperProcess {
+    let argv: [String]
+    let file: String
+
+    /// Most stdout kept (qemu-img's JSON); more is refused.
+    static let outputLimit = 64 << 20
+
+    /// Runs to its end; returns stdout. `progress` sees each stdout chunk as it arrives.
+    /// `started` runs once the child is running.
+    func run(passing fds: [Int32], deadline: ContinuousClock.Instant, job: Job, started: () -> Void = {},
+             progress: (ArraySlice<UInt8>) -> Void = { _ in }) throws(CacheError) -> [UInt8] {
+        var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1]
+        guard clinux_pipe_cloexec(&out) == 0 else { throw .system(operation: "pipe2", path: argv[0], errno: errno) }
+        guard clinux_pipe_cloexec(&err) == 0 else {
+            let saved = errno
+            close(out[0]); close(out[1])
+            throw .system(operation: "pipe2", path: argv[0], errno: saved)
+        }
+        // Copies at 10 and up: the dup2s onto 3, 4 ... cannot overwrite a source not yet copied.
+        let copies = fds.map { fcntl($0, F_DUPFD_CLOEXEC, 10) }
+        defer { copies.filter { $0 >= 0 }.forEach { close($0) } }
+        guard !copies.contains(-1) else { throw .system(operation: "fcntl(F_DUPFD_CLOEXEC)", path: file, errno: errno) }
+        var pid: pid_t = 0
+        let spawnError: Int32 = {
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_adddup2(&actions, out[1], 1)
+            posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+            for (index, copy) in copies.enumerated() { posix_spawn_file_actions_adddup2(&actions, copy, Int32(3 + index)) }
+            clinux_spawn_close_from(&actions, Int32(3 + copies.count))
+            var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+            defer { cArgs.forEach { free($0) } }
+            return SpawnGate.spawning { posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, clinux_environ()) }
+        }()
+        close(out[1])
+        close(err[1])
+        defer { close(out[0]); close(err[0]) }
+        if spawnError != 0 { throw .system(operation: "spawn", path: argv[0], errno: spawnError) }
+        job.adopt(child: pid)
+        started()
+        var (stdout, stderr) = ([UInt8](), [UInt8]())
+        var timedOut = false
+        var fdsToWatch = [pollfd(fd: out[0], events: Int16(POLLIN), revents: 0), pollfd(fd: err[0], events: Int16(POLLIN), revents: 0)]
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while fdsToWatch.contains(where: { $0.fd >= 0 }) {
+            let left = ContinuousClock.now.duration(to: deadline).components
+            let milliseconds = left.seconds < 0 ? 0 : Int32(min(left.seconds * 1000 + left.attoseconds / 1_000_000_000_000_000, 3_600_000))
+            if milliseconds == 0 {
+                timedOut = true
+                kill(pid, SIGKILL)
+                break
+            }
+            let ready = poll(&fdsToWatch, nfds_t(fdsToWatch.count), milliseconds)
+            if ready < 0 && errno != EINTR { break }
+            for index in fdsToWatch.indices where fdsToWatch[index].fd >= 0 && fdsToWatch[index].revents != 0 {
+                let count = chunk.withUnsafeMutableBytes { read(fdsToWatch[index].fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    if index == 0 {
+                        progress(chunk[0..<count])
+                        if stdout.count < Self.outputLimit { stdout.append(contentsOf: chunk[0..<count]) }
+                    } else {
+                        stderr = Array((stderr + chunk[0..<count]).suffix(4096))
+                    }
+                } else if count == 0 || errno != EINTR {
+                    fdsToWatch[index].fd = -1
+                }
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let cancelled = job.release(child: pid)
+        if cancelled { throw .cancelled(file: file) }
+        if timedOut { throw .refused(file: file, reason: "\(argv[0]) \(argv[1]) did not finish in time (killed)") }
+        let signal = status & 0x7f
+        let code: Int32 = signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        guard code == 0 else {
+            let text = String(decoding: stderr, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
+            throw .helperFailed(file: file, command: "\(argv[0]) \(argv[1])", status: code, message: text)
+        }
+        guard stdout.count < Self.outputLimit else { throw .refused(file: file, reason: "\(argv[0]) \(argv[1]) printed more than \(Self.outputLimit) bytes") }
+        return stdout
+    }
+}
