@@ -62,25 +62,38 @@ extension CompressedImageSuite {
         #expect(fixture.log.filter { $0.contains("image pi: decompressing") }.count == 1, "pristine/ and the sandbox share one")
     }
 
-    /// SIGTERM while a mkdir waits for a decompression: the daemon cancels it, the mkdir fails, and the
-    /// daemon exits at once with nothing cached (no .partial, no entry) and no device or mount left.
-    @Test func sigtermWhilePreparingStopsPromptlyLeavingNothing() throws {
+    /// SIGTERM while a mkdir waits for a decompression (or a qcow2's conversion by qemu-img): the daemon
+    /// cancels it, the mkdir fails, and the daemon exits at once with nothing cached (no .partial, no
+    /// entry) and no device or mount left.
+    @Test(arguments: ["xz-blocks", "qcow2"])
+    func sigtermWhilePreparingStopsPromptlyLeavingNothing(kind: String) throws {
         let fixture = try ServeFixture(images: [])
         defer { fixture.close() }
-        try Self.makeCompressed(fixture, "r", "xz-blocks")
+        if kind == "qcow2" {
+            try run([Paths.makeTestImage, "rpi", fixture.work + "/r.img"])
+            try run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", fixture.work + "/r.img", fixture.images + "/r.qcow2"])
+            fixture.checksums[fixture.images + "/r.qcow2"] = try fixture.sha256(fixture.images + "/r.qcow2")
+        } else {
+            try Self.makeCompressed(fixture, "r", kind)
+        }
         let gate = fixture.work + "/gate"
         #expect(mkfifo(gate, 0o600) == 0)
         try fixture.start(["--cache-dir", Self.cache(fixture)], environment: ["IMGSANDBOX_TEST_PREPARE_GATE": gate])
         let waiting = try Self.background(["mkdir", fixture.sandbox("r", "a")])
-        // Opening the FIFO returns once the decompression is held at its gate (after its first output).
+        // Opening the FIFO returns once the decompression is held at its gate (after its first output; a
+        // conversion once qemu-img runs).
         let writer = open(gate, O_WRONLY)
         #expect(writer >= 0)
         var released = false
         defer { if !released { close(writer) } }
         #expect(Self.cacheFiles(fixture).contains { $0.hasSuffix(".partial") }, "in progress: \(Self.cacheFiles(fixture))")
+        let status = try run([Paths.binary, "status", "--json", fixture.mountpoint]).output
+        let preparing = (try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any])?["preparing"] as? [[String: Any]]
+        #expect(preparing?.first?["format"] as? String == (kind == "qcow2" ? "qcow2" : "xz"), "\(status)")
+        #expect(preparing?.first?["bytes_total"] as? Int == 256 << 20, "\(status)")
         let pid = try #require(fixture.pid)
         #expect(kill(pid, SIGTERM) == 0)
-        #expect(fixture.waitForLog { $0.contains("image r: cancelling its decompression") })
+        #expect(fixture.waitForLog { $0.contains("image r: cancelling its preparation") })
         // Released: the decompression stops at its next step instead of going on to the end.
         let releasedAt = ContinuousClock.now
         close(writer)
@@ -92,6 +105,6 @@ extension CompressedImageSuite {
         #expect(waiting.terminationStatus != 0, "the waiting mkdir fails")
         #expect(Self.cacheFiles(fixture).isEmpty, "nothing cached: \(Self.cacheFiles(fixture))")
         #expect(!fixture.log.contains { $0.contains("image r: ready in") })
-        #expect(fixture.log.contains { $0.contains("decompression cancelled") }, "the mkdir's failure is logged")
+        #expect(fixture.log.contains { $0.contains("preparation cancelled") }, "the mkdir's failure is logged")
     }
 }
