@@ -33,7 +33,7 @@ let package = Package(
         // Compressed images, archives and VM disks (qemu-img): made raw once into a sparse cache file,
         // reused, evicted least recently used first.
         .target(name: "ImageCache", dependencies: [
-            "CCompression", "CArchive", "CLinux", "LinuxBlock",
+            "CCompression", "CArchive", "CLinux", "LinuxBlock", "PrintableText",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // A sandbox's changes written into a copy of its image (imgsandbox save).

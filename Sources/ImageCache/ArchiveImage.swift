@@ -1,6 +1,7 @@
 import CArchive
 import Glibc
 import Logging
+import PrintableText
 
 /// The disk image inside a .zip, .7z or .tar(.xz/.gz/.zst/.bz2), read by libarchive with only the
 /// format and filter its name says enabled (nothing is probed). The archive is listed first (headers
@@ -19,6 +20,8 @@ struct ArchiveImage {
         let size: UInt64
         /// nil: a raw image.
         let vmFormat: VMDiskFormat?
+        /// The name as messages print it (an archive's names are untrusted bytes).
+        var printed: String { PathText.escape(path) }
     }
 
     let fd: Int32
@@ -47,13 +50,14 @@ struct ArchiveImage {
             defer { index += 1 }
             guard let raw = archive_entry_pathname(header) ?? archive_entry_pathname_utf8(header) else { continue }
             let path = String(cString: raw)
+            let printed = PathText.escape(path)
             guard let disk = ImageFileName.diskFormat(ofEntry: path) else { continue }
             guard archive_entry_filetype(header) == S_IFREG, archive_entry_hardlink(header) == nil else {
-                throw .refused(file: file, reason: "its entry \(path) is not a regular file (a link or device; never followed)")
+                throw .refused(file: file, reason: "its entry \(printed) is not a regular file (a link or device; never followed)")
             }
             let size = archive_entry_size(header)
             guard archive_entry_size_is_set(header) != 0, size >= 0, UInt64(size) <= Self.maxDeclaredSize else {
-                throw .refused(file: file, reason: "its entry \(path) declares no plausible size (\(size))")
+                throw .refused(file: file, reason: "its entry \(printed) declares no plausible size (\(size))")
             }
             images.append(Entry(index: index, path: path, size: UInt64(size), vmFormat: disk))
         }
@@ -61,10 +65,10 @@ struct ArchiveImage {
             throw .refused(file: file, reason: "the archive holds no disk image (an entry named *.img, .raw, .wic, .sdimg, .qcow2, .vmdk, .vdi, .vhdx or .vhd)")
         }
         if images.count > 1 {
-            logger.notice("image \(image): \(file) holds \(images.count) disk images (\(images.map(\.path).joined(separator: ", "))); serving the largest, \(chosen.path)")
+            logger.notice("image \(image): \(file) holds \(images.count) disk images (\(images.map(\.printed).joined(separator: ", "))); serving the largest, \(chosen.printed)")
         }
         guard chosen.size <= limit else {
-            throw .noRoom(file: file, reason: "the archive declares \(chosen.size) bytes for \(chosen.path), more than the cache may hold (\(limit) bytes: --cache-max, else the cache's filesystem)")
+            throw .noRoom(file: file, reason: "the archive declares \(chosen.size) bytes for \(chosen.printed), more than the cache may hold (\(limit) bytes: --cache-max, else the cache's filesystem)")
         }
         return chosen
     }
@@ -88,10 +92,10 @@ struct ArchiveImage {
         while true {
             if cancelled() { throw .cancelled(file: file) }
             let count = archive_read_data(archive, buffer.baseAddress! + filled, buffer.count - filled)
-            if count < 0 { throw failure(archive, "reading \(entry.path) at \(produced + UInt64(filled))") }
+            if count < 0 { throw failure(archive, "reading \(entry.printed) at \(produced + UInt64(filled))") }
             filled += count
             guard produced + UInt64(filled) <= entry.size else {
-                throw .refused(file: file, reason: "\(entry.path) holds more data than the \(entry.size) bytes its header declares")
+                throw .refused(file: file, reason: "\(entry.printed) holds more data than the \(entry.size) bytes its header declares")
             }
             // Whole buffers but the last, so the writer's pages line up with the file's blocks.
             if filled == buffer.count || (count == 0 && filled > 0) {
@@ -103,7 +107,7 @@ struct ArchiveImage {
         }
         guard produced == entry.size else {
             throw .corrupt(file: file, format: label, offset: UInt64(max(0, archive_filter_bytes(archive, -1))), outputOffset: produced,
-                           reason: "\(entry.path) ends after \(produced) of its \(entry.size) declared bytes")
+                           reason: "\(entry.printed) ends after \(produced) of its \(entry.size) declared bytes")
         }
     }
 

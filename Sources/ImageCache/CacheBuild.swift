@@ -30,7 +30,7 @@ extension ImageCache {
         case .archive(let format, let compression):
             let archive = ArchiveImage(fd: sourceFD, format: format, filter: compression, file: job.file)
             let chosen = try archive.choose(limit: try sizeLimit(), logger: logger, image: job.image)
-            logger.info("image \(job.image): extracting \(chosen.path) (\(Self.mib(chosen.size)) MiB) from \(job.file) (\(job.label), \(Self.mib(job.compressedSize)) MiB)")
+            logger.info("image \(job.image): extracting \(chosen.printed) (\(Self.mib(chosen.size)) MiB) from \(job.file) (\(job.label), \(Self.mib(job.compressedSize)) MiB)")
             if let vm = chosen.vmFormat {
                 try staged(job, vm, into: &writer) { (stage) throws(CacheError) in
                     _ = try extract(job, archive, chosen, into: &stage)

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import PrintableText
 
 /// A VM disk (qcow2, vmdk, vdi, vhdx, vhd) read through qemu-img, which gets the file as fd 3 and its
 /// format from the file's suffix (never probed): `json:{"driver": FORMAT, "file": /proc/self/fd/3,
@@ -30,7 +31,7 @@ struct VMDisk {
             throw .refused(file: file, reason: "qemu-img info printed no JSON object")
         }
         if let named = Self.otherFile(in: .object(info), depth: 0) {
-            throw .refused(file: file, reason: "the \(format.rawValue) disk names another file (\(named)); backing files, external data files and extents outside the image are never read")
+            throw .refused(file: file, reason: "the \(format.rawValue) disk names another file (\(PathText.escape(named))); backing files, external data files and extents outside the image are never read")
         }
         guard case .string(format.rawValue)? = info["format"] else { throw .refused(file: file, reason: "qemu-img info reports another format") }
         guard case .number(let size)? = info["virtual-size"], size > 0, size < 0x1p62 else {
