@@ -32,7 +32,7 @@ struct Serve: ParsableCommand {
     var grow: String?
     @Option(help: "Root partition number (default: the largest partition holding a Linux filesystem).")
     var partition: Int?
-    @Option(help: "Where NAME.img.xz/.gz/.zst images are decompressed to (one sparse file per image, reused while the file is unchanged).")
+    @Option(help: "Where compressed, archived and VM-disk images are made raw (one sparse file per image, reused while the file is unchanged).")
     var cacheDir: String = "/var/cache/imgsandbox"
     @Option(help: "Most disk space the cache may take: 20G or bytes (default: no limit but the disk). Unused images are evicted least recently used first.")
     var cacheMax: String?
@@ -167,7 +167,7 @@ struct Serve: ParsableCommand {
         let control = try ControlSocket(path: names.controlSocket) { handler.handle($0, send: $1) }
         control.start()
         // Before anyone is told we are serving: a SIGTERM right after "ready" must tear down, not kill.
-        // A mkdir waiting for a decompression holds a FUSE worker the loop must join: cancel it first.
+        // A mkdir waiting for an image's preparation holds a FUSE worker the loop must join: cancel it first.
         let signalSources = Self.exitOnSignals {
             manager.cancelPreparations()
             fileSystem.exit()

@@ -58,7 +58,7 @@ struct StatusRow: Codable {
 
     struct Document: Codable {
         var sandboxes: [StatusRow]
-        /// Compressed images being decompressed (absent from older daemons' answers).
+        /// Images being made raw in the cache (absent from older daemons' answers).
         var preparing: [PreparingRow]? = nil
     }
 
@@ -76,7 +76,7 @@ struct StatusRow: Codable {
     }()
 }
 
-/// A compressed image being decompressed, in `status` output (`preparing` array).
+/// An image being made raw in the cache (decompressed, extracted, converted), in `status` output (`preparing` array).
 struct PreparingRow: Codable {
     var mountpoint: String
     var image: String
@@ -85,7 +85,7 @@ struct PreparingRow: Codable {
     var compressedBytesDone: UInt64
     var compressedBytesTotal: UInt64
     var bytesDone: UInt64
-    /// 0 when the format does not record it up front (gzip, zstd).
+    /// 0 when the format does not record it up front (gzip, zstd, bzip2).
     var bytesTotal: UInt64
     var mibPerSecond: Double
     var seconds: Double
