@@ -99,7 +99,12 @@ struct VMDisk {
                     if case .string(let name) = member { return name }
                     return key
                 }
-                if key == "filename", case .string(let name) = member, name != fdPath { return name }
+                if key == "filename", case .string(let name) = member, name != fdPath {
+                    // qemu may print the options it was given as a json: filename: what it names counts.
+                    guard name.hasPrefix("json:"), let nested = try? JSONDecoder().decode(JSONValue.self, from: Data(name.dropFirst(5).utf8)) else { return name }
+                    if let found = otherFile(in: nested, depth: depth + 1) { return found }
+                    continue
+                }
                 if let found = otherFile(in: member, depth: depth + 1) { return found }
             }
         case .array(let elements):

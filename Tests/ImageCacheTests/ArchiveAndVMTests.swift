@@ -155,6 +155,20 @@ extension CacheFixture {
         #expect(log.count("converting") == 0, "\(log.lines)")
     }
 
+    /// What qemu-img info may print: the file itself (also inside a json: filename) passes, anything else is named.
+    @Test func otherFilesInInfoJSON() throws {
+        func other(_ json: String) throws -> String? { VMDisk.otherFile(in: try JSONDecoder().decode(JSONValue.self, from: Data(json.utf8)), depth: 0) }
+        #expect(try other(#"{"filename":"/proc/self/fd/3","format-specific":{"data":{"extents":[{"filename":"/proc/self/fd/3"}]}}}"#) == nil)
+        #expect(try other(#"{"filename":"json:{\"driver\":\"qcow2\",\"file\":{\"filename\":\"/proc/self/fd/3\"}}"}"#) == nil)
+        #expect(try other(#"{"filename":"json:{\"file\":{\"filename\":\"/etc/shadow\"}}"}"#) == "/etc/shadow")
+        #expect(try other(#"{"filename":"/proc/self/fd/3","format-specific":{"data":{"extents":[{"filename":"/dev/vda"}]}}}"#) == "/dev/vda")
+        #expect(try other(#"{"filename":"/proc/self/fd/3","full-backing-filename":"/dev/sda"}"#) == "/dev/sda")
+        #expect(try other(#"{"format-specific":{"data":{"data-file":"/x","data-file-raw":false}}}"#) == "/x")
+        var deep = #""x""#
+        for _ in 0..<40 { deep = "[\(deep)]" }
+        #expect(try other(deep) == "a nesting deeper than 32")
+    }
+
     /// The qcow2 check runs through qemu-img info: a qcow2 whose header names /etc/shadow is refused
     /// even compressed (staged first), and the stage goes too.
     @Test func aStagedDiskNamingAnotherFileIsRefused() throws {
