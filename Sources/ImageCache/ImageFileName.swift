@@ -56,11 +56,9 @@ public struct ImageFileName: Sendable, Equatable, Hashable {
         return ImageFileName(name: String(rest), kind: kind)
     }
 
-    /// A name inside an archive that is a disk image (its last path component ends in a disk suffix; an
-    /// image compressed inside an archive is not read).
-    public static func isDiskImageEntry(_ path: String) -> Bool { diskFormat(ofEntry: path) != nil }
-
-    /// nil: not a disk image; .some(nil): raw; .some(format): a VM disk.
+    /// Whether a name inside an archive is a disk image (its last path component ends in a disk suffix;
+    /// an image compressed inside an archive is not read). nil: not a disk image; .some(nil): raw;
+    /// .some(format): a VM disk.
     static func diskFormat(ofEntry path: String) -> VMDiskFormat?? {
         let last = path.split(separator: "/").last.map(String.init) ?? path
         guard let parsed = parse(last) else { return nil }
