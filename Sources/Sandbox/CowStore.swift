@@ -177,7 +177,7 @@ final class CowStore: Sendable {
         try state.withLock { state in
             state.closed = true
             while let last = state.segments.last {
-                try allocator.free(last.id)
+                try allocator.release(last.id)
                 state.segments.removeLast()
             }
         }

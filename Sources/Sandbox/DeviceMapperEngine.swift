@@ -110,6 +110,7 @@ public struct DeviceMapperEngine: SandboxEngine {
                 try Mount.mount(source: device.path, target: request.mountPath, type: fsType, flags: [.nosuid, .nodev])
             }
             teardown.push("unmount \(request.mountPath)") { try Mount.unmount(request.mountPath) }
+            try teardown.pushReleaseOfCopies([request.mountPath])
             if [.ext2, .ext3, .ext4].contains(image.filesystem.type) {
                 let blocks = image.sectors * 512 / UInt64(image.filesystem.blockSize)
                 try step("grow \(fsType) on \(request.mountPath) to \(blocks) blocks") {

@@ -67,6 +67,7 @@ public struct OverlayEngine: SandboxEngine {
                                 flags: [.rdonly, .nosuid, .nodev], options: Self.noReplayOption(type))
             }
             teardown.push("unmount \(lowerPath)") { try Mount.unmount(lowerPath) }
+            try teardown.pushReleaseOfCopies([lowerPath])
             var lower = statvfs()
             _ = try step("statvfs \(lowerPath)") { try systemCall("statvfs", lowerPath) { statvfs(lowerPath, &lower) } }
             let lowerUse = BaseUse(bytes: UInt64(lower.f_blocks - lower.f_bfree) * UInt64(lower.f_frsize),
@@ -105,6 +106,7 @@ public struct OverlayEngine: SandboxEngine {
                                 flags: [.nosuid, .nodev], options: options)
             }
             teardown.push("unmount \(request.mountPath)") { try Mount.unmount(request.mountPath) }
+            try teardown.pushReleaseOfCopies([request.mountPath, upperMount])
             return SandboxAttachment(teardown: teardown, zramID: zramID, upperMount: upperMount, mountPath: request.mountPath,
                                      baseUse: image.lowerUse)
         }
@@ -132,7 +134,7 @@ public struct OverlayEngine: SandboxEngine {
             return nil
         }
         let id = try allocator.add(bytes: size)
-        teardown.push("remove zram\(id)") { try allocator.free(id) }
+        teardown.push("remove zram\(id)") { try allocator.release(id) }
         let device = zram.devicePath(id)
         // ext4's default 5 % of reserved blocks: root's share of the store, which other users' writes leave alone
         // (the FUSE layer enforces it: see SandboxFS RootShare). A small journal all the same: without

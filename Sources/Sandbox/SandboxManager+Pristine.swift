@@ -147,6 +147,7 @@ extension SandboxManager {
                             options: OverlayEngine.noReplayOption(fs.type))
         }
         teardown.push("unmount \(target)") { try Mount.unmount(target) }
+        try teardown.pushReleaseOfCopies([target])
         return target
     }
 }

@@ -67,7 +67,7 @@ extension ZramAllocator {
     /// A zram device of `bytes` opened read-write as a raw block store; `teardown` closes and frees it.
     func blockStore(bytes: UInt64, teardown: Teardown) throws -> Int32 {
         let id = try add(bytes: (bytes + 4095) / 4096 * 4096)
-        teardown.push("remove zram\(id)") { try free(id) }
+        teardown.push("remove zram\(id)") { try release(id) }
         let path = zram.devicePath(id)
         let fd = try systemCall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
         teardown.push("close \(path)") { close(fd) }

@@ -6,4 +6,5 @@
 #include "clinux_fs.h"
 #include "clinux_creds.h"
 #include "clinux_ns.h"
+#include "clinux_mntns.h"
 #endif

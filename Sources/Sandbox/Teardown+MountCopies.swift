@@ -1,0 +1,25 @@
+import LinuxBlock
+
+extension Teardown {
+    /// Pushes a step that, before the unmounts below it, detaches the copies of the mounts at `paths` (mounted
+    /// now) that other mount namespaces took (see MountCopies): left there, our unmounts succeed while the
+    /// copies keep the filesystems and devices busy, and the teardown stops half-way at the device (zram
+    /// reset: EBUSY). A copy that cannot be detached (a user namespace's, which the kernel locks) fails the
+    /// step with EBUSY before anything is torn down, naming its namespace and process.
+    func pushReleaseOfCopies(_ paths: [String]) throws(SandboxError) {
+        let targets = try step("stat \(paths.joined(separator: ", "))") { try paths.map { path throws(SystemError) in try MountCopies.Target.mounted(at: path) } }
+        push("release copies of \(paths.joined(separator: ", ")) in other mount namespaces") {
+            try MountCopies.release(targets)
+        }
+    }
+}
+
+extension ZramAllocator {
+    /// `free` for a teardown: a reset that answers EBUSY is retried for a few seconds (BusyRetry), since what
+    /// holds the device then (another namespace's copy of the mount, a final release still running) often
+    /// lets go by itself; the error names the holders.
+    func release(_ id: Int) throws {
+        try BusyRetry.releasing("zram\(id)") { () throws(SystemError) in try zram.reset(id) }
+        try free(id)
+    }
+}
