@@ -68,3 +68,19 @@ public struct DeviceHolders: Sendable, Equatable, CustomStringConvertible {
 private extension String {
     func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }
+
+extension Mount {
+    /// `unmount` whose EBUSY names the processes that map a file of the filesystem or hold its device node
+    /// (a passthrough mapping outlives its FUSE file, so the FUSE layer counts nothing open), or says none does.
+    public static func unmountNamingHolders(_ target: String) throws(SystemError) {
+        var info = stat()
+        let device = stat(target, &info) == 0 ? DeviceNumber(rawValue: UInt64(info.st_dev)) : nil
+        do {
+            try unmount(target)
+        } catch where error.errno == EBUSY {
+            let users = device.map { DeviceHolders.processes(using: $0, node: "", procRoot: "/proc") } ?? []
+            let held = users.isEmpty ? "no process maps a file of it" : users.joined(separator: "; ")
+            throw SystemError(error.operation, "\(target) (\(held))", errno: EBUSY)
+        }
+    }
+}

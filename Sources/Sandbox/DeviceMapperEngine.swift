@@ -109,7 +109,7 @@ public struct DeviceMapperEngine: SandboxEngine {
             try step("mount \(device.path) on \(request.mountPath)") {
                 try Mount.mount(source: device.path, target: request.mountPath, type: fsType, flags: [.nosuid, .nodev])
             }
-            teardown.push("unmount \(request.mountPath)") { try Mount.unmount(request.mountPath) }
+            teardown.push("unmount \(request.mountPath)") { try Mount.unmountNamingHolders(request.mountPath) }
             try teardown.pushReleaseOfCopies([request.mountPath])
             if [.ext2, .ext3, .ext4].contains(image.filesystem.type) {
                 let blocks = image.sectors * 512 / UInt64(image.filesystem.blockSize)

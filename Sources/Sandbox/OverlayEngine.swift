@@ -66,7 +66,7 @@ public struct OverlayEngine: SandboxEngine {
                 try Mount.mount(source: loop.path, target: lowerPath, type: type.rawValue,
                                 flags: [.rdonly, .nosuid, .nodev], options: Self.noReplayOption(type))
             }
-            teardown.push("unmount \(lowerPath)") { try Mount.unmount(lowerPath) }
+            teardown.push("unmount \(lowerPath)") { try Mount.unmountNamingHolders(lowerPath) }
             try teardown.pushReleaseOfCopies([lowerPath])
             var lower = statvfs()
             _ = try step("statvfs \(lowerPath)") { try systemCall("statvfs", lowerPath) { statvfs(lowerPath, &lower) } }
@@ -105,7 +105,7 @@ public struct OverlayEngine: SandboxEngine {
                 try Mount.mount(source: InstanceNames.mountSource, target: request.mountPath, type: "overlay",
                                 flags: [.nosuid, .nodev], options: options)
             }
-            teardown.push("unmount \(request.mountPath)") { try Mount.unmount(request.mountPath) }
+            teardown.push("unmount \(request.mountPath)") { try Mount.unmountNamingHolders(request.mountPath) }
             try teardown.pushReleaseOfCopies([request.mountPath, upperMount])
             return SandboxAttachment(teardown: teardown, zramID: zramID, upperMount: upperMount, mountPath: request.mountPath,
                                      baseUse: image.lowerUse)
@@ -130,7 +130,7 @@ public struct OverlayEngine: SandboxEngine {
                 try Mount.mount(source: InstanceNames.mountSource, target: path, type: "tmpfs", flags: [.nosuid, .nodev],
                                 options: "size=\(size),mode=0700")
             }
-            teardown.push("unmount \(path)") { try Mount.unmount(path) }
+            teardown.push("unmount \(path)") { try Mount.unmountNamingHolders(path) }
             return nil
         }
         let id = try allocator.add(bytes: size)
@@ -148,7 +148,7 @@ public struct OverlayEngine: SandboxEngine {
         try step("mount \(device) on \(path)") {
             try Mount.mount(source: device, target: path, type: "ext4", flags: [.nosuid, .nodev])
         }
-        teardown.push("unmount \(path)") { try Mount.unmount(path) }
+        teardown.push("unmount \(path)") { try Mount.unmountNamingHolders(path) }
         return id
     }
 

@@ -146,7 +146,7 @@ extension SandboxManager {
             try Mount.mount(source: loop.path, target: target, type: fs.type.rawValue, flags: [.rdonly, .nosuid, .nodev],
                             options: OverlayEngine.noReplayOption(fs.type))
         }
-        teardown.push("unmount \(target)") { try Mount.unmount(target) }
+        teardown.push("unmount \(target)") { try Mount.unmountNamingHolders(target) }
         try teardown.pushReleaseOfCopies([target])
         return target
     }
