@@ -81,9 +81,9 @@ struct TeardownSuite {
         // Before the fix: the unmounts succeeded, the zram reset answered EBUSY and the sandbox was broken.
         #expect(rmdir(sandbox) == 0, "rmdir: \(String(cString: strerror(errno)))")
         #expect(try fixture.status().isEmpty)
+        #expect(fixture.stop() == 0)
         // The copies went with it: nothing of the sandbox or its image is left while the holder lives on.
         #expect(Self.kernelObjects().subtracting(before).isEmpty, "left: \(Self.kernelObjects().subtracting(before))")
-        #expect(fixture.stop() == 0)
     }
 
     @Test(.enabled(if: NamespaceTools.usersMakeNamespaces, "unprivileged user namespaces are off here"))
