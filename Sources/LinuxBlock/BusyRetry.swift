@@ -16,7 +16,7 @@ public enum BusyRetry {
                 return
             } catch where error.errno == EBUSY {
                 guard waited < budgetSeconds else {
-                    let holders = DeviceHolders.find(device: device)
+                    let holders = MountUsers.describe(device: device)
                     throw SystemError(error.operation, "\(error.object) (still busy after \(waited) s; \(holders))", errno: EBUSY)
                 }
                 usleep(useconds_t(pause * 1_000_000))
