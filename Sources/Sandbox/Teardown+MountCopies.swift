@@ -13,13 +13,3 @@ extension Teardown {
         }
     }
 }
-
-extension ZramAllocator {
-    /// `free` for a teardown: a reset that answers EBUSY is retried for a few seconds (BusyRetry), since what
-    /// holds the device then (another namespace's copy of the mount, a final release still running) often
-    /// lets go by itself; the error names the holders.
-    func release(_ id: Int) throws {
-        try BusyRetry.releasing("zram\(id)") { () throws(SystemError) in try zram.reset(id) }
-        try free(id)
-    }
-}

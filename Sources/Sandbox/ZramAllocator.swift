@@ -43,6 +43,14 @@ public struct ZramAllocator: Sendable {
         try zram.remove(id)
     }
 
+    /// `free` for a teardown: a reset answering EBUSY is retried for a few seconds (BusyRetry), since what holds
+    /// the device then (another namespace's copy of its mount, a final release still running) often lets go
+    /// by itself; the error names the holders.
+    public func release(_ id: Int) throws {
+        try BusyRetry.releasing("zram\(id)") { () throws(SystemError) in try zram.reset(id) }
+        try free(id)
+    }
+
     /// Ids recorded in `ledger` (a live or a dead instance's), ascending.
     public static func recorded(in ledger: String) -> [Int] {
         FileIO.list(ledger).compactMap { Int($0) }.sorted()
