@@ -28,6 +28,10 @@ public enum FstabSource: Sendable, Equatable {
     case partLabel(String)
     /// A partition device path (/dev/mmcblk0p2, /dev/sda2, /dev/vda2, /dev/nvme0n1p2): its number.
     case partitionNumber(Int)
+    /// `/dev/root`: whatever the kernel mounted as root (Yocto, Buildroot).
+    case root
+    /// `/dev/mapper/VG-LV` (dashes in either name doubled) or `/dev/VG/LV`: an LVM2 logical volume.
+    case logicalVolume(group: String, volume: String)
     /// proc, tmpfs, a whole disk, a network share...: nothing in the image.
     case other(String)
 
@@ -48,7 +52,41 @@ public enum FstabSource: Sendable, Equatable {
             self = make(String(source.dropFirst(prefix.count)))
             return
         }
-        self = Self.devicePartition(source).map { .partitionNumber($0) } ?? .other(source)
+        if source == "/dev/root" {
+            self = .root
+        } else if let n = Self.devicePartition(source) {
+            self = .partitionNumber(n)
+        } else if let (group, volume) = Self.logicalVolume(source) {
+            self = .logicalVolume(group: group, volume: volume)
+        } else {
+            self = .other(source)
+        }
+    }
+
+    /// `/dev/mapper/my--vg-root` -> ("my-vg", "root"); `/dev/vg/root` -> ("vg", "root").
+    static func logicalVolume(_ path: String) -> (String, String)? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0].isEmpty, parts[1] == "dev" else { return nil }
+        if parts[2] == "mapper" {
+            // device-mapper names double a dash inside a name; a single dash separates VG and LV.
+            var names = [""]
+            var chars = parts[3][...]
+            while let c = chars.popFirst() {
+                if c == "-", chars.first == "-" {
+                    names[names.count - 1].append("-")
+                    chars.removeFirst()
+                } else if c == "-" {
+                    names.append("")
+                } else {
+                    names[names.count - 1].append(c)
+                }
+            }
+            guard names.count == 2, !names[0].isEmpty, !names[1].isEmpty else { return nil }
+            return (names[0], names[1])
+        }
+        let notGroups: Set<Substring> = ["disk", "block", "md", "char", "bus", "input", "net", "pts", "shm", "snd", "dri"]
+        guard !notGroups.contains(parts[2]), !parts[2].isEmpty, !parts[3].isEmpty else { return nil }
+        return (String(parts[2]), String(parts[3]))
     }
 
     /// `"abc"` or `'abc'` -> abc (util-linux accepts quoted tag values).
@@ -59,9 +97,17 @@ public enum FstabSource: Sendable, Equatable {
         return String(value.dropFirst().dropLast())
     }
 
-    /// The partition number of a partition of the first disk (the image is one disk): mmcblk0pN, nvme0n1pN,
-    /// sdaN, vdaN, hdaN, xvdaN. Other disks (/dev/sdb1, a USB stick) are not in the image.
+    /// The partition number of a partition of the first disk (the image is one disk): mmcblkXpN (any X: an
+    /// SD card is mmcblk1 on boards whose eMMC is mmcblk0, and the image is whichever one it was written to),
+    /// nvme0n1pN, sdaN, vdaN, hdaN, xvdaN. Other disks (/dev/sdb1, a USB stick) are not in the image.
     static func devicePartition(_ path: String) -> Int? {
+        var path = Substring(path)
+        if path.hasPrefix("/dev/mmcblk") {
+            let rest = path.dropFirst("/dev/mmcblk".count)
+            let controller = rest.prefix { $0 >= "0" && $0 <= "9" }
+            guard !controller.isEmpty, controller.count <= 2 else { return nil }
+            path = "/dev/mmcblk0" + rest.dropFirst(controller.count)
+        }
         for disk in ["/dev/mmcblk0p", "/dev/nvme0n1p", "/dev/sda", "/dev/vda", "/dev/hda", "/dev/xvda"]
         where path.hasPrefix(disk) {
             let digits = path.dropFirst(disk.count)

@@ -36,7 +36,12 @@ enum GPT {
 
         let primary = load(source, lba: 1, diskSectors: diskSectors)
         if case .success(let (h, entries)) = primary {
-            return try table(h, entries, source: source)
+            let result = try table(h, entries, source: source)
+            // Linux and parted accept a sound primary alone; ptgen (OpenWrt) writes no backup at all.
+            if let problem = backupProblem(source, alternateLBA: h.alternateLBA, diskSectors: diskSectors) {
+                return result.adding(notice: "GPT backup header unusable (\(problem)); the primary is used")
+            }
+            return result
         }
         // Backup: where the primary says (if its header was sound), else the last sector.
         var backupLBA = lastLBA
@@ -58,6 +63,16 @@ enum GPT {
         default:
             throw .gptHeadersInvalid(primary: "unusable", backup: "unusable")  // not reached: both failed
         }
+    }
+
+    /// Why the backup copy (where the primary says, else the last sector) is unusable; nil when it is sound.
+    private static func backupProblem(_ source: some ByteSource, alternateLBA: UInt64, diskSectors: UInt64) -> String? {
+        var backup = load(source, lba: alternateLBA, diskSectors: diskSectors)
+        if case .failure = backup, alternateLBA != diskSectors - 1 {
+            backup = load(source, lba: diskSectors - 1, diskSectors: diskSectors)
+        }
+        if case .failure(let problem) = backup { return problem.text }
+        return nil
     }
 
     /// A header plus its validated entry array, or the problem that makes it unusable.

@@ -43,10 +43,18 @@ public struct PartitionTable: Sendable {
     /// In the order Linux numbers them.
     public let partitions: [Partition]
     public let diskSize: UInt64
+    /// Irregularities that were accepted, one line each for the caller's log (a GPT without a usable
+    /// backup, as OpenWrt's ptgen writes it; a hybrid MBR whose GPT was used).
+    public let notices: [String]
 
-    public init(scheme: PartitionScheme, partitions: [Partition], diskSize: UInt64) {
+    public init(scheme: PartitionScheme, partitions: [Partition], diskSize: UInt64, notices: [String] = []) {
         self.scheme = scheme
         self.partitions = partitions
         self.diskSize = diskSize
+        self.notices = notices
+    }
+
+    func adding(notice: String) -> PartitionTable {
+        PartitionTable(scheme: scheme, partitions: partitions, diskSize: diskSize, notices: notices + [notice])
     }
 }

@@ -59,7 +59,7 @@ public enum PartitionMounts {
                 plan.skipped.append((line, "mount point is not a plain absolute path")); continue
             }
             if path == "/" { continue }  // the root is the sandbox itself
-            guard let partition = find(entry.spec, in: candidates, fs: fs) else {
+            guard let partition = entry.spec == .root ? root : find(entry.spec, in: candidates, fs: fs) else {
                 plan.skipped.append((line, "names no partition of the image")); continue
             }
             if partition.number == root.number { plan.skipped.append((line, "the root partition")); continue }
@@ -126,7 +126,7 @@ public enum PartitionMounts {
                 guard let info = fs(p), let label = info.label else { return false }
                 return label == name || info.type == .vfat && label.uppercased() == name.uppercased()
             }
-        case .other:
+        case .other, .root, .logicalVolume:
             return nil
         }
     }

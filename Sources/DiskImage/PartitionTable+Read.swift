@@ -12,7 +12,7 @@ extension PartitionTable {
         if hasSignature {
             let entries = MBR.primaryEntries(sector0)
             if entries.contains(where: { $0.type == MBR.protectiveType && $0.sectorCount != 0 }) {
-                return try GPT.read(source)
+                return try gptBehind(entries, source: source, sector0: sector0)
             }
             // A FAT boot sector also ends in 55AA; its bytes 446-509 are boot code, not entries.
             let plausible = MBR.isPlausible(entries)
@@ -35,6 +35,24 @@ extension PartitionTable {
             return try GPT.read(source)
         }
         return PartitionTable(scheme: .none, partitions: [], diskSize: size)
+    }
+
+    /// A protective MBR leads to the GPT. A hybrid one (HAOS on the Pi 3/4: 0xEE plus real entries for
+    /// the firmware) also uses the GPT when it is valid, and falls back to its MBR entries when not, as Linux does.
+    private static func gptBehind(_ entries: [MBR.Entry], source: some ByteSource,
+                                  sector0: [UInt8]) throws(DiskImageError) -> PartitionTable {
+        let hybrid = entries.contains { !$0.isEmpty && $0.type != MBR.protectiveType }
+        guard hybrid else { return try GPT.read(source) }
+        do {
+            return try GPT.read(source).adding(notice: "hybrid MBR: its GPT is used")
+        } catch {
+            var withoutProtective = sector0
+            for (i, e) in entries.enumerated() where e.type == MBR.protectiveType {
+                for b in 0..<16 { withoutProtective[446 + 16 * i + b] = 0 }
+            }
+            return try MBR.read(source, sector0: withoutProtective)
+                .adding(notice: "hybrid MBR without a usable GPT (\(error)); its MBR entries are used")
+        }
     }
 
     private static func wholeDisk(_ fs: FilesystemInfo, size: UInt64) -> PartitionTable {

@@ -45,7 +45,7 @@ struct FstabTests {
     }
 
     @Test(arguments: ["/dev/sda", "/dev/mmcblk0", "/dev/nvme0n1", "/dev/mapper/root2", "/dev/sd2", "tmpfs", "/dev/sda0",
-                      "//server/share1", "/dev/sdb1", "/dev/mmcblk1p2", "/dev/sda2x", "/dev/nvme0n1p"])
+                      "//server/share1", "/dev/sdb1", "/dev/mmcblk1", "/dev/sda2x", "/dev/nvme0n1p"])
     func notPartitionDevices(path: String) {
         #expect(FstabSource(path) == .other(path))
     }
@@ -231,6 +231,26 @@ struct FstabTests {
             #expect(p.partUUID == expected)
         }
         if label == "dos" { #expect(table.partitions.map(\.partUUID) == ["6c586e13-01", "6c586e13-02"]) }
+    }
+
+    @Test func rootAndOtherDevicePaths() {
+        #expect(FstabSource("/dev/root") == .root)
+        #expect(FstabSource("/dev/mmcblk1p2") == .partitionNumber(2))
+        #expect(FstabSource("/dev/mmcblk12p7") == .partitionNumber(7))
+        #expect(FstabSource("/dev/mmcblk123p1") == .other("/dev/mmcblk123p1"))
+        #expect(FstabSource("/dev/mmcblkp1") == .other("/dev/mmcblkp1"))
+        #expect(FstabSource("/dev/mapper/systemVG-LVRoot") == .logicalVolume(group: "systemVG", volume: "LVRoot"))
+        #expect(FstabSource("/dev/mapper/my--vg-root--a") == .logicalVolume(group: "my-vg", volume: "root-a"))
+        #expect(FstabSource("/dev/mapper/a-b-c") == .other("/dev/mapper/a-b-c"))
+        #expect(FstabSource("/dev/mapper/novolume") == .other("/dev/mapper/novolume"))
+        #expect(FstabSource("/dev/fedora/root") == .logicalVolume(group: "fedora", volume: "root"))
+        #expect(FstabSource("/dev/disk/foo") == .other("/dev/disk/foo"))
+    }
+
+    @Test func devRootInFstabIsTheRootItself() {
+        let plan = Self.resolve("/dev/root / auto defaults 1 1\n/dev/root /mnt auto defaults 0 0\n/dev/mmcblk1p1 /boot vfat defaults 0 0\n")
+        #expect(Self.placed(plan) == ["1@/boot"])
+        #expect(plan.skipped.map(\.reason) == ["the root partition"])
     }
 }
 
