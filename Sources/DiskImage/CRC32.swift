@@ -7,8 +7,13 @@ enum CRC32 {
     }
 
     static func checksum(_ bytes: [UInt8]) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
+        update(0xFFFF_FFFF, bytes) ^ 0xFFFF_FFFF
+    }
+
+    /// The bare register update: LVM2's calc_crc is this from its own initial value, without final inversion.
+    static func update<C: Collection<UInt8>>(_ initial: UInt32, _ bytes: C) -> UInt32 {
+        var crc = initial
         for b in bytes { crc = table[Int((crc ^ UInt32(b)) & 0xff)] ^ (crc >> 8) }
-        return crc ^ 0xFFFF_FFFF
+        return crc
     }
 }

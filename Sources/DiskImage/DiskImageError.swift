@@ -30,6 +30,8 @@ public enum DiskImageError: Error, Sendable, Equatable, CustomStringConvertible 
     case noSuchPartition(number: Int, available: [Int])
     case notLinuxFilesystem(partition: Int, found: String?)
     case noLinuxPartition(scheme: PartitionScheme, partitionCount: Int)
+    /// The boot configuration names a logical volume that cannot be served (non-linear, bad metadata).
+    case logicalVolume(group: String, volume: String, LVMError)
 
     /// The errno a caller (FUSE, CLI exit) should see: EIO for I/O failures, EMEDIUMTYPE when the
     /// image is well formed but holds nothing usable, EINVAL for malformed input; a failed open
@@ -39,6 +41,7 @@ public enum DiskImageError: Error, Sendable, Equatable, CustomStringConvertible 
         case .openFailed(_, let e), .sizeQueryFailed(let e): return e
         case .readFailed, .shortRead: return EIO
         case .notLinuxFilesystem, .noLinuxPartition: return EMEDIUMTYPE
+        case .logicalVolume(_, _, let e): return e.errno
         default: return EINVAL
         }
     }
@@ -89,7 +92,9 @@ public enum DiskImageError: Error, Sendable, Equatable, CustomStringConvertible 
         case .notLinuxFilesystem(let n, let found):
             return "partition \(n) holds no Linux root filesystem (found: \(found ?? "nothing recognisable"))"
         case .noLinuxPartition(let scheme, let count):
-            return "no partition holds a Linux filesystem (ext2/3/4, xfs, btrfs); table: \(scheme.rawValue), \(count) partition(s)"
+            return "no partition holds a Linux filesystem (ext2/3/4, xfs, btrfs, squashfs, erofs); table: \(scheme.rawValue), \(count) partition(s)"
+        case .logicalVolume(let group, let volume, let e):
+            return "root on logical volume \(group)/\(volume): \(e)"
         }
     }
 }

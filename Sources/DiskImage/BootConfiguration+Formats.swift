@@ -1,0 +1,88 @@
+/// extlinux.conf (syslinux syntax, keywords case-insensitive): `DEFAULT name` picks a `LABEL`; else the label
+/// marked `MENU DEFAULT`; else the first. A label without APPEND uses a global one (before any LABEL).
+enum Extlinux {
+    static func defaultAppend(_ text: String) -> String? {
+        var defaultName: String?, globalAppend: String?
+        var labels: [(name: String, append: String?, menuDefault: Bool)] = []
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+            let trimmed = line.drop { $0 == " " || $0 == "\t" }
+            let keyword = trimmed.prefix { $0 != " " && $0 != "\t" }.lowercased()
+            let rest = String(trimmed.dropFirst(keyword.count).drop { $0 == " " || $0 == "\t" })
+            switch keyword {
+            case "default": defaultName = rest
+            case "label": labels.append((rest, nil, false))
+            case "append":
+                if labels.isEmpty { globalAppend = rest } else { labels[labels.count - 1].append = rest }
+            case "menu" where rest.lowercased() == "default":
+                if !labels.isEmpty { labels[labels.count - 1].menuDefault = true }
+            default: break
+            }
+        }
+        let chosen = labels.first { $0.name == defaultName } ?? labels.first { $0.menuDefault } ?? labels.first
+        return chosen?.append ?? globalAppend
+    }
+}
+
+/// grub.cfg, kept simple: `set default=N` or `="title"` picks a top-level menuentry (else the first); its
+/// `linux`/`linux16`/`linuxefi` line gives the arguments after the kernel path. Submenus are not entered.
+enum Grub {
+    static func defaultLinuxArguments(_ text: String) -> [String]? {
+        var defaultValue: String?
+        var entries: [(title: String, linux: [String]?)] = []
+        var depth = 0, inEntry = false
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+            let words = KernelCommandLine.split(String(line))
+            guard let first = words.first, !first.hasPrefix("#") else { continue }
+            if depth == 0, first == "set", words.count >= 2, words[1].hasPrefix("default=") {
+                defaultValue = String(words[1].dropFirst(8))
+            }
+            if depth == 0, first == "menuentry" {
+                entries.append((words.count > 1 ? words[1] : "", nil))
+                inEntry = true
+            }
+            if inEntry, depth == 1, ["linux", "linux16", "linuxefi"].contains(first), entries.last?.linux == nil {
+                entries[entries.count - 1].linux = Array(words.dropFirst(2))
+            }
+            // Braces only count as words of their own or at a word's end, as grub.cfg writes them.
+            for w in words {
+                if w == "{" || w.hasSuffix("{") && !w.hasPrefix("$") { depth += 1 }
+                if w == "}" { depth = max(0, depth - 1) }
+            }
+            if depth == 0 { inEntry = false }
+        }
+        let chosen: (title: String, linux: [String]?)?
+        if let value = defaultValue, let index = Int(value), entries.indices.contains(index) {
+            chosen = entries[index]
+        } else if let value = defaultValue, let entry = entries.first(where: { $0.title == value }) {
+            chosen = entry
+        } else {
+            chosen = entries.first
+        }
+        return chosen?.linux
+    }
+}
+
+/// U-Boot environment files (`key=value` lines): Armbian's `rootdev=` and `rootfstype=`, a plain `root=`, or a
+/// kernel command line in a variable (`bootargs=console=ttyS0 root=/dev/mmcblk0p2 rw`).
+enum EnvFile {
+    static func root(_ text: String, file: String) -> KernelRoot? {
+        var values: [String: String] = [:], lineWithRoot: [String]?
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+            let trimmed = line.drop { $0 == " " || $0 == "\t" }
+            guard !trimmed.hasPrefix("#"), let eq = trimmed.firstIndex(of: "=") else { continue }
+            let key = String(trimmed[..<eq]), value = String(trimmed[trimmed.index(after: eq)...])
+            if values[key] == nil { values[key] = value }
+            if lineWithRoot == nil, key != "root", key != "rootdev" {
+                let words = KernelCommandLine.split(value)
+                if words.contains(where: { $0.hasPrefix("root=") }) { lineWithRoot = words }
+            }
+        }
+        let subvolume = values["rootflags"]?.split(separator: ",").first { $0.hasPrefix("subvol=") }.map { String($0.dropFirst(7)) }
+        for key in ["rootdev", "root"] {
+            if let value = values[key].map(KernelCommandLine.split)?.first, !value.isEmpty {
+                return KernelRoot(value: value, subvolume: subvolume, filesystemType: values["rootfstype"], file: file)
+            }
+        }
+        return lineWithRoot.flatMap { KernelCommandLine.root($0, file: file) }
+    }
+}
