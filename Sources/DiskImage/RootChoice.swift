@@ -42,7 +42,7 @@ public enum RootChoice {
         }
         func decision(_ p: Partition, _ reason: String, _ passed: [String], _ subvolume: String? = nil) -> Decision? {
             guard let info = fs(p), canBeRoot(info) else { return nil }
-            return Decision(root: RootPartition(partition: p, filesystem: info, table: table), reason: reason,
+            return Decision(root: RootPartition(partition: p, filesystem: info, table: table, reason: reason), reason: reason,
                             passedOver: passed, subvolume: subvolume)
         }
 

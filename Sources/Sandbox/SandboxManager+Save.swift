@@ -18,12 +18,7 @@ extension SandboxManager {
                      progress: (SaveProgress) -> Bool) throws(SandboxError) -> SaveResult {
         let started = ContinuousClock.now
         guard let sourcePath = imagePath(image) else { throw .noSuchImage(image) }
-        let root: RootPartition
-        do {
-            root = try ImageLayout.findRoot(in: FileByteSource(path: sourcePath), partitionNumber: settings.partition)
-        } catch {
-            throw .unusableImage(image, error)
-        }
+        let root = try findRoot(image, sourcePath)
         do {
             let result = try usingSandbox(image: image, name: name) {
                 (source: ChangeSource, fats: [SandboxFAT], linux: [SandboxLinuxPart]) throws(SandboxError) in

@@ -15,6 +15,8 @@ public struct SandboxStatus: Sendable, Codable, Equatable {
     public let usage: SandboxUsage
     /// The image's other partitions in this sandbox, parents first.
     public let partitions: [PartitionStatus]
+    /// Which partition is the root and why: "partition 2 (ext4): root=PARTUUID=... in cmdline.txt of partition 1".
+    public let root: String?
 }
 
 /// One partition of a sandbox in `status`: where it is, what it holds, what its own COW store uses.
@@ -93,6 +95,8 @@ public final class SandboxManager: SandboxProvider {
         /// The image's attachment the sandbox was made on (it outlives the sandbox).
         let image: any EngineAttachment
         let parts: [LivePartition]
+        /// The image's root as chosen when the image was attached.
+        let root: RootPartition?
         let access = SandboxAccess()
 
         /// Some of its teardown has run: it must not be served again as if whole.
@@ -261,7 +265,7 @@ public final class SandboxManager: SandboxProvider {
 
     func findRoot(_ image: String, _ path: String) throws(SandboxError) -> RootPartition {
         do {
-            return try ImageLayout.findRoot(in: FileByteSource(path: path), partitionNumber: settings.partition)
+            return try RootFinder(imageName: image, path: path, override: settings.partition(for: image), logger: logger).choose()
         } catch {
             throw .unusableImage(image, error)
         }
@@ -284,7 +288,7 @@ public final class SandboxManager: SandboxProvider {
             let journal = engine.needsChangeJournal ? ChangeJournal(mountPath: mountPath) : nil
             let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: mountPath, partitions: parts.map(\.ref),
                                  baseUse: attachment.baseUse, journal: journal)
-            return LiveSandbox(ref: ref, attachment: attachment, image: imageAttachment, parts: parts)
+            return LiveSandbox(ref: ref, attachment: attachment, image: imageAttachment, parts: parts, root: slot.root)
         } catch {
             try? PrivateDirectory.remove(mountPath)
             if let error = error as? SandboxError { throw error }
@@ -408,7 +412,8 @@ public final class SandboxManager: SandboxProvider {
                 : sandbox.access.ifAlive { (engine.usage(of: sandbox.attachment), sandbox.parts.map(partitionStatus)) }
             return read.map { usage, parts in
                 SandboxStatus(image: sandbox.ref.image, sandbox: sandbox.ref.name, engine: engine.kind,
-                              mountPath: sandbox.ref.mountPath, usage: usage, partitions: parts)
+                              mountPath: sandbox.ref.mountPath, usage: usage, partitions: parts,
+                              root: sandbox.root.map { "\(RootFinder.describe($0.partition)) (\($0.filesystem.type.rawValue)): \($0.reason)" })
             }
         }.sorted { ($0.image, $0.sandbox) < ($1.image, $1.sandbox) }
     }

@@ -12,10 +12,14 @@ public struct SandboxSettings: Sendable, Equatable {
     /// How far the root filesystem is enlarged; nil means "by the (maximum) COW budget", so a user can fill
     /// the COW store before the filesystem runs out of blocks.
     public var grow: UInt64? = nil
-    /// Root partition number chosen by the user; nil means the largest Linux one.
+    /// Root partition number chosen by the user for every image (`--partition N`); nil: RootChoice decides.
     public var partition: Int? = nil
+    /// `--partition NAME=N`: per image, before `partition`.
+    public var partitionByImage: [String: Int] = [:]
 
     public init() {}
+
+    public func partition(for image: String) -> Int? { partitionByImage[image] ?? partition }
 
     public var effectiveGrow: UInt64 { grow ?? effectiveCowMax }
     /// The most COW store a sandbox can have.

@@ -30,8 +30,8 @@ struct Serve: ParsableCommand {
     var chunkSize: String = "8K"
     @Option(help: "How far the root filesystem is enlarged (default: by --cow-max, else by --cow-size, so the COW budget can be filled).")
     var grow: String?
-    @Option(help: "Root partition number (default: the largest partition holding a Linux filesystem).")
-    var partition: Int?
+    @Option(help: ArgumentHelp("Root partition: N for every image, NAME=N for image NAME (repeatable). Default: what the image boots (root= in cmdline.txt, extlinux.conf, grub.cfg, uEnv.txt, boot.scr), else the largest partition holding a Linux filesystem.", valueName: "[NAME=]N"))
+    var partition: [String] = []
     @Option(help: "Where compressed, archived and VM-disk images are made raw (one sparse file per image, reused while the file is unchanged).")
     var cacheDir: String = "/var/cache/imgsandbox"
     @Option(help: "Most disk space the cache may take: 20G or bytes (default: no limit but the disk). Unused images are evicted least recently used first.")
@@ -68,7 +68,7 @@ struct Serve: ParsableCommand {
         if `private`, group != nil { throw ValidationError("--private and --group contradict each other (--private keeps the mount to root)") }
         if let group, Self.groupID(group) == nil { throw ValidationError("--group \(PathText.escape(group)): no such group") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
-        if let partition, partition < 0 { throw ValidationError("--partition must be 0 or more") }
+        _ = try Self.partitionChoices(partition)
         for flag in kernelFlags where !MountCommandLine.kernelFlags.contains(flag) {
             throw ValidationError("unknown mount flag \(flag)")
         }
@@ -81,8 +81,32 @@ struct Serve: ParsableCommand {
         settings.chunkSize = ByteSize.parse(chunkSize) ?? settings.chunkSize
         settings.grow = grow.flatMap(ByteSize.parse)
         settings.cowMax = cowMax.flatMap(ByteSize.parse)
-        settings.partition = partition
+        if let (every, byImage) = try? Self.partitionChoices(partition) {
+            settings.partition = every
+            settings.partitionByImage = byImage
+        }
         return settings
+    }
+
+    /// `--partition N` (at most once) and `--partition NAME=N` (once per NAME); N is 0 or more.
+    static func partitionChoices(_ values: [String]) throws -> (every: Int?, byImage: [String: Int]) {
+        var every: Int?, byImage: [String: Int] = [:]
+        for value in values {
+            let parts = value.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let number = parts.last.flatMap({ Int($0) }), number >= 0 else {
+                throw ValidationError("--partition \(value): expected N or NAME=N with N a partition number (0 or more)")
+            }
+            if parts.count == 1 {
+                guard every == nil else { throw ValidationError("--partition N is given twice (use NAME=N for one image)") }
+                every = number
+            } else {
+                let name = String(parts[0])
+                guard !name.isEmpty, !name.contains("/") else { throw ValidationError("--partition \(value): NAME must be an image name") }
+                guard byImage[name] == nil else { throw ValidationError("--partition \(name)=... is given twice") }
+                byImage[name] = number
+            }
+        }
+        return (every, byImage)
     }
 
     func run() throws {

@@ -55,7 +55,9 @@ struct Status: ParsableCommand {
                 ? "\(ByteSize.format(row.zramOriginalBytes))/\(ByteSize.format(row.zramCompressedBytes))/\(ByteSize.format(row.zramMemoryBytes))"
                 : row.cowStore,
              ByteSize.format(row.fsSizeBytes), ByteSize.format(row.fsFreeBytes), row.dataPath ?? "-", PathText.escape(row.mountPath)]] +
-            // One line per partition under its sandbox's: where it is, what it holds, its own COW use.
+            // The root's line (which partition and why), then one line per partition under its sandbox's:
+            // where it is, what it holds, its own COW use.
+            (row.root.map { [["", "  /", "", "", "", "", "", "", "", "", "", "root: \(PathText.escape($0))"]] } ?? []) +
             row.partitions.map { p in
                 ["", "  \(PathText.escape(p.mountPoint))", PathText.escape(p.filesystem), "", ByteSize.format(p.cowUsedBytes), ByteSize.format(p.cowTotalBytes),
                  "", "", "", "", "", "partition \(p.number)"]

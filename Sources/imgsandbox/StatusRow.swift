@@ -31,6 +31,8 @@ struct StatusRow: Codable {
     }
     /// How file data moves: passthrough, splice or copy (absent from daemons older than this field).
     var dataPath: String?
+    /// Which partition is the root and why (absent from daemons older than this field).
+    var root: String?
 
     init(mountpoint: String, dataPath: String, _ status: SandboxStatus) {
         self.dataPath = dataPath
@@ -50,6 +52,7 @@ struct StatusRow: Codable {
         fsSizeBytes = usage.filesystemSizeBytes
         fsFreeBytes = usage.filesystemFreeBytes
         mountPath = status.mountPath
+        root = status.root
         partitions = status.partitions.map {
             Partition(number: $0.number, mountPoint: $0.mountPoint, filesystem: $0.filesystem,
                       cowUsedBytes: $0.cowUsedBytes, cowTotalBytes: $0.cowTotalBytes)
