@@ -53,9 +53,9 @@ struct RootFinder {
             }
             for kind in BootFileKind.allCases {
                 for file in kind.paths {
-                    guard let bytes = read(file, in: volume) else { continue }
                     let name = "\(file) of partition \(p.number)"
                     do throws(BootConfigurationError) {
+                        guard let bytes = try read(file, in: volume, name: name) else { continue }
                         if let root = try BootConfiguration.root(in: bytes, kind: kind, file: name) { roots.append(root) }
                     } catch {
                         logger.warning("image \(imageName): \(error)")
@@ -66,9 +66,8 @@ struct RootFinder {
         return roots
     }
 
-    /// At most BootConfiguration.maxBytes + 1 bytes of a regular file (one more than the limit, so the
-    /// parser can say it is too large without the rest being read); nil when absent or unreadable.
-    private func read(_ path: String, in volume: FATVolume) -> [UInt8]? {
+    /// A regular file's bytes; nil when absent or unreadable; a file above the limit is refused unread.
+    private func read(_ path: String, in volume: FATVolume, name: String) throws(BootConfigurationError) -> [UInt8]? {
         var id = FATVolume.rootID
         var looked: [FATNodeID] = []
         defer { for node in looked { volume.forget(node) } }
@@ -80,6 +79,9 @@ struct RootFinder {
             attr = found
         }
         guard let attr, !attr.isDirectory else { return nil }
-        return try? volume.read(id, at: 0, count: Int(min(attr.size, UInt64(BootConfiguration.maxBytes) + 1)))
+        guard attr.size <= UInt64(BootConfiguration.maxBytes) else {
+            throw .tooLarge(file: name, bytes: Int(clamping: attr.size), limit: BootConfiguration.maxBytes)
+        }
+        return try? volume.read(id, at: 0, count: Int(attr.size))
     }
 }

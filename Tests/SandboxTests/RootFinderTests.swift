@@ -1,0 +1,86 @@
+import DiskImage
+import Foundation
+import Glibc
+import Logging
+import Testing
+@testable import Sandbox
+
+let imageToolsPresent: Bool = { let tools: [String] = ["/sbin/sfdisk", "/sbin/mkfs.ext4", "/sbin/mkfs.vfat", "/usr/bin/mcopy"]; return tools.allSatisfy { FileManager.default.isExecutableFile(atPath: $0) } }()
+
+/// The daemon's root choice on images built by Tools/make-test-image (no devices: FATFS reads the boot files).
+@Suite(.enabled(if: imageToolsPresent, "needs sfdisk, mkfs.ext4, mkfs.vfat, mtools"))
+struct RootFinderTests {
+    static let script: String = {
+        var parts = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath().pathComponents
+        parts.removeLast(3)  // Tests/SandboxTests/RootFinderTests.swift
+        return NSString.path(withComponents: parts + ["Tools", "make-test-image"])
+    }()
+
+    final class Image {
+        let path: String
+        init(_ kind: String) throws {
+            path = FileManager.default.temporaryDirectory.appendingPathComponent("rootfinder-\(UUID().uuidString).img").path
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: RootFinderTests.script)
+            p.arguments = [kind, path]
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
+        }
+        deinit { unlink(path) }
+    }
+
+    func choose(_ image: Image, override: Int? = nil) throws -> (RootPartition, [String]) {
+        let label = "rootfinder-\(UUID().uuidString.prefix(8))"
+        let logger = Logger(label: label) { CollectingLogHandler(label: $0) }
+        let root = try RootFinder(imageName: "img", path: image.path, override: override, logger: logger).choose()
+        let lines = CollectingLogHandler.lines.withLock { $0.filter { $0.contains(label) } }
+        return (root, lines)
+    }
+
+    @Test func cmdlineNamesTheSmallerPartition() throws {
+        let (root, lines) = try choose(Image("boot-names-p2"))
+        #expect(root.partition.number == 2)
+        #expect(root.reason == "root=PARTUUID=5eed0002-02 in cmdline.txt of partition 1")
+        #expect(lines.contains { $0.hasPrefix("info") && $0.hasSuffix("image img: root is partition 2 (ext4): root=PARTUUID=5eed0002-02 in cmdline.txt of partition 1") })
+    }
+
+    @Test func logicalPartitionNamedByDevicePath() throws {
+        let (root, _) = try choose(Image("extended-root"))
+        #expect(root.partition.number == 5)
+        #expect(root.reason == "root=/dev/mmcblk0p5 in cmdline.txt of partition 1")
+    }
+
+    @Test func overrideStillWins() throws {
+        let (root, _) = try choose(Image("boot-names-p2"), override: 3)
+        #expect(root.partition.number == 3)
+        #expect(root.reason == "--partition 3")
+    }
+
+    /// A cmdline.txt of 1 MiB of garbage: one clear warning, and the choice goes on without it.
+    @Test func megabyteOfGarbageCmdline() throws {
+        let image = try Image("boot-names-p2")
+        let garbage = FileManager.default.temporaryDirectory.appendingPathComponent("cmdline-\(UUID().uuidString)").path
+        defer { unlink(garbage) }
+        var bytes = [UInt8](repeating: 0, count: 1 << 20)
+        var state: UInt32 = 7
+        for i in bytes.indices { state = state &* 1_103_515_245 &+ 12345; bytes[i] = UInt8(truncatingIfNeeded: state >> 16) }
+        #expect(FileManager.default.createFile(atPath: garbage, contents: Data(bytes)))
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/mcopy")
+        p.arguments = ["-o", "-i", "\(image.path)@@\(8192 * 512)", garbage, "::cmdline.txt"]
+        p.environment = ["MTOOLS_SKIP_CHECK": "1"]
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let started = ContinuousClock.now
+        let (root, lines) = try choose(image)
+        #expect(started.duration(to: .now) < .seconds(5))
+        #expect(root.partition.number == 3)
+        #expect(root.reason == "the largest partition with a Linux filesystem")
+        #expect(lines.filter { $0.hasPrefix("warning") } == [
+            "warning \(lines.first!.split(separator: " ")[1]) image img: cmdline.txt of partition 1 is 1048576 bytes, more than the 262144 a boot configuration may have: not read",
+        ])
+    }
+}
