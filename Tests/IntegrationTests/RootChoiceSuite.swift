@@ -1,0 +1,42 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The root is what the image boots (issue 25): cmdline.txt's root= beats "the largest Linux partition".
+@Suite(.serialized, .enabled(if: Environment.canServe, Environment.skipReason))
+struct RootChoiceSuite {
+    @Test func bootConfigurationChoosesTheRoot() throws {
+        let fixture = try ServeFixture(images: [("p2", "boot-names-p2", []), ("ext", "extended-root", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        let p2 = fixture.sandbox("p2", "s"), ext = fixture.sandbox("ext", "s")
+        #expect(mkdir(p2, 0o755) == 0, "mkdir p2: \(String(cString: strerror(errno)))")
+        #expect(mkdir(ext, 0o755) == 0, "mkdir ext: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.readFile("\(p2)/which-partition") == "p2 root\n")
+        #expect(FileChecks.readFile("\(ext)/which-partition") == "p5 root\n")
+        // extended-root's fstab puts /dev/mmcblk0p1 at /boot: the FAT partition with the cmdline that chose.
+        #expect(FileChecks.readFile("\(ext)/boot/cmdline.txt") == "console=ttyS0 root=/dev/mmcblk0p5 rootwait\n")
+        try FileChecks.writeFile("\(p2)/written", "stays in the sandbox")
+        let roots = try fixture.status().reduce(into: [String: String]()) { $0[$1["image"] as? String ?? ""] = $1["root"] as? String }
+        #expect(roots["p2"] == "partition 2 (ext4): root=PARTUUID=5eed0002-02 in cmdline.txt of partition 1")
+        #expect(roots["ext"] == "partition 5 (ext4): root=/dev/mmcblk0p5 in cmdline.txt of partition 1")
+        #expect(fixture.waitForLog { $0.contains("image p2: root is partition 2 (ext4): root=PARTUUID=5eed0002-02 in cmdline.txt of partition 1") })
+        #expect(rmdir(p2) == 0)
+        #expect(rmdir(ext) == 0)
+        #expect(fixture.stop() == 0)
+    }
+
+    @Test func perImagePartitionOverride() throws {
+        let fixture = try ServeFixture(images: [("p2", "boot-names-p2", []), ("ext", "extended-root", [])])
+        defer { fixture.close() }
+        try fixture.start(["--partition", "p2=3"])
+        let p2 = fixture.sandbox("p2", "s"), ext = fixture.sandbox("ext", "s")
+        #expect(mkdir(p2, 0o755) == 0)
+        #expect(mkdir(ext, 0o755) == 0)
+        #expect(FileChecks.readFile("\(p2)/which-partition") == "p3 data\n")
+        #expect(FileChecks.readFile("\(ext)/which-partition") == "p5 root\n")
+        #expect(rmdir(p2) == 0)
+        #expect(rmdir(ext) == 0)
+        #expect(fixture.stop() == 0)
+    }
+}
