@@ -40,3 +40,23 @@ struct RootChoiceSuite {
         #expect(fixture.stop() == 0)
     }
 }
+
+/// A root on a linear LVM2 logical volume, served natively by the overlay engine's loop device with offset
+/// and size limit (the dm engine's linear table comes later).
+@Suite(.serialized, .enabled(if: Environment.canServe && FileManager.default.isExecutableFile(atPath: "/sbin/pvcreate"),
+                             "needs root, FUSE and lvm2's tools"))
+struct LVMRootSuite {
+    @Test func rootOnALogicalVolume() throws {
+        let fixture = try ServeFixture(images: [("fedora-like", "lvm-root", [])])
+        defer { fixture.close() }
+        try fixture.start(["--engine", "overlay"])
+        let sandbox = fixture.sandbox("fedora-like", "s")
+        #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.readFile("\(sandbox)/which-partition") == "lv root\n")
+        try FileChecks.writeFile("\(sandbox)/written", "stays in the sandbox")
+        let root = try fixture.status().first?["root"] as? String
+        #expect(root == "LVM2 logical volume testvg/root (as partition 1001) (ext4): root=/dev/mapper/testvg-root in cmdline.txt of partition 1")
+        #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+    }
+}
