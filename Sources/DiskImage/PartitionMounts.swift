@@ -40,10 +40,11 @@ public enum PartitionMounts {
     /// to /boot/firmware if the root has that as an empty directory, else to /boot if that is one.
     /// `fstab` nil: the root has none (only the fallback applies). Mounts come parents first.
     public static func resolve(fstab: [FstabEntry]?, table: PartitionTable, root: Partition,
+                               volumes: [LogicalVolume] = [],
                                probe: (Partition) -> FilesystemInfo?,
                                isEmptyDirectory: (String) -> Bool) -> PartitionMountPlan {
         var plan = PartitionMountPlan()
-        let candidates = table.partitions.filter { !$0.isExtendedContainer }
+        let candidates = table.partitions.filter { !$0.isExtendedContainer } + volumes.compactMap(\.region)
         var probed: [Int: FilesystemInfo?] = [:]
         func fs(_ p: Partition) -> FilesystemInfo? {
             if let known = probed[p.number] { return known }
@@ -59,7 +60,11 @@ public enum PartitionMounts {
                 plan.skipped.append((line, "mount point is not a plain absolute path")); continue
             }
             if path == "/" { continue }  // the root is the sandbox itself
-            guard let partition = entry.spec == .root ? root : find(entry.spec, in: candidates, fs: fs) else {
+            if case .logicalVolume(let group, let name) = entry.spec,
+               case .failure(let error)? = volumes.first(where: { $0.group == group && $0.name == name })?.mapping {
+                plan.skipped.append((line, error.description)); continue
+            }
+            guard let partition = entry.spec == .root ? root : find(entry.spec, in: candidates, volumes: volumes, fs: fs) else {
                 plan.skipped.append((line, "names no partition of the image")); continue
             }
             if partition.number == root.number { plan.skipped.append((line, "the root partition")); continue }
@@ -109,9 +114,11 @@ public enum PartitionMounts {
         return nil
     }
 
-    static func find(_ spec: FstabSource, in partitions: [Partition],
+    static func find(_ spec: FstabSource, in partitions: [Partition], volumes: [LogicalVolume] = [],
                      fs: (Partition) -> FilesystemInfo?) -> Partition? {
         switch spec {
+        case .logicalVolume(let group, let name):
+            return volumes.first { $0.group == group && $0.name == name }?.region
         case .partUUID(let id):
             return partitions.first { $0.partUUID?.lowercased() == id.lowercased() }
         case .partLabel(let name):
@@ -126,7 +133,7 @@ public enum PartitionMounts {
                 guard let info = fs(p), let label = info.label else { return false }
                 return label == name || info.type == .vfat && label.uppercased() == name.uppercased()
             }
-        case .other, .root, .logicalVolume:
+        case .other, .root:
             return nil
         }
     }

@@ -15,8 +15,9 @@ struct PartitionBuilder {
     func plan(rootMount: String) -> PartitionMountPlan {
         let text = RootFiles.read(rootMount, "etc/fstab", limit: Fstab.maxBytes)
         let source = try? FileByteSource(path: imagePath)
+        let volumes = source.map { LVM.volumes($0, table: root.table).volumes } ?? []
         let plan = PartitionMounts.resolve(
-            fstab: text.map { Fstab.parse($0) }, table: root.table, root: root.partition,
+            fstab: text.map { Fstab.parse($0) }, table: root.table, root: root.partition, volumes: volumes,
             probe: { p in source.flatMap { FilesystemProbe.probe($0, offset: p.startByte, length: p.sizeBytes) } },
             isEmptyDirectory: { RootFiles.isEmptyDirectory(rootMount, $0) })
         for skipped in plan.skipped where skipped.reason != "swap" {

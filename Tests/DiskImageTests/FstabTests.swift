@@ -252,6 +252,20 @@ struct FstabTests {
         #expect(Self.placed(plan) == ["1@/boot"])
         #expect(plan.skipped.map(\.reason) == ["the root partition"])
     }
+
+    @Test func logicalVolumesInFstab() {
+        let home = Partition(number: LVM.firstVolumeNumber, startByte: 321 << 20, sizeBytes: 64 << 20, typeName: "LVM2 logical volume vg/home")
+        let volumes = [LogicalVolume(group: "vg", name: "home", mapping: .success(home)),
+                       LogicalVolume(group: "vg", name: "fast", mapping: .failure(.unsupportedSegment(volume: "vg/fast", type: "raid1")))]
+        let plan = PartitionMounts.resolve(
+            fstab: Fstab.parse("/dev/mapper/vg-home /home ext4 defaults 0 2\n/dev/vg/fast /fast ext4 defaults 0 2\n/dev/vg/none /none ext4 defaults 0 2\n"),
+            table: Self.table, root: Self.table.partitions[1], volumes: volumes,
+            probe: { $0.number == LVM.firstVolumeNumber ? FilesystemInfo(type: .ext4, blockSize: 4096, sizeBytes: $0.sizeBytes) : Self.probe($0) },
+            isEmptyDirectory: { _ in false })
+        #expect(Self.placed(plan) == ["\(LVM.firstVolumeNumber)@/home"])
+        #expect(plan.skipped.map(\.reason) == ["logical volume vg/fast is raid1, not linear: not supported (only linear volumes are)",
+                                              "names no partition of the image"])
+    }
 }
 
 extension FileByteSource {

@@ -53,6 +53,9 @@ struct LVMRootSuite {
         let sandbox = fixture.sandbox("fedora-like", "s")
         #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
         #expect(FileChecks.readFile("\(sandbox)/which-partition") == "lv root\n")
+        // fstab's /dev/mapper/testvg-data /srv: a second LV, a partition of the sandbox like any other.
+        #expect(FileChecks.readFile("\(sandbox)/srv/which-partition") == "lv data\n")
+        try FileChecks.writeFile("\(sandbox)/srv/written", "in the data volume's COW")
         try FileChecks.writeFile("\(sandbox)/written", "stays in the sandbox")
         let root = try fixture.status().first?["root"] as? String
         #expect(root == "LVM2 logical volume testvg/root (as partition 1001) (ext4): root=/dev/mapper/testvg-root in cmdline.txt of partition 1")

@@ -2,8 +2,9 @@
 // module, so internal parsers are reachable). Any trap, overflow or sanitizer report is a finding; a
 // thrown DiskImageError is the expected answer to garbage.
 
-/// The input is an image prefix. Parsed three ways: the whole table + root choice, each partition's
-/// filesystem probe, and a forced partition number taken from the first byte.
+/// The input is an image prefix. Parsed as: the whole table + root choice (with LVM2 volumes and a root=
+/// from the input), each partition's filesystem probe, the input as one LVM2 PV, as LVM2 metadata text and
+/// as each kind of boot file, and a forced partition number taken from the first byte.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     guard let data, size > 0 else { return 0 }
@@ -15,6 +16,25 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             _ = FilesystemProbe.probe(source, offset: partition.startByte, length: partition.sizeBytes)
         }
     }
+    if let table = try? PartitionTable.read(source) {
+        // LVM2 on every partition (a partition-less input is taken as one PV below), and the root choice
+        // with its volumes and a root= taken from the input's own text.
+        let (volumes, _) = LVM.volumes(source, table: table)
+        for v in volumes {
+            if let r = v.region { precondition(r.startByte + r.sizeBytes <= source.size, "volume outside the image") }
+        }
+        var inputs = RootChoice.Inputs(table: table) { FilesystemProbe.probe(source, offset: $0.startByte, length: $0.sizeBytes) }
+        inputs.volumes = volumes
+        if let root = try? BootConfiguration.root(in: Array(bytes.prefix(4096)), kind: .cmdline, file: "fuzz") {
+            inputs.kernelRoots = [root]
+        }
+        _ = try? RootChoice.choose(inputs)
+    }
+    let whole = PartitionTable(scheme: .none, partitions: [Partition(number: 1, startByte: 0, sizeBytes: source.size, typeName: "fuzz")],
+                               diskSize: source.size)
+    _ = LVM.volumes(source, table: whole)
+    _ = try? LVMConfigParser.parse(bytes)
+    for kind in BootFileKind.allCases { _ = try? BootConfiguration.root(in: bytes, kind: kind, file: "fuzz") }
     _ = try? ImageLayout.findRoot(in: source)
     _ = try? ImageLayout.findRoot(in: source, partitionNumber: Int(bytes[0] % 8))
     // The probes on their own, at the image start and at a sector offset, with lengths near the end.
