@@ -136,7 +136,7 @@ struct LVMVolumeGroup {
             guard extent + s.extentCount <= pv.peCount else {
                 throw .segmentOutOfRange(volume: full, detail: "extents \(extent)+\(s.extentCount) beyond the \(pv.peCount) of \(pvKey)")
             }
-            guard let first = checkedProduct(extent, extentSize).flatMap({ checkedProduct($0 + pv.peStart, 512) }),
+            guard let first = checkedProduct(extent, extentSize).flatMap({ checkedSum($0, pv.peStart) }).flatMap({ checkedProduct($0, 512) }),
                   let length = checkedProduct(s.extentCount, extentSize).flatMap({ checkedProduct($0, 512) }),
                   first <= partition.sizeBytes, length <= partition.sizeBytes - first else {
                 throw .segmentOutOfRange(volume: full, detail: "extents \(extent)+\(s.extentCount) lie beyond partition \(partition.number)")
@@ -163,6 +163,11 @@ struct LVMVolumeGroup {
         }
         return UInt64(v)
     }
+}
+
+private func checkedSum(_ a: UInt64, _ b: UInt64) -> UInt64? {
+    let (v, overflow) = a.addingReportingOverflow(b)
+    return overflow ? nil : v
 }
 
 private extension UInt64 {

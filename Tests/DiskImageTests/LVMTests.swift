@@ -160,6 +160,12 @@ struct LVMTests {
         let huge = Self.volumes(Self.withMetadata(Self.metadata(volumes: Self.linear("a", [(0, 2, 0)]).replacingFirst("extent_count = 2", with: "extent_count = 9223372036854775807"))))
         #expect(huge.volumes.isEmpty)
         #expect(huge.problems.first?.contains("extent_count: missing, negative or above") == true)
+        // 2^32-sector extents at extent 2^32-1 after a pe_start of 2^33 sectors: the sector number passes 2^64;
+        // an error, not a trap.
+        let overflowing = Self.volumes(Self.withMetadata(Self.metadata(extentCount: 1 << 40, volumes: Self.linear("a", [(0, 1, (1 << 32) - 1)]))
+            .replacingFirst("extent_size = 8192", with: "extent_size = 4294967296")
+            .replacingFirst("pe_start = 2048", with: "pe_start = 8589934592")))
+        #expect(overflowing.volumes.first?.mapping == .failure(.segmentOutOfRange(volume: "testvg/a", detail: "extents 4294967295+1 lie beyond partition 2")))
         let gap = Self.volumes(Self.withMetadata(Self.metadata(volumes: Self.linear("a", [(0, 1, 0), (2, 1, 1)]))))
         #expect(gap.volumes.first?.mapping == .failure(.segmentGap(volume: "testvg/a", detail: "segment at extent 2, expected 1")))
         let missing = Self.volumes(Self.withMetadata(Self.metadata(volumes: Self.linear("a", [(0, 1, 0)]).replacingFirst("\"pv0\"", with: "\"pv7\""))))
