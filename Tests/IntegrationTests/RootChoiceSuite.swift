@@ -6,7 +6,8 @@ import Testing
 @Suite(.serialized, .enabled(if: Environment.canServe, Environment.skipReason))
 struct RootChoiceSuite {
     @Test func bootConfigurationChoosesTheRoot() throws {
-        let fixture = try ServeFixture(images: [("p2", "boot-names-p2", []), ("ext", "extended-root", [])])
+        let fixture = try ServeFixture(images: [("p2", "boot-names-p2", []), ("ext", "extended-root", []),
+                                                ("garbage", "boot-garbage-cmdline", [])])
         defer { fixture.close() }
         try fixture.start()
         let p2 = fixture.sandbox("p2", "s"), ext = fixture.sandbox("ext", "s")
@@ -21,6 +22,14 @@ struct RootChoiceSuite {
         #expect(roots["p2"] == "partition 2 (ext4): root=PARTUUID=5eed0002-02 in cmdline.txt of partition 1")
         #expect(roots["ext"] == "partition 5 (ext4): root=/dev/mmcblk0p5 in cmdline.txt of partition 1")
         #expect(fixture.waitForLog { $0.contains("image p2: root is partition 2 (ext4): root=PARTUUID=5eed0002-02 in cmdline.txt of partition 1") })
+        // A 1 MiB cmdline.txt of random bytes: refused unread with one line, the image still served (largest).
+        let garbage = fixture.sandbox("garbage", "s")
+        #expect(mkdir(garbage, 0o755) == 0, "mkdir garbage: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.readFile("\(garbage)/which-partition") == "p3 data\n")
+        #expect(fixture.waitForLog {
+            $0.contains("image garbage: cmdline.txt of partition 1 is 1048576 bytes, more than the 262144 a boot configuration may have: not read")
+        })
+        #expect(rmdir(garbage) == 0)
         #expect(rmdir(p2) == 0)
         #expect(rmdir(ext) == 0)
         #expect(fixture.stop() == 0)
