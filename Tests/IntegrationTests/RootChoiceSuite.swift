@@ -35,6 +35,26 @@ struct RootChoiceSuite {
         #expect(fixture.stop() == 0)
     }
 
+    /// HAOS: boot.scr (mkimage) names the erofs system0 by PARTUUID. The overlay engine mounts it read-only
+    /// as its lower layer anyway, so the sandbox is writable (the dm engine's path for read-only roots is
+    /// issue 25's item 4, not done).
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/mkimage")
+                   && FileManager.default.isExecutableFile(atPath: "/usr/bin/mkfs.erofs"), "needs mkimage and mkfs.erofs"))
+    func erofsRootNamedByBootScript() throws {
+        let fixture = try ServeFixture(images: [("haos", "haos-like", [])])
+        defer { fixture.close() }
+        try fixture.start(["--engine", "overlay"])
+        let sandbox = fixture.sandbox("haos", "s")
+        #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.readFile("\(sandbox)/which-partition") == "system0\n")
+        try FileChecks.writeFile("\(sandbox)/which-partition", "changed")
+        #expect(FileChecks.readFile("\(sandbox)/which-partition") == "changed")
+        let root = try fixture.status().first?["root"] as? String
+        #expect(root == "partition 2 (erofs): root=PARTUUID=8d3d53e3-6d49-4c38-8349-aff6859e82fd in boot.scr of partition 1")
+        #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+    }
+
     @Test func perImagePartitionOverride() throws {
         let fixture = try ServeFixture(images: [("p2", "boot-names-p2", []), ("ext", "extended-root", [])])
         defer { fixture.close() }

@@ -52,6 +52,15 @@ struct RootFinderTests {
         #expect(root.reason == "root=/dev/mmcblk0p5 in cmdline.txt of partition 1")
     }
 
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/mkimage")
+                   && FileManager.default.isExecutableFile(atPath: "/usr/bin/mkfs.erofs"), "needs mkimage and mkfs.erofs"))
+    func haosBootScriptNamesErofsSlotA() throws {
+        let (root, _) = try choose(Image("haos-like"))
+        #expect(root.partition.number == 2)
+        #expect(root.filesystem.type == .erofs)
+        #expect(root.reason == "root=PARTUUID=8d3d53e3-6d49-4c38-8349-aff6859e82fd in boot.scr of partition 1")
+    }
+
     @Test func overrideStillWins() throws {
         let (root, _) = try choose(Image("boot-names-p2"), override: 3)
         #expect(root.partition.number == 3)
