@@ -70,4 +70,27 @@ struct ShippedTableTests {
         })
         #expect(decision.root.partition.number == 6)
     }
+
+    /// The oracles: sgdisk's own hybrid MBR (`-h`), and sfdisk's GPT with its backup wiped as ptgen leaves it.
+    @Test(.enabled(if: programExists("sgdisk") && programExists("sfdisk"), "needs sgdisk (gdisk) and sfdisk"))
+    func hybridAndBackuplessFromRealTools() throws {
+        let dir = ScratchDirectory()
+        let hybrid = dir.path + "/hybrid.img", ptgen = dir.path + "/ptgen.img"
+        #expect(run(["truncate", "-s", "64M", hybrid]) == 0)
+        #expect(run(["sgdisk", "-o", "-n", "1:2048:+16M", "-t", "1:0700", "-n", "2:0:0", "-t", "2:8300", hybrid]) == 0)
+        #expect(run(["sgdisk", "-h", "1", hybrid]) == 0)
+        let h = try PartitionTable.read(FileByteSource(path: hybrid))
+        #expect(h.scheme == .gpt)
+        #expect(h.partitions.map(\.number) == [1, 2])
+        #expect(h.partitions.map(\.startByte) == [2048 * 512, 34816 * 512])
+        #expect(h.notices == ["hybrid MBR: its GPT is used"])
+
+        #expect(run(["truncate", "-s", "64M", ptgen]) == 0)
+        #expect(run(["sh", "-c", "printf 'label: gpt\\nstart=2048,size=32768,type=L\\n' | sfdisk -q \(ptgen)"]) == 0)
+        #expect(run(["dd", "if=/dev/zero", "of=\(ptgen)", "bs=512", "seek=\((64 << 20) / 512 - 33)", "count=33", "conv=notrunc"]) == 0)
+        let p = try PartitionTable.read(FileByteSource(path: ptgen))
+        #expect(p.partitions.map(\.startByte) == [2048 * 512])
+        #expect(p.notices.count == 1)
+        #expect(p.notices.first?.hasPrefix("GPT backup header unusable (no \"EFI PART\" signature at sector 131071)") == true)
+    }
 }
