@@ -6,8 +6,12 @@ public struct MountEntry: Sendable, Equatable {
     /// Per-mount options followed by the superblock options not already listed ("ro,noatime,errors=remount-ro").
     public let options: String
     public let deviceNumber: DeviceNumber
+    /// The mount id (first field), what statx STATX_MNT_ID reports for a file on this mount; 0 when unknown.
+    public let id: UInt64
 
-    public init(mountPoint: String, source: String, type: String, options: String, deviceNumber: DeviceNumber) {
+    public init(mountPoint: String, source: String, type: String, options: String, deviceNumber: DeviceNumber,
+                id: UInt64 = 0) {
+        self.id = id
         self.mountPoint = mountPoint
         self.source = source
         self.type = type
@@ -19,7 +23,7 @@ public struct MountEntry: Sendable, Equatable {
     public init?(mountInfoLine line: some StringProtocol) {
         let fields = String(line).split(separator: " ", omittingEmptySubsequences: false)
         // id parent dev root mountpoint options [optional...] - type source superoptions
-        guard fields.count >= 10, let dev = DeviceNumber(fields[2]),
+        guard fields.count >= 10, let id = UInt64(fields[0]), let dev = DeviceNumber(fields[2]),
               let separator = fields[6...].firstIndex(of: "-"), fields.count >= separator + 4 else { return nil }
         var options = fields[5].split(separator: ",").map(String.init)
         for option in fields[separator + 3].split(separator: ",").map(String.init) where !options.contains(option) {
@@ -27,7 +31,12 @@ public struct MountEntry: Sendable, Equatable {
         }
         self.init(mountPoint: Self.unescape(fields[4]), source: Self.unescape(fields[separator + 2]),
                   type: Self.unescape(fields[separator + 1]), options: options.joined(separator: ","),
-                  deviceNumber: dev)
+                  deviceNumber: dev, id: id)
+    }
+
+    /// Whether `option` ("user_id=0") is one of the options, whole.
+    public func hasOption(_ option: String) -> Bool {
+        options.split(separator: ",").contains { $0 == option }
     }
 
     /// The kernel writes space, tab, newline and backslash as \040 \011 \012 \134 (octal).

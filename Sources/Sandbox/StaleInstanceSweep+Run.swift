@@ -5,9 +5,13 @@ import Logging
 extension StaleInstanceSweep {
     public struct Outcome: Sendable {
         public var dead: [Int32] = []
-        public var done: [Action] = []
-        /// One line per action that failed: the action and the kernel's error.
-        public var failures: [String] = []
+        /// Instances recorded in a PID namespace this process cannot see into: left alone.
+        public var undecided: [Int32] = []
+        public var done: [Step] = []
+        /// Per dead instance, one line per action that failed: the action and the kernel's error.
+        public var failures: [Int32: [String]] = [:]
+        /// The dead instances that keep their run directory, with what still holds them.
+        public var unswept: [Leftover] = []
     }
 
     /// Reads the run root, the mount table, the dm device list (when device-mapper is there) and the loop labels.
@@ -17,7 +21,7 @@ extension StaleInstanceSweep {
             let names = InstanceNames(pid: pid, runRoot: runRoot)
             let record = (try? readSmallFile(names.processRecord)).flatMap(InstanceProcess.init(recordText:))
             let zramIDs = ZramAllocator.recorded(in: names.zramLedger)
-            return Survey.Instance(pid: pid, record: record, zramIDs: zramIDs)
+            return Survey.Instance(pid: pid, record: record, zramIDs: zramIDs, ownedByRoot: isPrivateRootDirectory(names.runDirectory))
         }
         let dmNames = ((try? deviceMapper?.list()) ?? []).map(\.name)
         let loops = LoopDevice.attached().map { (index: $0.index, label: $0.label) }
@@ -25,49 +29,69 @@ extension StaleInstanceSweep {
                       dmNames: dmNames, loops: loops)
     }
 
-    /// Surveys, plans and releases what dead instances left. Failures are logged and returned; the run
-    /// directory of an instance whose objects could not all be released stays for the next sweep.
+    /// A directory (not a symlink) owned by root that only root may enter: what serve makes for its run root
+    /// and run directories. A user cannot make one, so nothing a user planted is ever taken for ours.
+    static func isPrivateRootDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR && info.st_uid == 0 && info.st_mode & 0o7777 == 0o700
+    }
+
+    /// Surveys, plans and releases what dead instances left. Failures are counted per instance: an
+    /// instance whose objects could not all be released keeps its run directory (its zram ledger is the only
+    /// way back to them) and is logged once with what holds it; every other dead instance is swept.
     @discardableResult
-    public static func run(runRoot: String, deviceMapper: DeviceMapper?, zram: Zram = Zram(), logger: Logger) -> Outcome {
+    public static func run(runRoot: String, deviceMapper: DeviceMapper?, zram: Zram = Zram(),
+                           view: PidNamespaceView = .current(), logger: Logger) -> Outcome {
         // One sweep at a time: two serves starting together would release the same objects at once (one
         // unmounting what the other is about to reset: EBUSY). No run root yet: nothing to sweep, no lock.
+        var outcome = Outcome()
+        guard isPrivateRootDirectory(runRoot) else {
+            if access(runRoot, F_OK) == 0 { logger.warning("no sweep of dead instances: \(runRoot) is not a root-owned directory of mode 0700") }
+            return outcome
+        }
         let lock = open(InstanceNames.sweepLock(runRoot: runRoot), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
         defer { if lock >= 0 { close(lock) } }
         if lock >= 0 { while flock(lock, LOCK_EX) != 0 && errno == EINTR {} }
         let survey = survey(runRoot: runRoot, deviceMapper: deviceMapper)
-        var outcome = Outcome()
-        outcome.dead = deadInstances(survey, ownPID: getpid(), isAlive: InstanceProcess.isAlive)
+        let liveness = { (pid: Int32, record: InstanceProcess?) in InstanceProcess.liveness(pid: pid, record: record, view: view) }
+        outcome.dead = deadInstances(survey, liveness: liveness)
+        outcome.undecided = survey.instances.filter { $0.ownedByRoot && liveness($0.pid, $0.record) == .unknown }.map(\.pid)
+        if !outcome.undecided.isEmpty {
+            logger.notice("""
+                left alone: instances \(outcome.undecided.map(String.init).joined(separator: ", ")) of another PID \
+                namespace, which this serve cannot see into (a serve in the initial PID namespace sweeps them once dead)
+                """)
+        }
         guard !outcome.dead.isEmpty else { return outcome }
         logger.notice("sweeping what dead serve instances left: pids \(outcome.dead.map(String.init).joined(separator: ", "))")
-        for action in plan(survey, dead: outcome.dead) {
-            // The records (zram ledger) are the only way back to what failed: keep them for the next sweep.
-            if case .removeRunDirectory(let path) = action, !outcome.failures.isEmpty {
-                logger.warning("sweep keeps \(path) for the next start: \(outcome.failures.count) objects could not be released")
-                continue
-            }
+        for step in plan(survey, dead: outcome.dead) {
+            if case .removeRunDirectory = step.action, outcome.failures[step.instance] != nil { continue }
             do {
-                try perform(action, deviceMapper: deviceMapper, zram: zram)
-                outcome.done.append(action)
-                logger.info("swept: \(action)")
+                try perform(step.action, deviceMapper: deviceMapper, zram: zram)
+                outcome.done.append(step)
+                logger.info("swept: \(step.action)")
             } catch {
-                outcome.failures.append("\(action): \(error)")
-                logger.error("sweep could not \(action): \(error)")
+                outcome.failures[step.instance, default: []].append("\(step.action): \(error)")
             }
+        }
+        for (pid, failures) in outcome.failures.sorted(by: { $0.key < $1.key }) {
+            let leftover = leftover(pid: pid, runRoot: runRoot, deviceMapper: deviceMapper, zram: zram)
+            outcome.unswept.append(leftover)
+            logger.warning("""
+                dead instance \(pid) cannot be swept (\(failures.joined(separator: "; "))); \(leftover.holdersDescription); \
+                \(leftover.remedy); its run directory \(leftover.runDirectory) stays for the next start
+                """)
         }
         return outcome
     }
 
     static func perform(_ action: Action, deviceMapper: DeviceMapper?, zram: Zram) throws {
         switch action {
-        case .detachFuse(let path):
-            try ignoringGone { try Mount.unmount(path, detach: true) }
-        case .unmount(let path):
-            do {
-                try ignoringGone { try Mount.unmount(path) }
-            } catch let error as SystemError where error.errno == EBUSY {
-                // Something still has a file open in it: detach now, the kernel frees it when that closes.
-                try Mount.unmount(path, detach: true)
-            }
+        case .detachFuse(let mount):
+            try unmountResolved(mount, detach: true)
+        case .unmount(let mount):
+            // Something still has a file open in it: detach now, the kernel frees it when that closes.
+            if (try? unmountResolved(mount, detach: false)) == nil { try unmountResolved(mount, detach: true) }
         case .removeDM(let name):
             guard let deviceMapper else { return }
             try ignoringGone { try deviceMapper.remove(name: name) }
@@ -86,6 +110,18 @@ extension StaleInstanceSweep {
             try ignoringGone { try LoopDevice.detach(index: index) }
         case .removeRunDirectory(let path):
             try removeTree(path)
+        }
+    }
+
+    /// Unmounts through a symlink-free resolution of the path (a user may own a directory on the way to a
+    /// FUSE mountpoint). A mount that is no longer in the table is gone already; one the path no longer
+    /// leads to, or only through a symlink, stays and fails this instance's sweep.
+    static func unmountResolved(_ mount: MountTarget, detach: Bool) throws(SystemError) {
+        do {
+            try Mount.unmount(mountID: mount.id, at: mount.path, detach: detach)
+        } catch {
+            let gone = [ENOENT, ESTALE, EINVAL].contains(error.errno) && !Mount.mountPoints().contains { $0.id == mount.id }
+            if !gone { throw error }
         }
     }
 

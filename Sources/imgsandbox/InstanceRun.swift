@@ -11,8 +11,14 @@ enum InstanceRun {
         guard let process = InstanceProcess.current() else {
             throw ValidationFailure("cannot read /proc/self/stat: \(SystemError.describe(errno))")
         }
-        if mkdir(runDirectory, 0o700) != 0, errno != EEXIST {
-            throw ValidationFailure("mkdir \(runDirectory): \(SystemError.describe(errno))")
+        if mkdir(runDirectory, 0o700) != 0 {
+            guard errno == EEXIST else { throw ValidationFailure("mkdir \(runDirectory): \(SystemError.describe(errno))") }
+            // Left by a dead instance with this pid that the sweep could not release, or made by an instance
+            // in another PID namespace: sharing it would mix their records and names.
+            throw ValidationFailure("""
+                \(runDirectory) belongs to another instance with pid \(names.pid) (dead but not swept, or in another \
+                PID namespace): see `imgsandbox doctor`; start serve again (it gets another pid)
+                """)
         }
         let path = names.processRecord
         let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600)
@@ -35,7 +41,8 @@ enum InstanceRun {
     static func sweepStale(logger: Logger) {
         let outcome = StaleInstanceSweep.run(runRoot: InstanceNames.defaultRunRoot, deviceMapper: try? DeviceMapper(), logger: logger)
         if !outcome.dead.isEmpty {
-            logger.notice("swept \(outcome.done.count) objects of dead instances \(outcome.dead); \(outcome.failures.count) could not be released")
+            let failed = outcome.failures.values.map(\.count).reduce(0, +)
+            logger.notice("swept \(outcome.done.count) objects of dead instances \(outcome.dead); \(failed) could not be released")
         }
     }
 }

@@ -99,7 +99,8 @@ import Testing
         let entry = try #require(MountEntry(mountInfoLine: line))
         #expect(entry == MountEntry(mountPoint: "/mnt/parent", source: "/dev/root", type: "ext3",
                                     options: "rw,noatime,errors=continue",
-                                    deviceNumber: DeviceNumber(major: 98, minor: 0)))
+                                    deviceNumber: DeviceNumber(major: 98, minor: 0), id: 36))
+        #expect(entry.hasOption("errors=continue") && !entry.hasOption("errors"))
     }
 
     @Test func parsesAnEntryWithoutOptionalFields() throws {
@@ -156,5 +157,14 @@ import Testing
         #expect(throws: SystemError("statvfs", "/nonexistent/x", errno: ENOENT)) {
             try FilesystemUsage.of("/nonexistent/x")
         }
+    }
+}
+
+@Suite struct PidNamespaceViewTests {
+    @Test func statusLinesGiveStateAndInnermostPid() {
+        let text = "Name:\tx\nState:\tZ (zombie)\nTgid:\t4711\nNSpid:\t4711\t3\t1\n"
+        #expect(PidNamespaceView.parseStatus(text)?.state == "Z")
+        #expect(PidNamespaceView.parseStatus(text)?.innermostPID == 1)
+        #expect(PidNamespaceView.parseStatus("State:\tS (sleeping)\n") == nil)
     }
 }

@@ -8,72 +8,111 @@ import Testing
 @Suite struct StaleInstanceSweepTests {
     static let runRoot = "/run/imgsandbox"
 
-    static func mount(_ point: String, _ source: String, _ type: String) -> MountEntry {
-        MountEntry(mountPoint: point, source: source, type: type, options: "rw", deviceNumber: DeviceNumber(major: 0, minor: 1))
+    static func mount(_ point: String, _ source: String, _ type: String, options: String = "rw", id: UInt64) -> MountEntry {
+        MountEntry(mountPoint: point, source: source, type: type, options: options, deviceNumber: DeviceNumber(major: 0, minor: 1), id: id)
     }
+    static let root = "rw,user_id=0,group_id=0"
 
     /// Dead instance 100 (overlay: FUSE, lower, upper, sandbox mount, two zram, loop), dead instance 200 (dm:
-    /// only devices, no run directory), live instance 300, and objects that are not imgsandbox's.
+    /// only devices), live instance 300, dead instance 400 whose run directory is not root's 0700 one,
+    /// objects named after pids without a run directory (2000, 500), and objects that are not imgsandbox's:
+    /// FUSE mounts named like instance 100's but not of our type or not mounted by root.
     static let survey = StaleInstanceSweep.Survey(
         runRoot: runRoot,
         instances: [
-            .init(pid: 100, record: InstanceProcess(pid: 100, startTime: 5), zramIDs: [1, 4]),
-            .init(pid: 300, record: InstanceProcess(pid: 300, startTime: 7), zramIDs: [2]),
+            .init(pid: 100, record: InstanceProcess(pid: 100, startTime: 5, pidNamespace: 1), zramIDs: [1, 4]),
+            .init(pid: 200, record: InstanceProcess(pid: 200, startTime: 6, pidNamespace: 1), zramIDs: []),
+            .init(pid: 300, record: InstanceProcess(pid: 300, startTime: 7, pidNamespace: 1), zramIDs: [2]),
+            .init(pid: 400, record: InstanceProcess(pid: 400, startTime: 8, pidNamespace: 1), zramIDs: [5], ownedByRoot: false),
         ],
         mounts: [
-            mount("/", "/dev/vda", "ext4"),
-            mount("/srv/a", "imgsandbox-100", "fuse.imgsandbox"),
-            mount("/run/imgsandbox/100/lower-1", "/dev/loop0", "ext4"),
-            mount("/run/imgsandbox/100/upper-2", "/dev/zram1", "ext4"),
-            mount("/run/imgsandbox/100/mnt/pi/x", "imgsandbox", "overlay"),
-            mount("/srv/b", "imgsandbox-300", "fuse.imgsandbox"),
-            mount("/run/imgsandbox/300/upper-2", "/dev/zram2", "ext4"),
-            mount("/srv/c", "imgsandbox-100x", "fuse.other"),
-            mount("/srv/d", "sshfs", "fuse.sshfs"),
+            mount("/", "/dev/vda", "ext4", id: 1),
+            mount("/srv/a", "imgsandbox-100", "fuse.imgsandbox", options: root, id: 2),
+            mount("/run/imgsandbox/100/lower-1", "/dev/loop0", "ext4", id: 3),
+            mount("/run/imgsandbox/100/upper-2", "/dev/zram1", "ext4", id: 4),
+            mount("/run/imgsandbox/100/mnt/pi/x", "imgsandbox", "overlay", id: 5),
+            mount("/srv/b", "imgsandbox-300", "fuse.imgsandbox", options: root, id: 6),
+            mount("/run/imgsandbox/300/upper-2", "/dev/zram2", "ext4", id: 7),
+            mount("/srv/c", "imgsandbox-100x", "fuse.other", id: 8),
+            mount("/srv/d", "sshfs", "fuse.sshfs", id: 9),
+            mount("/home/u/e", "imgsandbox-100", "fuse.imgsandbox", options: "rw,user_id=1500,group_id=1500", id: 10),
+            mount("/home/u/f", "imgsandbox-100", "fuse.other", options: root, id: 11),
+            mount("/home/u/g", "imgsandbox-100", "fuse", options: root, id: 12),
+            mount("/home/u/h", "imgsandbox-100", "fuse.imgsandbox", options: "rw,user_id=10,group_id=0", id: 13),
+            mount("/srv/i", "imgsandbox-500", "fuse.imgsandbox", options: root, id: 14),
+            mount("/run/imgsandbox/400/upper-1", "/dev/zram5", "ext4", id: 15),
         ],
         dmNames: ["imgsandbox-200-i1-base", "imgsandbox-200-s2", "imgsandbox-200-s2-cow", "imgsandbox-300-s1",
-                  "vg0-root", "imgsandbox-2000-s1"],
-        loops: [(0, "imgsandbox-100:pi"), (1, "imgsandbox-300:pi"), (2, "/var/lib/other.img"), (3, nil)])
+                  "vg0-root", "imgsandbox-2000-s1", "imgsandbox-400-s1"],
+        loops: [(0, "imgsandbox-100:pi"), (1, "imgsandbox-300:pi"), (2, "/var/lib/other.img"), (3, nil), (4, "imgsandbox-500:pi")])
 
-    /// Alive: 300 with its recorded start time, and 2000 (pid known, no record).
-    static func isAlive(_ pid: Int32, _ record: InstanceProcess?) -> Bool {
+    /// Alive: 300 with its recorded start time; 2000 and 500 have no run directory (never asked).
+    static func liveness(_ pid: Int32, _ record: InstanceProcess?) -> InstanceProcess.Liveness {
         switch pid {
-        case 300: record?.startTime == 7
-        case 2000: record == nil
-        default: false
+        case 300: record?.startTime == 7 ? .alive : .dead
+        case 100, 200, 400: .dead
+        default: .alive
         }
     }
 
-    @Test func deadInstancesComeFromEveryNameAndSkipTheLiveAndOurselves() {
-        #expect(StaleInstanceSweep.deadInstances(Self.survey, ownPID: 999, isAlive: Self.isAlive) == [100, 200])
-        #expect(StaleInstanceSweep.deadInstances(Self.survey, ownPID: 100, isAlive: Self.isAlive) == [200])
+    @Test func deadInstancesAreThoseWithARootRunDirectoryWhoseRecordSaysDead() {
+        #expect(StaleInstanceSweep.deadInstances(Self.survey, liveness: Self.liveness) == [100, 200])
+        #expect(StaleInstanceSweep.deadInstances(Self.survey) { _, _ in .unknown }.isEmpty)
     }
 
     @Test func aReusedPidWithAnotherStartTimeIsDead() {
         var survey = Self.survey
-        survey.instances[1].record = InstanceProcess(pid: 300, startTime: 8)
-        #expect(StaleInstanceSweep.deadInstances(survey, ownPID: 999, isAlive: Self.isAlive) == [100, 200, 300])
+        survey.instances[2].record = InstanceProcess(pid: 300, startTime: 8, pidNamespace: 1)
+        #expect(StaleInstanceSweep.deadInstances(survey, liveness: Self.liveness) == [100, 200, 300])
     }
 
     @Test func planReleasesUsersBeforeWhatTheyUseAndOnlyDeadInstancesObjects() {
         let plan = StaleInstanceSweep.plan(Self.survey, dead: [100, 200])
+        typealias Target = StaleInstanceSweep.MountTarget
         #expect(plan == [
-            .detachFuse("/srv/a"),
-            .unmount("/run/imgsandbox/100/mnt/pi/x"),
-            .unmount("/run/imgsandbox/100/upper-2"),
-            .unmount("/run/imgsandbox/100/lower-1"),
-            .removeDM("imgsandbox-200-s2"),
-            .removeDM("imgsandbox-200-s2-cow"),
-            .removeDM("imgsandbox-200-i1-base"),
-            .freeZram(1, ledger: "/run/imgsandbox/100/zram"),
-            .freeZram(4, ledger: "/run/imgsandbox/100/zram"),
-            .detachLoop(0, label: "imgsandbox-100:pi"),
-            .removeRunDirectory("/run/imgsandbox/100"),
+            .init(100, .detachFuse(Target(id: 2, path: "/srv/a"))),
+            .init(100, .unmount(Target(id: 5, path: "/run/imgsandbox/100/mnt/pi/x"))),
+            .init(100, .unmount(Target(id: 4, path: "/run/imgsandbox/100/upper-2"))),
+            .init(100, .unmount(Target(id: 3, path: "/run/imgsandbox/100/lower-1"))),
+            .init(200, .removeDM("imgsandbox-200-s2")),
+            .init(200, .removeDM("imgsandbox-200-s2-cow")),
+            .init(200, .removeDM("imgsandbox-200-i1-base")),
+            .init(100, .freeZram(1, ledger: "/run/imgsandbox/100/zram")),
+            .init(100, .freeZram(4, ledger: "/run/imgsandbox/100/zram")),
+            .init(100, .detachLoop(0, label: "imgsandbox-100:pi")),
+            .init(100, .removeRunDirectory("/run/imgsandbox/100")),
+            .init(200, .removeRunDirectory("/run/imgsandbox/200")),
         ])
     }
 
     @Test func nothingDeadMeansNothingToDo() {
         #expect(StaleInstanceSweep.plan(Self.survey, dead: []).isEmpty)
+    }
+
+    /// PID namespaces: a record of this namespace is judged by its start time; one of another namespace is
+    /// alive while a process of that namespace has the pid, dead when none has it and every process is
+    /// visible, and never judged dead from a child namespace that cannot see it.
+    @Test func livenessAcrossPidNamespaces() throws {
+        let me = try #require(InstanceProcess.current())
+        let own = try #require(me.pidNamespace)
+        let top = PidNamespaceView(own: own, seesEveryProcess: true)
+        let nested = PidNamespaceView(own: own, seesEveryProcess: false)
+        #expect(InstanceProcess.liveness(pid: me.pid, record: me, view: top) == .alive)
+        let restarted = InstanceProcess(pid: me.pid, startTime: me.startTime + 1, pidNamespace: own)
+        #expect(InstanceProcess.liveness(pid: me.pid, record: restarted, view: top) == .dead)
+        #expect(InstanceProcess.liveness(pid: me.pid, record: restarted, view: nested) == .dead)
+        // Seen from "another" namespace: this process is the live one with that pid there.
+        let elsewhere = PidNamespaceView(own: own + 1, seesEveryProcess: false)
+        #expect(InstanceProcess.liveness(pid: me.pid, record: InstanceProcess(pid: me.pid, startTime: 1, pidNamespace: own),
+                                         view: elsewhere) == .alive)
+        // A namespace no process is in: gone for a view of every process, unknown for a nested one.
+        let vanished = InstanceProcess(pid: me.pid, startTime: me.startTime, pidNamespace: 1)
+        #expect(InstanceProcess.liveness(pid: me.pid, record: vanished, view: top) == .dead)
+        #expect(InstanceProcess.liveness(pid: me.pid, record: vanished, view: nested) == .unknown)
+        // Records from before the namespace was recorded were written in the initial namespace.
+        let legacy = InstanceProcess(pid: me.pid, startTime: me.startTime + 1)
+        #expect(InstanceProcess.liveness(pid: me.pid, record: legacy, view: top) == .dead)
+        #expect(InstanceProcess.liveness(pid: me.pid, record: legacy, view: nested) == .unknown)
     }
 
     @Test(arguments: [
@@ -121,8 +160,12 @@ import Testing
     }
 
     @Test func processRecordRoundTripsAndStartTimeParses() {
-        let record = InstanceProcess(pid: 42, startTime: 123456)
+        let record = InstanceProcess(pid: 42, startTime: 123456, pidNamespace: 4026531836)
+        #expect(record.recordText == "42 123456 4026531836\n")
         #expect(InstanceProcess(recordText: record.recordText) == record)
+        #expect(InstanceProcess(recordText: "42 123456\n") == InstanceProcess(pid: 42, startTime: 123456))
+        #expect(InstanceProcess(recordText: "42 123456 x") == nil)
+        #expect(InstanceProcess(recordText: "-1 123456 7") == nil)
         #expect(InstanceProcess(recordText: "42") == nil)
         #expect(InstanceProcess(recordText: "x 1") == nil)
         // comm with spaces and a ')' inside: fields count from the last ')'.
@@ -134,15 +177,17 @@ import Testing
 
     @Test func thisProcessIsRunningAndADeadPidIsNot() throws {
         let me = try #require(InstanceProcess.current())
+        let view = PidNamespaceView.current()
         #expect(me.isRunning)
-        #expect(InstanceProcess.isAlive(pid: me.pid, record: me))
-        #expect(!InstanceProcess.isAlive(pid: me.pid, record: InstanceProcess(pid: me.pid, startTime: me.startTime + 1)))
+        #expect(InstanceProcess.liveness(pid: me.pid, record: me, view: view) == .alive)
+        #expect(InstanceProcess.liveness(pid: me.pid, record: InstanceProcess(pid: me.pid, startTime: me.startTime + 1,
+                                                                              pidNamespace: me.pidNamespace), view: view) == .dead)
         // A child that has exited and been reaped leaves its pid free.
         let child = Process()
         child.executableURL = URL(fileURLWithPath: "/bin/true")
         try child.run()
         child.waitUntilExit()
-        #expect(!InstanceProcess.isAlive(pid: child.processIdentifier, record: nil))
+        #expect(InstanceProcess.liveness(pid: child.processIdentifier, record: nil, view: view) == .dead)
     }
 
     /// Defect: a SIGKILLed daemon stays a zombie until its parent reaps it (init reaps late), and the sweep
@@ -159,7 +204,10 @@ import Testing
         let stat = try #require(try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8))
         #expect(InstanceProcess.parseStat(stat)?.state == "Z")
         #expect(InstanceProcess.startTime(of: child) == nil)
-        #expect(!InstanceProcess.isAlive(pid: child, record: nil))
+        #expect(InstanceProcess.liveness(pid: child, record: nil, view: PidNamespaceView.current()) == .dead)
+        let own = try #require(PidNamespaceView.namespace(of: nil))
+        #expect(PidNamespaceView(own: own + 1, seesEveryProcess: true).runningProcess(pid: child, in: own) == nil,
+                "a zombie is no live process of its namespace")
     }
 
     @Test func removeTreeStopsAtAnotherFilesystemAndDoesNotFollowSymlinks() throws {

@@ -7,4 +7,5 @@
 #include "clinux_creds.h"
 #include "clinux_ns.h"
 #include "clinux_mntns.h"
+#include "clinux_mnt.h"
 #endif

@@ -1,0 +1,16 @@
+#ifndef CLINUX_MNT_H
+#define CLINUX_MNT_H
+// Which mount an fd is on, and which PID namespace this process is in: for the sweep of dead instances,
+// which must unmount exactly the mount it read in mountinfo and judge liveness only where it can see.
+
+#include <stdint.h>
+
+/// statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_MNT_ID): the mount id of the mount `fd` is on
+/// (the one /proc/self/mountinfo lists first on each line). DONT_SYNC: a dead FUSE mount answers nothing.
+/// Returns 0 and sets *mount_id, or -1 with errno.
+int clinux_mount_id_of_fd(int fd, uint64_t *mount_id);
+/// ioctl(NS_GET_PARENT) on a PID namespace fd: the parent namespace's fd, or -1 with errno (EPERM: the
+/// parent is outside what this process may see, i.e. it is in the initial PID namespace).
+int clinux_pid_namespace_parent(int fd);
+
+#endif
