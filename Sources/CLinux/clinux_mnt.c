@@ -3,8 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/nsfs.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 int clinux_mount_id_of_fd(int fd, uint64_t *mount_id) {
@@ -13,8 +11,4 @@ int clinux_mount_id_of_fd(int fd, uint64_t *mount_id) {
     if (!(stx.stx_mask & STATX_MNT_ID)) { errno = EOPNOTSUPP; return -1; }
     *mount_id = stx.stx_mnt_id;
     return 0;
-}
-
-int clinux_pid_namespace_parent(int fd) {
-    return ioctl(fd, NS_GET_PARENT);
 }

@@ -1,4 +1,3 @@
-import CLinux
 import Glibc
 
 /// PID namespaces as this process's /proc shows them: which one a process is in (the inode of
@@ -31,18 +30,11 @@ public struct PidNamespaceView: Sendable {
         return UInt64(info.st_ino)
     }
 
-    /// NS_GET_PARENT answers EPERM only when the parent is out of reach, i.e. this is the initial namespace.
-    static func isInitialNamespace() -> Bool {
-        let fd = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        let parent = clinux_pid_namespace_parent(fd)
-        if parent >= 0 {
-            close(parent)
-            return false
-        }
-        return errno == EPERM
-    }
+    /// The kernel gives the initial PID namespace a fixed inode, PROC_PID_INIT_INO (include/linux/proc_ns.h,
+    /// unchanged since 3.8); NS_GET_PARENT cannot tell, as it refuses every ancestor of the caller's own.
+    static let initialNamespaceInode: UInt64 = 0xEFFF_FFFC
+
+    static func isInitialNamespace() -> Bool { namespace(of: nil) == initialNamespaceInode }
 
     /// The local pid of a running (not zombie, not dying) process whose pid in `namespace` is `pid`, found
     /// through /proc/*/ns/pid and the last NSpid entry of /proc/*/status; nil if this view shows none.

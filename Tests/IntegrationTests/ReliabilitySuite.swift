@@ -21,7 +21,11 @@ struct ReliabilitySuite {
         return found
     }
 
-    @Test func sigkillWithThreeSandboxesThenServeAgainSweepsOnlyTheDeadInstance() throws {
+    /// `withUnsweepableNeighbour`: a machine with an old leak (UnsweepableNeighbour) sweeps the same.
+    @Test(arguments: [false, true])
+    func sigkillWithThreeSandboxesThenServeAgainSweepsOnlyTheDeadInstance(withUnsweepableNeighbour: Bool) throws {
+        let neighbour = withUnsweepableNeighbour ? try UnsweepableNeighbour() : nil
+        defer { neighbour?.remove() }
         // ext4-1k: on dm its sandbox has a 512-byte-sector loop over the COW store, which the sweep must
         // release too (fixture.close()'s residue check looks for it by its label).
         let fixture = try ServeFixture(images: [("pi", "rpi", []), ("disk", "gpt", []), ("small", "ext4-1k", [])])
@@ -50,7 +54,7 @@ struct ReliabilitySuite {
         #expect(Self.leftovers(of: dead).isEmpty, "still there after the sweep: \(Self.leftovers(of: dead)); sweep: \(fixture.log.filter { $0.contains("swe") })")
         #expect(fixture.log.contains { $0.contains("swept") && $0.contains("\(dead)") })
         // The only thing left under the fixture's folder is the new daemon's own FUSE mount.
-        let residue = Residue.find(work: fixture.work, instance: dead).filter { $0 != "mount \(fixture.mountpoint)" }
+        let residue = Residue.find(work: fixture.work, instance: dead, zramInUseBefore: fixture.zramInUseBefore).filter { $0 != "mount \(fixture.mountpoint)" }
         #expect(residue.isEmpty, "left behind by the dead instance: \(residue); sweep: \(fixture.log.filter { $0.contains("swe") })")
 
         // The new daemon works on the same mountpoint, starting clean.
@@ -63,12 +67,16 @@ struct ReliabilitySuite {
 
         #expect(fixture.stop() == 0)
         #expect(bystander.stop() == 0)
+        neighbour?.expectKept(log: fixture.log, starts: 2)
     }
 
     /// Defect: right after a SIGKILL the daemon is a zombie until its parent reaps it (init reaps late), and
     /// the sweep took the zombie for alive: it left the dead FUSE mount, and serve failed with "MNT is not a
     /// directory" (ENOTCONN). Here the parent never reaps until the test ends.
-    @Test func serveAgainWhileTheKilledDaemonIsStillAZombie() throws {
+    @Test(arguments: [false, true])
+    func serveAgainWhileTheKilledDaemonIsStillAZombie(withUnsweepableNeighbour: Bool) throws {
+        let neighbour = withUnsweepableNeighbour ? try UnsweepableNeighbour() : nil
+        defer { neighbour?.remove() }
         let fixture = try ServeFixture(images: [("pi", "rpi", [])])
         defer { fixture.close() }
         try fixture.start(reaped: false)
@@ -82,6 +90,7 @@ struct ReliabilitySuite {
         #expect(Self.leftovers(of: dead).isEmpty, "left by the zombie's instance: \(Self.leftovers(of: dead))")
         #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sandbox("pi", "")).isEmpty)
         #expect(fixture.stop() == 0)
+        neighbour?.expectKept(log: fixture.log, starts: 2)
     }
 
     enum StopWay: String, CaseIterable, Sendable {

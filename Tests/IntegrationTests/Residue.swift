@@ -5,7 +5,9 @@ import Sandbox
 
 /// Kernel objects a serve instance may leave: mounts, loop devices, dm devices, zram devices.
 enum Residue {
-    static func find(work: String, instance: Int32?) -> [String] {
+    /// `zramInUseBefore`: devices in use before the test began (zramInUse()), another instance's or an old
+    /// leak's: a zram device carries no name, so only a new one can be this test's.
+    static func find(work: String, instance: Int32?, zramInUseBefore: Set<String> = []) -> [String] {
         // Where udev runs (the VM), its probes briefly hold devices we released (a loop device with
         // autoclear goes away when the probe closes it): judge what remains once udev's queue is empty.
         if let udevadm = ["/usr/bin/udevadm", "/bin/udevadm"].first(where: { (path: String) in access(path, X_OK) == 0 }),
@@ -39,7 +41,7 @@ enum Residue {
             .flatMap { other in
                 ((try? FileManager.default.contentsOfDirectory(atPath: InstanceNames(pid: other).zramLedger)) ?? []).map { "zram\($0)" }
             })
-        for device in blockDevices(prefix: "zram") where !othersRecorded.contains(device) {
+        for device in blockDevices(prefix: "zram") where !othersRecorded.contains(device) && !zramInUseBefore.contains(device) {
             guard let size = read("/sys/block/\(device)/disksize"), size != "0" else { continue }
             let holders = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block/\(device)/holders")) ?? []
             if holders.isEmpty, !mountedSources.contains("/dev/\(device)") { found.append("\(device) disksize \(size)") }
@@ -52,6 +54,11 @@ enum Residue {
             found += records.map { "zram\($0) still recorded by instance \(instance)" }
         }
         return found
+    }
+
+    /// zram devices with a size (in use) right now.
+    static func zramInUse() -> Set<String> {
+        Set(blockDevices(prefix: "zram").filter { (read("/sys/block/\($0)/disksize") ?? "0") != "0" })
     }
 
     /// Last resort after a failed test, so one failure does not poison the next tests.

@@ -73,6 +73,8 @@ final class ServeFixture: @unchecked Sendable {
     private var process: Process?
     /// With `start(reaped: false)`: serve's pid; `process` is then its parent, a shell that never waits.
     private var unreaped: Int32?
+    /// With `start(wrapper:)`: serve's pid; `process` is the wrapper (unshare), which waits for it.
+    private var wrapped: Int32?
     /// Parents keeping killed daemons as zombies, ended by close(), and those daemons' pids.
     private var zombieKeepers: [Process] = []
     private var zombies: [Int32] = []
@@ -83,6 +85,8 @@ final class ServeFixture: @unchecked Sendable {
     private var runs = 0
     private var endedRuns: Set<Int> = []
     var checksums: [String: String] = [:]
+    /// What was in use before this fixture: not its residue (Residue.find).
+    let zramInUseBefore = Residue.zramInUse()
 
     init(images specs: [(name: String, kind: String, extra: [String])]) throws {
         let base = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_WORK"] ?? NSTemporaryDirectory()
@@ -144,12 +148,17 @@ final class ServeFixture: @unchecked Sendable {
 
     /// Starts `serve --foreground` and returns once it logs that it is serving. `reaped: false` gives serve
     /// a parent that never reaps it (like a busy init): killed, it stays a zombie (see killLeavingZombie).
-    func start(_ extraArguments: [String] = [], environment: [String: String] = [:], reaped: Bool = true) throws {
+    /// `wrapper` runs serve under another command (`unshare -p -f --mount-proc`), which must wait for it.
+    func start(_ extraArguments: [String] = [], environment: [String: String] = [:], reaped: Bool = true,
+               wrapper: [String] = []) throws {
         let process = Process()
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let serve = ["serve", "--foreground", "--engine", Environment.engine, "--cow-size", "256M"]
             + extraArguments + [images, mountpoint]
-        if reaped {
+        if !wrapper.isEmpty {
+            process.executableURL = URL(fileURLWithPath: wrapper[0])
+            process.arguments = Array(wrapper.dropFirst()) + [Paths.binary] + serve
+        } else if reaped {
             process.executableURL = URL(fileURLWithPath: Paths.binary)
             process.arguments = serve
         } else {
@@ -157,6 +166,7 @@ final class ServeFixture: @unchecked Sendable {
             process.arguments = ["-c", "\"$@\" & exec sleep 3600", "sh", Paths.binary] + serve
         }
         unreaped = nil
+        wrapped = nil
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
@@ -202,16 +212,17 @@ final class ServeFixture: @unchecked Sendable {
             process.waitUntilExit()
             throw CommandFailed(argv: ["serve"], status: process.terminationStatus, output: log[firstLine...].joined(separator: "\n"))
         }
-        if !reaped {
+        if !reaped || !wrapper.isEmpty {
             let parent = process.processIdentifier
             let children = (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
-            unreaped = children.split(separator: " ").compactMap { Int32($0) }.first
-            if unreaped == nil { kill(parent, SIGKILL) }
-            _ = try #require(unreaped, "serve under a non-reaping parent: no child of \(parent)")
+            let child = children.split(separator: " ").compactMap { Int32($0) }.first
+            if child == nil { kill(parent, SIGKILL) }
+            _ = try #require(child, "serve under \(wrapper.first ?? "a non-reaping parent"): no child of \(parent)")
+            if wrapper.isEmpty { unreaped = child } else { wrapped = child }
         }
     }
 
-    var pid: Int32? { unreaped ?? process?.processIdentifier }
+    var pid: Int32? { unreaped ?? wrapped ?? process?.processIdentifier }
 
     /// SIGKILLs a daemon started with `reaped: false` and returns its pid once it is a zombie; its parent
     /// keeps it so until close().
@@ -247,7 +258,7 @@ final class ServeFixture: @unchecked Sendable {
     @discardableResult
     func stop(with signal: Int32 = SIGTERM) -> Int32? {
         guard let process, process.isRunning else { return process?.terminationStatus }
-        kill(process.processIdentifier, signal)
+        kill(wrapped ?? process.processIdentifier, signal)
         process.waitUntilExit()
         return process.terminationStatus
     }
@@ -265,6 +276,7 @@ final class ServeFixture: @unchecked Sendable {
             kill(unreaped, SIGTERM)
             _ = Self.poll(seconds: 120) { [nil, "Z"].contains(Self.processState(unreaped)) }
         }
+        if wrapped != nil, process?.isRunning == true { stop() }
         if let process, process.isRunning {
             kill(process.processIdentifier, unreaped == nil ? SIGTERM : SIGKILL)
             process.waitUntilExit()
@@ -274,11 +286,11 @@ final class ServeFixture: @unchecked Sendable {
             kill(keeper.processIdentifier, SIGKILL)
             keeper.waitUntilExit()
         }
-        let residue = Residue.find(work: work, instance: pid)
+        let residue = Residue.find(work: work, instance: pid, zramInUseBefore: zramInUseBefore)
         #expect(residue.isEmpty, "left behind: \(residue)")
         if !residue.isEmpty { Residue.forceClean(work: work, instance: pid) }
         for zombie in zombies {
-            let left = Residue.find(work: work, instance: zombie)
+            let left = Residue.find(work: work, instance: zombie, zramInUseBefore: zramInUseBefore)
             #expect(left.isEmpty, "left behind by killed instance \(zombie): \(left)")
             if !left.isEmpty { Residue.forceClean(work: work, instance: zombie) }
         }

@@ -1,7 +1,6 @@
 #ifndef CLINUX_MNT_H
 #define CLINUX_MNT_H
-// Which mount an fd is on, and which PID namespace this process is in: for the sweep of dead instances,
-// which must unmount exactly the mount it read in mountinfo and judge liveness only where it can see.
+// Which mount an fd is on: the sweep of dead instances unmounts exactly the mount it read in mountinfo.
 
 #include <stdint.h>
 
@@ -9,8 +8,5 @@
 /// (the one /proc/self/mountinfo lists first on each line). DONT_SYNC: a dead FUSE mount answers nothing.
 /// Returns 0 and sets *mount_id, or -1 with errno.
 int clinux_mount_id_of_fd(int fd, uint64_t *mount_id);
-/// ioctl(NS_GET_PARENT) on a PID namespace fd: the parent namespace's fd, or -1 with errno (EPERM: the
-/// parent is outside what this process may see, i.e. it is in the initial PID namespace).
-int clinux_pid_namespace_parent(int fd);
 
 #endif
