@@ -2,6 +2,7 @@ import ArgumentParser
 import FoundationEssentials
 import Glibc
 import LinuxBlock
+import Sandbox
 import SandboxFS
 import SandboxRun
 
@@ -56,6 +57,7 @@ struct Doctor: ParsableCommand {
             if !check.ok { print("        fix: \(check.fix)") }
         }
         printForeignArchitectures()
+        printUnsweptInstances()
         let common = fuse && loop && hasFilesystem("ext4")
         let dmWorks = common && dm && zram
         let overlayWorks = common && hasFilesystem("overlay")
@@ -92,6 +94,15 @@ struct Doctor: ParsableCommand {
         if let text = try? String(contentsOfFile: "/boot/config-\(release)", encoding: .utf8) { return text }
         guard access("/proc/config.gz", R_OK) == 0, access("/bin/zcat", X_OK) == 0 else { return nil }
         return try? Command.run(["/bin/zcat", "/proc/config.gz"])
+    }
+
+    /// Dead serve instances whose objects are still in the kernel: what holds them and what frees them.
+    func printUnsweptInstances() {
+        for leftover in StaleInstanceSweep.leftovers(deviceMapper: try? DeviceMapper()) {
+            let lines = Status.lines(leftover)
+            print("LEFT    \(lines[0])")
+            for line in lines.dropFirst() { print("    \(line)") }
+        }
     }
 
     /// Which other architectures' images `run` can run: binfmt_misc ELF handlers, and whether they work

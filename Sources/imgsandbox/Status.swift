@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import LinuxBlock
 import PrintableText
 import Sandbox
 
@@ -27,13 +28,24 @@ struct Status: ParsableCommand {
             rows += document.sandboxes
             preparing += document.preparing ?? []
         }
+        // Dead instances belong to no mountpoint: shown only in the machine-wide view.
+        let unswept = mountpoint == nil ? StaleInstanceSweep.leftovers(deviceMapper: try? DeviceMapper()) : []
         if json {
-            let data = try StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows, preparing: preparing))
-            print(String(decoding: data, as: UTF8.self))
+            let document = StatusRow.Document(sandboxes: rows, preparing: preparing, unswept: unswept.isEmpty ? nil : unswept)
+            print(String(decoding: try StatusRow.encoder.encode(document), as: UTF8.self))
         } else {
             print(Self.table(rows))
             for row in preparing { print(Self.line(row)) }
+            for leftover in unswept { print(Self.lines(leftover).joined(separator: "\n")) }
         }
+    }
+
+    /// "dead instance 42 not swept: zram3, loop0 (imgsandbox-42:pi)" and what holds it, with its remedy;
+    /// control bytes escaped (mount points are paths users name).
+    static func lines(_ leftover: StaleInstanceSweep.Leftover) -> [String] {
+        let objects = leftover.objects.isEmpty ? "only its run directory \(leftover.runDirectory)" : leftover.objects.joined(separator: ", ")
+        return ["dead instance \(leftover.pid) not swept: \(objects)", "    \(leftover.holdersDescription)", "    \(leftover.remedy)"]
+            .map(EscapingLogHandler.escape)
     }
 
     /// "preparing raspios: 120 MiB of 412 MiB read (29 %), 1.1 GiB of 2.0 GiB written, 180.3 MiB/s"

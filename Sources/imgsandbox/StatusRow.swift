@@ -63,6 +63,8 @@ struct StatusRow: Codable {
         var sandboxes: [StatusRow]
         /// Images being made raw in the cache (absent from older daemons' answers).
         var preparing: [PreparingRow]? = nil
+        /// Dead instances the start-up sweep could not release yet (only in `status`'s own output).
+        var unswept: [StaleInstanceSweep.Leftover]? = nil
     }
 
     static let encoder: JSONEncoder = {

@@ -205,6 +205,12 @@ final class UnsweepableNeighbour {
         #expect(reports.count == starts, "one report per start: \(reports)", sourceLocation: sourceLocation)
         #expect(reports.allSatisfy { $0.contains("mounted at \(held.mountPoint)") && $0.contains("umount -l \(held.mountPoint)") },
                 "\(reports)", sourceLocation: sourceLocation)
+        // doctor and status show it with the command that frees it.
+        for command in ["doctor", "status"] {
+            let output = (try? run([Paths.binary, command], allowFailure: true).output) ?? ""
+            #expect(output.contains("dead instance \(planted.pid) not swept: zram\(held.id)")
+                    && output.contains("umount -l \(held.mountPoint)"), "\(command): \(output)", sourceLocation: sourceLocation)
+        }
     }
 
     func remove() {
