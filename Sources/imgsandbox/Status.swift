@@ -45,7 +45,7 @@ struct Status: ParsableCommand {
     static func lines(_ leftover: StaleInstanceSweep.Leftover) -> [String] {
         let objects = leftover.objects.isEmpty ? "only its run directory \(leftover.runDirectory)" : leftover.objects.joined(separator: ", ")
         return ["dead instance \(leftover.pid) not swept: \(objects)", "    \(leftover.holdersDescription)", "    \(leftover.remedy)"]
-            .map(EscapingLogHandler.escape)
+            .map { PathText.escape($0) }
     }
 
     /// "preparing raspios: 120 MiB of 412 MiB read (29 %), 1.1 GiB of 2.0 GiB written, 180.3 MiB/s"
