@@ -42,13 +42,14 @@ extension StaleInstanceSweep {
     @discardableResult
     public static func run(runRoot: String, deviceMapper: DeviceMapper?, zram: Zram = Zram(),
                            view: PidNamespaceView = .current(), logger: Logger) -> Outcome {
-        // One sweep at a time: two serves starting together would release the same objects at once (one
-        // unmounting what the other is about to reset: EBUSY). No run root yet: nothing to sweep, no lock.
         var outcome = Outcome()
+        // No run root yet: nothing to sweep. One not made by root as serve makes it: nothing in it is ours.
         guard isPrivateRootDirectory(runRoot) else {
             if access(runRoot, F_OK) == 0 { logger.warning("no sweep of dead instances: \(runRoot) is not a root-owned directory of mode 0700") }
             return outcome
         }
+        // One sweep at a time: two serves starting together would release the same objects at once (one
+        // unmounting what the other is about to reset: EBUSY).
         let lock = open(InstanceNames.sweepLock(runRoot: runRoot), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
         defer { if lock >= 0 { close(lock) } }
         if lock >= 0 { while flock(lock, LOCK_EX) != 0 && errno == EINTR {} }
