@@ -12,7 +12,8 @@ final class PlantedInstance {
 
     init(zramIDs: [Int] = []) throws {
         names = InstanceNames(pid: try Self.freePid())
-        try FileManager.default.createDirectory(atPath: InstanceNames.defaultRunRoot, withIntermediateDirectories: true)
+        // As serve makes it (a fresh machine has none yet): the sweep ignores a run root of any other mode.
+        if mkdir(InstanceNames.defaultRunRoot, 0o700) != 0 { try #require(errno == EEXIST) }
         try #require(mkdir(names.runDirectory, 0o700) == 0, "mkdir \(names.runDirectory): \(String(cString: strerror(errno)))")
         let namespace = try #require(PidNamespaceView.namespace(of: nil))
         // Start time 1: no process that runs now started then, so the record is dead even if the pid is reused.
