@@ -85,6 +85,18 @@ import Testing
         ])
     }
 
+    @Test func aLeftoverSaysWhatHoldsItAndHowToFreeIt() {
+        let held = StaleInstanceSweep.Leftover(pid: 9, runDirectory: "/run/imgsandbox/9", objects: ["zram3", "zram4"],
+                                               holders: ["zram3: mounted at /x", "zram4: superblock /sys/fs/ext4/zram4 alive with no mount, fd or holder"],
+                                               freeingCommands: ["umount -l /x"], kernelHeld: ["zram4"])
+        #expect(held.holdersDescription == "held: zram3: mounted at /x; zram4: superblock /sys/fs/ext4/zram4 alive with no mount, fd or holder")
+        #expect(held.remedy == "free with: umount -l /x; the kernel holds zram4 with no mount left: only a reboot frees it; the next serve start sweeps the rest")
+        let free = StaleInstanceSweep.Leftover(pid: 9, runDirectory: "/run/imgsandbox/9", objects: [], holders: [],
+                                               freeingCommands: [], kernelHeld: [])
+        #expect(free.holdersDescription == "nothing found holding its devices")
+        #expect(free.remedy == "the next serve start sweeps the rest")
+    }
+
     @Test func nothingDeadMeansNothingToDo() {
         #expect(StaleInstanceSweep.plan(Self.survey, dead: []).isEmpty)
     }
