@@ -21,7 +21,7 @@ struct CompressedImageSuite {
         } else {
             try run([Paths.makeTestImage, kind, path, "--compress", compress] + extra)
         }
-        if directory == nil { fixture.checksums[path] = try fixture.sha256(path) }
+        if directory == nil { fixture.checksums[path] = try fixture.fingerprint(path) }
         return path
     }
 
@@ -97,7 +97,7 @@ struct CompressedImageSuite {
         let staged = try Self.makeCompressed(fixture, "r", "xz-blocks", extra: ["--root-dir", Paths.packageRoot + "/Sources/ImageCache"],
                                              directory: fixture.work)
         let path = "\(fixture.images)/r.img.xz"
-        fixture.checksums[path] = try fixture.sha256(staged)
+        fixture.checksums[path] = try fixture.fingerprint(staged)
         #expect(rename(staged, path) == 0)
         try fixture.start(["--cache-dir", Self.cache(fixture)])
         #expect(mkdir(fixture.sandbox("r", "s"), 0o755) == 0)
@@ -154,7 +154,7 @@ struct CompressedImageSuite {
         try Self.makeCompressed(fixture, "bad-index-huge", "xz-blocks", extra: ["--forge-xz-index", "uncompressed"])
         try Self.makeCompressed(fixture, "bad-index-beyond", "xz-blocks", extra: ["--forge-xz-index", "compressed"])
         for path in try FileManager.default.contentsOfDirectory(atPath: fixture.images) {
-            fixture.checksums["\(fixture.images)/\(path)"] = try fixture.sha256("\(fixture.images)/\(path)")
+            fixture.checksums["\(fixture.images)/\(path)"] = try fixture.fingerprint("\(fixture.images)/\(path)")
         }
         try fixture.start(["--cache-dir", Self.cache(fixture)])
         let bad = ["bad-flip-xz", "bad-cut-xz", "bad-cut-gz", "bad-cut-zst", "bad-flip-gz", "bad-index-huge", "bad-index-beyond"]

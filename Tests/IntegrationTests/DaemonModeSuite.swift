@@ -19,7 +19,7 @@ struct DaemonModeSuite {
         defer {
             // Whatever failed above: end the daemon, then look for residue of this instance.
             if kill(daemon, 0) == 0 { kill(daemon, SIGTERM); #expect(Self.waitForExit(daemon)) }
-            let residue = Residue.find(work: fixture.work, instance: daemon, zramInUseBefore: fixture.zramInUseBefore)
+            let residue = Residue.find(work: fixture.work, instance: daemon)
             #expect(residue.isEmpty, "left behind: \(residue)")
             if !residue.isEmpty { Residue.forceClean(work: fixture.work, instance: daemon) }
         }

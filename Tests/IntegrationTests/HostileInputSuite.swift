@@ -28,7 +28,7 @@ struct HostileInputSuite {
 
     /// Residue of the running daemon other than its own FUSE mount.
     static func residue(_ fixture: ServeFixture) -> [String] {
-        Residue.find(work: fixture.work, instance: fixture.pid, zramInUseBefore: fixture.zramInUseBefore).filter { $0 != "mount \(fixture.mountpoint)" }
+        Residue.find(work: fixture.work, instance: fixture.pid).filter { $0 != "mount \(fixture.mountpoint)" }
     }
 
     @Test func brokenImagesAreRefusedWithOneErrnoAndOneLogLine() throws {

@@ -87,7 +87,7 @@ enum MountForm {
     /// After a failed expectation: stop the daemon, then check what it left.
     static func end(_ daemon: Int32, fixture: ServeFixture) {
         if kill(daemon, 0) == 0 { kill(daemon, SIGTERM); #expect(DaemonModeSuite.waitForExit(daemon)) }
-        let residue = Residue.find(work: fixture.work, instance: daemon, zramInUseBefore: fixture.zramInUseBefore)
+        let residue = Residue.find(work: fixture.work, instance: daemon)
         #expect(residue.isEmpty, "left behind: \(residue)")
         if !residue.isEmpty { Residue.forceClean(work: fixture.work, instance: daemon) }
     }

@@ -54,7 +54,7 @@ struct ReliabilitySuite {
         #expect(Self.leftovers(of: dead).isEmpty, "still there after the sweep: \(Self.leftovers(of: dead)); sweep: \(fixture.log.filter { $0.contains("swe") })")
         #expect(fixture.log.contains { $0.contains("swept") && $0.contains("\(dead)") })
         // The only thing left under the fixture's folder is the new daemon's own FUSE mount.
-        let residue = Residue.find(work: fixture.work, instance: dead, zramInUseBefore: fixture.zramInUseBefore).filter { $0 != "mount \(fixture.mountpoint)" }
+        let residue = Residue.find(work: fixture.work, instance: dead).filter { $0 != "mount \(fixture.mountpoint)" }
         #expect(residue.isEmpty, "left behind by the dead instance: \(residue); sweep: \(fixture.log.filter { $0.contains("swe") })")
 
         // The new daemon works on the same mountpoint, starting clean.

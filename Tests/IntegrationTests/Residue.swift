@@ -5,9 +5,7 @@ import Sandbox
 
 /// Kernel objects a serve instance may leave: mounts, loop devices, dm devices, zram devices.
 enum Residue {
-    /// `zramInUseBefore`: devices in use before the test began (zramInUse()), another instance's or an old
-    /// leak's: a zram device carries no name, so only a new one can be this test's.
-    static func find(work: String, instance: Int32?, zramInUseBefore: Set<String> = []) -> [String] {
+    static func find(work: String, instance: Int32?) -> [String] {
         // Where udev runs (the VM), its probes briefly hold devices we released (a loop device with
         // autoclear goes away when the probe closes it): judge what remains once udev's queue is empty.
         if let udevadm = ["/usr/bin/udevadm", "/bin/udevadm"].first(where: { (path: String) in access(path, X_OK) == 0 }),
@@ -23,42 +21,26 @@ enum Residue {
         // fixture shares: there a loop device is this instance's when its file name says so.
         let cache = ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_IMAGE_CACHE"]
         for loop in LoopDevice.attached() {
-            let labelled = instance.map { pid in loop.label.flatMap(InstanceNames.owner(loopLabel:)) == pid }
+            // Without an instance no daemon ran, so nothing outside `work` can be this test's.
+            let labelled = instance.map { pid in loop.label.flatMap(InstanceNames.owner(loopLabel:)) == pid } ?? false
             let ours = loop.backingFile.hasPrefix(work)
-                || (cache.map { loop.backingFile.hasPrefix($0) } ?? false) && (labelled ?? true)
+                || (cache.map { loop.backingFile.hasPrefix($0) } ?? false) && labelled
                 // The dm engine's 512-byte-sector COW loop is backed by a device: known by its label.
-                || loop.backingFile.hasPrefix("/dev/") && (labelled ?? false)
+                || loop.backingFile.hasPrefix("/dev/") && labelled
             if ours { found.append("loop\(loop.index) -> \(loop.backingFile) (\(loop.label ?? "no label"))") }
         }
-        found += dmDevices(of: instance).map { "dm \($0)" }
-        // A zram device cannot carry a name: one in use (sized) that nothing mounts or holds is a leak;
-        // one still mounted by this instance shows up as a mount above. Devices other serve processes
-        // use right now (mounted, or held by their dm devices) are theirs.
-        let mountedSources = Set(Mount.mountPoints().map(\.source))
-        let othersRecorded = Set(((try? FileManager.default.contentsOfDirectory(atPath: InstanceNames.defaultRunRoot)) ?? [])
-            .compactMap(InstanceNames.owner(runEntry:))
-            .filter { $0 != instance }
-            .flatMap { other in
-                ((try? FileManager.default.contentsOfDirectory(atPath: InstanceNames(pid: other).zramLedger)) ?? []).map { "zram\($0)" }
-            })
-        for device in blockDevices(prefix: "zram") where !othersRecorded.contains(device) && !zramInUseBefore.contains(device) {
-            guard let size = read("/sys/block/\(device)/disksize"), size != "0" else { continue }
-            let holders = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block/\(device)/holders")) ?? []
-            if holders.isEmpty, !mountedSources.contains("/dev/\(device)") { found.append("\(device) disksize \(size)") }
-        }
+        if let instance { found += dmDevices(of: instance).map { "dm \($0)" } }
         // A process left running in a sandbox (`imgsandbox run` kills its whole PID namespace): its root is there.
         for process in rootedProcesses(under: work) { found.append("process \(process)") }
-        // The daemon records each zram device it adds and drops the record once the device is gone.
+        // zram devices cannot carry a name: the daemon records each one right after hot_add, before it
+        // is sized, and drops the record only after the reset (ZramAllocator). So every sized device
+        // this instance made is in its ledger until freed, and the ledger outlives the instance while it
+        // holds records: judging it alone leaves other suites' and processes' devices to them.
         if let instance {
             let records = (try? FileManager.default.contentsOfDirectory(atPath: InstanceNames(pid: instance).zramLedger)) ?? []
             found += records.map { "zram\($0) still recorded by instance \(instance)" }
         }
         return found
-    }
-
-    /// zram devices with a size (in use) right now.
-    static func zramInUse() -> Set<String> {
-        Set(blockDevices(prefix: "zram").filter { (read("/sys/block/\($0)/disksize") ?? "0") != "0" })
     }
 
     /// Last resort after a failed test, so one failure does not poison the next tests.

@@ -102,7 +102,7 @@ extension WholeImageSuite {
                 let config = try fat.rootEntry("CONFIG  TXT")
                 try fat.put(config.offset, Array("CON*IG  TXT".utf8))
             }
-            fixture.checksums[path] = try fixture.sha256(path)
+            fixture.checksums[path] = try fixture.fingerprint(path)
         }
         try fixture.start(["--cow-size", "64M"])
 
