@@ -37,3 +37,11 @@ phase() {
     [ -z "$phase_start" ] || echo "$(basename "$0"): $1 took $((t - phase_start)) s"
     phase_start=$t
 }
+
+# `-h`/`--help` as the first argument: print the script's header comment (its usage) and exit 0. Every
+# Tools script does this; they exit 2 on a usage error, 1 on a failure.
+help_on_request() {
+    case "${2:-}" in
+        -h|--help) sed -n '2,/^[^#]/p' "$1" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    esac
+}
