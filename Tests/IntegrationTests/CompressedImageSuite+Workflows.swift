@@ -23,7 +23,7 @@ extension CompressedImageSuite {
         let cached = try #require(Self.cacheFiles(fixture).first { $0.hasPrefix("pi.") && $0.hasSuffix(".img") },
                                   "pristine/ prepared the cache file: \(Self.cacheFiles(fixture))")
         let cachePath = "\(Self.cache(fixture))/\(cached)"
-        let cacheSum = try fixture.sha256(cachePath)
+        let cacheSum = try fixture.fingerprint(cachePath)
 
         // diff: a fresh sandbox has none; every kind of change is listed as on the plain image (DiffSuite).
         let sandbox = fixture.sandbox("pi", "s")
@@ -57,7 +57,7 @@ extension CompressedImageSuite {
         #expect(rmdir(box) == 0, "rmdir right after run: \(String(cString: strerror(errno)))")
 
         #expect(rmdir(sandbox) == 0)
-        #expect(try fixture.sha256(cachePath) == cacheSum, "the shared cache file is never written")
+        #expect(try fixture.fingerprint(cachePath) == cacheSum, "the shared cache file is never written")
         #expect(fixture.stop() == 0)
         #expect(fixture.log.filter { $0.contains("image pi: decompressing") }.count == 1, "pristine/ and the sandbox share one")
     }

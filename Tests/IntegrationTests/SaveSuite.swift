@@ -26,9 +26,9 @@ struct SaveSuite {
         try FileChecks.writeFile("\(sandbox)/etc/after-save", "later\n")
 
         // Refusals: an existing output, the served tree, the source itself.
-        let before = try fixture.sha256(output)
+        let before = try fixture.fingerprint(output)
         #expect(try run([Paths.binary, "save", sandbox, output], allowFailure: true).status != 0)
-        #expect(try fixture.sha256(output) == before, "an existing output is kept without --force")
+        #expect(try fixture.fingerprint(output) == before, "an existing output is kept without --force")
         #expect(try run([Paths.binary, "save", sandbox, fixture.mountpoint + "/pi/x.img", "--force"], allowFailure: true).status != 0)
         #expect(try run([Paths.binary, "save", sandbox, fixture.images + "/pi.img", "--force"], allowFailure: true).status != 0)
 
@@ -191,7 +191,10 @@ enum SaveChecks {
             throw CommandFailed(argv: ["sfdisk", "-J", image], status: 0, output: "no partition \(index ?? -1): \(json)")
         }
         let path = work + "/part-\(index ?? -1).img"
-        try run(["dd", "if=\(image)", "of=\(path)", "bs=512", "skip=\(start)", "count=\(size)", "conv=sparse", "status=none"])
+        // 1 MiB reads (offsets in bytes): 512-byte ones cost 30x the time natively (1.1 s against 0.04 s for a
+        // 190 MiB root), and far more under the VM's emulation.
+        try run(["dd", "if=\(image)", "of=\(path)", "bs=1M", "iflag=skip_bytes,count_bytes", "skip=\(start * 512)",
+                 "count=\(size * 512)", "conv=sparse", "status=none"])
         return path
     }
 
