@@ -47,11 +47,11 @@ extension CompressedImageSuite {
         try SaveChecks.expectSameTree(copy, sandbox)
         #expect(rmdir(copy) == 0)
 
-        // run: the command runs in the sandbox (PID 1 is run's init), its write lands there and in diff.
+        // run: the command runs in the sandbox (PID 1 is bubblewrap's init), its write lands there and in diff.
         let box = fixture.sandbox("box", "r")
         #expect(mkdir(box, 0o755) == 0)
         let ran = try RunSuite.run(box, ["sh", "-c", "echo native > /tmp/ran; read comm < /proc/1/comm; echo $comm; exit 4"])
-        #expect(ran == (4, "imgsandbox\n"), "\(ran)")
+        #expect(ran == (4, "bwrap\n"), "\(ran)")
         #expect(FileChecks.readFile("\(box)/tmp/ran") == "native\n")
         #expect(try ChangeFixture.diff(box).output.split(separator: "\n").contains("added /tmp/ran"))
         #expect(rmdir(box) == 0, "rmdir right after run: \(String(cString: strerror(errno)))")
@@ -72,7 +72,7 @@ extension CompressedImageSuite {
         if kind == "qcow2" {
             try run([Paths.makeTestImage, "rpi", fixture.work + "/r.img"])
             try run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", fixture.work + "/r.img", fixture.images + "/r.qcow2"])
-            fixture.checksums[fixture.images + "/r.qcow2"] = try fixture.sha256(fixture.images + "/r.qcow2")
+            fixture.checksums[fixture.images + "/r.qcow2"] = try fixture.fingerprint(fixture.images + "/r.qcow2")
         } else {
             try Self.makeCompressed(fixture, "r", kind)
         }

@@ -44,7 +44,7 @@ struct ImageFormatsSuite {
         for command in Self.served.map(\.2) + Self.hostile.map(\.2) { try run(["sh", "-c", "cd '\(fixture.images)' && \(command)"]) }
         try FileManager.default.removeItem(atPath: fixture.images + "/base.img")
         for file in try FileManager.default.contentsOfDirectory(atPath: fixture.images) {
-            fixture.checksums[fixture.images + "/" + file] = try fixture.sha256(fixture.images + "/" + file)
+            fixture.checksums[fixture.images + "/" + file] = try fixture.fingerprint(fixture.images + "/" + file)
         }
         try fixture.start(["--cache-dir", fixture.work + "/cache", "--cache-max", "1G"])
         let names = try FileManager.default.contentsOfDirectory(atPath: fixture.mountpoint).sorted()

@@ -221,7 +221,7 @@ struct LocalUserSuite {
         try fat.put(config.offset + 28, FAT32Patcher.le32(UInt32(8 * fat.sectorsPerCluster * fat.bytesPerSector)))
         try fat.setFAT(config.cluster, config.cluster)
         fat.close()
-        fixture.checksums[path] = try fixture.sha256(path)
+        fixture.checksums[path] = try fixture.fingerprint(path)
         try fixture.start()
         let s = fixture.sandbox("pi", "s")
         #expect(mkdir(s, 0o755) == 0)
