@@ -145,18 +145,7 @@ struct RunConfinementSuite {
             printf 'queued=[%s]\\n' "$queued"
             eval "$queued"
             """.write(toFile: outer, atomically: false, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
-        process.arguments = ["-qefc", "sh \(outer)", "/dev/null"]
-        let output = Pipe(), stdin = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = stdin
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        try? stdin.fileHandleForWriting.close()
-        let text = String(decoding: data, as: UTF8.self)
+        let text = try RunSuite.onTerminal("sh \(outer)").output
         #expect(text.contains("run-status=0"), "\(text)")
         #expect(text.contains("33 101"), "the caller's window size reaches the command's pty: \(text)")
         #expect(text.contains("queued=[]"), "\(text)")

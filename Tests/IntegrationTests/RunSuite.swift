@@ -112,9 +112,14 @@ struct RunSuite {
 
     /// `imgsandbox run SANDBOX` (no command) on a pty made by script(1), with `input` typed in.
     static func pty(_ sandbox: String, input: String) throws -> (status: Int32, output: String) {
+        try onTerminal("\(Paths.binary) run \(sandbox)", input: input)
+    }
+
+    /// `commandLine` run by sh on a pty made by script(1), with `input` typed in; its status and output.
+    static func onTerminal(_ commandLine: String, input: String = "") throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
-        process.arguments = ["-qefc", "\(Paths.binary) run \(sandbox)", "/dev/null"]
+        process.arguments = ["-qefc", commandLine, "/dev/null"]
         let output = Pipe(), stdin = Pipe()
         process.standardOutput = output
         process.standardError = output
