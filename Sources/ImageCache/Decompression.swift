@@ -6,7 +6,7 @@ extension ImageCache {
     /// the CPU's cache between the decoder's copy into it, the zero check and pwrite's copy out of it. With
     /// 8 MiB, perf showed pwrite's copy (copy_folio_from_iter_atomic) at 16 % of the daemon's samples and
     /// the feeding thread 9-14 s of a 25-35 s decompression in flush; with 256 KiB 5-8 s. The total did
-    /// not move measurably on the shared 2-core machine (CPU-bound; Tools/compressed-bench --before).
+    /// not move measurably on the shared 2-core machine (CPU-bound; Tools/bench/run compressed --before).
     static let outputChunk = 256 << 10
 
     /// Decodes `compression` from `sourceFD` into `writer`. Returns the time spent handing the output to

@@ -31,7 +31,7 @@ public enum DataPath: String, Sendable {
 /// on a small file and costs a backing file per open (kernel 6.18 here: an OPEN round trip of about 41
 /// against 19 µs, perf's fuse tracepoints), and every read through it drops FUSE's cached atime, so each
 /// later stat is a GETATTR round trip; pages cached by FUSE are re-read with neither (grep -r over
-/// /usr/include read again: 5.98x direct cached, 9.07x passthrough, Tools/bench, same run). Writes and big
+/// /usr/include read again: 5.98x direct cached, 9.07x passthrough, Tools/bench/run fuse, same run). Writes and big
 /// files pass through. Cached pages never go stale behind a passthrough write: a passthrough open (which
 /// never keeps the cache) drops the inode's page cache, and nothing fills it while such a file is open.
 final class BackingFiles: @unchecked Sendable {

@@ -13,7 +13,7 @@ public struct FileSystemOptions: Sendable {
     public var kernelFlags: [String] = []
     /// The fsname shown in /proc/mounts.
     public var fsName = InstanceNames.prefix
-    /// Let libfuse move read/write payloads with splice(2) instead of copying through user memory (Tools/bench:
+    /// Let libfuse move read/write payloads with splice(2) instead of copying through user memory (Tools/bench/run fuse:
     /// cold read 1.4x -> 1.05x the direct time, write+fsync 3.6x -> 2.8x).
     public var splice = true
     /// Worker threads: a slow mkdir/rmdir of a sandbox holds one while devices are set up or torn down.
@@ -32,7 +32,7 @@ public struct FileSystemOptions: Sendable {
     public var passthrough = true
     /// How deep the backing files' filesystem stacks: 1 for overlayfs (the overlay engine), 0 for ext4.
     public var backingStackDepth: UInt32 = 1
-    /// Kernel writeback cache: write() returns once pages are dirty in the FUSE page cache (Tools/bench knob).
+    /// Kernel writeback cache: write() returns once pages are dirty in the FUSE page cache (Tools/bench/run fuse knob).
     public var writebackCache = false
     /// How long (seconds) rmdir of a sandbox waits for the releases of handles in it before EBUSY: the kernel
     /// sends RELEASE after close(2) returns, queued behind reads in flight, so a just-closed file may still

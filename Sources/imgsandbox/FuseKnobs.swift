@@ -1,6 +1,6 @@
 import SandboxFS
 
-/// Hidden FUSE tuning knobs for Tools/bench experiments, from the environment of `serve`:
+/// Hidden FUSE tuning knobs for Tools/bench/run fuse experiments, from the environment of `serve`:
 /// IMGSANDBOX_FUSE_SPLICE=0|1, IMGSANDBOX_FUSE_WRITEBACK=0|1, IMGSANDBOX_FUSE_TIMEOUT=seconds,
 /// IMGSANDBOX_FUSE_THREADS=n, IMGSANDBOX_FUSE_PASSTHROUGH=0|1, IMGSANDBOX_FUSE_CACHED_READ_LIMIT=bytes. Unset variables keep the defaults.
 enum FuseKnobs {

@@ -17,7 +17,7 @@ load_modules() {
 # 2-core machine to themselves. /run/lock (a root-owned tmpfs; /var/lock links to it) so that it holds
 # across worktrees and clones; IMGSANDBOX_ITEST_LOCK names another file. Taken on fd 9 until the script
 # exits; it exports IMGSANDBOX_ITEST_LOCKED so that the scripts it runs work under its hold instead of
-# waiting for it. Tools/bench takes the same lock.
+# waiting for it. Tools/bench/run fuse takes the same lock.
 itest_lock() {
     [ -z "${IMGSANDBOX_ITEST_LOCKED:-}" ] || return 0
     local lock=${IMGSANDBOX_ITEST_LOCK:-/run/lock/imgsandbox-itest.lock}

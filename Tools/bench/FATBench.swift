@@ -1,4 +1,4 @@
-// Tools/fat-bench's measuring side, compiled with Sources/FATFS/*.swift (-O): opens the image's FAT
+// Tools/bench/run fat's measuring side, compiled with Sources/FATFS/*.swift (-O): opens the image's FAT
 // volume read-only, lists the root, reads one file, and prints the times (seconds) as JSON.
 //   fat-bench-bin IMAGE PATH_IN_VOLUME
 import Glibc
