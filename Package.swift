@@ -59,15 +59,15 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // What the test targets share: one seeded generator, errno helpers.
-        .target(name: "TestSupport", dependencies: ["LinuxBlock"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),   // no dependencies: every test target may use it
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "TestSupport"]),
-        .testTarget(name: "FATFSTests", dependencies: ["FATFS"]),
+        .testTarget(name: "FATFSTests", dependencies: ["FATFS", "TestSupport"]),
         .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock"]),
-        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "FATFS"]),
-        .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux", "PrintableText"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "FATFS", "TestSupport"]),
+        .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux", "PrintableText", "TestSupport"]),
         .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox"]),
-        .testTarget(name: "ImageCacheTests", dependencies: ["ImageCache"]),
-        .testTarget(name: "SandboxSaveTests", dependencies: ["SandboxSave", "DiskImage", "LinuxBlock"]),
+        .testTarget(name: "ImageCacheTests", dependencies: ["ImageCache", "TestSupport"]),
+        .testTarget(name: "SandboxSaveTests", dependencies: ["SandboxSave", "DiskImage", "LinuxBlock", "TestSupport"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox", "SandboxDiff", "TestSupport"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
         .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox", "TestSupport"],

@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 
 /// A scratch directory removed (with its files) when the test ends, pass or fail.
 final class ScratchDirectory {
@@ -21,26 +22,10 @@ final class ScratchDirectory {
     }
 }
 
-/// Runs a program (PATH lookup), its output discarded; returns the exit status or -1.
-func run(_ argv: [String]) -> Int32 {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-    var cArgs = argv.map { strdup($0) } + [nil]
-    defer { cArgs.forEach { free($0) } }
-    var pid: pid_t = 0
-    guard posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, environ) == 0 else { return -1 }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 { guard errno == EINTR else { return -1 } }
-    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
-}
+/// Runs a program, its output discarded; returns the exit status or -1.
+func run(_ argv: [String]) -> Int32 { Subprocess.run(argv, output: .discarded).status }
 
-func programExists(_ name: String) -> Bool {
-    let dirs = ((getenv("PATH").map { String(cString: $0) } ?? "") + ":/usr/sbin:/sbin").split(separator: ":")
-    return dirs.contains { access("\($0)/\(name)", X_OK) == 0 }
-}
+func programExists(_ name: String) -> Bool { Subprocess.exists(name) }
 
 /// Tools/make-test-image of this checkout, found from this file's real location.
 let makeTestImage: String = {

@@ -1,11 +1,12 @@
 import FATFS
+import TestSupport
 import Glibc
 import Testing
 
 @Suite struct COWOverlayTests {
     static func base(_ size: Int) -> (MemoryBlockDevice, [UInt8]) {
-        var rng = SplitMix64(state: UInt64(size))
-        let bytes = randomBytes(size, &rng)
+        var rng = SplitMix64(seed: UInt64(size))
+        let bytes = rng.bytes(size)
         return (MemoryBlockDevice(bytes: bytes, writable: false), bytes)
     }
 
@@ -72,13 +73,13 @@ import Testing
 
         _ = try volume.write(config.id, at: 12, Array("enable_uart=1\n".utf8))
         let ssh = try volume.create(parent: FATVolume.rootID, name: "ssh")
-        var rng = SplitMix64(state: 3)
-        let data = randomBytes(1 << 20, &rng)
+        var rng = SplitMix64(seed: 3)
+        let data = rng.bytes(1 << 20)
         let big = try volume.create(parent: FATVolume.rootID, name: "kernel8.img")
         _ = try volume.write(big.id, at: 0, data)
         #expect(overlay.bytesUsed > 1 << 20 && overlay.bytesUsed < 1 << 20 + 64 << 10, "\(overlay.bytesUsed)")
         // The budget: 8 MiB of COW, so a file of 8 MiB more cannot be written.
-        let huge = randomBytes(8 << 20, &rng)
+        let huge = rng.bytes(8 << 20)
         #expect(errnoOf { _ = try volume.write(ssh.id, at: 0, huge) } == ENOSPC)
         try volume.flush()
         #expect(readFile(image) == before, "the image is never written")

@@ -1,6 +1,7 @@
 import Glibc
 import Testing
 @testable import FATFS
+import TestSupport
 
 /// Corrupt structures and bad names: each is a typed error with the right errno, never a trap.
 @Suite(.enabled(if: Shell.haveTools, Comment(rawValue: Shell.toolsMissing)))
@@ -11,8 +12,8 @@ struct FATHostileTests {
         let path = scratch.path + "/fat.img"
         let config = FATConfig(bits: bits, sectorSize: 512, sectorsPerCluster: 1, sizeKiB: bits == 32 ? 40960 : 16384)
         guard config.make(path) else { return [] }
-        var rng = SplitMix64(state: 5)
-        writeFile(scratch.path + "/big.bin", randomBytes(1500, &rng))
+        var rng = SplitMix64(seed: 5)
+        writeFile(scratch.path + "/big.bin", rng.bytes(1500))
         Shell.run(["mcopy", "-i", path, scratch.path + "/big.bin", "::/"])
         Shell.run(["mmd", "-i", path, "::/a", "::/a/b"])
         Shell.run(["mcopy", "-i", path, scratch.path + "/big.bin", "::/a/b/inner.bin"])
@@ -141,7 +142,7 @@ struct FATHostileTests {
     /// Random damage to the metadata of a real image: opening and walking it ends in a value or a
     /// FATError, never a trap (the fuzz target goes further).
     @Test func randomDamageNeverTraps() throws {
-        var rng = SplitMix64(state: 0xBAD)
+        var rng = SplitMix64(seed: 0xBAD)
         for round in 0..<30 {
             var bytes = round % 2 == 0 ? Self.fat16 : Self.fat32
             for _ in 0..<Int.random(in: 1...40, using: &rng) {

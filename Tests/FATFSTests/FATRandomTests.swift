@@ -1,4 +1,5 @@
 import FATFS
+import TestSupport
 import Glibc
 import Testing
 
@@ -24,7 +25,7 @@ struct FATRandomTests {
         let scratch = Scratch()
         let image = scratch.path + "/fat.img"
         guard config.make(image) else { return }
-        var rng = SplitMix64(state: seed)
+        var rng = SplitMix64(seed: seed)
         var model: [String: [UInt8]?] = [:]   // path -> content, nil for a directory
         var file = ImageFile(image, writable: true)
         var volume = try FATVolume(device: file.device, readOnly: false)
@@ -65,7 +66,8 @@ struct FATRandomTests {
                 guard let p = pick(files) else { continue }
                 let size = model[p]!!.count
                 let offset = Int.random(in: 0...min(size + 20_000, 150_000), using: &rng)
-                let data = randomBytes(Int.random(in: 1...40_000, using: &rng), &rng)
+                let length = Int.random(in: 1...40_000, using: &rng)
+                let data = rng.bytes(length)
                 what = "write \(p) \(offset)+\(data.count)"
                 got = errnoOf { _ = try volume.write(try node(p).id, at: UInt64(offset), data) }
                 if got == nil {

@@ -1,4 +1,5 @@
 import FATFS
+import TestSupport
 import Glibc
 import Testing
 
@@ -23,7 +24,7 @@ struct FATReadTests {
     /// The host tree mcopy copies in: (path, content); nil content = directory.
     static func tree(_ rng: inout SplitMix64) -> [(String, [UInt8]?)] {
         var t: [(String, [UInt8]?)] = [
-            ("empty.bin", []), ("one.txt", [0x41]), ("multi.bin", randomBytes(300_000, &rng)),
+            ("empty.bin", []), ("one.txt", [0x41]), ("multi.bin", rng.bytes(300_000)),
             ("A long file name with spaces.txt", Array("long\n".utf8)),
             ("ünïcödé-名前.txt", Array("unicode\n".utf8)),
             ("config.txt", Array("arm_64bit=1\n".utf8)), ("UPPER.TXT", [1, 2, 3]), ("MiXeD.Txt", [4, 5]),
@@ -32,7 +33,7 @@ struct FATReadTests {
         for i in 0..<80 { t.append(("many/file number \(i) with a long name.dat", Array("\(i)".utf8))) }
         var deep = "d1"
         for level in 2...9 { deep += "/d\(level)"; t.append((deep, nil)) }
-        t.append((deep + "/deep.txt", randomBytes(5000, &rng)))
+        t.append((deep + "/deep.txt", rng.bytes(5000)))
         return t
     }
 
@@ -41,7 +42,7 @@ struct FATReadTests {
         let scratch = Scratch()
         let image = scratch.path + "/fat.img", host = scratch.path + "/host"
         guard config.make(image) else { return }
-        var rng = SplitMix64(state: UInt64(config.bits * 1000 + config.sectorsPerCluster))
+        var rng = SplitMix64(seed: UInt64(config.bits * 1000 + config.sectorsPerCluster))
         let tree = Self.tree(&rng)
         mkdir(host, 0o755)
         for (path, content) in tree {

@@ -1,5 +1,6 @@
 import FATFS
 import Glibc
+import TestSupport
 import Testing
 
 /// A scratch directory removed with everything in it when the value goes away, pass or fail.
@@ -15,46 +16,13 @@ final class Scratch {
 }
 
 enum Shell {
-    /// Runs a program (PATH lookup, plus /usr/sbin and /sbin for dosfstools) with MTOOLS_SKIP_CHECK=1;
-    /// returns its exit status (-1 when it could not run) and what it printed on stdout and stderr.
+    /// Runs a program with mtools' check of the drive geometry off and a fixed time zone and locale.
     @discardableResult
     static func run(_ argv: [String], stdin: String? = nil) -> (status: Int32, output: String) {
-        var pipeFDs: [Int32] = [0, 0]
-        guard pipe(&pipeFDs) == 0 else { return (-1, "pipe failed") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, stdin ?? "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
-        posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-        let path = (getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-        let envStrings = ["MTOOLS_SKIP_CHECK=1", "PATH=\(path)", "TZ=UTC", "LC_ALL=C.UTF-8"]
-        var env: [UnsafeMutablePointer<CChar>?] = envStrings.map { strdup($0) } + [nil]
-        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { (cArgs + env).forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, &env)
-        close(pipeFDs[1])
-        defer { close(pipeFDs[0]) }
-        guard rc == 0 else { return (-1, "cannot run \(argv[0])") }
-        var output: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = read(pipeFDs[0], &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            output += buffer[0..<n]
-        }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 { guard errno == EINTR else { return (-1, "waitpid failed") } }
-        return ((status & 0x7f) == 0 ? (status >> 8) & 0xff : -1, String(decoding: output, as: UTF8.self))
+        Subprocess.run(argv, stdin: stdin, environment: ["MTOOLS_SKIP_CHECK": "1", "TZ": "UTC", "LC_ALL": "C.UTF-8"])
     }
 
-    static func exists(_ name: String) -> Bool {
-        let dirs = ((getenv("PATH").map { String(cString: $0) } ?? "") + ":/usr/sbin:/sbin").split(separator: ":")
-        return dirs.contains { access("\($0)/\(name)", X_OK) == 0 }
-    }
+    static func exists(_ name: String) -> Bool { Subprocess.exists(name) }
 
     static let haveTools = ["mkfs.vfat", "fsck.fat", "mcopy", "mmd", "mdir", "mtype"].allSatisfy(exists)
     static let toolsMissing = "needs dosfstools (mkfs.vfat, fsck.fat) and mtools (mcopy, mmd, mdir, mtype): run Tools/install-deps"
@@ -116,29 +84,6 @@ final class ImageFile {
     }
 
     deinit { close(fd) }
-}
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-func randomBytes(_ count: Int, _ rng: inout SplitMix64) -> [UInt8] {
-    var out = [UInt8](repeating: 0, count: count)
-    out.withUnsafeMutableBytes { b in
-        var i = 0
-        while i < count {
-            var v = rng.next()
-            for _ in 0..<min(8, count - i) { b[i] = UInt8(truncatingIfNeeded: v); v >>= 8; i += 1 }
-        }
-    }
-    return out
 }
 
 extension FATVolume {

@@ -1,4 +1,5 @@
 import FATFS
+import TestSupport
 import Glibc
 import Testing
 
@@ -23,7 +24,7 @@ struct FATWriteTests {
         #expect(Shell.run(["mcopy", "-i", image, scratch.path + "/config.txt", "::/"]).status == 0)
         #expect(Shell.run(["mmd", "-i", image, "::/overlays"]).status == 0)
 
-        var rng = SplitMix64(state: UInt64(config.bits * 7 + config.sectorSize))
+        var rng = SplitMix64(seed: UInt64(config.bits * 7 + config.sectorSize))
         var model: [String: [UInt8]?] = ["config.txt": Array("dtparam=audio=on\n".utf8), "overlays": nil as [UInt8]?]
         let file = ImageFile(image, writable: true)
         let clock = FATTime(seconds: 1_614_861_296)   // 2021-03-04 12:34:56 UTC
@@ -38,7 +39,7 @@ struct FATWriteTests {
         model["userconf.txt"] = Array("pi:$6$hash\n".utf8)
         let bigName = "A much longer name than eight dot three allows.json"
         let big = try volume.create(parent: root, name: bigName)
-        let bigData = randomBytes(100_000, &rng)
+        let bigData = rng.bytes(100_000)
         _ = try volume.write(big.id, at: 0, bigData)
         model[bigName] = bigData
         #expect(errnoOf { _ = try volume.create(parent: root, name: "SSH") } == EEXIST)
@@ -52,7 +53,7 @@ struct FATWriteTests {
         let newdir = try volume.mkdir(parent: root, name: "newdir")
         let sub = try volume.mkdir(parent: newdir.id, name: "sub")
         let inner = try volume.create(parent: sub.id, name: "file.bin")
-        let innerData = randomBytes(70_000, &rng)
+        let innerData = rng.bytes(70_000)
         _ = try volume.write(inner.id, at: 0, innerData)
         model["newdir"] = .some(nil)
         model["newdir/sub"] = .some(nil)
@@ -130,10 +131,10 @@ struct FATWriteTests {
         let file = ImageFile(image, writable: true)
         let volume = try FATVolume(device: file.device, readOnly: false)
         let fill = try volume.create(parent: FATVolume.rootID, name: "fill.bin")
-        var rng = SplitMix64(state: 99)
+        var rng = SplitMix64(seed: 99)
         var written: [UInt8] = []
         var failure: Int32?
-        let pattern = randomBytes(1 << 16, &rng)
+        let pattern = rng.bytes(1 << 16)
         while failure == nil {
             var chunk = pattern
             chunk[0] = UInt8(truncatingIfNeeded: written.count >> 16)   // each chunk differs
@@ -193,12 +194,13 @@ struct FATConcurrencyTests {
         let results = try await withThrowingTaskGroup(of: (String, [UInt8]).self) { group in
             for t in 0..<6 {
                 group.addTask {
-                    var rng = SplitMix64(state: UInt64(t))
+                    var rng = SplitMix64(seed: UInt64(t))
                     let dir = try volume.mkdir(parent: FATVolume.rootID, name: "thread \(t)")
                     let file = try volume.create(parent: dir.id, name: "data of thread \(t).bin")
                     var model: [UInt8] = []
                     for _ in 0..<40 {
-                        let chunk = randomBytes(Int.random(in: 1...9000, using: &rng), &rng)
+                        let length = Int.random(in: 1...9000, using: &rng)
+                        let chunk = rng.bytes(length)
                         _ = try volume.write(file.id, at: UInt64(model.count), chunk)
                         model += chunk
                         _ = try volume.list(FATVolume.rootID)

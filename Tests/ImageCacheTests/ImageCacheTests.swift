@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import TestSupport
 import Testing
 @testable import ImageCache
 
@@ -51,12 +52,7 @@ final class CacheFixture: @unchecked Sendable {
     }
 
     func shell(_ command: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
+        guard Subprocess.run(["/bin/sh", "-c", command], output: .discarded).status == 0 else { throw CocoaError(.fileWriteUnknown) }
     }
 
     func cache(max: UInt64? = nil) throws -> ImageCache {
@@ -68,16 +64,6 @@ final class CacheFixture: @unchecked Sendable {
     static func allocated(_ path: String) -> UInt64 {
         var info = stat()
         return stat(path, &info) == 0 ? UInt64(info.st_blocks) * 512 : 0
-    }
-
-    /// Flips one byte in place.
-    static func flip(_ path: String, at offset: Int) throws {
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
-        defer { try? handle.close() }
-        try handle.seek(toOffset: UInt64(offset))
-        let byte = try handle.read(upToCount: 1)![0]
-        try handle.seek(toOffset: UInt64(offset))
-        try handle.write(contentsOf: Data([byte ^ 0x55]))
     }
 }
 
@@ -126,7 +112,7 @@ final class CacheFixture: @unchecked Sendable {
         let cut = fixture.root + "/cut.img" + compression.suffix
         try fixture.shell("head -c \(size / 2) '\(file)' > '\(cut)'")
         // A byte in the middle of the compressed data (inside a block, past the headers).
-        try CacheFixture.flip(file, at: size / 3)
+        try flipByte(file, at: size / 3)
         let cache = try fixture.cache()
         for path in [file, cut] {
             #expect {

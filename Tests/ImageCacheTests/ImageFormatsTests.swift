@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import TestSupport
 import Testing
 @testable import ImageCache
 
@@ -89,7 +90,7 @@ let fwtoolTrailer = Array(#"{"metadata_version":"1.1","compat_version":"1.0","su
         let fixture = try CacheFixture()
         let file = try fixture.compress(fixture.plain, compression)
         let size = Int(try FileManager.default.attributesOfItem(atPath: file)[.size] as! UInt64)
-        try CacheFixture.flip(file, at: size / 3)
+        try flipByte(file, at: size / 3)
         let bad = try fixture.appending(fwtoolTrailer, to: file, as: "flipped.img" + compression.suffix)
         fixture.expectRefusal(try fixture.cache(), bad, .compressed(compression), errno: EIO, saying: "corrupt")
     }

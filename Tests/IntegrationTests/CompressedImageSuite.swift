@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// NAME.img.xz/.gz/.zst served like NAME.img through the decompression cache (--cache-dir, --cache-max):
@@ -133,7 +134,7 @@ struct CompressedImageSuite {
             .filter { $0.hasPrefix("block\t") }.map { $0.split(separator: "\t") }
         // Block 3: its compressed offset (field 4) + header size (field 11) is where its data starts.
         let block = robot[2]
-        try Self.flip(blocks, at: Int(block[4])! + Int(block[11])! + 2)
+        try flipByte(blocks, at: Int(block[4])! + Int(block[11])! + 2)
         #expect(try run(["xz", "-t", blocks], allowFailure: true).status != 0, "xz itself refuses the flipped file")
         for (name, kind) in [("bad-cut-xz", "xz"), ("bad-cut-gz", "gz"), ("bad-cut-zst", "zst")] {
             let path = try Self.makeCompressed(fixture, name, kind)
@@ -145,9 +146,9 @@ struct CompressedImageSuite {
         let gz = try Self.makeCompressed(fixture, "bad-flip-gz", "gz")
         var offset = Int(FileChecks.stat(gz)!.st_size / 2)
         while offset > 64 {
-            try Self.flip(gz, at: offset)
+            try flipByte(gz, at: offset)
             if try run(["gzip", "-t", gz], allowFailure: true).status != 0 { break }
-            try Self.flip(gz, at: offset)
+            try flipByte(gz, at: offset)
             offset -= 997
         }
         #expect(offset > 64, "a flip gzip refuses")
@@ -248,14 +249,5 @@ struct CompressedImageSuite {
         process.arguments = argv
         try process.run()
         return process
-    }
-
-    static func flip(_ path: String, at offset: Int) throws {
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
-        defer { try? handle.close() }
-        try handle.seek(toOffset: UInt64(offset))
-        let byte = try handle.read(upToCount: 1)![0]
-        try handle.seek(toOffset: UInt64(offset))
-        try handle.write(contentsOf: Data([byte ^ 0x55]))
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// Where the package lives, and the imgsandbox binary `swift build` made next to the test bundle.
@@ -41,22 +42,14 @@ enum Environment {
     }
 }
 
+/// Runs a program (stdout and stderr together); throws CommandFailed when it fails, unless allowed.
 @discardableResult
 func run(_ argv: [String], allowFailure: Bool = false) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : "/usr/bin/env")
-    process.arguments = argv[0].hasPrefix("/") ? Array(argv.dropFirst()) : argv
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let output = String(decoding: data, as: UTF8.self)
-    if !allowFailure, process.terminationStatus != 0 {
-        throw CommandFailed(argv: argv, status: process.terminationStatus, output: output)
+    let result = Subprocess.run(argv)
+    if !allowFailure, result.status != 0 {
+        throw CommandFailed(argv: argv, status: result.status, output: result.output)
     }
-    return (process.terminationStatus, output)
+    return result
 }
 
 struct CommandFailed: Error, CustomStringConvertible {

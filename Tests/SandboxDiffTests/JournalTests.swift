@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 import CLinux
 @testable import SandboxDiff
@@ -39,15 +40,7 @@ private final class JournaledTree {
 
     @discardableResult
     static func shell(_ script: String, _ arguments: String...) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", script, "sh"] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        Subprocess.run(["/bin/sh", "-c", script, "sh"] + arguments, output: .stdoutOnly).output
     }
 
     func path(_ relative: String) -> String { sandbox + relative }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import Sandbox
+import TestSupport
 @testable import SandboxFS
 
 /// Root and /dev/fuse: the only way these tests can run.
@@ -94,17 +95,9 @@ final class MountedFS: @unchecked Sendable {
 
 
 /// Runs a command and returns (status, stdout).
-func run(_ arguments: [String], cwd: String? = nil) throws -> (Int32, String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    if let cwd { process.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+func run(_ arguments: [String]) throws -> (Int32, String) {
+    let result = Subprocess.run(arguments, output: .stdoutOnly)
+    return (result.status, result.output)
 }
 
 func readAll(_ path: String) -> String? {

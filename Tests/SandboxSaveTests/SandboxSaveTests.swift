@@ -2,6 +2,7 @@ import DiskImage
 import Foundation
 import Glibc
 import LinuxBlock
+import TestSupport
 import Testing
 @testable import SandboxSave
 
@@ -82,15 +83,4 @@ private func temporary(_ name: String) -> String {
 }
 
 @discardableResult
-private func run(_ argv: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = argv
-    process.environment = ProcessInfo.processInfo.environment.merging(["PATH": "/usr/sbin:/sbin:/usr/bin:/bin"]) { $1 }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-}
+private func run(_ argv: [String]) throws -> (status: Int32, output: String) { Subprocess.run(argv, output: .stdoutOnly) }

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 @testable import Sandbox
 
@@ -139,14 +140,10 @@ final class FstabEngine: SandboxEngine {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("partwatch-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root + "/images", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let make = Process()
-        make.executableURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("Tools/make-test-image")
-        make.arguments = ["rpi", root + "/images/pi.img"]
-        make.standardOutput = FileHandle.nullDevice
-        try make.run()
-        make.waitUntilExit()
-        try #require(make.terminationStatus == 0, "make-test-image rpi")
+        let tool = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Tools/make-test-image").path
+        let make = Subprocess.run([tool, "rpi", root + "/images/pi.img"])
+        try #require(make.status == 0, "make-test-image rpi: \(make.output)")
 
         let label = "partwatch-\(UUID().uuidString.prefix(8))"
         let logger = Logger(label: label) { CollectingLogHandler(label: $0) }

@@ -2,6 +2,7 @@ import DiskImage
 import Foundation
 import Glibc
 import Logging
+import TestSupport
 import Testing
 @testable import Sandbox
 
@@ -20,13 +21,9 @@ struct RootFinderTests {
         let path: String
         init(_ kind: String) throws {
             path = FileManager.default.temporaryDirectory.appendingPathComponent("rootfinder-\(UUID().uuidString).img").path
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: RootFinderTests.script)
-            p.arguments = [kind, path]
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
+            guard Subprocess.run([RootFinderTests.script, kind, path], output: .discarded).status == 0 else {
+                throw CocoaError(.fileWriteUnknown)
+            }
         }
         deinit { unlink(path) }
     }
@@ -76,13 +73,9 @@ struct RootFinderTests {
         var state: UInt32 = 7
         for i in bytes.indices { state = state &* 1_103_515_245 &+ 12345; bytes[i] = UInt8(truncatingIfNeeded: state >> 16) }
         #expect(FileManager.default.createFile(atPath: garbage, contents: Data(bytes)))
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/mcopy")
-        p.arguments = ["-o", "-i", "\(image.path)@@\(8192 * 512)", garbage, "::cmdline.txt"]
-        p.environment = ["MTOOLS_SKIP_CHECK": "1"]
-        try p.run()
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0)
+        let copy = Subprocess.run(["mcopy", "-o", "-i", "\(image.path)@@\(8192 * 512)", garbage, "::cmdline.txt"],
+                                  environment: ["MTOOLS_SKIP_CHECK": "1"])
+        #expect(copy.status == 0, "\(copy.output)")
         let started = ContinuousClock.now
         let (root, lines) = try choose(image)
         #expect(started.duration(to: .now) < .seconds(5))

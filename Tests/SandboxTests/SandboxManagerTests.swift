@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import Sandbox
+import TestSupport
 import Testing
 
 /// A temp folder with images (real ext4 filesystems made by mkfs.ext4, no root needed) and a run dir.
@@ -23,12 +24,8 @@ final class ManagerFixture {
     deinit { try? FileManager.default.removeItem(atPath: root) }
 
     static func makeExt4Image(_ path: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/sbin/mkfs.ext4")
-        process.arguments = ["-q", "-F", "-b", "4096", path, "4M"]
-        try process.run()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        let make = Subprocess.run(["mkfs.ext4", "-q", "-F", "-b", "4096", path, "4M"])
+        #expect(make.status == 0, "\(make.output)")
     }
 
     /// Mount points the manager left under its run directory.
