@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <sys/fsuid.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -72,3 +74,15 @@ int clinux_lsetxattr(const char *path, const char *name, const void *value, size
     return lsetxattr(path, name, value, size, flags);
 }
 int clinux_lremovexattr(const char *path, const char *name) { return lremovexattr(path, name); }
+
+int clinux_fifreeze(int fd) { return ioctl(fd, FIFREEZE, 0); }
+int clinux_fithaw(int fd) { return ioctl(fd, FITHAW, 0); }
+
+int clinux_fitrim(int fd, uint64_t *trimmed) {
+    struct fstrim_range range = { .start = 0, .len = UINT64_MAX, .minlen = 0 };
+    int rc = ioctl(fd, FITRIM, &range);
+    if (rc == 0 && trimmed) *trimmed = range.len;
+    return rc;
+}
+
+int clinux_syncfs(int fd) { return syncfs(fd); }

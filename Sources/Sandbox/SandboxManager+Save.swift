@@ -67,11 +67,12 @@ extension SandboxManager {
         // The sandbox's writes wait from here until the changes are copied: the output is one moment of it.
         var frozen = true
         for path in [source.writablePath] + linux.map(\.source.writablePath) {
-            if (try? Command.run(["fsfreeze", "--freeze", path])) != nil {
-                freeze.push("thaw \(path)") { _ = try Command.run(["fsfreeze", "--unfreeze", path]) }
-            } else {
+            do throws(SystemError) {
+                try FilesystemControl.freeze(path)
+                freeze.push("thaw \(path)") { try FilesystemControl.thaw(path) }
+            } catch {
                 frozen = false
-                logger.notice("save: cannot freeze \(path); writes made during the save may be partly in the output")
+                logger.notice("save: cannot freeze \(path) (\(error)); writes made during the save may be partly in the output")
             }
         }
         let changes = try Self.changes(in: source)
@@ -129,11 +130,11 @@ extension SandboxManager {
         for skipped in skipped + skippedElsewhere { logger.notice("save: \(skipped) is a socket, which an image cannot hold; left out") }
 
         // Blocks freed by the changes become holes in the output (the loop device punches them).
-        _ = try? Command.run(["fstrim", mountPath])
+        _ = try? FilesystemControl.trim(mountPath)
         // The loop device writes the file behind ext4's back: a full destination shows up only as write
         // errors that syncfs reports (umount would not).
         try step("flush the output") {
-            do throws(SystemError) { try Self.syncFilesystem(mountPath) } catch {
+            do throws(SystemError) { try FilesystemControl.sync(mountPath) } catch {
                 throw Self.destinationFull(output) ?? error
             }
         }
@@ -187,8 +188,8 @@ extension SandboxManager {
             try replay.apply(changes)
             return replay.skipped.map { point + $0 }
         }
-        _ = try? Command.run(["fstrim", mountPath])
-        try step("flush the output's \(point)") { try Self.syncFilesystem(mountPath) }
+        _ = try? FilesystemControl.trim(mountPath)
+        try step("flush the output's \(point)") { try FilesystemControl.sync(mountPath) }
         try step("release the output's \(point)") { try teardown.run() }
         return skipped
     }
@@ -249,14 +250,6 @@ extension SandboxManager {
         return SystemError("write", "\(parent) (the destination is full)", errno: ENOSPC)
     }
 
-    /// syncfs(2) through coreutils' `sync --file-system`, which reports the filesystem's write errors.
-    static func syncFilesystem(_ path: String) throws(SystemError) {
-        do throws(CommandError) {
-            _ = try Command.run(["sync", "--file-system", path])
-        } catch {
-            throw SystemError("syncfs", path, errno: EIO)
-        }
-    }
 
     static func syncDirectory(of path: String) {
         let parent = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])

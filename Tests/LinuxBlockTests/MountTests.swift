@@ -53,6 +53,30 @@ struct MountTests {
         }
     }
 
+    /// The ioctls save uses instead of fsfreeze, fstrim and `sync --file-system`: a second freeze is the
+    /// kernel's EBUSY and a thaw of a thawed filesystem its EINVAL (so both calls really reached it), and
+    /// a trim after a file's deletion discards at least that file's blocks.
+    @Test func freezeThawTrimAndSyncAreTheKernelCalls() throws {
+        try withMountedExt4 { target, _ in
+            try TestSupport.makeFile("\(target)/filler", size: 0)
+            let fd = try systemCall("open", target) { open("\(target)/filler", O_WRONLY | O_CLOEXEC) }
+            let chunk = [UInt8](repeating: 0xA5, count: 1 << 20)
+            for _ in 0..<8 { _ = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+            close(fd)
+            try FilesystemControl.sync(target)
+            unlink("\(target)/filler")
+            try FilesystemControl.sync(target)
+            #expect(try FilesystemControl.trim(target) >= UInt64(8 * Self.mib))
+
+            try FilesystemControl.freeze(target)
+            #expect(throws: SystemError("FIFREEZE", target, errno: EBUSY)) { try FilesystemControl.freeze(target) }
+            try FilesystemControl.thaw(target)
+            #expect(throws: SystemError("FITHAW", target, errno: EINVAL)) { try FilesystemControl.thaw(target) }
+            try TestSupport.writeText("\(target)/after", "thawed\n")
+            #expect(throws: SystemError("open", "\(target)/missing", errno: ENOENT)) { try FilesystemControl.sync("\(target)/missing") }
+        }
+    }
+
     @Test(.enabled(if: Ext4.canGrowOnline, "needs CAP_SYS_RESOURCE (absent for root on the dev host; runs in the VM)"))
     func growOnlineIntoTheRoomBehind() throws {
         try withMountedExt4 { target, _ in

@@ -49,6 +49,14 @@ ssize_t clinux_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *
 /// fallocate(2).
 int clinux_fallocate(int fd, int mode, int64_t offset, int64_t len);
 
+/// FIFREEZE / FITHAW on a file or directory of the filesystem (macros Swift cannot import).
+int clinux_fifreeze(int fd);
+int clinux_fithaw(int fd);
+/// FITRIM over the whole filesystem; *trimmed gets the bytes the filesystem discarded.
+int clinux_fitrim(int fd, uint64_t *trimmed);
+/// syncfs(2), hidden from Swift behind _GNU_SOURCE.
+int clinux_syncfs(int fd);
+
 
 /// Extended attributes by path (sys/xattr.h is outside Swift's Glibc module).
 ssize_t clinux_getxattr(const char *path, const char *name, void *value, size_t size);
