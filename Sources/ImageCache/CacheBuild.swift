@@ -45,6 +45,9 @@ extension ImageCache {
                 _ = try decompress(job, compression, from: sourceFD, into: &stage)
             }
         }
+        // A helper (qemu-img) may have finished its work before the cancel reached it (killing a zombie
+        // does nothing): a cancelled job is never committed, however far it got.
+        if cancelled.load(ordering: .sequentiallyConsistent) { throw .cancelled(file: job.file) }
         let made = ContinuousClock.now
         var after = stat()
         guard fstat(sourceFD, &after) == 0, CacheRecord.Identity(after) == job.identity else { throw .sourceChanged(file: job.file) }

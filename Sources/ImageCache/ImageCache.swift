@@ -54,10 +54,11 @@ public final class ImageCache: Sendable {
 
     /// Stops every decompression in progress (at shutdown): their callers get `.cancelled`.
     public func cancelAll() {
-        guard !cancelled.exchange(true, ordering: .relaxed) else { return }
+        guard !cancelled.exchange(true, ordering: .sequentiallyConsistent) else { return }
         for job in state.withLock({ Array($0.jobs.values) }).sorted(by: { $0.image < $1.image }) {
-            logger.notice("image \(job.image): cancelling its preparation (shutting down)")
+            // Cancelled before the line is logged: whoever reads it knows the job cannot be committed any more.
             job.cancel()
+            logger.notice("image \(job.image): cancelling its preparation (shutting down)")
         }
     }
 
