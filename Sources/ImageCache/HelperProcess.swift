@@ -2,9 +2,10 @@ import CLinux
 import Glibc
 import LinuxBlock
 
-/// qemu-img run for one job: the files it may touch are handed over as fds 3, 4, ... (it opens them as
-/// /proc/self/fd/N, so it reads the very files checked here), nothing else stays open in it, it is
-/// killed at the deadline or when the cache is cancelled (ImageCache.cancelAll kills the job's child).
+/// qemu-img run for one job, confined (HelperConfinement): the files it may touch are handed over as
+/// fds 3, 4, ... (it opens them as /proc/self/fd/N, so it reads the very files checked here), nothing
+/// else stays open in it, it is killed at the deadline or when the cache is cancelled
+/// (ImageCache.cancelAll kills the job's child: bwrap, whose namespace dies with it).
 struct HelperProcess {
     let argv: [String]
     let file: String
@@ -16,6 +17,7 @@ struct HelperProcess {
     /// `started` runs once the child is running.
     func run(passing fds: [Int32], deadline: ContinuousClock.Instant, job: Job, started: () -> Void = {},
              progress: (ArraySlice<UInt8>) -> Void = { _ in }) throws(CacheError) -> [UInt8] {
+        guard let command = HelperConfinement.command(argv) else { throw .refused(file: file, reason: HelperConfinement.missing) }
         var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1]
         guard clinux_pipe_cloexec(&out) == 0 else { throw .system(operation: "pipe2", path: argv[0], errno: errno) }
         guard clinux_pipe_cloexec(&err) == 0 else {
@@ -37,9 +39,9 @@ struct HelperProcess {
             posix_spawn_file_actions_adddup2(&actions, err[1], 2)
             for (index, copy) in copies.enumerated() { posix_spawn_file_actions_adddup2(&actions, copy, Int32(3 + index)) }
             clinux_spawn_close_from(&actions, Int32(3 + copies.count))
-            var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+            var cArgs: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
             defer { cArgs.forEach { free($0) } }
-            return SpawnGate.spawning { posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, clinux_environ()) }
+            return SpawnGate.spawning { posix_spawn(&pid, command[0], &actions, nil, &cArgs, clinux_environ()) }
         }()
         close(out[1])
         close(err[1])

@@ -2,26 +2,9 @@ import CLinux
 import Glibc
 import LinuxBlock
 
-/// A bubblewrap (bwrap) command line and the descriptors it reads: each passed fd becomes 3, 4, ... in
-/// bwrap, in the order passed, and every other descriptor of ours is closed for it (the caller's fds
-/// never reach the command).
-public struct Bubblewrap {
-    static let candidates = ["/usr/bin/bwrap", "/bin/bwrap"]
+/// How `run` starts bubblewrap (the command line itself is LinuxBlock's Bubblewrap).
+extension Bubblewrap {
     static let missing = "run needs bubblewrap (the bwrap program): apt-get install bubblewrap"
-
-    /// Where bwrap is installed, if it is (doctor reports it).
-    public static var installedPath: String? { candidates.first { access($0, X_OK) == 0 } }
-
-    var arguments: [String] = []
-    private(set) var passed: [Int32] = []
-
-    /// The number `fd` will have in bwrap. The caller keeps ownership.
-    mutating func pass(_ fd: Int32) -> String {
-        passed.append(fd)
-        return String(2 + passed.count)
-    }
-
-    mutating func add(_ words: String...) { arguments += words }
 
     static func executable() throws(RunError) -> String {
         guard let path = installedPath else { throw RunError(missing) }

@@ -46,10 +46,6 @@ enum ConfinementPolicy {
         }
     }
 
-    /// Entries of the run's own /proc that reach the whole kernel: covered by the host's, read-only
-    /// (sysctls, the SysRq trigger, hardware tables).
-    static let readOnlyProc = ["sys", "sysrq-trigger", "irq", "bus", "fs", "acpi", "scsi", "asound"]
-
     /// Mounts under the host's /sys (bound read-only into the run) that would still say too much or act:
     /// each is covered by an empty read-only tmpfs. fusectl is how a root process aborts FUSE connections.
     static let maskedSys = ["fs/fuse/connections", "kernel/debug", "kernel/tracing", "kernel/security", "fs/bpf"]

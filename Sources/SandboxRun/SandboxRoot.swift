@@ -18,12 +18,7 @@ struct SandboxRoot {
         var owned: [Int32] = []
         for directory in ["proc", "sys", "dev", "run"] { try check(directory, directory: true) }
         bwrap.add("--bind-fd", bwrap.pass(root.fd), "/")
-        bwrap.add("--proc", "/proc")
-        if confined {
-            for entry in ConfinementPolicy.readOnlyProc where access("/proc/\(entry)", F_OK) == 0 {
-                bwrap.add("--ro-bind", "/proc/\(entry)", "/proc/\(entry)")
-            }
-        }
+        bwrap.addProc(kernelWideReadOnly: confined)
         bwrap.add("--ro-bind", "/sys", "/sys")
         for path in ConfinementPolicy.maskedSys where Self.isMountPoint("/sys/\(path)") {
             bwrap.add("--tmpfs", "/sys/\(path)", "--remount-ro", "/sys/\(path)")

@@ -1,0 +1,57 @@
+import Foundation
+import Glibc
+import Testing
+@testable import ImageCache
+
+/// What qemu-img can reach: a shell run exactly as it is (HelperProcess, HelperConfinement) tries the
+/// host's files, the network, sysctls and capabilities, and reads the file it was handed as fd 3.
+@Suite struct HelperConfinementTests {
+    @Test func theHelperSeesOnlyWhatItIsHanded() throws {
+        let fixture = try CacheFixture()
+        // A host file root may read, outside anything the helper is shown.
+        let secret = fixture.root + "/secret"
+        try "host secret\n".write(toFile: secret, atomically: false, encoding: .utf8)
+        let fd = open(fixture.plain, O_RDONLY | O_CLOEXEC)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var info = stat()
+        #expect(fstat(fd, &info) == 0)
+        let job = Job(image: "probe", file: fixture.plain, format: .vm(.qcow2, nil),
+                      entry: CacheEntry(directory: fixture.cacheDirectory, image: "probe", file: fixture.plain),
+                      identity: CacheRecord.Identity(info), compressedSize: UInt64(info.st_size))
+        let script = """
+            grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status
+            for f in \(secret) /etc/shadow /etc/passwd /home /root /sys/class/net /run; do [ -e "$f" ] && echo "sees $f"; done
+            cat \(secret) 2>/dev/null && echo "read the secret"
+            (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null && echo "wrote a sysctl"
+            (: > /usr/imgsandbox-probe) 2>/dev/null && echo "wrote /usr"
+            echo "interfaces $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ' ')"
+            echo "mnt $(readlink /proc/self/ns/mnt)"
+            echo "fd3 $(head -c 1048576 /proc/self/fd/3 | cksum)"
+            """
+        let output = String(decoding: try HelperProcess(argv: ["sh", "-c", script], file: fixture.plain)
+            .run(passing: [fd], deadline: .now + .seconds(60), job: job), as: UTF8.self)
+        let lines = output.split(separator: "\n").map(String.init)
+        #expect(lines.contains("CapEff:\t0000000000000002"), "only CAP_DAC_OVERRIDE: \(output)")
+        #expect(lines.contains("CapPrm:\t0000000000000002"), "\(output)")
+        #expect(lines.contains("NoNewPrivs:\t1"), "\(output)")
+        #expect(!lines.contains { $0.hasPrefix("sees ") || $0.hasPrefix("read ") || $0.hasPrefix("wrote ") }, "\(output)")
+        #expect(lines.contains("interfaces lo "), "no network but its own loopback: \(output)")
+        let hostMount = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/mnt")) ?? ""
+        #expect(lines.contains { $0.hasPrefix("mnt mnt:[") && $0 != "mnt \(hostMount)" }, "its own mount namespace: \(output)")
+        let expected = try shellOutput("head -c 1048576 '\(fixture.plain)' | cksum")
+        #expect(lines.contains("fd3 \(expected)"), "reads the file it is handed: \(output)")
+    }
+
+    private func shellOutput(_ command: String) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
