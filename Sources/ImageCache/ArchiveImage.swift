@@ -8,18 +8,25 @@ import PrintableText
 /// only, for zip and 7z from their central directory), the image chosen, its declared size checked, and
 /// then only that entry's data is streamed out.
 ///
-/// The image: the one entry whose name ends in a disk-image suffix (ImageFileName, raw or VM disk).
-/// Several: the largest by declared size, ties by name (bytewise), logged. An image-named entry that is
+/// The image: the one entry whose name ends in a disk-image suffix (ImageFileName: raw, a raw image
+/// compressed (NAME.img.xz, as some vendors zip it), or a VM disk). Several: the largest by declared size,
+/// ties by name (bytewise), logged. A compressed VM disk or an archive inside the archive is not read
+/// (logged once each). An image-named entry that is
 /// not a regular file (a symlink, hard link, device) refuses the archive: nothing is ever followed.
 struct ArchiveImage {
+    enum EntryKind: Equatable {
+        case raw
+        case compressed(Compression)
+        case vm(VMDiskFormat)
+    }
+
     struct Entry {
         /// Position among the archive's entries.
         let index: Int
         let path: String
         /// Declared (uncompressed) size.
         let size: UInt64
-        /// nil: a raw image.
-        let vmFormat: VMDiskFormat?
+        let kind: EntryKind
         /// The name as messages print it (an archive's names are untrusted bytes).
         var printed: String { PathText.escape(path) }
     }
@@ -51,7 +58,16 @@ struct ArchiveImage {
             guard let raw = archive_entry_pathname(header) ?? archive_entry_pathname_utf8(header) else { continue }
             let path = String(cString: raw)
             let printed = PathText.escape(path)
-            guard let disk = ImageFileName.diskFormat(ofEntry: path) else { continue }
+            let disk: EntryKind
+            switch ImageFileName.parse(path.split(separator: "/").last.map(String.init) ?? path)?.kind {
+            case nil: continue
+            case .raw?: disk = .raw
+            case .compressed(let compression)?: disk = .compressed(compression)
+            case .vm(let vm, nil)?: disk = .vm(vm)
+            case .vm(_, _?)?, .archive?:
+                logger.notice("image \(image): ignoring \(printed) in \(file): a compressed VM disk or an archive inside an archive is not read (unpack it into the images folder)")
+                continue
+            }
             guard archive_entry_filetype(header) == S_IFREG, archive_entry_hardlink(header) == nil else {
                 throw .refused(file: file, reason: "its entry \(printed) is not a regular file (a link or device; never followed)")
             }
@@ -59,10 +75,10 @@ struct ArchiveImage {
             guard archive_entry_size_is_set(header) != 0, size >= 0, UInt64(size) <= Self.maxDeclaredSize else {
                 throw .refused(file: file, reason: "its entry \(printed) declares no plausible size (\(size))")
             }
-            images.append(Entry(index: index, path: path, size: UInt64(size), vmFormat: disk))
+            images.append(Entry(index: index, path: path, size: UInt64(size), kind: disk))
         }
         guard let chosen = images.max(by: { $0.size != $1.size ? $0.size < $1.size : Array($1.path.utf8).lexicographicallyPrecedes(Array($0.path.utf8)) }) else {
-            throw .refused(file: file, reason: "the archive holds no disk image (an entry named *.img, .raw, .wic, .sdimg, .qcow2, .vmdk, .vdi, .vhdx or .vhd)")
+            throw .refused(file: file, reason: "the archive holds no disk image (an entry named *.img, .raw, .wic, .sdimg, possibly with .xz, .gz, .zst or .bz2, or .qcow2, .vmdk, .vdi, .vhdx, .vhd)")
         }
         if images.count > 1 {
             logger.notice("image \(image): \(file) holds \(images.count) disk images (\(images.map(\.printed).joined(separator: ", "))); serving the largest, \(chosen.printed)")

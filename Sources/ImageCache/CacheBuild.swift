@@ -26,23 +26,28 @@ extension ImageCache {
         case .raw:
             throw .refused(file: job.file, reason: "a plain image needs no cache")
         case .compressed(let compression):
-            writing = try decompress(job, compression, from: sourceFD, into: &writer)
+            writing = try decompress(job, compression, from: sourceFD, size: job.compressedSize, into: &writer)
         case .archive(let format, let compression):
             let archive = ArchiveImage(fd: sourceFD, format: format, filter: compression, file: job.file)
             let chosen = try archive.choose(limit: try sizeLimit(), logger: logger, image: job.image)
             logger.info("image \(job.image): extracting \(chosen.printed) (\(Self.mib(chosen.size)) MiB) from \(job.file) (\(job.label), \(Self.mib(job.compressedSize)) MiB)")
-            if let vm = chosen.vmFormat {
-                try staged(job, vm, into: &writer) { (stage) throws(CacheError) in
-                    _ = try extract(job, archive, chosen, into: &stage)
+            func fill(_ stage: inout SparseWriter) throws(CacheError) { _ = try extract(job, archive, chosen, into: &stage) }
+            switch chosen.kind {
+            case .vm(let vm):
+                try staged(job, fill) { (stageFD, _) throws(CacheError) in try convert(job, vm, diskFD: stageFD, into: &writer) }
+            case .compressed(let compression):
+                // Vendors zip an .img.xz: the compressed image is staged, then decompressed from there.
+                writing = try staged(job, fill) { (stageFD, size) throws(CacheError) in
+                    try decompress(job, compression, from: stageFD, size: size, into: &writer)
                 }
-            } else {
+            case .raw:
                 writing = try extract(job, archive, chosen, into: &writer)
             }
         case .vm(let format, nil):
             try convert(job, format, diskFD: sourceFD, into: &writer)
         case .vm(let format, let compression?):
-            try staged(job, format, into: &writer) { (stage) throws(CacheError) in
-                _ = try decompress(job, compression, from: sourceFD, into: &stage)
+            try staged(job, { (stage) throws(CacheError) in _ = try decompress(job, compression, from: sourceFD, size: job.compressedSize, into: &stage) }) {
+                (stageFD, _) throws(CacheError) in try convert(job, format, diskFD: stageFD, into: &writer)
             }
         }
         // A helper (qemu-img) may have finished its work before the cancel reached it (killing a zombie
@@ -66,10 +71,11 @@ extension ImageCache {
         return CachedImage(path: entry.dataPath, recordPath: entry.recordPath, fd: fd, size: writer.offset, reused: false)
     }
 
-    /// A VM disk that is compressed or in an archive: `fill` writes it to BASE.stage.PID.partial (qemu-img
-    /// needs a file it can seek in), then it is converted into `writer`'s file and removed.
-    private func staged(_ job: Job, _ format: VMDiskFormat, into writer: inout SparseWriter,
-                        _ fill: (inout SparseWriter) throws(CacheError) -> Void) throws(CacheError) {
+    /// A VM disk that is compressed or in an archive, or a compressed image in an archive: `fill` writes it
+    /// to BASE.stage.PID.partial (qemu-img and the xz index need a file they can seek in), `use` reads it
+    /// from there (its fd from offset 0, and its size), then it is removed.
+    private func staged<Result>(_ job: Job, _ fill: (inout SparseWriter) throws(CacheError) -> Void,
+                                use: (Int32, UInt64) throws(CacheError) -> Result) throws(CacheError) -> Result {
         let path = job.entry.stagePath
         unlink(path)
         let stageFD = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
@@ -81,7 +87,8 @@ extension ImageCache {
         var stage = SparseWriter(fd: stageFD, path: path)
         try fill(&stage)
         guard ftruncate(stageFD, off_t(stage.offset)) == 0 else { throw .system(operation: "ftruncate", path: path, errno: errno) }
-        try convert(job, format, diskFD: stageFD, into: &writer)
+        guard lseek(stageFD, 0, SEEK_SET) == 0 else { throw .system(operation: "lseek", path: path, errno: errno) }
+        return try use(stageFD, stage.offset)
     }
 
     /// Streams the archive's image into `writer`; returns the time spent writing.

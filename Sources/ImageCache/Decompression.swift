@@ -12,18 +12,19 @@ extension ImageCache {
     /// Decodes `compression` from `sourceFD` into `writer`. Returns the time spent handing the output to
     /// the writer (zero detection and pwrite). Data after the end of the compressed data is ignored with
     /// one log line (as gzip -d does); a stream that is corrupt or cut before its end is an error.
-    func decompress(_ job: Job, _ compression: Compression, from sourceFD: Int32,
+    /// `size`: the compressed file's (the job's file, or a stage holding what an archive held).
+    func decompress(_ job: Job, _ compression: Compression, from sourceFD: Int32, size: UInt64,
                     into writer: inout SparseWriter) throws(CacheError) -> Duration {
         var expected: UInt64 = 0
-        var dataEnd = job.compressedSize
+        var dataEnd = size
         var detail = ""
         if compression == .xz {
-            let index = try XZIndex.read(fd: sourceFD, fileSize: job.compressedSize, file: job.file)
+            let index = try XZIndex.read(fd: sourceFD, fileSize: size, file: job.file)
             expected = index.uncompressedSize
             dataEnd = index.dataEnd
             detail = ", \(index.blockCount) block\(index.blockCount == 1 ? "" : "s"), \(Self.mib(expected)) MiB uncompressed"
         }
-        logger.info("image \(job.image): decompressing \(job.file) (\(compression.rawValue), \(Self.mib(job.compressedSize)) MiB\(detail)) into \(writer.path)")
+        logger.info("image \(job.image): decompressing \(job.file) (\(compression.rawValue), \(Self.mib(size)) MiB\(detail)) into \(writer.path)")
         job.report(compressed: 0, decompressed: 0, total: expected)
         if expected > 0, ftruncate(writer.fd, off_t(expected)) != 0 {
             throw .hostileHeader(file: job.file, reason: "cannot make a \(expected)-byte cache file: \(String(cString: strerror(errno)))")
@@ -39,7 +40,7 @@ extension ImageCache {
         } catch {
             throw .corrupt(file: job.file, format: compression.rawValue, offset: 0, outputOffset: 0, reason: error.reason)
         }
-        let writing = try decode(job, compression, decoder, from: sourceFD, upTo: dataEnd, into: &writer)
+        let writing = try decode(job, compression, decoder, from: sourceFD, size: size, upTo: dataEnd, into: &writer)
         if compression == .xz, writer.offset != expected {
             throw .corrupt(file: job.file, format: "xz", offset: dataEnd, outputOffset: writer.offset,
                            reason: "decoded \(writer.offset) bytes, the index claims \(expected)")
@@ -48,7 +49,7 @@ extension ImageCache {
     }
 
     private func decode(_ job: Job, _ compression: Compression, _ decoder: any StreamDecoder, from sourceFD: Int32,
-                        upTo dataEnd: UInt64, into writer: inout SparseWriter) throws(CacheError) -> Duration {
+                        size: UInt64, upTo dataEnd: UInt64, into writer: inout SparseWriter) throws(CacheError) -> Duration {
         let input = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.inputChunk, alignment: 4096)
         let output = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.outputChunk, alignment: 4096)
         defer {
@@ -101,7 +102,7 @@ extension ImageCache {
             filled += step.produced
             if step.finished {
                 try flush()
-                let ignored = job.compressedSize - min(consumedTotal, job.compressedSize)
+                let ignored = size - min(consumedTotal, size)
                 if ignored > 0 {
                     logger.notice("image \(job.image): ignoring \(ignored) bytes after the end of the \(compression.rawValue) data at offset \(consumedTotal) of \(job.file) (as gzip -d does with trailing data)")
                 }

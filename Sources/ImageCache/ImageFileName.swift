@@ -28,10 +28,19 @@ public struct ImageFileName: Sendable, Equatable, Hashable {
     public let kind: Kind
 
     public static let rawSuffixes = [".img", ".raw", ".wic", ".sdimg"]
+    static let tarShortForms: [(suffix: String, compression: Compression)] = [
+        (".tgz", .gzip), (".txz", .xz), (".tbz2", .bzip2), (".tbz", .bzip2), (".tzst", .zstd),
+    ]
 
     /// nil when the name is not an image's (or NAME would be empty or hidden).
     public static func parse(_ fileName: String) -> ImageFileName? {
         var rest = Substring(fileName)
+        // tar's short forms: NAME.tgz is NAME.tar.gz.
+        if let short = tarShortForms.first(where: { rest.hasSuffix($0.suffix) }) {
+            rest = rest.dropLast(short.suffix.count)
+            guard !rest.isEmpty, !rest.hasPrefix("."), !rest.contains("/"), !rest.utf8.contains(0) else { return nil }
+            return ImageFileName(name: String(rest), kind: .archive(.tar, short.compression))
+        }
         let compression = Compression.allCases.first { rest.hasSuffix($0.suffix) }
         if let compression { rest = rest.dropLast(compression.suffix.count) }
         let kind: Kind
@@ -54,19 +63,6 @@ public struct ImageFileName: Sendable, Equatable, Hashable {
         }
         guard !rest.isEmpty, !rest.hasPrefix("."), !rest.contains("/"), !rest.utf8.contains(0) else { return nil }
         return ImageFileName(name: String(rest), kind: kind)
-    }
-
-    /// Whether a name inside an archive is a disk image (its last path component ends in a disk suffix;
-    /// an image compressed inside an archive is not read). nil: not a disk image; .some(nil): raw;
-    /// .some(format): a VM disk.
-    static func diskFormat(ofEntry path: String) -> VMDiskFormat?? {
-        let last = path.split(separator: "/").last.map(String.init) ?? path
-        guard let parsed = parse(last) else { return nil }
-        switch parsed.kind {
-        case .raw: return .some(nil)
-        case .vm(let format, nil): return .some(format)
-        default: return nil
-        }
     }
 
     /// Everything but a plain image goes through the cache.

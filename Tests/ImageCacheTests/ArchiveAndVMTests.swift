@@ -31,6 +31,12 @@ extension CacheFixture {
         ("cloud.tar.gz", "mkdir -p d && cp -L plain.img d/disk.wic && tar -czf cloud.tar.gz d"),
         ("cloud.tar.zst", "cp -L plain.img disk.raw && tar --zstd -cf cloud.tar.zst disk.raw"),
         ("cloud.tar.bz2", "cp -L plain.img disk.raw && tar -cjf cloud.tar.bz2 disk.raw"),
+        ("cloud.tgz", "cp -L plain.img disk.raw && tar -czf cloud.tgz disk.raw"),
+        ("cloud.txz", "cp -L plain.img disk.raw && tar -cJf cloud.txz disk.raw"),
+        ("cloud.tbz2", "cp -L plain.img disk.raw && tar -cjf cloud.tbz2 disk.raw"),
+        // Some vendors zip the compressed image: staged, then decompressed.
+        ("vendor.zip", "cp -L plain.img vendor.img && xz -T1 -3 vendor.img && zip -q -0 vendor.zip vendor.img.xz"),
+        ("vendor.7z", "cp -L plain.img vendor.img && gzip -1 vendor.img && 7z a -bd -mx=0 vendor.7z vendor.img.gz >/dev/null"),
     ])
     func theImageInsideIsExtracted(name: String, command: String) throws {
         let fixture = try CacheFixture()
@@ -43,6 +49,19 @@ extension CacheFixture {
         #expect(CacheFixture.allocated(image.path) <= (2 << 20) + 8192)
         #expect(try cache.prepare(image: parsed.name, file: fixture.work + "/" + name, format: parsed.kind).reused)
         #expect(log.count("extracting") == 1, "\(log.lines)")
+    }
+
+    /// A compressed VM disk or an archive inside an archive is not read: each is named in one log line,
+    /// and without another image the archive is refused; nothing is left in the cache.
+    @Test func nestedArchivesAndCompressedVMDisksAreNotRead() throws {
+        let fixture = try CacheFixture()
+        try fixture.inWork("qemu-img convert -f raw -O qcow2 plain.img haos.qcow2 && xz -T1 -3 haos.qcow2 && cp -L plain.img inner.img"
+                           + " && zip -q -0 inner.zip inner.img && zip -q -0 outer.zip haos.qcow2.xz inner.zip")
+        let log = CapturedLog()
+        fixture.expectRefusal(fixture.cache(log: log), fixture.work + "/outer.zip", .archive(.zip, nil), errno: EPERM, saying: "holds no disk image")
+        #expect(log.count("ignoring haos.qcow2.xz in") == 1 && log.count("ignoring inner.zip in") == 1, "\(log.lines)")
+        #expect(log.count("a compressed VM disk or an archive inside an archive is not read") == 2, "\(log.lines)")
+        #expect(fixture.cacheFiles.isEmpty, "\(fixture.cacheFiles)")
     }
 
     @Test func ofSeveralImagesTheLargestIsServedTiesByName() throws {
@@ -92,7 +111,7 @@ extension CacheFixture {
 
     @Test func anArchiveWithoutAnImageIsRefused() throws {
         let fixture = try CacheFixture()
-        try fixture.inWork("echo notes > README.txt && cp -L plain.img inner.img.xz && zip -q docs.zip README.txt inner.img.xz")
+        try fixture.inWork("echo notes > README.txt && cp -L plain.img inner.bin && zip -q docs.zip README.txt inner.bin")
         fixture.expectRefusal(try fixture.cache(), fixture.work + "/docs.zip", .archive(.zip, nil), errno: EPERM, saying: "holds no disk image")
     }
 

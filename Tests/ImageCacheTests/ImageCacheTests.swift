@@ -210,10 +210,15 @@ final class CacheFixture: @unchecked Sendable {
         // Served first among files of one NAME: plain, compressed, archive, VM disk.
         let ranks = ["r.img", "r.img.xz", "r.zip", "r.qcow2"].map { ImageFileName.parse($0)!.kind.rank }
         #expect(ranks == ranks.sorted() && Set(ranks).count == 4)
-        #expect(ImageFileName.diskFormat(ofEntry: "dir/2019-raspbian.img")! == nil)
-        #expect(ImageFileName.diskFormat(ofEntry: "haos.vmdk")! == .vmdk)
-        #expect(ImageFileName.diskFormat(ofEntry: "x.img.xz") == nil)
-        #expect(ImageFileName.diskFormat(ofEntry: "README.txt") == nil)
+        // tar's short forms.
+        #expect(parse("rootfs.tgz")! == ("rootfs", .archive(.tar, .gzip)))
+        #expect(parse("rootfs.txz")! == ("rootfs", .archive(.tar, .xz)))
+        #expect(parse("rootfs.tbz2")! == ("rootfs", .archive(.tar, .bzip2)))
+        #expect(parse("rootfs.tbz")! == ("rootfs", .archive(.tar, .bzip2)))
+        #expect(parse("rootfs.tzst")! == ("rootfs", .archive(.tar, .zstd)))
+        for refused in [".tgz", "x.tgz.xz", ".hidden.txz"] {
+            #expect(ImageFileName.parse(refused) == nil, "\(refused)")
+        }
     }
 }
 

@@ -4,9 +4,9 @@ import Testing
 
 /// One folder of images as they are downloaded (issue 25, items 1 and 2): Fedora's .raw.xz, a Raspbian
 /// .zip, a Yocto .wic.bz2, a cloud .qcow2, an OpenWrt .img.gz with fwtool metadata after the stream, a
-/// .7z, and a zip holding two images; each built from one test image with the real tools, each giving a
+/// .7z, a zip holding two images, a .tgz and a zip holding an .img.xz (as Volumio and others ship); each built from one test image with the real tools, each giving a
 /// sandbox of that image's root. Hostile files in the same folder (a qcow2 backed by /etc/shadow, a vmdk
-/// whose extent is /dev/vda, a zip bomb, a tar whose image is a symlink) each give one errno and one log
+/// whose extent is /dev/vda, a zip bomb, a tar whose image is a symlink, a zip holding only a qcow2.xz) each give one errno and one log
 /// line, and leave nothing in the cache and no device.
 @Suite(.serialized, .enabled(if: Environment.canServe, Environment.skipReason))
 struct ImageFormatsSuite {
@@ -20,6 +20,8 @@ struct ImageFormatsSuite {
         ("openwrt", "openwrt.img.gz", #"gzip -1 -c base.img > openwrt.img.gz && printf '{"metadata_version":"1.1","supported_devices":["rpi-4"]}FWx0\0\0\0\x58' >> openwrt.img.gz"#),
         ("dietpi", "dietpi.7z", "cp base.img DietPi_RPi.img && 7z a -bd -mx=1 dietpi.7z DietPi_RPi.img >/dev/null && rm DietPi_RPi.img"),
         ("two", "two.zip", "cp base.img a-large.img && truncate -s 1M b-small.img && zip -q -1 two.zip b-small.img a-large.img && rm a-large.img b-small.img"),
+        ("rootfs", "rootfs.tgz", "cp base.img disk.raw && tar -czf rootfs.tgz disk.raw && rm disk.raw"),
+        ("volumio", "volumio.zip", "xz -T2 -3 -c base.img > volumio-3.0.img.xz && zip -q -0 volumio.zip volumio-3.0.img.xz && rm volumio-3.0.img.xz"),
     ]
     /// (NAME, file, how it is made, errno, what the log line says).
     static let hostile: [(String, String, String, Int32, String)] = [
@@ -28,6 +30,8 @@ struct ImageFormatsSuite {
          EPERM, "only a single-file sparse vmdk"),
         ("bomb", "bomb.zip", "truncate -s 2G bomb.img && zip -q -9 bomb.zip bomb.img && rm bomb.img", ENOSPC, "declares 2147483648 bytes for bomb.img"),
         ("link", "link.tar", "ln -s /etc/shadow link.img && tar -cf link.tar link.img && rm link.img", EPERM, "link.img is not a regular file"),
+        ("nested", "nested.zip", "qemu-img convert -f raw -O qcow2 base.img haos.qcow2 && xz -T2 -3 haos.qcow2 && zip -q -0 nested.zip haos.qcow2.xz && rm haos.qcow2.xz",
+         EPERM, "holds no disk image"),
     ]
 
     static func cacheFiles(_ fixture: ServeFixture) -> [String] {
@@ -88,5 +92,7 @@ struct ImageFormatsSuite {
         #expect(fixture.log.filter { $0.contains("ignoring") && $0.contains("after the end of the gzip data") }.count == 1)
         #expect(fixture.log.filter { $0.contains("holds 2 disk images (b-small.img, a-large.img); serving the largest, a-large.img") }.count == 1)
         #expect(fixture.log.filter { $0.contains("image cloud: converting") }.count == 1)
+        #expect(fixture.log.filter { $0.contains("image volumio: decompressing") && $0.contains("(xz,") }.count == 1)
+        #expect(fixture.log.filter { $0.contains("image nested: ignoring haos.qcow2.xz in") && $0.contains("is not read") }.count == 1)
     }
 }
