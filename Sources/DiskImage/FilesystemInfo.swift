@@ -1,5 +1,8 @@
 public enum FilesystemType: String, Sendable {
     case ext2, ext3, ext4, vfat, xfs, btrfs, squashfs, erofs, swap
+
+    /// squashfs and erofs take no writes: a sandbox of one is an overlay on it, and save makes it anew.
+    public var isReadOnly: Bool { self == .squashfs || self == .erofs }
 }
 
 /// What a filesystem's superblock says about itself.

@@ -96,7 +96,7 @@ public enum RootChoice {
 
     /// ext2/3/4, xfs, btrfs, and the read-only roots of OpenWrt, HAOS and rpi-image-gen (squashfs, erofs).
     public static func canBeRoot(_ info: FilesystemInfo) -> Bool {
-        info.isLinuxRoot || info.type == .squashfs || info.type == .erofs
+        info.isLinuxRoot || info.type.isReadOnly
     }
 
     /// The region a spec names, with a note when a choice among several was made; a logical volume that

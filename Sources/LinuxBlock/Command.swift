@@ -26,11 +26,16 @@ public enum Command {
     static let stderrTail = 4096
 
     /// posix_spawnp with stdin from /dev/null, waits, returns stdout; throws CommandError on a non-zero exit.
-    public static func run(_ argv: [String]) throws(CommandError) -> String {
+    /// `passing`: fds the child gets as 3, 4, ... (a file of ours it reaches as /proc/self/fd/3, never by a name).
+    public static func run(_ argv: [String], passing fds: [Int32] = []) throws(CommandError) -> String {
         guard !argv.isEmpty else { throw CommandError(argv: argv, status: 127, stderr: "empty argv") }
         func failure(_ operation: String, _ code: Int32) -> CommandError {
             CommandError(argv: argv, status: 127, stderr: SystemError(operation, argv[0], errno: code).description)
         }
+        // Copies at 10 and up: the dup2s onto 3, 4 ... cannot overwrite a source not yet copied.
+        let copies = fds.map { fcntl($0, F_DUPFD_CLOEXEC, 10) }
+        defer { copies.filter { $0 >= 0 }.forEach { close($0) } }
+        guard !copies.contains(-1) else { throw failure("fcntl(F_DUPFD_CLOEXEC)", errno) }
         var out: [Int32] = [-1, -1]
         var err: [Int32] = [-1, -1]
         guard clinux_pipe_cloexec(&out) == 0 else { throw failure("pipe2", errno) }
@@ -47,6 +52,7 @@ public enum Command {
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
             posix_spawn_file_actions_adddup2(&actions, out[1], 1)
             posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+            for (index, copy) in copies.enumerated() { posix_spawn_file_actions_adddup2(&actions, copy, Int32(3 + index)) }
             var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
             defer { cArgs.forEach { free($0) } }
             return SpawnGate.spawning { posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, clinux_environ()) }

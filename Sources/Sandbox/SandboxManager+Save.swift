@@ -81,34 +81,20 @@ extension SandboxManager {
         _ = progress(SaveProgress(phase: "changes", doneBytes: 0, totalBytes: UInt64(changes.count)))
 
         let serial = Self.saveSerial.wrappingAdd(1, ordering: .relaxed).newValue
-        // Changes that do not fit a partition: the last one and the file grow first (a table read anew).
         let written = [(root.partition, root.filesystem.type, "/", changes, source)]
             + zip(linux, partChanges).map { ($0.mount.partition, $0.mount.filesystem.type, $0.mount.mountPoint, $1, $0.source) }
-        let table = try growIfNeeded(written, table: root.table, partial: partial, fd: fd, serial: serial)
+        // squashfs/erofs are made anew while frozen: their sizes are known before anything grows.
+        let rebuilt = try rebuildReadOnly(written, sourceFD: sourceFD, output: output)
+        // Changes that do not fit a partition: the last one and the file grow first (a table read anew).
+        let table = try growIfNeeded(written, rebuilt: rebuilt, table: root.table, partial: partial, fd: fd, serial: serial)
         let grown = { (old: Partition) in table.partitions.first { $0.number == old.number } ?? old }
         let root = RootPartition(partition: grown(root.partition), filesystem: root.filesystem, table: table)
-        let partition = root.partition
-        let loop = try step("attach \(partial) read-write") {
-            try LoopDevice.attach(file: partial, offset: partition.startByte, sizeLimit: partition.sizeBytes,
-                                  readOnly: false, autoclear: true, label: names.saveLoopLabel(save: serial))
-        }
-        mount.push("detach \(loop.path)") { try loop.detach() }
+        try writeRebuilt(rebuilt, partitions: [root.partition] + linux.map { grown($0.mount.partition) }, into: fd)
         let mountPath = names.saveMount(save: serial)
-        try step("create \(mountPath)") { try PrivateDirectory.create(mountPath) }
-        mount.push("remove \(mountPath)") { try PrivateDirectory.remove(mountPath) }
-        try step("mount \(loop.path) on \(mountPath)") {
-            try Mount.mount(source: loop.path, target: mountPath, type: root.filesystem.type.rawValue, flags: [.nosuid, .nodev])
-        }
-        mount.push("unmount \(mountPath)") { try Mount.unmount(mountPath) }
-
-        // In a closure: the replay's directory fds must be closed before the output is unmounted.
-        let skipped = try step("write the changes") { () throws -> [String] in
-            var replay = try ChangeReplay(sandboxRoot: source.sandboxRoot, outputRoot: mountPath)
-            try replay.apply(changes)
-            return replay.skipped
-        }
+        let skipped = root.filesystem.type.isReadOnly ? [] : try replayRoot(changes, from: source, into: root, of: partial,
+                                                                            at: mountPath, serial: serial, mount: mount)
         var skippedElsewhere: [String] = []
-        for (part, changes) in zip(linux, partChanges) {
+        for (part, changes) in zip(linux, partChanges) where !part.mount.filesystem.type.isReadOnly {
             skippedElsewhere += try replay(changes, of: part, partition: grown(part.mount.partition), into: partial, serial: serial)
         }
         _ = progress(SaveProgress(phase: "changes", doneBytes: UInt64(changes.count), totalBytes: UInt64(changes.count)))
@@ -129,13 +115,15 @@ extension SandboxManager {
         try step("thaw the sandbox") { try freeze.run() }
         for skipped in skipped + skippedElsewhere { logger.notice("save: \(skipped) is a socket, which an image cannot hold; left out") }
 
-        // Blocks freed by the changes become holes in the output (the loop device punches them).
-        _ = try? FilesystemControl.trim(mountPath)
-        // The loop device writes the file behind ext4's back: a full destination shows up only as write
-        // errors that syncfs reports (umount would not).
-        try step("flush the output") {
-            do throws(SystemError) { try FilesystemControl.sync(mountPath) } catch {
-                throw Self.destinationFull(output) ?? error
+        if !root.filesystem.type.isReadOnly {
+            // Blocks freed by the changes become holes in the output (the loop device punches them).
+            _ = try? FilesystemControl.trim(mountPath)
+            // The loop device writes the file behind ext4's back: a full destination shows up only as write
+            // errors that syncfs reports (umount would not).
+            try step("flush the output") {
+                do throws(SystemError) { try FilesystemControl.sync(mountPath) } catch {
+                    throw Self.destinationFull(output) ?? error
+                }
             }
         }
         try step("release the output's mount") { try mount.run() }
@@ -162,6 +150,30 @@ extension SandboxManager {
         return SaveResult(output: output, sizeBytes: UInt64(info.st_size), allocatedBytes: UInt64(info.st_blocks) * 512,
                           changes: changes.count + partChanges.reduce(0) { $0 + $1.count } + fatChanges, seconds: Self.seconds(started.duration(to: .now)),
                           skipped: skipped, writesWaited: frozen)
+    }
+
+    /// The root's changes written into the output's copy of it, mounted at `mountPath` until `mount` runs (after
+    /// the thaw: the output's flush need not hold the sandbox's writes); returns the paths left out (sockets).
+    private func replayRoot(_ changes: [Change], from source: ChangeSource, into root: RootPartition, of partial: String,
+                            at mountPath: String, serial: UInt64, mount: Teardown) throws(SandboxError) -> [String] {
+        let partition = root.partition
+        let loop = try step("attach \(partial) read-write") {
+            try LoopDevice.attach(file: partial, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                                  readOnly: false, autoclear: true, label: names.saveLoopLabel(save: serial))
+        }
+        mount.push("detach \(loop.path)") { try loop.detach() }
+        try step("create \(mountPath)") { try PrivateDirectory.create(mountPath) }
+        mount.push("remove \(mountPath)") { try PrivateDirectory.remove(mountPath) }
+        try step("mount \(loop.path) on \(mountPath)") {
+            try Mount.mount(source: loop.path, target: mountPath, type: root.filesystem.type.rawValue, flags: [.nosuid, .nodev])
+        }
+        mount.push("unmount \(mountPath)") { try Mount.unmount(mountPath) }
+        // In a closure: the replay's directory fds must be closed before the output is unmounted.
+        return try step("write the changes") { () throws -> [String] in
+            var replay = try ChangeReplay(sandboxRoot: source.sandboxRoot, outputRoot: mountPath)
+            try replay.apply(changes)
+            return replay.skipped
+        }
     }
 
     /// A Linux partition's changes written into the output's copy of it, mounted for that alone; returns
@@ -197,10 +209,18 @@ extension SandboxManager {
     /// The output's partition table: the image's, or, when the changes of a partition (the root or another
     /// Linux one) need more room than the image's filesystem has free, with that partition grown (it must be
     /// the last: one that is not stops the save with ENOSPC before anything grows).
-    private func growIfNeeded(_ parts: [(Partition, FilesystemType, String, [Change], ChangeSource)], table: PartitionTable,
-                              partial: String, fd: Int32, serial: UInt64) throws(SandboxError) -> PartitionTable {
+    private func growIfNeeded(_ parts: [(Partition, FilesystemType, String, [Change], ChangeSource)], rebuilt: [Int: ReadOnlyRebuild],
+                              table: PartitionTable, partial: String, fd: Int32, serial: UInt64) throws(SandboxError) -> PartitionTable {
         var short: [(partition: Partition, filesystem: FilesystemType, name: String, bytes: UInt64)] = []
         for (partition, filesystem, point, changes, source) in parts {
+            if filesystem.isReadOnly {  // made anew (or, unchanged, kept): only its new size counts
+                let size = rebuilt[partition.number]?.sizeBytes ?? 0
+                // Grown, room after it too: OpenWrt's first boot puts its overlay behind its squashfs.
+                if size > partition.sizeBytes {
+                    short.append((partition, filesystem, "partition \(partition.number) (\(point))", size - partition.sizeBytes + 16 << 20))
+                }
+                continue
+            }
             var fs = statvfs()
             guard statvfs(source.pristineRoot, &fs) == 0 else {
                 throw .stepFailed(step: "save", underlying: SystemError("statvfs", source.pristineRoot, errno: errno))
@@ -226,39 +246,6 @@ extension SandboxManager {
         } catch {
             throw .stepFailed(step: "read the grown output's partition table", underlying: error)
         }
-    }
-
-    /// O_EXCL: a .partial left by an interrupted save is replaced only with --force. Created with `mode` (0666
-    /// less the caller's umask) as the daemon's umask is 0: the image holds password hashes and keys.
-    private func openPartial(_ partial: String, force: Bool, mode: mode_t) throws(SandboxError) -> Int32 {
-        let flags = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC
-        var fd = open(partial, flags, mode)
-        if fd < 0, errno == EEXIST, force, unlink(partial) == 0 { fd = open(partial, flags, mode) }
-        guard fd >= 0 else {
-            let saved = errno
-            let hint = saved == EEXIST ? " (left by an interrupted save? --force replaces it)" : ""
-            throw .stepFailed(step: "save", underlying: SystemError("create", partial + hint, errno: saved))
-        }
-        return fd
-    }
-
-    /// The loop device turns a full destination into EIO: say what it is when the destination is full.
-    static func destinationFull(_ output: String) -> SystemError? {
-        let parent = String(output[..<(output.lastIndex(of: "/") ?? output.startIndex)])
-        var fs = statvfs()
-        guard statvfs(parent.isEmpty ? "/" : parent, &fs) == 0, UInt64(fs.f_bavail) * UInt64(fs.f_frsize) < 1 << 20 else { return nil }
-        return SystemError("write", "\(parent) (the destination is full)", errno: ENOSPC)
-    }
-
-
-    static func syncDirectory(of path: String) {
-        let parent = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-        let fd = open(parent.isEmpty ? "/" : parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd >= 0 { fsync(fd); close(fd) }
-    }
-
-    public static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }
 

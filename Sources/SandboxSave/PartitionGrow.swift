@@ -5,7 +5,8 @@ import SandboxDiff
 
 /// When the sandbox's changes do not fit a partition's filesystem (the root, /home...): the partition, which
 /// must be the last, and the file with it grow to fit, the partition table is rewritten (identifiers kept,
-/// GPT's backup moved to the new end) and the ext2/3/4 filesystem grown offline.
+/// GPT's backup moved to the new end) and the ext2/3/4 filesystem grown offline (a squashfs or erofs is made
+/// anew: only its partition grows).
 public enum PartitionGrow {
     /// 16 MiB and 2 % on top of the estimate: block groups' metadata, directories, the journal's reserve.
     static func margin(_ bytes: UInt64) -> UInt64 { 16 << 20 + bytes / 50 }
@@ -46,13 +47,14 @@ public enum PartitionGrow {
         guard PartitionTableRewrite.isLast(partition, in: table) else {
             throw SaveError("\(lacking) and is not the last partition of the disk, so it cannot grow", errno: ENOSPC)
         }
-        guard [.ext2, .ext3, .ext4].contains(filesystem) else {
+        guard [.ext2, .ext3, .ext4].contains(filesystem) || filesystem.isReadOnly else {
             throw SaveError("\(lacking) and holds \(filesystem.rawValue); only ext2/3/4 can grow", errno: ENOSPC)
         }
         let mebibyte: UInt64 = 1 << 20
         let size = (partition.sizeBytes + bytes + mebibyte - 1) / mebibyte * mebibyte
         _ = try PartitionTableRewrite.setSize(of: partition, to: size / 512, image: path, fd: fd, scheme: table.scheme,
                                               scratch: scratch)
+        guard !filesystem.isReadOnly else { return }  // made anew: it is written into the grown partition
         let loop = try LoopDevice.attach(file: path, offset: partition.startByte, sizeLimit: size, readOnly: false,
                                          autoclear: true, label: loopLabel)
         defer { try? loop.detach() }
