@@ -68,7 +68,7 @@ public enum PartitionMounts {
                 plan.skipped.append((line, "names no partition of the image")); continue
             }
             if partition.number == root.number { plan.skipped.append((line, "the root partition")); continue }
-            guard let info = fs(partition), info.type == .vfat || info.isLinuxRoot else {
+            guard let info = fs(partition), info.type == .vfat || info.isLinuxRoot || info.type.isReadOnly else {
                 plan.skipped.append((line, "partition \(partition.number) holds \(fs(partition)?.type.rawValue ?? "no known filesystem")"))
                 continue
             }

@@ -43,6 +43,7 @@ extension DeviceMapperEngine {
     /// mounted read-only through a loop device of its own (the base dm device is held by the snapshots),
     /// made at the first diff or save and kept until the image is released.
     public func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) throws -> ChangeSource? {
+        if sandbox is OverlayEngine.SandboxAttachment { return readOnlyFilesystems.changeSource(of: sandbox, image: image) }
         guard let sandbox = sandbox as? SandboxAttachment, let image = image as? ImageAttachment else { return nil }
         let pristine = try image.pristineRoot.withLock { (mounted: inout String?) throws -> String in
             if let mounted { return mounted }

@@ -7,12 +7,15 @@ import Synchronization
 /// partition plus a zero tail up to the grown size); per sandbox a zram COW store, a transient dm
 /// snapshot of base, the mount, and an online grow of ext4. A filesystem with I/O units under 4 KiB gets a
 /// 512-byte-sector loop device between zram and the snapshot (see CowStore).
+/// A read-only filesystem (squashfs, erofs) cannot be mounted from a writable snapshot: its sandboxes are the
+/// overlay engine's (the filesystem mounted read-only once, an ext4 upper on each sandbox's zram).
 public struct DeviceMapperEngine: SandboxEngine {
     public let kind = "dm"
     let names: InstanceNames
     private let deviceMapper: DeviceMapper
     private let zram: Zram
     private let allocator: ZramAllocator
+    let readOnlyFilesystems: OverlayEngine
 
     /// `zramLedger`: where the zram devices it adds are recorded for a sweep after a crash (nil: nowhere).
     public init(names: InstanceNames, deviceMapper: DeviceMapper, zram: Zram = Zram(), zramLedger: String? = nil) {
@@ -20,6 +23,7 @@ public struct DeviceMapperEngine: SandboxEngine {
         self.deviceMapper = deviceMapper
         self.zram = zram
         self.allocator = ZramAllocator(zram: zram, ledger: zramLedger)
+        readOnlyFilesystems = OverlayEngine(names: names, zram: zram, zramLedger: zramLedger)
     }
 
     final class ImageAttachment: EngineAttachment {
@@ -60,6 +64,7 @@ public struct DeviceMapperEngine: SandboxEngine {
     }
 
     public func attachImage(_ request: ImageRequest) throws -> any EngineAttachment {
+        if request.root.filesystem.type.isReadOnly { return try readOnlyFilesystems.attachImage(request) }
         let teardown = Teardown()
         return try building(teardown) {
             let partition = request.root.partition
@@ -85,6 +90,7 @@ public struct DeviceMapperEngine: SandboxEngine {
     }
 
     public func createSandbox(_ request: SandboxRequest, on image: any EngineAttachment) throws -> any EngineAttachment {
+        if image is OverlayEngine.ImageAttachment { return try readOnlyFilesystems.createSandbox(request, on: image) }
         guard let image = image as? ImageAttachment else { preconditionFailure("attachment of another engine") }
         let teardown = Teardown()
         return try building(teardown) {
@@ -122,6 +128,7 @@ public struct DeviceMapperEngine: SandboxEngine {
     }
 
     public func usage(of sandbox: any EngineAttachment) -> SandboxUsage {
+        if sandbox is OverlayEngine.SandboxAttachment { return readOnlyFilesystems.usage(of: sandbox) }
         guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
         var usage = cowUsage(of: sandbox)
         usage.fillZram(zram, ids: sandbox.cow.zramIDs)
@@ -130,6 +137,7 @@ public struct DeviceMapperEngine: SandboxEngine {
     }
 
     public func cowUsage(of sandbox: any EngineAttachment) -> SandboxUsage {
+        if sandbox is OverlayEngine.SandboxAttachment { return readOnlyFilesystems.cowUsage(of: sandbox) }
         guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
         var usage = SandboxUsage()
         if let line = try? deviceMapper.status(name: sandbox.snapshotName).first?.status,

@@ -147,4 +147,38 @@ struct ReadOnlyRootSuite {
         #expect(try fixture.fingerprint(source) == sourceSum)
         #expect(fixture.stop() == 0)
     }
+
+    /// A squashfs partition fstab mounts at /opt (not the root): writable in the sandbox, diffed under /opt,
+    /// saved as a new squashfs in its partition while the ext4 root gets its changes replayed.
+    @Test func squashfsPartitionInFstabIsWritableAndSaved() throws {
+        let fixture = try ServeFixture(images: [("opt", "rpi-squashfs-opt", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        let sandbox = fixture.sandbox("opt", "s")
+        #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.readFile("\(sandbox)/which-partition") == "p2 root\n")
+        #expect(FileChecks.readFile("\(sandbox)/opt/which-partition") == "p3 squashfs opt\n")
+        try FileChecks.writeFile("\(sandbox)/opt/bin/app", "#!/bin/sh\necho changed\n")
+        try FileChecks.writeFile("\(sandbox)/opt/added", "in /opt\n")
+        try FileChecks.writeFile("\(sandbox)/etc/hostname", "opt-box\n")
+        let diff = try ChangeFixture.diff(sandbox).output.split(separator: "\n").map(String.init)
+        #expect(diff.contains("added /opt/added") && diff.contains { $0.hasSuffix(" /opt/bin/app") && $0.hasPrefix("modified ") }, "\(diff)")
+        let output = fixture.work + "/saved.img"
+        let saved = try run([Paths.binary, "save", "--quiet", sandbox, output], allowFailure: true)
+        try #require(saved.status == 0, "save: \(saved.output)")
+        let opt = try SaveChecks.extractPartition(output, work: fixture.work, index: 2)
+        defer { unlink(opt) }
+        #expect(try run(["unsquashfs", "-stat", opt]).output.contains("Compression gzip"))
+        #expect(try run(["unsquashfs", "-lls", opt]).output.contains("squashfs-root/added"))
+        #expect(try SaveChecks.fsck(output, work: fixture.work, partition: 1, ["e2fsck", "-fn"]), "e2fsck -fn of the saved root")
+        #expect(rename(output, fixture.images + "/saved.img") == 0)
+        let copy = fixture.sandbox("saved", "c")
+        #expect(mkdir(copy, 0o755) == 0)
+        #expect(FileChecks.readFile("\(copy)/opt/bin/app") == "#!/bin/sh\necho changed\n")
+        #expect(FileChecks.readFile("\(copy)/opt/added") == "in /opt\n")
+        #expect(FileChecks.readFile("\(copy)/etc/hostname") == "opt-box\n")
+        #expect(rmdir(copy) == 0)
+        #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+    }
 }
