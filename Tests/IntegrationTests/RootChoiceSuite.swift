@@ -35,15 +35,14 @@ struct RootChoiceSuite {
         #expect(fixture.stop() == 0)
     }
 
-    /// HAOS: boot.scr (mkimage) names the erofs system0 by PARTUUID. The overlay engine mounts it read-only
-    /// as its lower layer anyway, so the sandbox is writable (the dm engine's path for read-only roots is
-    /// issue 25's item 4, not done).
+    /// HAOS: boot.scr (mkimage) names the erofs system0 by PARTUUID. Mounted read-only as an overlay's lower
+    /// layer (on the dm engine too), the sandbox is writable.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/mkimage")
                    && FileManager.default.isExecutableFile(atPath: "/usr/bin/mkfs.erofs"), "needs mkimage and mkfs.erofs"))
     func erofsRootNamedByBootScript() throws {
         let fixture = try ServeFixture(images: [("haos", "haos-like", [])])
         defer { fixture.close() }
-        try fixture.start(["--engine", "overlay"])
+        try fixture.start()
         let sandbox = fixture.sandbox("haos", "s")
         #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
         #expect(FileChecks.readFile("\(sandbox)/which-partition") == "system0\n")
@@ -70,15 +69,17 @@ struct RootChoiceSuite {
     }
 }
 
-/// A root on a linear LVM2 logical volume, served natively by the overlay engine's loop device with offset
-/// and size limit (the dm engine's linear table comes later).
+/// A root on a linear LVM2 logical volume: a loop device with offset and size limit on the overlay engine, the
+/// base device's dm linear table over the image's loop device on the dm engine (the VM). The host's LVM never
+/// sees the image's volume group: no device the daemon makes starts at the PV, so neither `pvs` (scanning
+/// every device) nor udev's lvm2 rules (autoactivation) find it.
 @Suite(.serialized, .enabled(if: Environment.canServe && FileManager.default.isExecutableFile(atPath: "/sbin/pvcreate"),
                              "needs root, FUSE and lvm2's tools"))
 struct LVMRootSuite {
     @Test func rootOnALogicalVolume() throws {
         let fixture = try ServeFixture(images: [("fedora-like", "lvm-root", [])])
         defer { fixture.close() }
-        try fixture.start(["--engine", "overlay"])
+        try fixture.start()
         let sandbox = fixture.sandbox("fedora-like", "s")
         #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
         #expect(FileChecks.readFile("\(sandbox)/which-partition") == "lv root\n")
@@ -88,6 +89,14 @@ struct LVMRootSuite {
         try FileChecks.writeFile("\(sandbox)/written", "stays in the sandbox")
         let root = try fixture.status().first?["root"] as? String
         #expect(root == "LVM2 logical volume testvg/root (as partition 1001) (ext4): root=/dev/mapper/testvg-root in cmdline.txt of partition 1")
+        let diff = try ChangeFixture.diff(sandbox).output
+        #expect(diff.contains("added /srv/written") && diff.contains("added /written"), "\(diff)")
+        // Every device scanned (no devices file, no filter), as `vgscan` after an upgrade would.
+        let pvs = try run(["pvs", "--noheadings", "-o", "pv_name,vg_name", "--config",
+                           "devices{use_devicesfile=0 filter=[\"a|.*|\"] global_filter=[\"a|.*|\"]}"], allowFailure: true)
+        #expect(!pvs.output.contains("testvg"), "the host's LVM sees the image's VG: \(pvs.output)")
+        let mapped = (try? FileManager.default.contentsOfDirectory(atPath: "/dev/mapper")) ?? []
+        #expect(!mapped.contains { $0.hasPrefix("testvg-") }, "the image's LVs were activated on the host: \(mapped)")
         #expect(rmdir(sandbox) == 0)
         #expect(fixture.stop() == 0)
     }
