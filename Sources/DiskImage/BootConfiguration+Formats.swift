@@ -86,3 +86,49 @@ enum EnvFile {
         return lineWithRoot.flatMap { KernelCommandLine.root($0, file: file) }
     }
 }
+
+/// A Boot Loader Specification entry: `key value` lines; the kernel command line is every `options` line
+/// joined (the specification allows several).
+public enum LoaderEntry {
+    static func options(_ text: String) -> [String]? {
+        var words: [String] = []
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+            let trimmed = line.drop { $0 == " " || $0 == "\t" }
+            let key = trimmed.prefix { $0 != " " && $0 != "\t" }
+            if key == "options" { words += KernelCommandLine.split(String(trimmed.dropFirst(key.count))) }
+        }
+        return words.isEmpty ? nil : words
+    }
+
+    /// The names of a loader/entries directory worth reading (`*.conf`, no hidden ones), newest first as
+    /// boot loaders sort them: by version, digit runs compared as numbers, descending; at most `limit`.
+    public static func order(_ names: [String], limit: Int = 64) -> [String] {
+        let entries = names.filter { $0.hasSuffix(".conf") && !$0.hasPrefix(".") }
+        return Array(entries.sorted { versionPrecedes($1, $0) }.prefix(limit))
+    }
+
+    /// "6.5.10" after "6.5.9": runs of digits compare as numbers, the rest bytewise.
+    static func versionPrecedes(_ a: String, _ b: String) -> Bool {
+        func runs(_ s: String) -> [(digits: Bool, text: Substring)] {
+            var out: [(Bool, Substring)] = []
+            var rest = Substring(s)
+            while let first = rest.first {
+                let isDigit = first.isASCII && first.isNumber
+                let run = rest.prefix { ($0.isASCII && $0.isNumber) == isDigit }
+                out.append((isDigit, run))
+                rest = rest.dropFirst(run.count)
+            }
+            return out
+        }
+        for (x, y) in zip(runs(a), runs(b)) where x.text != y.text {
+            if x.digits, y.digits {
+                let xs = x.text.drop { $0 == "0" }, ys = y.text.drop { $0 == "0" }
+                if xs.count != ys.count { return xs.count < ys.count }
+                if xs != ys { return xs < ys }
+                continue
+            }
+            return x.text < y.text
+        }
+        return runs(a).count < runs(b).count
+    }
+}

@@ -29,6 +29,9 @@ public enum BootFileKind: Sendable, CaseIterable {
     case armbianEnv
     /// U-Boot environment import: `rootdev=`, `root=`, or `root=` inside a variable (`bootargs=...`).
     case uEnv
+    /// Boot Loader Specification entries (Fedora's /boot, systemd-boot's ESP): the `options` lines of
+    /// loader/entries/*.conf, the entry with the highest version first (its `paths` are directories).
+    case loaderEntry
     /// U-Boot script compiled with mkimage: a header, then plain text (HAOS: `setenv bootargs_a "root=..."`).
     case bootScript
     /// GRUB: the default menuentry's `linux` line.
@@ -39,6 +42,7 @@ public enum BootFileKind: Sendable, CaseIterable {
         switch self {
         case .cmdline: return ["cmdline.txt"]
         case .extlinux: return ["extlinux/extlinux.conf", "boot/extlinux/extlinux.conf"]
+        case .loaderEntry: return ["loader/entries", "boot/loader/entries"]
         case .armbianEnv: return ["armbianEnv.txt", "boot/armbianEnv.txt"]
         case .uEnv: return ["uEnv.txt", "boot/uEnv.txt"]
         case .bootScript: return ["boot.scr", "boot/boot.scr"]
@@ -83,6 +87,7 @@ public enum BootConfiguration {
         case .cmdline: arguments = KernelCommandLine.split(string)
         case .extlinux: arguments = Extlinux.defaultAppend(string).map(KernelCommandLine.split)
         case .grub: arguments = Grub.defaultLinuxArguments(string)
+        case .loaderEntry: arguments = LoaderEntry.options(string)
         case .armbianEnv, .uEnv: return EnvFile.root(string, file: file)
         case .bootScript: arguments = KernelCommandLine.firstLineWithRoot(string)
         }

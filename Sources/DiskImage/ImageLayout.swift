@@ -5,13 +5,20 @@ public struct RootPartition: Sendable {
     public let table: PartitionTable
     /// Why this one (RootChoice's one line); empty for a partition that is not an image's root.
     public let reason: String
+    /// btrfs: the subvolume mounted as the root; nil: the filesystem's default subvolume.
+    public var subvolume: BtrfsSubvolume?
 
-    public init(partition: Partition, filesystem: FilesystemInfo, table: PartitionTable, reason: String = "") {
+    public init(partition: Partition, filesystem: FilesystemInfo, table: PartitionTable, reason: String = "",
+                subvolume: BtrfsSubvolume? = nil) {
         self.partition = partition
         self.filesystem = filesystem
         self.table = table
         self.reason = reason
+        self.subvolume = filesystem.type == .btrfs ? subvolume : nil
     }
+
+    /// The options that mount it as the root (its subvolume), besides the caller's own.
+    public var mountOptions: [String] { subvolume.map { [$0.mountOption] } ?? [] }
 }
 
 public enum ImageLayout {

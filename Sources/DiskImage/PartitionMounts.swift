@@ -10,15 +10,18 @@ public struct PartitionMount: Sendable, Equatable {
     public let fromFstab: Bool
     /// A FAT partition's owner and masks (fstab's uid=, gid=, umask=, fmask=, dmask=).
     public let fatOptions: FATMountOptions
+    /// btrfs: fstab's `subvol=`/`subvolid=`; nil: the default subvolume.
+    public let subvolume: BtrfsSubvolume?
 
     public init(partition: Partition, filesystem: FilesystemInfo, mountPoint: String, readOnly: Bool = false,
-                fromFstab: Bool = true, fatOptions: FATMountOptions = FATMountOptions()) {
+                fromFstab: Bool = true, fatOptions: FATMountOptions = FATMountOptions(), subvolume: BtrfsSubvolume? = nil) {
         self.partition = partition
         self.filesystem = filesystem
         self.mountPoint = mountPoint
         self.readOnly = readOnly
         self.fromFstab = fromFstab
         self.fatOptions = fatOptions
+        self.subvolume = subvolume
     }
 
     /// Path components of the mount point ("/boot/firmware" -> ["boot", "firmware"]).
@@ -34,13 +37,14 @@ public struct PartitionMountPlan: Sendable {
 
 public enum PartitionMounts {
     /// Resolves fstab's entries to the image's partitions: PARTUUID, UUID, LABEL, PARTLABEL or a device path
-    /// (its number). Skipped: swap, noauto, `/`, entries naming nothing in the image or the root partition,
-    /// filesystems that are neither FAT nor ext2/3/4, xfs, btrfs, a second entry for a partition or a path, and
-    /// paths below a FAT mount. Then, when no entry names a FAT partition and the image has exactly one, it goes
+    /// (its number). Skipped: swap, noauto, `/`, entries naming nothing in the image or the root partition (on
+    /// btrfs: the root's subvolume; another subvolume of it is shown, `rootSubvolume` being the root's),
+    /// filesystems that are neither FAT nor ext2/3/4, xfs, btrfs, a second entry for a partition (btrfs: for
+    /// a subvolume) or a path, and paths below a FAT mount. Then, when no entry names a FAT partition and the image has exactly one, it goes
     /// to /boot/firmware if the root has that as an empty directory, else to /boot if that is one.
     /// `fstab` nil: the root has none (only the fallback applies). Mounts come parents first.
     public static func resolve(fstab: [FstabEntry]?, table: PartitionTable, root: Partition,
-                               volumes: [LogicalVolume] = [],
+                               volumes: [LogicalVolume] = [], rootSubvolume: BtrfsSubvolume? = nil,
                                probe: (Partition) -> FilesystemInfo?,
                                isEmptyDirectory: (String) -> Bool) -> PartitionMountPlan {
         var plan = PartitionMountPlan()
@@ -67,12 +71,22 @@ public enum PartitionMounts {
             guard let partition = entry.spec == .root ? root : find(entry.spec, in: candidates, volumes: volumes, fs: fs) else {
                 plan.skipped.append((line, "names no partition of the image")); continue
             }
-            if partition.number == root.number { plan.skipped.append((line, "the root partition")); continue }
             guard let info = fs(partition), info.type == .vfat || info.isLinuxRoot || info.type.isReadOnly else {
+                if partition.number == root.number { plan.skipped.append((line, "the root partition")); continue }
                 plan.skipped.append((line, "partition \(partition.number) holds \(fs(partition)?.type.rawValue ?? "no known filesystem")"))
                 continue
             }
-            if let reason = conflict(path, partition, plan.mounts) { plan.skipped.append((line, reason)); continue }
+            var subvolume: BtrfsSubvolume?
+            if info.type == .btrfs {
+                switch BtrfsSubvolume.from(options: entry.options) {
+                case .success(let named): subvolume = named
+                case .failure(let error): plan.skipped.append((line, error.description)); continue
+                }
+            }
+            if partition.number == root.number, info.type != .btrfs || subvolume == rootSubvolume {
+                plan.skipped.append((line, "the root partition")); continue
+            }
+            if let reason = conflict(path, partition, subvolume, plan.mounts) { plan.skipped.append((line, reason)); continue }
             var fatOptions = FATMountOptions()
             if info.type == .vfat {
                 switch FATMountOptions.parse(entry.options) {
@@ -81,14 +95,14 @@ public enum PartitionMounts {
                 }
             }
             plan.mounts.append(PartitionMount(partition: partition, filesystem: info, mountPoint: path,
-                                              readOnly: entry.isReadOnly, fatOptions: fatOptions))
+                                              readOnly: entry.isReadOnly, fatOptions: fatOptions, subvolume: subvolume))
         }
         if !plan.mounts.contains(where: { $0.filesystem.type == .vfat }) {
             let fats = candidates.filter { $0.number != root.number && fs($0)?.type == .vfat }
             if fats.count == 1, let fat = fats.first, let info = fs(fat),
                !plan.mounts.contains(where: { $0.partition.number == fat.number }),
                let path = ["/boot/firmware", "/boot"].first(where: isEmptyDirectory),
-               conflict(path, fat, plan.mounts) == nil {
+               conflict(path, fat, nil, plan.mounts) == nil {
                 plan.mounts.append(PartitionMount(partition: fat, filesystem: info, mountPoint: path, fromFstab: false))
             }
         }
@@ -98,16 +112,19 @@ public enum PartitionMounts {
     }
 
     /// "/boot//firmware/" -> "/boot/firmware"; nil for relative paths and "." or ".." components.
-    static func normalise(_ path: String) -> String? {
+    public static func normalise(_ path: String) -> String? {
         guard path.hasPrefix("/") else { return nil }
         let parts = path.split(separator: "/")
         guard !parts.contains(where: { $0 == "." || $0 == ".." }) else { return nil }
         return "/" + parts.joined(separator: "/")
     }
 
-    private static func conflict(_ path: String, _ partition: Partition, _ mounts: [PartitionMount]) -> String? {
+    private static func conflict(_ path: String, _ partition: Partition, _ subvolume: BtrfsSubvolume?,
+                                 _ mounts: [PartitionMount]) -> String? {
         for m in mounts {
-            if m.partition.number == partition.number { return "partition \(partition.number) is already at \(m.mountPoint)" }
+            if m.partition.number == partition.number, m.subvolume == subvolume || m.filesystem.type != .btrfs {
+                return "partition \(partition.number)\(subvolume.map { " (\($0))" } ?? "") is already at \(m.mountPoint)"
+            }
             if m.mountPoint == path { return "\(path) already holds partition \(m.partition.number)" }
             if m.filesystem.type == .vfat, path.hasPrefix(m.mountPoint + "/") { return "inside the FAT partition at \(m.mountPoint)" }
         }

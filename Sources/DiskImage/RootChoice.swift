@@ -8,7 +8,8 @@ public enum RootChoice {
         public var volumes: [LogicalVolume] = []
         /// `root=` values found in the boot configuration, most authoritative first.
         public var kernelRoots: [KernelRoot] = []
-        /// A candidate's /etc/fstab, nil when it has none or it cannot be read here.
+        /// A candidate's /etc/fstab, nil when it has none or it cannot be read here. For btrfs: the one of the
+        /// default subvolume, else of the top-level subvolume whose fstab mounts it at `/`.
         public var fstab: (Partition) -> [FstabEntry]? = { _ in nil }
         public var probe: (Partition) -> FilesystemInfo?
         /// `--partition N` for this image.
@@ -26,8 +27,6 @@ public enum RootChoice {
         public let reason: String
         /// Sources looked at and passed over, one line each (for a debug log).
         public let passedOver: [String]
-        /// `rootflags=subvol=` of the root= that decided, for a btrfs root.
-        public let subvolume: String?
     }
 
     public static func choose(_ inputs: Inputs) throws(DiskImageError) -> Decision {
@@ -40,10 +39,12 @@ public enum RootChoice {
             probed[p.number] = info
             return info
         }
-        func decision(_ p: Partition, _ reason: String, _ passed: [String], _ subvolume: String? = nil) -> Decision? {
+        func decision(_ p: Partition, _ reason: String, _ passed: [String], _ kernelSubvolume: String? = nil) -> Decision? {
             guard let info = fs(p), canBeRoot(info) else { return nil }
-            return Decision(root: RootPartition(partition: p, filesystem: info, table: table, reason: reason), reason: reason,
-                            passedOver: passed, subvolume: subvolume)
+            var passed = passed
+            let subvolume = info.type == .btrfs ? rootSubvolume(p, kernel: kernelSubvolume, inputs, &passed) : nil
+            return Decision(root: RootPartition(partition: p, filesystem: info, table: table, reason: reason, subvolume: subvolume),
+                            reason: reason, passedOver: passed)
         }
 
         if let wanted = inputs.override {
@@ -92,6 +93,24 @@ public enum RootChoice {
             throw .noLinuxPartition(scheme: table.scheme, partitionCount: table.partitions.count)
         }
         return chosen
+    }
+
+    /// A btrfs root's subvolume: the kernel command line's `rootflags=subvol=`, else the `subvol=`/`subvolid=`
+    /// of its fstab's `/` entry, else nil (the filesystem's default subvolume).
+    static func rootSubvolume(_ p: Partition, kernel: String?, _ inputs: Inputs, _ passed: inout [String]) -> BtrfsSubvolume? {
+        if let kernel {
+            switch BtrfsSubvolume.parse(path: kernel) {
+            case .success(let subvolume): return subvolume
+            case .failure(let error): passed.append("rootflags: \(error)")
+            }
+        }
+        guard let entry = inputs.fstab(p)?.last(where: { PartitionMounts.normalise($0.mountPoint) == "/" }) else { return nil }
+        switch BtrfsSubvolume.from(options: entry.options) {
+        case .success(let subvolume): return subvolume
+        case .failure(let error):
+            passed.append("/etc/fstab's / entry: \(error)")
+            return nil
+        }
     }
 
     /// ext2/3/4, xfs, btrfs, and the read-only roots of OpenWrt, HAOS and rpi-image-gen (squashfs, erofs).
