@@ -8,4 +8,5 @@ public struct MountFlags: OptionSet, Sendable {
     public static let rdonly = MountFlags(rawValue: UInt(MS_RDONLY))
     public static let nosuid = MountFlags(rawValue: UInt(MS_NOSUID))
     public static let nodev = MountFlags(rawValue: UInt(MS_NODEV))
+    public static let noexec = MountFlags(rawValue: UInt(MS_NOEXEC))
 }

@@ -29,6 +29,7 @@ public struct ChangeSource: Sendable {
 
 extension OverlayEngine {
     public func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) -> ChangeSource? {
+        if let part = sandbox as? SubvolumeAttachment { return part.changeSource }
         guard let sandbox = sandbox as? SandboxAttachment, let image = image as? ImageAttachment else { return nil }
         return ChangeSource(sandboxRoot: sandbox.mountPath, pristineRoot: image.lowerPath,
                             upperRoot: sandbox.upperMount + "/upper", writablePath: sandbox.upperMount)
@@ -44,17 +45,45 @@ extension DeviceMapperEngine {
     /// made at the first diff or save and kept until the image is released.
     public func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) throws -> ChangeSource? {
         if sandbox is OverlayEngine.SandboxAttachment { return readOnlyFilesystems.changeSource(of: sandbox, image: image) }
-        guard let sandbox = sandbox as? SandboxAttachment, let image = image as? ImageAttachment else { return nil }
-        let pristine = try image.pristineRoot.withLock { (mounted: inout String?) throws -> String in
+        guard let image = image as? ImageAttachment else { return nil }
+        let pristine = try image.pristineRoot.withLock { (mounted: inout (path: String, loop: String)?) throws -> (path: String, loop: String) in
             if let mounted { return mounted }
-            let path = try mountPristine(image)
-            mounted = path
-            return path
+            let made = try mountPristine(image)
+            mounted = made
+            return made
         }
-        return ChangeSource(sandboxRoot: sandbox.mountPath, pristineRoot: pristine, upperRoot: nil, writablePath: sandbox.mountPath)
+        if let part = sandbox as? SubvolumeAttachment {
+            let path = try pristineSubvolume(part, image: image, loop: pristine.loop)
+            return ChangeSource(sandboxRoot: part.mountPath, pristineRoot: path, upperRoot: nil, writablePath: part.writablePath)
+        }
+        guard let sandbox = sandbox as? SandboxAttachment else { return nil }
+        return ChangeSource(sandboxRoot: sandbox.mountPath, pristineRoot: pristine.path, upperRoot: nil, writablePath: sandbox.mountPath)
     }
 
-    private func mountPristine(_ image: ImageAttachment) throws -> String {
+    /// The subvolume as the image holds it: the pristine loop device mounted again with that subvolume.
+    private func pristineSubvolume(_ part: SubvolumeAttachment, image: ImageAttachment, loop: String) throws -> String {
+        let key = part.subvolume?.mountOption ?? ""
+        return try image.pristineSubvolumes.withLock { (mounts: inout [String: String]) throws -> String in
+            if let path = mounts[key] { return path }
+            let target = "\(names.lowerMount(image: image.serial))-sv\(mounts.count + 1)"
+            try step("create \(target)") { try PrivateDirectory.create(target) }
+            do {
+                try step("mount \(loop) read-only on \(target)") {
+                    try Mount.mount(source: loop, target: target, type: image.filesystem.type.rawValue, flags: [.rdonly, .nosuid, .nodev],
+                                    options: OverlayEngine.readOnlyOptions(image.filesystem.type, part.subvolume.map { [$0.mountOption] } ?? []))
+                }
+            } catch {
+                try? PrivateDirectory.remove(target)
+                throw error
+            }
+            image.teardown.push("remove \(target)") { try PrivateDirectory.remove(target) }
+            image.teardown.push("unmount \(target)") { try Mount.unmount(target) }
+            mounts[key] = target
+            return target
+        }
+    }
+
+    private func mountPristine(_ image: ImageAttachment) throws -> (path: String, loop: String) {
         let partition = image.partition
         let loop = try step("attach loop device") {
             try LoopDevice.attach(file: image.path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
@@ -69,14 +98,14 @@ extension DeviceMapperEngine {
             let type = image.filesystem.type
             try step("mount \(loop.path) read-only on \(target)") {
                 try Mount.mount(source: loop.path, target: target, type: type.rawValue, flags: [.rdonly, .nosuid, .nodev],
-                                options: OverlayEngine.noReplayOption(type))
+                                options: OverlayEngine.readOnlyOptions(type, image.subvolume.map { [$0.mountOption] } ?? []))
             }
             teardown.push("unmount \(target)") { try Mount.unmount(target) }
             image.teardown.push("release the pristine mount \(target)") {
                 let failures = teardown.runAll()
                 if let first = failures.first { throw first }
             }
-            return target
+            return (target, loop.path)
         } catch {
             teardown.runAll()
             throw error

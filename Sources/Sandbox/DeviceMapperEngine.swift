@@ -36,8 +36,12 @@ public struct DeviceMapperEngine: SandboxEngine {
         let path: String
         let partition: Partition
         let serial: UInt64
-        /// That mount, once a diff or save made it (see changeSource).
-        let pristineRoot = Mutex<String?>(nil)
+        /// btrfs: the root's subvolume.
+        let subvolume: BtrfsSubvolume?
+        /// That mount, once a diff or save made it (see changeSource), and its loop device.
+        let pristineRoot = Mutex<(path: String, loop: String)?>(nil)
+        /// Other btrfs subvolumes mounted from that loop device, by mount option.
+        let pristineSubvolumes = Mutex<[String: String]>([:])
         init(teardown: Teardown, base: DMDevice, sectors: UInt64, request: ImageRequest) {
             self.teardown = teardown
             self.base = base
@@ -47,6 +51,7 @@ public struct DeviceMapperEngine: SandboxEngine {
             path = request.path
             partition = request.root.partition
             serial = request.serial
+            subvolume = request.root.subvolume
         }
     }
 
@@ -55,11 +60,13 @@ public struct DeviceMapperEngine: SandboxEngine {
         let snapshotName: String
         let cow: CowStore
         let mountPath: String
-        init(teardown: Teardown, snapshotName: String, cow: CowStore, mountPath: String) {
+        let devicePath: String
+        init(teardown: Teardown, snapshotName: String, cow: CowStore, mountPath: String, devicePath: String) {
             self.teardown = teardown
             self.snapshotName = snapshotName
             self.cow = cow
             self.mountPath = mountPath
+            self.devicePath = devicePath
         }
     }
 
@@ -112,8 +119,17 @@ public struct DeviceMapperEngine: SandboxEngine {
             }
             teardown.push("remove dm \(name)") { try deviceMapper.remove(name: name) }
             let fsType = image.filesystem.type.rawValue
+            if image.filesystem.type == .btrfs {
+                // Every snapshot (and the image's own loop device) carries the image's fsid; before Linux 6.7 btrfs
+                // refuses to mount a second device with an fsid already mounted (EBUSY). A new fsid in this copy's
+                // superblocks alone (metadata_uuid: the tree blocks keep the old one) makes it a filesystem of its own.
+                try step("give \(device.path) an fsid of its own (btrfstune -m)") {
+                    _ = try Command.run(["btrfstune", "-m", device.path])
+                }
+            }
             try step("mount \(device.path) on \(request.mountPath)") {
-                try Mount.mount(source: device.path, target: request.mountPath, type: fsType, flags: [.nosuid, .nodev])
+                try Mount.mount(source: device.path, target: request.mountPath, type: fsType, flags: [.nosuid, .nodev],
+                                options: image.subvolume.map(\.mountOption) ?? "")
             }
             teardown.push("unmount \(request.mountPath)") { try Mount.unmountNamingHolders(request.mountPath) }
             try teardown.pushReleaseOfCopies([request.mountPath])
@@ -123,11 +139,32 @@ public struct DeviceMapperEngine: SandboxEngine {
                     try Ext4.growOnline(mountPath: request.mountPath, toBlocks: blocks)
                 }
             }
-            return SandboxAttachment(teardown: teardown, snapshotName: name, cow: store, mountPath: request.mountPath)
+            return SandboxAttachment(teardown: teardown, snapshotName: name, cow: store, mountPath: request.mountPath,
+                                     devicePath: device.path)
+        }
+    }
+
+    /// The same snapshot mounted again with the other subvolume: one superblock, one COW store.
+    public func mountSubvolume(_ subvolume: BtrfsSubvolume?, of sandbox: any EngineAttachment, image: any EngineAttachment,
+                               at mountPath: String) throws -> any EngineAttachment {
+        guard let sandbox = sandbox as? SandboxAttachment, let image = image as? ImageAttachment else {
+            preconditionFailure("attachment of another engine")
+        }
+        let teardown = Teardown()
+        return try building(teardown) {
+            try step("mount \(sandbox.devicePath) on \(mountPath)") {
+                try Mount.mount(source: sandbox.devicePath, target: mountPath, type: image.filesystem.type.rawValue,
+                                flags: [.nosuid, .nodev], options: subvolume?.mountOption ?? "")
+            }
+            teardown.push("unmount \(mountPath)") { try Mount.unmountNamingHolders(mountPath) }
+            try teardown.pushReleaseOfCopies([mountPath])
+            return SubvolumeAttachment(teardown: teardown, owner: sandbox, subvolume: subvolume, mountPath: mountPath,
+                                       pristineRoot: "", upperRoot: nil, writablePath: sandbox.mountPath)
         }
     }
 
     public func usage(of sandbox: any EngineAttachment) -> SandboxUsage {
+        if let part = sandbox as? SubvolumeAttachment { return usage(of: part.owner) }
         if sandbox is OverlayEngine.SandboxAttachment { return readOnlyFilesystems.usage(of: sandbox) }
         guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
         var usage = cowUsage(of: sandbox)
@@ -137,6 +174,7 @@ public struct DeviceMapperEngine: SandboxEngine {
     }
 
     public func cowUsage(of sandbox: any EngineAttachment) -> SandboxUsage {
+        if let part = sandbox as? SubvolumeAttachment { return cowUsage(of: part.owner) }
         if sandbox is OverlayEngine.SandboxAttachment { return readOnlyFilesystems.cowUsage(of: sandbox) }
         guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
         var usage = SandboxUsage()
@@ -163,7 +201,7 @@ public struct DeviceMapperEngine: SandboxEngine {
     }
 
     public func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64? {
-        guard let sandbox = sandbox as? SandboxAttachment, usage.state == .active else { return nil }
+        guard let sandbox = sandbox as? SandboxAttachment, usage.state == .active else { return nil }  // a subvolume: its owner grows
         return try sandbox.cow.grow(usedBytes: usage.cowUsedBytes, totalBytes: usage.cowTotalBytes)
     }
 }

@@ -80,8 +80,9 @@ public struct InstanceNames: Sendable, Hashable {
     public func hiddenMount(image: String, sandbox: String) -> String { "\(hiddenMounts)/\(image)/\(sandbox)" }
     /// The overlay engine's read-only mount of image `serial`.
     /// A sandbox's other Linux partition, beside its root (sandbox names never start with ".").
-    public func partitionMount(image: String, sandbox: String, number: Int) -> String {
-        "\(hiddenMounts)/\(image)/.p\(number)-\(sandbox)"
+    /// `variant` > 1: a further btrfs subvolume of that partition.
+    public func partitionMount(image: String, sandbox: String, number: Int, variant: Int = 1) -> String {
+        "\(hiddenMounts)/\(image)/.p\(number)\(variant > 1 ? ".\(variant)" : "")-\(sandbox)"
     }
     /// `pristine/`: read-only mounts of the image's partitions, RUNDIR/pristine/IMAGE/{root,pN}.
     public var pristineMounts: String { "\(runDirectory)/pristine" }

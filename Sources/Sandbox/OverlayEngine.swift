@@ -1,6 +1,7 @@
 import DiskImage
 import Glibc
 import LinuxBlock
+import Synchronization
 
 /// For kernels without device-mapper: per image the root partition through a read-only loop device,
 /// mounted read-only once; per sandbox an ext4 upper on a fresh zram device (a size-limited tmpfs
@@ -27,10 +28,18 @@ public struct OverlayEngine: SandboxEngine {
         let lowerPath: String
         /// What the read-only lower uses: overlayfs reports only the upper.
         let lowerUse: BaseUse
-        init(teardown: Teardown, lowerPath: String, lowerUse: BaseUse) {
+        /// The read-only loop device under the lower, and what mounts it: a btrfs's other subvolumes are
+        /// mounted from it too (another device with the same fsid would need Linux 6.7's temp-fsid).
+        let loopPath: String
+        let type: FilesystemType
+        /// Those subvolumes' lower mounts, by mount option; made at first need, released with the image.
+        let subvolumeLowers = Mutex<[String: String]>([:])
+        init(teardown: Teardown, lowerPath: String, lowerUse: BaseUse, loopPath: String, type: FilesystemType) {
             self.teardown = teardown
             self.lowerPath = lowerPath
             self.lowerUse = lowerUse
+            self.loopPath = loopPath
+            self.type = type
         }
     }
 
@@ -63,8 +72,8 @@ public struct OverlayEngine: SandboxEngine {
             teardown.push("remove \(lowerPath)") { try PrivateDirectory.remove(lowerPath) }
             let type = request.root.filesystem.type
             try step("mount \(loop.path) read-only on \(lowerPath)") {
-                try Mount.mount(source: loop.path, target: lowerPath, type: type.rawValue,
-                                flags: [.rdonly, .nosuid, .nodev], options: Self.noReplayOption(type))
+                try Mount.mount(source: loop.path, target: lowerPath, type: type.rawValue, flags: [.rdonly, .nosuid, .nodev],
+                                options: Self.readOnlyOptions(type, request.root.mountOptions))
             }
             teardown.push("unmount \(lowerPath)") { try Mount.unmountNamingHolders(lowerPath) }
             try teardown.pushReleaseOfCopies([lowerPath])
@@ -72,7 +81,63 @@ public struct OverlayEngine: SandboxEngine {
             _ = try step("statvfs \(lowerPath)") { try systemCall("statvfs", lowerPath) { statvfs(lowerPath, &lower) } }
             let lowerUse = BaseUse(bytes: UInt64(lower.f_blocks - lower.f_bfree) * UInt64(lower.f_frsize),
                                    inodes: UInt64(lower.f_files - lower.f_ffree))
-            return ImageAttachment(teardown: teardown, lowerPath: lowerPath, lowerUse: lowerUse)
+            return ImageAttachment(teardown: teardown, lowerPath: lowerPath, lowerUse: lowerUse, loopPath: loop.path, type: type)
+        }
+    }
+
+    /// A read-only mount's options: no journal replay, plus `extra` (a btrfs subvolume).
+    static func readOnlyOptions(_ type: FilesystemType, _ extra: [String]) -> String {
+        ([noReplayOption(type)].filter { !$0.isEmpty } + extra).joined(separator: ",")
+    }
+
+    /// The subvolume's lower: another read-only mount of the image's loop device, kept with the image.
+    private func subvolumeLower(_ subvolume: BtrfsSubvolume?, image: ImageAttachment) throws -> String {
+        let key = subvolume?.mountOption ?? ""
+        return try image.subvolumeLowers.withLock { (lowers: inout [String: String]) throws -> String in
+            if let path = lowers[key] { return path }
+            let path = "\(image.lowerPath)-sv\(lowers.count + 1)"
+            try step("create \(path)") { try PrivateDirectory.create(path) }
+            do {
+                try step("mount \(image.loopPath) read-only on \(path)") {
+                    try Mount.mount(source: image.loopPath, target: path, type: image.type.rawValue, flags: [.rdonly, .nosuid, .nodev],
+                                    options: Self.readOnlyOptions(image.type, subvolume.map { [$0.mountOption] } ?? []))
+                }
+            } catch {
+                try? PrivateDirectory.remove(path)
+                throw error
+            }
+            image.teardown.push("remove \(path)") { try PrivateDirectory.remove(path) }
+            image.teardown.push("unmount \(path)") { try Mount.unmountNamingHolders(path) }
+            lowers[key] = path
+            return path
+        }
+    }
+
+    /// An overlay of the subvolume's lower with an upper directory of its own in the sandbox's store.
+    public func mountSubvolume(_ subvolume: BtrfsSubvolume?, of sandbox: any EngineAttachment, image: any EngineAttachment,
+                               at mountPath: String) throws -> any EngineAttachment {
+        guard let sandbox = sandbox as? SandboxAttachment, let image = image as? ImageAttachment else {
+            preconditionFailure("attachment of another engine")
+        }
+        let lower = try subvolumeLower(subvolume, image: image)
+        let teardown = Teardown()
+        return try building(teardown) {
+            let area = "\(sandbox.upperMount)/\(lower.split(separator: "/").last!)"
+            let upper = area + "/upper", work = area + "/work"
+            try step("prepare \(upper)") {
+                try Self.makeDirectory(area, like: nil)
+                try Self.makeDirectory(upper, like: lower)
+                try Self.makeDirectory(work, like: nil)
+            }
+            let options = "lowerdir=\(lower),upperdir=\(upper),workdir=\(work),index=on,nfs_export=on"
+            try step("mount overlay on \(mountPath)") {
+                try Mount.mount(source: InstanceNames.mountSource, target: mountPath, type: "overlay",
+                                flags: [.nosuid, .nodev], options: options)
+            }
+            teardown.push("unmount \(mountPath)") { try Mount.unmountNamingHolders(mountPath) }
+            try teardown.pushReleaseOfCopies([mountPath])
+            return SubvolumeAttachment(teardown: teardown, owner: sandbox, subvolume: subvolume, mountPath: mountPath, pristineRoot: lower,
+                                       upperRoot: upper, writablePath: sandbox.upperMount)
         }
     }
 
@@ -188,6 +253,7 @@ public struct OverlayEngine: SandboxEngine {
     }
 
     public func usage(of sandbox: any EngineAttachment) -> SandboxUsage {
+        if let part = sandbox as? SubvolumeAttachment { return usage(of: part.owner) }
         guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
         var usage = cowUsage(of: sandbox)
         if let id = sandbox.zramID { usage.fillZram(zram, ids: [id]) }
@@ -197,6 +263,7 @@ public struct OverlayEngine: SandboxEngine {
     }
 
     public func cowUsage(of sandbox: any EngineAttachment) -> SandboxUsage {
+        if let part = sandbox as? SubvolumeAttachment { return cowUsage(of: part.owner) }
         guard let sandbox = sandbox as? SandboxAttachment else { return SandboxUsage() }
         var usage = SandboxUsage(cowStore: sandbox.zramID == nil ? "tmpfs" : "zram")
         if let upper = try? FilesystemUsage.of(sandbox.upperMount) {

@@ -18,6 +18,7 @@ struct PartitionBuilder {
         let volumes = source.map { LVM.volumes($0, table: root.table).volumes } ?? []
         let plan = PartitionMounts.resolve(
             fstab: text.map { Fstab.parse($0) }, table: root.table, root: root.partition, volumes: volumes,
+            rootSubvolume: root.subvolume,
             probe: { p in source.flatMap { FilesystemProbe.probe($0, offset: p.startByte, length: p.sizeBytes) } },
             isEmptyDirectory: { RootFiles.isEmptyDirectory(rootMount, $0) })
         for skipped in plan.skipped where skipped.reason != "swap" {
@@ -68,7 +69,7 @@ struct PartitionBuilder {
 
 extension RootPartition {
     /// The same table with another partition as "root": what an engine attaches for a separate /home.
-    func with(partition: Partition, filesystem: FilesystemInfo) -> RootPartition {
-        RootPartition(partition: partition, filesystem: filesystem, table: table)
+    func with(partition: Partition, filesystem: FilesystemInfo, subvolume: BtrfsSubvolume? = nil) -> RootPartition {
+        RootPartition(partition: partition, filesystem: filesystem, table: table, subvolume: subvolume)
     }
 }

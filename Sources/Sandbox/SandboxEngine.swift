@@ -107,6 +107,11 @@ public protocol SandboxEngine: Sendable {
     /// Where diff and save read the sandbox's changes; nil when the engine cannot tell. May mount what it
     /// needs (the image's root read-only) on first use, released with the image's attachment.
     func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) throws -> ChangeSource?
+    /// Mounts another subvolume of the btrfs `sandbox` (made on `image`) shows, at `mountPath`, sharing that
+    /// sandbox's COW store (btrfs: several fstab mount points of one filesystem). Released by the returned
+    /// attachment's teardown, which must run before `sandbox`'s.
+    func mountSubvolume(_ subvolume: BtrfsSubvolume?, of sandbox: any EngineAttachment, image: any EngineAttachment,
+                        at mountPath: String) throws -> any EngineAttachment
     /// True when the sandbox's filesystem keeps no change set: the FUSE layer journals its writes.
     var needsChangeJournal: Bool { get }
     /// A raw block store of `bytes` for a partition the daemon serves itself (FAT's block COW): an open
@@ -121,6 +126,10 @@ extension SandboxEngine {
     public func growCowStore(of sandbox: any EngineAttachment, usage: SandboxUsage) throws -> UInt64? { nil }
 
     public func changeSource(of sandbox: any EngineAttachment, image: any EngineAttachment) throws -> ChangeSource? { nil }
+    public func mountSubvolume(_ subvolume: BtrfsSubvolume?, of sandbox: any EngineAttachment, image: any EngineAttachment,
+                               at mountPath: String) throws -> any EngineAttachment {
+        throw SystemError("mount a btrfs subvolume", "\(kind) engine", errno: ENOTSUP)
+    }
     public var needsChangeJournal: Bool { false }
     public func makeBlockStore(bytes: UInt64, teardown: Teardown) throws -> Int32 {
         throw SystemError("make block store", "\(kind) engine", errno: ENODEV)
@@ -134,5 +143,36 @@ extension SandboxEngine {
             teardown.runAll()
             throw error
         }
+    }
+}
+
+/// A further subvolume of a btrfs that a sandbox (`owner`) already mounts: its mount, and what diff reads.
+final class SubvolumeAttachment: EngineAttachment {
+    let teardown: Teardown
+    let owner: any EngineAttachment
+    /// nil: the filesystem's default subvolume.
+    let subvolume: BtrfsSubvolume?
+    let mountPath: String
+    /// The same subvolume as the image holds it (mounted read-only, released with the image).
+    let pristineRoot: String
+    /// overlay: its upper directory in the owner's store.
+    let upperRoot: String?
+    /// What a save freezes: the owner's writable filesystem (one superblock, frozen once).
+    let writablePath: String
+    var baseUse: BaseUse { owner.baseUse }
+
+    init(teardown: Teardown, owner: any EngineAttachment, subvolume: BtrfsSubvolume?, mountPath: String, pristineRoot: String,
+         upperRoot: String?, writablePath: String) {
+        self.teardown = teardown
+        self.owner = owner
+        self.subvolume = subvolume
+        self.mountPath = mountPath
+        self.pristineRoot = pristineRoot
+        self.upperRoot = upperRoot
+        self.writablePath = writablePath
+    }
+
+    var changeSource: ChangeSource {
+        ChangeSource(sandboxRoot: mountPath, pristineRoot: pristineRoot, upperRoot: upperRoot, writablePath: writablePath)
     }
 }

@@ -5,12 +5,14 @@ import LinuxBlock
 import SandboxDiff
 
 /// A sandbox's other partitions: FAT through FATFS over a block COW (a zram device sized to the budget),
-/// ext2/3/4, xfs and btrfs through the engine like the root (a second overlay or snapshot of their own).
+/// ext2/3/4, xfs and btrfs through the engine like the root (a second overlay or snapshot of their own); a
+/// further subvolume of a btrfs already shown (the root's, Fedora's /home) through that one's COW store.
 extension SandboxManager {
     /// Called with the image slot's lock held, after the root is mounted at `rootMount` (its fstab is the
     /// image's: nothing has written to it yet). A partition that cannot be made is logged and left out: the
     /// root keeps working.
-    func makePartitions(image: String, name: String, slot: ImageSlot, rootMount: String) -> [LivePartition] {
+    func makePartitions(image: String, name: String, slot: ImageSlot, rootMount: String,
+                        root rootSandbox: (attachment: any EngineAttachment, image: any EngineAttachment)) -> [LivePartition] {
         guard let root = slot.root, let path = backingPath(image, cached: slot.cached) else { return [] }
         let builder = PartitionBuilder(imageName: image, imagePath: path, root: root, logger: logger)
         var parts: [LivePartition] = []
@@ -21,6 +23,11 @@ extension SandboxManager {
                 let part: LivePartition
                 if mount.filesystem.type == .vfat {
                     part = try fatPartition(mount, serial: serial, builder: builder, teardown: teardown)
+                } else if mount.filesystem.type == .btrfs, let owner = btrfsOwner(mount.partition.number, root: root,
+                                                                                rootSandbox: rootSandbox, parts: parts) {
+                    let variant = parts.filter { $0.ref.mount.partition.number == mount.partition.number }.count + 1
+                    part = try subvolumePartition(mount, serial: serial, image: image, name: name, variant: variant, owner: owner,
+                                                  teardown: teardown)
                 } else {
                     part = try linuxPartition(mount, serial: serial, image: image, name: name, path: path, root: root,
                                               slot: slot, teardown: teardown)
@@ -46,18 +53,42 @@ extension SandboxManager {
                              attachment: nil, teardown: teardown)
     }
 
+    /// The sandbox (and its image attachment) already showing a subvolume of the btrfs on partition `number`.
+    private func btrfsOwner(_ number: Int, root: RootPartition, rootSandbox: (attachment: any EngineAttachment, image: any EngineAttachment),
+                            parts: [LivePartition]) -> (attachment: any EngineAttachment, image: any EngineAttachment)? {
+        if number == root.partition.number { return rootSandbox }
+        guard let first = parts.first(where: { $0.ref.mount.partition.number == number }),
+              let attachment = first.attachment, let image = first.image else { return nil }
+        return (attachment, image)
+    }
+
+    private func subvolumePartition(_ mount: PartitionMount, serial: UInt64, image: String, name: String, variant: Int,
+                                    owner: (attachment: any EngineAttachment, image: any EngineAttachment),
+                                    teardown: Teardown) throws -> LivePartition {
+        let mountPath = names.partitionMount(image: image, sandbox: name, number: mount.partition.number, variant: variant)
+        try step("create mount point \(mountPath)") { try PrivateDirectory.create(mountPath) }
+        teardown.push("remove \(mountPath)") { try PrivateDirectory.remove(mountPath) }
+        let attachment = try engine.mountSubvolume(mount.subvolume, of: owner.attachment, image: owner.image, at: mountPath)
+        teardown.push("tear down \(mount.mountPoint)") { try attachment.teardown.run() }
+        let journal = engine.needsChangeJournal ? ChangeJournal(mountPath: mountPath) : nil
+        return LivePartition(ref: PartitionRef(mount: mount, serial: serial, content: .mounted(path: mountPath), journal: journal),
+                             attachment: attachment, image: owner.image, teardown: teardown)
+    }
+
     private func linuxPartition(_ mount: PartitionMount, serial: UInt64, image: String, name: String, path: String,
                                 root: RootPartition, slot: ImageSlot, teardown: Teardown) throws -> LivePartition {
         let number = mount.partition.number
+        let key = "\(number)" + (mount.subvolume.map { " \($0)" } ?? "")
         let partImage: any EngineAttachment
-        if let attached = slot.partitionImages[number] {
+        if let attached = slot.partitionImages[key] {
             partImage = attached
         } else {
             let request = ImageRequest(name: image, path: path, serial: takeSerial(),
-                                       root: root.with(partition: mount.partition, filesystem: mount.filesystem),
+                                       root: root.with(partition: mount.partition, filesystem: mount.filesystem,
+                                                       subvolume: mount.subvolume),
                                        settings: settings)
             partImage = try step("attach partition \(number)") { try engine.attachImage(request) }
-            slot.partitionImages[number] = partImage
+            slot.partitionImages[key] = partImage
         }
         let mountPath = names.partitionMount(image: image, sandbox: name, number: number)
         try step("create mount point \(mountPath)") { try PrivateDirectory.create(mountPath) }

@@ -97,7 +97,10 @@ extension SandboxManager {
                 try PrivateDirectory.create(directory)
             }
             teardown.push("remove \(directory)") { try PrivateDirectory.remove(directory) }
-            let rootMount = try mountReadOnly(path, image, root.partition, root.filesystem, at: names.pristineMount(image: image, partition: 0), teardown)
+            // One loop device per partition: a btrfs's further subvolumes are mounted from the same one.
+            var loops: [Int: String] = [:]
+            let rootMount = try mountReadOnly(path, image, root.partition, root.filesystem, subvolume: root.subvolume,
+                                              at: names.pristineMount(image: image, partition: 0), teardown, &loops)
             let builder = PartitionBuilder(imageName: image, imagePath: path, root: root, logger: logger)
             if slot.imageFD < 0 {
                 slot.imageFD = try step("open \(path)") {
@@ -105,7 +108,7 @@ extension SandboxManager {
                 }
             }
             var parts: [PartitionRef] = []
-            for mount in builder.plan(rootMount: rootMount).mounts {
+            for (index, mount) in builder.plan(rootMount: rootMount).mounts.enumerated() {
                 let number = mount.partition.number
                 do {
                     let content: PartitionContent
@@ -113,8 +116,11 @@ extension SandboxManager {
                         if slot.fats[number] == nil { slot.fats[number] = try builder.pristineFAT(mount, imageFD: slot.imageFD) }
                         content = .fat(slot.fats[number]!, cow: nil)
                     } else {
+                        // A second subvolume of one partition needs a mount point of its own.
+                        let again = parts.contains { $0.mount.partition.number == number }
+                        let target = names.pristineMount(image: image, partition: number) + (again ? "-\(index)" : "")
                         content = .mounted(path: try mountReadOnly(path, image, mount.partition, mount.filesystem,
-                                                                   at: names.pristineMount(image: image, partition: number), teardown))
+                                                                   subvolume: mount.subvolume, at: target, teardown, &loops))
                     }
                     parts.append(PartitionRef(mount: mount, serial: serial(slot, number), content: content))
                 } catch {
@@ -132,19 +138,28 @@ extension SandboxManager {
         }
     }
 
-    /// A read-only loop device over the partition and a read-only mount of it (a dirty journal not replayed).
+    /// A read-only loop device over the partition (the one in `loops` if it has one) and a read-only mount
+    /// of it (a dirty journal not replayed).
     private func mountReadOnly(_ path: String, _ image: String, _ partition: Partition, _ fs: FilesystemInfo,
-                               at target: String, _ teardown: Teardown) throws(SandboxError) -> String {
-        let loop = try step("attach loop device") {
-            try LoopDevice.attach(file: path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
-                                  readOnly: true, autoclear: true, label: names.loopLabel(image: image))
+                               subvolume: BtrfsSubvolume?, at target: String, _ teardown: Teardown,
+                               _ loops: inout [Int: String]) throws(SandboxError) -> String {
+        let device: String
+        if let attached = loops[partition.number] {
+            device = attached
+        } else {
+            let loop = try step("attach loop device") {
+                try LoopDevice.attach(file: path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                                      readOnly: true, autoclear: true, label: names.loopLabel(image: image))
+            }
+            teardown.push("detach \(loop.path)") { try loop.detach() }
+            device = loop.path
+            loops[partition.number] = device
         }
-        teardown.push("detach \(loop.path)") { try loop.detach() }
         try step("create \(target)") { try PrivateDirectory.create(target) }
         teardown.push("remove \(target)") { try PrivateDirectory.remove(target) }
-        try step("mount \(loop.path) read-only on \(target)") {
-            try Mount.mount(source: loop.path, target: target, type: fs.type.rawValue, flags: [.rdonly, .nosuid, .nodev],
-                            options: OverlayEngine.noReplayOption(fs.type))
+        try step("mount \(device) read-only on \(target)") {
+            try Mount.mount(source: device, target: target, type: fs.type.rawValue, flags: [.rdonly, .nosuid, .nodev],
+                            options: OverlayEngine.readOnlyOptions(fs.type, subvolume.map { [$0.mountOption] } ?? []))
         }
         teardown.push("unmount \(target)") { try Mount.unmountNamingHolders(target) }
         try teardown.pushReleaseOfCopies([target])

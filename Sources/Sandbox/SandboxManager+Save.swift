@@ -66,7 +66,9 @@ extension SandboxManager {
 
         // The sandbox's writes wait from here until the changes are copied: the output is one moment of it.
         var frozen = true
-        for path in [source.writablePath] + linux.map(\.source.writablePath) {
+        // Several btrfs subvolumes share one filesystem: each frozen once.
+        var seen = Set<String>()
+        for path in ([source.writablePath] + linux.map(\.source.writablePath)).filter({ seen.insert($0).inserted }) {
             do throws(SystemError) {
                 try FilesystemControl.freeze(path)
                 freeze.push("thaw \(path)") { try FilesystemControl.thaw(path) }
@@ -88,14 +90,18 @@ extension SandboxManager {
         // Changes that do not fit a partition: the last one and the file grow first (a table read anew).
         let table = try growIfNeeded(written, rebuilt: rebuilt, table: root.table, partial: partial, fd: fd, serial: serial)
         let grown = { (old: Partition) in table.partitions.first { $0.number == old.number } ?? old }
-        let root = RootPartition(partition: grown(root.partition), filesystem: root.filesystem, table: table)
+        let root = RootPartition(partition: grown(root.partition), filesystem: root.filesystem, table: table, subvolume: root.subvolume)
         try writeRebuilt(rebuilt, partitions: [root.partition] + linux.map { grown($0.mount.partition) }, into: fd)
         let mountPath = names.saveMount(save: serial)
-        let skipped = root.filesystem.type.isReadOnly ? [] : try replayRoot(changes, from: source, into: root, of: partial,
-                                                                            at: mountPath, serial: serial, mount: mount)
+        let (skipped, rootLoop) = root.filesystem.type.isReadOnly ? ([], nil) : try replayRoot(changes, from: source, into: root,
+                                                                                                 of: partial, at: mountPath, serial: serial, mount: mount)
         var skippedElsewhere: [String] = []
         for (part, changes) in zip(linux, partChanges) where !part.mount.filesystem.type.isReadOnly {
-            skippedElsewhere += try replay(changes, of: part, partition: grown(part.mount.partition), into: partial, serial: serial)
+            // A btrfs subvolume of the root's partition (Fedora's /home) goes through the root's loop device: a
+            // second one would be a second writer of the same blocks.
+            let shared = part.mount.partition.number == root.partition.number ? rootLoop : nil
+            skippedElsewhere += try replay(changes, of: part, partition: grown(part.mount.partition), into: partial, serial: serial,
+                                           device: shared)
         }
         _ = progress(SaveProgress(phase: "changes", doneBytes: UInt64(changes.count), totalBytes: UInt64(changes.count)))
         // FAT partitions: the daemon serves them, so their changes are read and written through FATFS
@@ -155,7 +161,7 @@ extension SandboxManager {
     /// The root's changes written into the output's copy of it, mounted at `mountPath` until `mount` runs (after
     /// the thaw: the output's flush need not hold the sandbox's writes); returns the paths left out (sockets).
     private func replayRoot(_ changes: [Change], from source: ChangeSource, into root: RootPartition, of partial: String,
-                            at mountPath: String, serial: UInt64, mount: Teardown) throws(SandboxError) -> [String] {
+                            at mountPath: String, serial: UInt64, mount: Teardown) throws(SandboxError) -> ([String], String?) {
         let partition = root.partition
         let loop = try step("attach \(partial) read-write") {
             try LoopDevice.attach(file: partial, offset: partition.startByte, sizeLimit: partition.sizeBytes,
@@ -165,34 +171,44 @@ extension SandboxManager {
         try step("create \(mountPath)") { try PrivateDirectory.create(mountPath) }
         mount.push("remove \(mountPath)") { try PrivateDirectory.remove(mountPath) }
         try step("mount \(loop.path) on \(mountPath)") {
-            try Mount.mount(source: loop.path, target: mountPath, type: root.filesystem.type.rawValue, flags: [.nosuid, .nodev])
+            try Mount.mount(source: loop.path, target: mountPath, type: root.filesystem.type.rawValue, flags: [.nosuid, .nodev],
+                            options: root.mountOptions.joined(separator: ","))
         }
         mount.push("unmount \(mountPath)") { try Mount.unmount(mountPath) }
         // In a closure: the replay's directory fds must be closed before the output is unmounted.
-        return try step("write the changes") { () throws -> [String] in
+        let skipped = try step("write the changes") { () throws -> [String] in
             var replay = try ChangeReplay(sandboxRoot: source.sandboxRoot, outputRoot: mountPath)
             try replay.apply(changes)
             return replay.skipped
         }
+        return (skipped, loop.path)
     }
 
     /// A Linux partition's changes written into the output's copy of it, mounted for that alone; returns
     /// the paths left out (sockets).
+    /// `device`: the output's loop device already over that partition (the root's, for a further btrfs subvolume).
     private func replay(_ changes: [Change], of part: SandboxLinuxPart, partition: Partition, into partial: String,
-                        serial: UInt64) throws(SandboxError) -> [String] {
+                        serial: UInt64, device: String?) throws(SandboxError) -> [String] {
         let point = part.mount.mountPoint
         let teardown = Teardown()
         defer { for failure in teardown.runAll() { logger.error("save cleanup: \(failure)") } }
-        let loop = try step("attach partition \(partition.number) of \(partial)") {
-            try LoopDevice.attach(file: partial, offset: partition.startByte, sizeLimit: partition.sizeBytes,
-                                  readOnly: false, autoclear: true, label: names.saveLoopLabel(save: serial))
+        let source: String
+        if let device {
+            source = device
+        } else {
+            let loop = try step("attach partition \(partition.number) of \(partial)") {
+                try LoopDevice.attach(file: partial, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                                      readOnly: false, autoclear: true, label: names.saveLoopLabel(save: serial))
+            }
+            teardown.push("detach \(loop.path)") { try loop.detach() }
+            source = loop.path
         }
-        teardown.push("detach \(loop.path)") { try loop.detach() }
         let mountPath = names.saveMount(save: serial) + "-p\(partition.number)"
         try step("create \(mountPath)") { try PrivateDirectory.create(mountPath) }
         teardown.push("remove \(mountPath)") { try PrivateDirectory.remove(mountPath) }
-        try step("mount \(loop.path) on \(mountPath)") {
-            try Mount.mount(source: loop.path, target: mountPath, type: part.mount.filesystem.type.rawValue, flags: [.nosuid, .nodev])
+        try step("mount \(source) on \(mountPath)") {
+            try Mount.mount(source: source, target: mountPath, type: part.mount.filesystem.type.rawValue, flags: [.nosuid, .nodev],
+                            options: part.mount.subvolume?.mountOption ?? "")
         }
         teardown.push("unmount \(mountPath)") { try Mount.unmount(mountPath) }
         let skipped = try step("write the changes of \(point)") { () throws -> [String] in

@@ -82,8 +82,9 @@ public final class SandboxManager: SandboxProvider {
         // Guarded by `lock`.
         var attachment: (any EngineAttachment)?
         var root: RootPartition?
-        /// Engine attachments of the image's other Linux partitions, by number (made at first need).
-        var partitionImages: [Int: any EngineAttachment] = [:]
+        /// Engine attachments of the image's other Linux partitions, by number and btrfs subvolume ("4", "4 subvol=/@home"),
+        /// made at first need.
+        var partitionImages: [String: any EngineAttachment] = [:]
         /// A compressed image's cache file, held in use while the attachment lives.
         var cached: CachedImage?
         var sandboxCount = 0
@@ -265,7 +266,8 @@ public final class SandboxManager: SandboxProvider {
 
     func findRoot(_ image: String, _ path: String) throws(SandboxError) -> RootPartition {
         do {
-            return try RootFinder(imageName: image, path: path, override: settings.partition(for: image), logger: logger).choose()
+            return try RootFinder(imageName: image, path: path, override: settings.partition(for: image), logger: logger,
+                                  peek: PartitionPeek(names: names, imagePath: path, imageName: image)).choose()
         } catch {
             throw .unusableImage(image, error)
         }
@@ -284,7 +286,8 @@ public final class SandboxManager: SandboxProvider {
         do {
             let request = SandboxRequest(image: image, name: name, serial: serial, mountPath: mountPath, settings: settings)
             let attachment = try engine.createSandbox(request, on: imageAttachment)
-            let parts = makePartitions(image: image, name: name, slot: slot, rootMount: mountPath)
+            let parts = makePartitions(image: image, name: name, slot: slot, rootMount: mountPath,
+                                       root: (attachment, imageAttachment))
             let journal = engine.needsChangeJournal ? ChangeJournal(mountPath: mountPath) : nil
             let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: mountPath, partitions: parts.map(\.ref),
                                  baseUse: attachment.baseUse, journal: journal)
@@ -413,7 +416,7 @@ public final class SandboxManager: SandboxProvider {
             return read.map { usage, parts in
                 SandboxStatus(image: sandbox.ref.image, sandbox: sandbox.ref.name, engine: engine.kind,
                               mountPath: sandbox.ref.mountPath, usage: usage, partitions: parts,
-                              root: sandbox.root.map { "\(RootFinder.describe($0.partition)) (\($0.filesystem.type.rawValue)): \($0.reason)" })
+                              root: sandbox.root.map(RootFinder.describe))
             }
         }.sorted { ($0.image, $0.sandbox) < ($1.image, $1.sandbox) }
     }

@@ -22,10 +22,11 @@ struct RootChoiceSuite {
         #expect(roots["p2"] == "partition 2 (ext4): root=PARTUUID=5eed0002-02 in cmdline.txt of partition 1")
         #expect(roots["ext"] == "partition 5 (ext4): root=/dev/mmcblk0p5 in cmdline.txt of partition 1")
         #expect(fixture.waitForLog { $0.contains("image p2: root is partition 2 (ext4): root=PARTUUID=5eed0002-02 in cmdline.txt of partition 1") })
-        // A 1 MiB cmdline.txt of random bytes: refused unread with one line, the image still served (largest).
+        // A 1 MiB cmdline.txt of random bytes: refused unread with one line, the image still served: by the next
+        // rule, partition 2's fstab mounts /dev/mmcblk0p2 (itself) at / (partition 3's copy names partition 2 too).
         let garbage = fixture.sandbox("garbage", "s")
         #expect(mkdir(garbage, 0o755) == 0, "mkdir garbage: \(String(cString: strerror(errno)))")
-        #expect(FileChecks.readFile("\(garbage)/which-partition") == "p3 data\n")
+        #expect(FileChecks.readFile("\(garbage)/which-partition") == "p2 root\n")
         #expect(fixture.waitForLog {
             $0.contains("image garbage: cmdline.txt of partition 1 is 1048576 bytes, more than the 262144 a boot configuration may have: not read")
         })
@@ -51,6 +52,31 @@ struct RootChoiceSuite {
         let root = try fixture.status().first?["root"] as? String
         #expect(root == "partition 2 (erofs): root=PARTUUID=8d3d53e3-6d49-4c38-8349-aff6859e82fd in boot.scr of partition 1")
         #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+    }
+
+    /// No FAT partition names a root: the files on the Linux partitions do (read through a read-only mount),
+    /// else the candidate whose own /etc/fstab mounts it at /. Partition 3, the largest, is data each time.
+    @Test func linuxPartitionsFilesChooseTheRoot() throws {
+        let fixture = try ServeFixture(images: [("bls", "bls-names-p2", []), ("armbian", "armbian-env", []),
+                                                ("fstab", "fstab-self", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        for image in ["bls", "armbian", "fstab"] {
+            let sandbox = fixture.sandbox(image, "s")
+            #expect(mkdir(sandbox, 0o755) == 0, "mkdir \(image): \(String(cString: strerror(errno)))")
+            #expect(FileChecks.readFile("\(sandbox)/which-partition") == "p2 root\n", "\(image)")
+        }
+        // The BLS entry with the highest version (6.1.10, not 6.1.9 whose root= names partition 3); its /boot
+        // is partition 1, mounted from the root's fstab.
+        #expect(FileChecks.readFile("\(fixture.sandbox("bls", "s"))/boot/grub2/grub.cfg") == "insmod blscfg\nblscfg\n")
+        let roots = try fixture.status().reduce(into: [String: String]()) { $0[$1["image"] as? String ?? ""] = $1["root"] as? String }
+        #expect(roots["bls"] == "partition 2 (ext4): root=UUID=2f00c0de-2222-4333-8444-555566667777 in loader/entries/m-6.1.10.conf of partition 1")
+        #expect(roots["armbian"] == "partition 2 (ext4): root=UUID=2f00c0de-2222-4333-8444-555566667777 in boot/armbianEnv.txt of partition 2")
+        #expect(roots["fstab"] == "partition 2 (ext4): its /etc/fstab mounts partition 2 at /")
+        // pristine/ chooses the same way.
+        #expect(FileChecks.readFile("\(fixture.mountpoint)/bls/pristine/which-partition") == "p2 root\n")
+        for image in ["bls", "armbian", "fstab"] { #expect(rmdir(fixture.sandbox(image, "s")) == 0) }
         #expect(fixture.stop() == 0)
     }
 
