@@ -84,20 +84,18 @@ extension DeviceMapperEngine {
     }
 
     private func mountPristine(_ image: ImageAttachment) throws -> (path: String, loop: String) {
-        let partition = image.partition
-        let loop = try step("attach loop device") {
-            try LoopDevice.attach(file: image.path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
-                                  readOnly: true, autoclear: true, label: names.loopLabel(image: image.name))
-        }
         let teardown = Teardown()
         do {
-            teardown.push("detach \(loop.path)") { try loop.detach() }
+            let loop = try step("attach loop device") {
+                try readOnlyLoops.acquire(file: image.path, partition: image.partition, label: names.loopLabel(image: image.name),
+                                          teardown: teardown)
+            }
             let target = names.lowerMount(image: image.serial)
             try step("create \(target)") { try PrivateDirectory.create(target) }
             teardown.push("remove \(target)") { try PrivateDirectory.remove(target) }
             let type = image.filesystem.type
-            try step("mount \(loop.path) read-only on \(target)") {
-                try Mount.mount(source: loop.path, target: target, type: type.rawValue, flags: [.rdonly, .nosuid, .nodev],
+            try step("mount \(loop) read-only on \(target)") {
+                try Mount.mount(source: loop, target: target, type: type.rawValue, flags: [.rdonly, .nosuid, .nodev],
                                 options: OverlayEngine.readOnlyOptions(type, image.subvolume.map { [$0.mountOption] } ?? []))
             }
             teardown.push("unmount \(target)") { try Mount.unmount(target) }
@@ -105,7 +103,7 @@ extension DeviceMapperEngine {
                 let failures = teardown.runAll()
                 if let first = failures.first { throw first }
             }
-            return (target, loop.path)
+            return (target, loop)
         } catch {
             teardown.runAll()
             throw error

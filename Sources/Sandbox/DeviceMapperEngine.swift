@@ -16,6 +16,8 @@ public struct DeviceMapperEngine: SandboxEngine {
     private let zram: Zram
     private let allocator: ZramAllocator
     let readOnlyFilesystems: OverlayEngine
+    /// Shared with readOnlyFilesystems: one read-only loop device per partition for both.
+    public var readOnlyLoops: ReadOnlyLoops { readOnlyFilesystems.readOnlyLoops }
 
     /// `zramLedger`: where the zram devices it adds are recorded for a sweep after a crash (nil: nowhere).
     public init(names: InstanceNames, deviceMapper: DeviceMapper, zram: Zram = Zram(), zramLedger: String? = nil) {

@@ -12,6 +12,7 @@ public struct OverlayEngine: SandboxEngine {
     private let names: InstanceNames
     private let zram: Zram
     private let allocator: ZramAllocator
+    public let readOnlyLoops = ReadOnlyLoops()
 
     /// `zramLedger`: where the zram devices it adds are recorded for a sweep after a crash (nil: nowhere).
     public init(names: InstanceNames, zram: Zram = Zram(), zramLedger: String? = nil) {
@@ -63,16 +64,15 @@ public struct OverlayEngine: SandboxEngine {
         return try building(teardown) {
             let partition = request.root.partition
             let loop = try step("attach loop device") {
-                try LoopDevice.attach(file: request.path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
-                                      readOnly: true, autoclear: true, label: names.loopLabel(image: request.name))
+                try readOnlyLoops.acquire(file: request.path, partition: partition, label: names.loopLabel(image: request.name),
+                                          teardown: teardown)
             }
-            teardown.push("detach \(loop.path)") { try loop.detach() }
             let lowerPath = names.lowerMount(image: request.serial)
             try step("create \(lowerPath)") { try PrivateDirectory.create(lowerPath) }
             teardown.push("remove \(lowerPath)") { try PrivateDirectory.remove(lowerPath) }
             let type = request.root.filesystem.type
-            try step("mount \(loop.path) read-only on \(lowerPath)") {
-                try Mount.mount(source: loop.path, target: lowerPath, type: type.rawValue, flags: [.rdonly, .nosuid, .nodev],
+            try step("mount \(loop) read-only on \(lowerPath)") {
+                try Mount.mount(source: loop, target: lowerPath, type: type.rawValue, flags: [.rdonly, .nosuid, .nodev],
                                 options: Self.readOnlyOptions(type, request.root.mountOptions))
             }
             teardown.push("unmount \(lowerPath)") { try Mount.unmountNamingHolders(lowerPath) }
@@ -81,7 +81,7 @@ public struct OverlayEngine: SandboxEngine {
             _ = try step("statvfs \(lowerPath)") { try systemCall("statvfs", lowerPath) { statvfs(lowerPath, &lower) } }
             let lowerUse = BaseUse(bytes: UInt64(lower.f_blocks - lower.f_bfree) * UInt64(lower.f_frsize),
                                    inodes: UInt64(lower.f_files - lower.f_ffree))
-            return ImageAttachment(teardown: teardown, lowerPath: lowerPath, lowerUse: lowerUse, loopPath: loop.path, type: type)
+            return ImageAttachment(teardown: teardown, lowerPath: lowerPath, lowerUse: lowerUse, loopPath: loop, type: type)
         }
     }
 

@@ -11,6 +11,7 @@ struct PartitionPeek {
     let names: InstanceNames
     let imagePath: String
     let imageName: String
+    let loops: ReadOnlyLoops
 
     private static let serial = Atomic<UInt64>(0)
 
@@ -20,17 +21,15 @@ struct PartitionPeek {
         let teardown = Teardown()
         defer { teardown.runAll() }
         let loop = try step("attach loop device") {
-            try LoopDevice.attach(file: imagePath, offset: partition.startByte, sizeLimit: partition.sizeBytes,
-                                  readOnly: true, autoclear: true, label: names.loopLabel(image: imageName))
+            try loops.acquire(file: imagePath, partition: partition, label: names.loopLabel(image: imageName), teardown: teardown)
         }
-        teardown.push("detach \(loop.path)") { try loop.detach() }
         let target = "\(names.runDirectory)/peek-\(Self.serial.wrappingAdd(1, ordering: .relaxed).newValue)"
         try step("create \(target)") { try PrivateDirectory.create(target) }
         teardown.push("remove \(target)") { try PrivateDirectory.remove(target) }
         let type = filesystem.type
         let all = [OverlayEngine.noReplayOption(type)].filter { !$0.isEmpty } + options
-        try step("mount \(loop.path) read-only on \(target)") {
-            try Mount.mount(source: loop.path, target: target, type: type.rawValue, flags: [.rdonly, .nosuid, .nodev, .noexec],
+        try step("mount \(loop) read-only on \(target)") {
+            try Mount.mount(source: loop, target: target, type: type.rawValue, flags: [.rdonly, .nosuid, .nodev, .noexec],
                             options: all.joined(separator: ","))
         }
         teardown.push("unmount \(target)") { try Mount.unmount(target) }

@@ -114,6 +114,8 @@ public protocol SandboxEngine: Sendable {
                         at mountPath: String) throws -> any EngineAttachment
     /// True when the sandbox's filesystem keeps no change set: the FUSE layer journals its writes.
     var needsChangeJournal: Bool { get }
+    /// The read-only loop devices the engine and the manager share (see ReadOnlyLoops).
+    var readOnlyLoops: ReadOnlyLoops { get }
     /// A raw block store of `bytes` for a partition the daemon serves itself (FAT's block COW): an open
     /// read-write fd, released (closed, device freed) by `teardown`.
     func makeBlockStore(bytes: UInt64, teardown: Teardown) throws -> Int32
@@ -131,6 +133,7 @@ extension SandboxEngine {
         throw SystemError("mount a btrfs subvolume", "\(kind) engine", errno: ENOTSUP)
     }
     public var needsChangeJournal: Bool { false }
+    public var readOnlyLoops: ReadOnlyLoops { ReadOnlyLoops() }
     public func makeBlockStore(bytes: UInt64, teardown: Teardown) throws -> Int32 {
         throw SystemError("make block store", "\(kind) engine", errno: ENODEV)
     }

@@ -97,10 +97,8 @@ extension SandboxManager {
                 try PrivateDirectory.create(directory)
             }
             teardown.push("remove \(directory)") { try PrivateDirectory.remove(directory) }
-            // One loop device per partition: a btrfs's further subvolumes are mounted from the same one.
-            var loops: [Int: String] = [:]
             let rootMount = try mountReadOnly(path, image, root.partition, root.filesystem, subvolume: root.subvolume,
-                                              at: names.pristineMount(image: image, partition: 0), teardown, &loops)
+                                              at: names.pristineMount(image: image, partition: 0), teardown)
             let builder = PartitionBuilder(imageName: image, imagePath: path, root: root, logger: logger)
             if slot.imageFD < 0 {
                 slot.imageFD = try step("open \(path)") {
@@ -120,7 +118,7 @@ extension SandboxManager {
                         let again = parts.contains { $0.mount.partition.number == number }
                         let target = names.pristineMount(image: image, partition: number) + (again ? "-\(index)" : "")
                         content = .mounted(path: try mountReadOnly(path, image, mount.partition, mount.filesystem,
-                                                                   subvolume: mount.subvolume, at: target, teardown, &loops))
+                                                                   subvolume: mount.subvolume, at: target, teardown))
                     }
                     parts.append(PartitionRef(mount: mount, serial: serial(slot, number), content: content))
                 } catch {
@@ -138,22 +136,12 @@ extension SandboxManager {
         }
     }
 
-    /// A read-only loop device over the partition (the one in `loops` if it has one) and a read-only mount
-    /// of it (a dirty journal not replayed).
+    /// The partition's shared read-only loop device (ReadOnlyLoops) and a read-only mount of it (a dirty
+    /// journal not replayed).
     private func mountReadOnly(_ path: String, _ image: String, _ partition: Partition, _ fs: FilesystemInfo,
-                               subvolume: BtrfsSubvolume?, at target: String, _ teardown: Teardown,
-                               _ loops: inout [Int: String]) throws(SandboxError) -> String {
-        let device: String
-        if let attached = loops[partition.number] {
-            device = attached
-        } else {
-            let loop = try step("attach loop device") {
-                try LoopDevice.attach(file: path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
-                                      readOnly: true, autoclear: true, label: names.loopLabel(image: image))
-            }
-            teardown.push("detach \(loop.path)") { try loop.detach() }
-            device = loop.path
-            loops[partition.number] = device
+                               subvolume: BtrfsSubvolume?, at target: String, _ teardown: Teardown) throws(SandboxError) -> String {
+        let device = try step("attach loop device") {
+            try engine.readOnlyLoops.acquire(file: path, partition: partition, label: names.loopLabel(image: image), teardown: teardown)
         }
         try step("create \(target)") { try PrivateDirectory.create(target) }
         teardown.push("remove \(target)") { try PrivateDirectory.remove(target) }

@@ -18,7 +18,8 @@ extension SandboxManager {
                      progress: (SaveProgress) -> Bool) throws(SandboxError) -> SaveResult {
         let started = ContinuousClock.now
         guard let sourcePath = imagePath(image) else { throw .noSuchImage(image) }
-        let root = try findRoot(image, sourcePath)
+        // The root the sandbox was made of (its btrfs subvolume too); chosen anew only if it has none.
+        let root = if let root = live(image: image, name: name)?.root { root } else { try findRoot(image, sourcePath) }
         do {
             let result = try usingSandbox(image: image, name: name) {
                 (source: ChangeSource, fats: [SandboxFAT], linux: [SandboxLinuxPart]) throws(SandboxError) in

@@ -267,7 +267,8 @@ public final class SandboxManager: SandboxProvider {
     func findRoot(_ image: String, _ path: String) throws(SandboxError) -> RootPartition {
         do {
             return try RootFinder(imageName: image, path: path, override: settings.partition(for: image), logger: logger,
-                                  peek: PartitionPeek(names: names, imagePath: path, imageName: image)).choose()
+                                  peek: PartitionPeek(names: names, imagePath: path, imageName: image,
+                                                      loops: engine.readOnlyLoops)).choose()
         } catch {
             throw .unusableImage(image, error)
         }
