@@ -1,0 +1,137 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Issue 25's all-layouts suite: one folder holding every image builder's layout (Tools/make-test-image's
+/// kinds) as it is downloaded (zipped, compressed, qcow2; each built once), and for each: the directory
+/// is there, mkdir gives the OS root, every fstab (or boot) partition is at its path, a write stays in
+/// its sandbox, diff lists it, save gives an image fsck accepts that, served again, holds the change
+/// (where save applies), run works (the roots carry a static busybox; NixOS has no shell before its
+/// first boot), rmdir leaves nothing, and no image file changes. Prints each layout's first mkdir (cold
+/// cache) and second: the figures of docs/IMAGES.md's table. A new layout is one row.
+@Suite(.serialized, .enabled(if: Environment.canServe, Environment.skipReason))
+struct ImageLayoutsSuite {
+    struct Layout {
+        let name: String
+        /// make-test-image's kind.
+        let kind: String
+        /// The file in IMAGES_DIR, as the builder ships it.
+        let file: String
+        /// Shell, run in the work folder: from $IMG (the raw image) to $OUT (IMAGES_DIR/file).
+        let ship: String
+        /// A file of the root the image boots, and its text.
+        let root: (path: String, text: String)
+        /// Files on the other partitions (fstab's, or the boot partition the root's empty directory shows;
+    /// HAOS mounts its other partitions by systemd units under /mnt, which the sandbox does not show).
+        let mounts: [String]
+        /// sfdisk's index of the root partition, fsck'd after save; nil where save does not apply.
+        let savedRoot: Int?
+        /// Whether the root has a shell for run.
+        let runs: Bool
+    }
+
+    static let layouts: [Layout] = [
+        Layout(name: "raspbian", kind: "raspbian-2019", file: "raspbian.zip",
+               ship: "mv $IMG 2019-09-26-raspbian-buster-lite.img && zip -q -1 $OUT 2019-09-26-raspbian-buster-lite.img",
+               root: ("/etc/imgsandbox-layout", "raspbian-2019\n"), mounts: ["/boot/cmdline.txt"], savedRoot: 1, runs: true),
+        Layout(name: "yocto", kind: "extended-root", file: "yocto.wic.bz2", ship: "bzip2 -1 -c $IMG > $OUT",
+               root: ("/which-partition", "p5 root\n"), mounts: ["/boot/cmdline.txt"], savedRoot: 4, runs: true),
+        Layout(name: "haos", kind: "haos-like", file: "haos.qcow2.xz",
+               ship: "qemu-img convert -f raw -O qcow2 $IMG haos.qcow2 && xz -T2 -3 -c haos.qcow2 > $OUT",
+               root: ("/which-partition", "system0\n"), mounts: [], savedRoot: nil, runs: true),
+        Layout(name: "openwrt", kind: "openwrt-ext4", file: "openwrt.img.gz",
+               ship: #"gzip -1 -c $IMG > $OUT && printf '{"metadata_version":"1.1","supported_devices":["rpi-4"]}FWx0\0\0\0\x58' >> $OUT"#,
+               root: ("/etc/imgsandbox-layout", "openwrt-ext4\n"), mounts: ["/boot/cmdline.txt"], savedRoot: 1, runs: true),
+        Layout(name: "armbian", kind: "armbian-like", file: "armbian.img.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
+               root: ("/etc/imgsandbox-layout", "armbian-like\n"), mounts: [], savedRoot: 0, runs: true),
+        Layout(name: "ubuntu", kind: "ubuntu-like", file: "ubuntu.img.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
+               root: ("/etc/imgsandbox-layout", "ubuntu-like\n"), mounts: ["/boot/firmware/cmdline.txt"], savedRoot: 1, runs: true),
+        Layout(name: "nixos", kind: "nixos-like", file: "nixos.img.zst", ship: "zstd -q -3 -c $IMG > $OUT",
+               root: ("/etc/imgsandbox-layout", "nixos-like\n"), mounts: ["/boot/firmware/config.txt"], savedRoot: 1, runs: false),
+        Layout(name: "debian", kind: "debian-cloud", file: "debian.qcow2", ship: "qemu-img convert -f raw -O qcow2 $IMG $OUT",
+               root: ("/etc/imgsandbox-layout", "debian-cloud\n"), mounts: ["/boot/efi/EFI/debian/grubx64.efi"], savedRoot: 0, runs: true),
+    ]
+
+    static let written = "/imgsandbox-layouts-wrote"
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/bin/busybox"), "needs busybox-static"))
+    func everyLayoutAsDownloaded() throws {
+        let fixture = try ServeFixture(images: [])
+        defer { fixture.close() }
+        let shell = try RunSuite.busyboxTree(in: fixture.work, name: "shell")
+        let built = ContinuousClock.now
+        for layout in Self.layouts {
+            let image = "\(fixture.work)/\(layout.name).img"
+            try run([Paths.makeTestImage, layout.kind, image, "--size", "160M"] + (layout.runs ? ["--extra", shell] : []))
+            try run(["sh", "-c", "cd '\(fixture.work)' && IMG='\(image)' OUT='\(fixture.images)/\(layout.file)' && \(layout.ship) && rm -f \"$IMG\""])
+            fixture.checksums[fixture.images + "/" + layout.file] = try fixture.fingerprint(fixture.images + "/" + layout.file)
+        }
+        print("ImageLayoutsSuite: \(Self.layouts.count) images built in \(built.duration(to: .now))")
+        try fixture.start(["--cache-dir", fixture.work + "/cache"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.mountpoint).sorted() == Self.layouts.map(\.name).sorted())
+
+        var figures: [String] = []
+        for layout in Self.layouts {
+            figures.append(try Self.check(layout, fixture))
+        }
+        #expect(!fixture.log.contains { $0.contains("not shown at") }, "every fstab partition is shown")
+        print("ImageLayoutsSuite (160 MiB images, --engine \(Environment.engine); first mkdir with a cold cache, second):\n  "
+              + figures.joined(separator: "\n  "))
+        HostileInputSuite.stopAndDrain(fixture)
+    }
+
+    /// Every check of one layout; returns its mkdir times.
+    static func check(_ layout: Layout, _ fixture: ServeFixture) throws -> String {
+        let what = "\(layout.file) (\(layout.kind))"
+        #expect(FileManager.default.fileExists(atPath: "\(fixture.mountpoint)/\(layout.name)/sandboxes"), "\(what): its directory")
+        let sandbox = fixture.sandbox(layout.name, "s"), second = fixture.sandbox(layout.name, "second")
+        let cold = ContinuousClock.now
+        try #require(CompressedImageSuite.mkdirErrno(sandbox) == 0, "\(what): mkdir")
+        let coldTime = cold.duration(to: .now)
+        let warm = ContinuousClock.now
+        try #require(CompressedImageSuite.mkdirErrno(second) == 0, "\(what): second mkdir")
+        let warmTime = warm.duration(to: .now)
+
+        #expect(FileChecks.readFile(sandbox + layout.root.path) == layout.root.text, "\(what): the root it boots")
+        for path in layout.mounts {
+            #expect(FileChecks.readFile(sandbox + path) != nil, "\(what): \(path) on its partition")
+        }
+        try FileChecks.writeFile(sandbox + written, "written in \(layout.name)\n")
+        #expect(FileChecks.readFile(sandbox + written) == "written in \(layout.name)\n", "\(what): the write")
+        #expect(access(second + written, F_OK) != 0, "\(what): the write stays in its sandbox")
+        #expect(rmdir(second) == 0)
+        let diff = try ChangeFixture.diff(sandbox)
+        #expect(diff.status == 0 && diff.output.split(separator: "\n").contains("added \(written)"), "\(what): diff: \(diff.output)")
+
+        if let index = layout.savedRoot {
+            let output = "\(fixture.work)/\(layout.name)-saved.img"
+            let saved = try run([Paths.binary, "save", "--quiet", sandbox, output], allowFailure: true)
+            #expect(saved.status == 0, "\(what): save: \(saved.output)")
+            if saved.status == 0 {
+                #expect(try SaveChecks.fsck(output, work: fixture.work, partition: index, ["e2fsck", "-fn"]), "\(what): e2fsck of the saved root")
+                // Served again: the saved image's sandbox holds the change.
+                let again = "\(layout.name)-saved"
+                #expect(rename(output, "\(fixture.images)/\(again).img") == 0)
+                let copy = fixture.sandbox(again, "c")
+                #expect(CompressedImageSuite.mkdirErrno(copy) == 0, "\(what): mkdir of the saved image")
+                #expect(FileChecks.readFile(copy + written) == "written in \(layout.name)\n", "\(what): the saved image holds the change")
+                #expect(FileChecks.readFile(copy + layout.root.path) == layout.root.text, "\(what): the saved image boots the same root")
+                #expect(rmdir(copy) == 0)
+                #expect(unlink("\(fixture.images)/\(again).img") == 0)
+            }
+            unlink(output)
+        }
+        if layout.runs {
+            let ran = try RunSuite.run(sandbox, ["sh", "-c", "cat /etc/imgsandbox-layout; echo ran > /tmp/ran"])
+            #expect(ran == (0, "\(layout.kind)\n"), "\(what): run: \(ran)")
+            #expect(FileChecks.readFile(sandbox + "/tmp/ran") == "ran\n", "\(what): run's write is in the sandbox")
+        }
+        #expect(rmdir(sandbox) == 0, "\(what): rmdir")
+        #expect(HostileInputSuite.residue(fixture).isEmpty, "\(what) left \(HostileInputSuite.residue(fixture))")
+        return "\(layout.file) (\(layout.kind)): \(milliseconds(coldTime)) ms, \(milliseconds(warmTime)) ms"
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int {
+        Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+    }
+}
