@@ -24,32 +24,46 @@ struct ImageLayoutsSuite {
         /// Files on the other partitions (fstab's, or the boot partition the root's empty directory shows;
     /// HAOS mounts its other partitions by systemd units under /mnt, which the sandbox does not show).
         let mounts: [String]
-        /// sfdisk's index of the root partition, fsck'd after save; nil where save does not apply.
-        let savedRoot: Int?
+        /// Where the saved image's root is, for e2fsck; nil where save does not apply.
+        let savedRoot: SavedRoot?
         /// Whether the root has a shell for run.
         let runs: Bool
+        var size = "160M"
+    }
+
+    enum SavedRoot {
+        /// sfdisk's index of the root partition.
+        case partition(Int)
+        /// A logical volume: MiB offset and size inside partition `index`.
+        case volume(partition: Int, offsetMiB: Int, sizeMiB: Int)
     }
 
     static let layouts: [Layout] = [
+        Layout(name: "raspios", kind: "rpi", file: "raspios.img.xz", ship: "xz -T2 --block-size=8MiB -3 -c $IMG > $OUT",
+               root: ("/etc/imgsandbox-layout", "rpi\n"), mounts: ["/boot/firmware/config.txt"], savedRoot: .partition(1), runs: true),
         Layout(name: "raspbian", kind: "raspbian-2019", file: "raspbian.zip",
                ship: "mv $IMG 2019-09-26-raspbian-buster-lite.img && zip -q -1 $OUT 2019-09-26-raspbian-buster-lite.img",
-               root: ("/etc/imgsandbox-layout", "raspbian-2019\n"), mounts: ["/boot/cmdline.txt"], savedRoot: 1, runs: true),
+               root: ("/etc/imgsandbox-layout", "raspbian-2019\n"), mounts: ["/boot/cmdline.txt"], savedRoot: .partition(1), runs: true),
         Layout(name: "yocto", kind: "extended-root", file: "yocto.wic.bz2", ship: "bzip2 -1 -c $IMG > $OUT",
-               root: ("/which-partition", "p5 root\n"), mounts: ["/boot/cmdline.txt"], savedRoot: 4, runs: true),
+               root: ("/which-partition", "p5 root\n"), mounts: ["/boot/cmdline.txt"], savedRoot: .partition(4), runs: true),
         Layout(name: "haos", kind: "haos-like", file: "haos.qcow2.xz",
                ship: "qemu-img convert -f raw -O qcow2 $IMG haos.qcow2 && xz -T2 -3 -c haos.qcow2 > $OUT",
                root: ("/which-partition", "system0\n"), mounts: [], savedRoot: nil, runs: true),
         Layout(name: "openwrt", kind: "openwrt-ext4", file: "openwrt.img.gz",
                ship: #"gzip -1 -c $IMG > $OUT && printf '{"metadata_version":"1.1","supported_devices":["rpi-4"]}FWx0\0\0\0\x58' >> $OUT"#,
-               root: ("/etc/imgsandbox-layout", "openwrt-ext4\n"), mounts: ["/boot/cmdline.txt"], savedRoot: 1, runs: true),
+               root: ("/etc/imgsandbox-layout", "openwrt-ext4\n"), mounts: ["/boot/cmdline.txt"], savedRoot: .partition(1), runs: true),
         Layout(name: "armbian", kind: "armbian-like", file: "armbian.img.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
-               root: ("/etc/imgsandbox-layout", "armbian-like\n"), mounts: [], savedRoot: 0, runs: true),
+               root: ("/etc/imgsandbox-layout", "armbian-like\n"), mounts: [], savedRoot: .partition(0), runs: true),
         Layout(name: "ubuntu", kind: "ubuntu-like", file: "ubuntu.img.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
-               root: ("/etc/imgsandbox-layout", "ubuntu-like\n"), mounts: ["/boot/firmware/cmdline.txt"], savedRoot: 1, runs: true),
+               root: ("/etc/imgsandbox-layout", "ubuntu-like\n"), mounts: ["/boot/firmware/cmdline.txt"], savedRoot: .partition(1), runs: true),
         Layout(name: "nixos", kind: "nixos-like", file: "nixos.img.zst", ship: "zstd -q -3 -c $IMG > $OUT",
-               root: ("/etc/imgsandbox-layout", "nixos-like\n"), mounts: ["/boot/firmware/config.txt"], savedRoot: 1, runs: false),
+               root: ("/etc/imgsandbox-layout", "nixos-like\n"), mounts: ["/boot/firmware/config.txt"], savedRoot: .partition(1), runs: false),
         Layout(name: "debian", kind: "debian-cloud", file: "debian.qcow2", ship: "qemu-img convert -f raw -O qcow2 $IMG $OUT",
-               root: ("/etc/imgsandbox-layout", "debian-cloud\n"), mounts: ["/boot/efi/EFI/debian/grubx64.efi"], savedRoot: 0, runs: true),
+               root: ("/etc/imgsandbox-layout", "debian-cloud\n"), mounts: ["/boot/efi/EFI/debian/grubx64.efi"], savedRoot: .partition(0), runs: true),
+        // Fedora Server's root on LVM (testvg/root, 48 MiB at the PV's 1 MiB data offset in partition 2).
+        Layout(name: "fedora-server", kind: "lvm-root", file: "fedora-server.raw.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
+               root: ("/which-partition", "lv root\n"), mounts: ["/srv/which-partition"],
+               savedRoot: .volume(partition: 1, offsetMiB: 1, sizeMiB: 48), runs: true, size: "256M"),
     ]
 
     static let written = "/imgsandbox-layouts-wrote"
@@ -62,7 +76,7 @@ struct ImageLayoutsSuite {
         let built = ContinuousClock.now
         for layout in Self.layouts {
             let image = "\(fixture.work)/\(layout.name).img"
-            try run([Paths.makeTestImage, layout.kind, image, "--size", "160M"] + (layout.runs ? ["--extra", shell] : []))
+            try run([Paths.makeTestImage, layout.kind, image, "--size", layout.size] + (layout.runs ? ["--extra", shell] : []))
             try run(["sh", "-c", "cd '\(fixture.work)' && IMG='\(image)' OUT='\(fixture.images)/\(layout.file)' && \(layout.ship) && rm -f \"$IMG\""])
             fixture.checksums[fixture.images + "/" + layout.file] = try fixture.fingerprint(fixture.images + "/" + layout.file)
         }
@@ -75,7 +89,7 @@ struct ImageLayoutsSuite {
             figures.append(try Self.check(layout, fixture))
         }
         #expect(!fixture.log.contains { $0.contains("not shown at") }, "every fstab partition is shown")
-        print("ImageLayoutsSuite (160 MiB images, --engine \(Environment.engine); first mkdir with a cold cache, second):\n  "
+        print("ImageLayoutsSuite (160 MiB images, LVM 256 MiB, --engine \(Environment.engine); first mkdir with a cold cache, second):\n  "
               + figures.joined(separator: "\n  "))
         HostileInputSuite.stopAndDrain(fixture)
     }
@@ -103,12 +117,12 @@ struct ImageLayoutsSuite {
         let diff = try ChangeFixture.diff(sandbox)
         #expect(diff.status == 0 && diff.output.split(separator: "\n").contains("added \(written)"), "\(what): diff: \(diff.output)")
 
-        if let index = layout.savedRoot {
+        if let savedRoot = layout.savedRoot {
             let output = "\(fixture.work)/\(layout.name)-saved.img"
             let saved = try run([Paths.binary, "save", "--quiet", sandbox, output], allowFailure: true)
             #expect(saved.status == 0, "\(what): save: \(saved.output)")
             if saved.status == 0 {
-                #expect(try SaveChecks.fsck(output, work: fixture.work, partition: index, ["e2fsck", "-fn"]), "\(what): e2fsck of the saved root")
+                #expect(try fsckRoot(output, savedRoot, work: fixture.work), "\(what): e2fsck of the saved root")
                 // Served again: the saved image's sandbox holds the change.
                 let again = "\(layout.name)-saved"
                 #expect(rename(output, "\(fixture.images)/\(again).img") == 0)
@@ -129,6 +143,23 @@ struct ImageLayoutsSuite {
         #expect(rmdir(sandbox) == 0, "\(what): rmdir")
         #expect(HostileInputSuite.residue(fixture).isEmpty, "\(what) left \(HostileInputSuite.residue(fixture))")
         return "\(layout.file) (\(layout.kind)): \(milliseconds(coldTime)) ms, \(milliseconds(warmTime)) ms"
+    }
+
+    /// e2fsck -fn of the saved image's root (partition or logical volume), copied out.
+    static func fsckRoot(_ image: String, _ root: SavedRoot, work: String) throws -> Bool {
+        switch root {
+        case .partition(let index):
+            return try SaveChecks.fsck(image, work: work, partition: index, ["e2fsck", "-fn"])
+        case .volume(let index, let offset, let size):
+            let part = try SaveChecks.extractPartition(image, work: work, index: index)
+            defer { unlink(part) }
+            let volume = work + "/volume.img"
+            defer { unlink(volume) }
+            try run(["dd", "if=\(part)", "of=\(volume)", "bs=1M", "skip=\(offset)", "count=\(size)", "conv=sparse", "status=none"])
+            let check = try run(["e2fsck", "-fn", volume], allowFailure: true)
+            if check.status != 0 { print(check.output) }
+            return check.status == 0
+        }
     }
 
     static func milliseconds(_ duration: Duration) -> Int {
