@@ -48,8 +48,8 @@ struct Doctor: ParsableCommand {
                   fix: ""),
             Check(name: "overlayfs", ok: hasFilesystem("overlay"), detail: hasFilesystem("overlay") ? "supported" : "missing",
                   fix: "enable CONFIG_OVERLAY_FS or `modprobe overlay`"),
-            Check(name: "bubblewrap (imgsandbox run)", ok: Bubblewrap.installedPath != nil, detail: Bubblewrap.installedPath ?? "missing",
-                  fix: "apt-get install bubblewrap (run confines the image's code with it)"),
+            Check(name: "bubblewrap (imgsandbox run, VM disk conversion)", ok: Bubblewrap.installedPath != nil, detail: Bubblewrap.installedPath ?? "missing",
+                  fix: "apt-get install bubblewrap (run confines the image's code with it, and qemu-img runs in it)"),
         ]
         print(Self.dataPathLine())
         for check in checks {

@@ -196,6 +196,19 @@ extension CacheFixture {
         fixture.expectRefusal(try fixture.cache(), fixture.work + "/shadow.qcow2.xz", .vm(.qcow2, .xz), errno: EPERM, saying: "/etc/shadow")
     }
 
+    /// A conversion that starts when the cache is already cancelled (shutdown under way) runs qemu-img to
+    /// its end, but nothing is committed: a cancelled job is never cached, however far it got (the race
+    /// behind the intermittent qcow2 SIGTERM failure of session 21).
+    @Test func aCancelledCacheCommitsNoConversion() throws {
+        let fixture = try CacheFixture()
+        try fixture.inWork("qemu-img convert -f raw -O qcow2 plain.img disk.qcow2")
+        let log = CapturedLog()
+        let cache = fixture.cache(log: log)
+        cache.cancelAll()
+        fixture.expectRefusal(cache, fixture.work + "/disk.qcow2", .vm(.qcow2, nil), errno: ECANCELED, saying: "preparation cancelled")
+        #expect(log.count("converting") == 1 && log.count("ready in") == 0, "\(log.lines)")
+    }
+
     /// A conversion in progress ends when the cache is cancelled (SIGTERM to the daemon): qemu-img is
     /// killed, nothing is left.
     @Test func cancellingKillsTheConversion() throws {
