@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 @testable import ImageCache
+import TestSupport
 
 /// What qemu-img can reach: a shell run exactly as it is (HelperProcess, HelperConfinement) tries the
 /// host's files, the network, sysctls and capabilities (access(2) only: a regression must not write the
@@ -40,19 +41,8 @@ import Testing
         #expect(lines.contains("interfaces lo "), "no network but its own loopback: \(output)")
         let hostMount = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/mnt")) ?? ""
         #expect(lines.contains { $0.hasPrefix("mnt mnt:[") && $0 != "mnt \(hostMount)" }, "its own mount namespace: \(output)")
-        let expected = try shellOutput("head -c 1048576 '\(fixture.plain)' | cksum")
+        let expected = Subprocess.run(["sh", "-c", "head -c 1048576 '\(fixture.plain)' | cksum"], output: .stdoutOnly).output
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(lines.contains("fd3 \(expected)"), "reads the file it is handed: \(output)")
-    }
-
-    private func shellOutput(_ command: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
