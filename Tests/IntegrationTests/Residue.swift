@@ -6,12 +6,7 @@ import Sandbox
 /// Kernel objects a serve instance may leave: mounts, loop devices, dm devices, zram devices.
 enum Residue {
     static func find(work: String, instance: Int32?) -> [String] {
-        // Where udev runs (the VM), its probes briefly hold devices we released (a loop device with
-        // autoclear goes away when the probe closes it): judge what remains once udev's queue is empty.
-        if let udevadm = ["/usr/bin/udevadm", "/bin/udevadm"].first(where: { (path: String) in access(path, X_OK) == 0 }),
-           FileManager.default.fileExists(atPath: "/run/udev/control") {
-            _ = try? run([udevadm, "settle", "--timeout=10"], allowFailure: true)
-        }
+        settleUdev()
         var found: [String] = []
         let names = instance.map { InstanceNames(pid: $0) }
         for mountPoint in mountPoints() where mountPoint.hasPrefix(work) || (names.map { $0.holds(path: mountPoint) } ?? false) {
@@ -41,6 +36,15 @@ enum Residue {
             found += records.map { "zram\($0) still recorded by instance \(instance)" }
         }
         return found
+    }
+
+    /// Where udev runs (the VM), its probes briefly hold devices we released (a loop device with autoclear
+    /// goes away when the probe closes it): what remains is judged once udev's queue is empty.
+    static func settleUdev() {
+        if let udevadm = ["/usr/bin/udevadm", "/bin/udevadm"].first(where: { (path: String) in access(path, X_OK) == 0 }),
+           FileManager.default.fileExists(atPath: "/run/udev/control") {
+            _ = try? run([udevadm, "settle", "--timeout=10"], allowFailure: true)
+        }
     }
 
     /// Last resort after a failed test, so one failure does not poison the next tests.

@@ -8,4 +8,7 @@
 #include "clinux_ns.h"
 #include "clinux_mntns.h"
 #include "clinux_mnt.h"
+// glibc's fanotify calls, which Swift's Glibc module leaves out: tests hold a daemon's open of a file with a
+// permission event to order what it does.
+#include <sys/fanotify.h>
 #endif
