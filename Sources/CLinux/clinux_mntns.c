@@ -3,13 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sched.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -84,41 +79,4 @@ int clinux_mountinfo_in(int ns_fd, int proc_fd) {
         return -1;
     }
     return out;
-}
-
-// Writes `value` (>= 0) in decimal at `out` (snprintf is not async-signal-safe).
-static void append_number(char *out, int value) {
-    char digits[12];
-    int count = 0;
-    do { digits[count++] = (char)('0' + value % 10); value /= 10; } while (value > 0);
-    while (count > 0) *out++ = digits[--count];
-    *out = 0;
-}
-
-struct detach_context { int proc_fd; const char *path; uint64_t device; };
-
-static int detach_body(void *raw) {
-    struct detach_context *c = raw;
-    struct open_how how = {
-        .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-        .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    };
-    int fd = (int)syscall(SYS_openat2, AT_FDCWD, c->path, &how, sizeof how);
-    if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
-    struct statx info;
-    if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &info) != 0) return -errno;
-    if (!(info.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) || !(info.stx_attributes & STATX_ATTR_MOUNT_ROOT)) return 0;
-    if (makedev(info.stx_dev_major, info.stx_dev_minor) != c->device) return 0;
-    // umount2 through the fd's magic link (relative to our procfs, not the namespace's): the mount just
-    // checked, not whatever the path names by now.
-    char name[32] = "thread-self/fd/";
-    append_number(name + 15, fd);
-    if (fchdir(c->proc_fd) != 0) return -errno;
-    if (umount2(name, MNT_DETACH) != 0) return -errno;
-    return 1;
-}
-
-int clinux_detach_in(int ns_fd, int proc_fd, const char *path, uint64_t device) {
-    struct detach_context context = {proc_fd, path, device};
-    return in_namespace(ns_fd, detach_body, &context);
 }

@@ -6,49 +6,10 @@ import Glibc
 /// table, the daemon's hidden mounts included, and with private propagation (the default here and of
 /// unshare(1)) our later unmount never reaches the copy: it succeeds, while the copy keeps the filesystem
 /// alive (/sys/fs/ext4/DEV stays) and its device busy (zram reset: EBUSY), invisibly when the namespace's
-/// processes are chrooted (their /proc/PID/mountinfo lists nothing outside their root).
+/// processes are chrooted (their /proc/PID/mountinfo lists nothing outside their root). The teardown
+/// removes each mount point right after its unmount, which detaches the copies (Teardown+MountPoint); this
+/// finds what is left, for the log line of a release that answers EBUSY.
 public enum MountCopies {
-    /// One of our mounts: its path here and its filesystem's device (st_dev of its root).
-    public struct Target: Sendable, Equatable {
-        public let path: String
-        public let device: DeviceNumber
-
-        public init(path: String, device: DeviceNumber) {
-            self.path = path
-            self.device = device
-        }
-
-        /// The mount at `path` now.
-        public static func mounted(at path: String) throws(SystemError) -> Target {
-            var info = stat()
-            try systemCall("stat", path) { stat(path, &info) }
-            return Target(path: path, device: DeviceNumber(rawValue: UInt64(info.st_dev)))
-        }
-    }
-
-    /// A copy of a target found in another mount namespace.
-    public struct Copy: Sendable, Equatable, CustomStringConvertible {
-        public let path: String
-        /// A process in that namespace, and its command name.
-        public let pid: Int32
-        public let command: String
-        /// "mnt:[4026532200]"
-        public let namespace: String
-        /// nil: still there; 0: lazily unmounted there; else the errno of the refused unmount.
-        public var detachError: Int32?
-        public var detached: Bool { detachError == 0 }
-
-        public var description: String {
-            let state = switch detachError {
-            case nil: ""
-            case 0: ", detached"
-            case EINVAL: ", locked by the kernel (a user namespace's copy): it goes when that namespace ends"
-            case let code?: ", not detached: \(SystemError.describe(code))"
-            }
-            return "copy of \(path) in \(namespace) of pid \(pid) (\(command))\(state)"
-        }
-    }
-
     /// Every other mount namespace that has a process, once, with the lowest pid in it.
     static func otherNamespaces(procRoot: String) -> [(namespace: String, pid: Int32)] {
         let own = readLink("\(procRoot)/self/ns/mnt")
@@ -70,12 +31,13 @@ public enum MountCopies {
         public let entries: [MountEntry]
     }
 
-    /// Runs `body` with each other mount namespace's fd, its mounts and a procfs fd; namespaces that end
-    /// meanwhile are skipped.
-    static func eachOtherNamespace(procRoot: String, _ body: (Int32, Int32, NamespaceMounts) -> Void) {
+    /// The mount table of every other mount namespace that has a process, read from that namespace's root;
+    /// namespaces that end meanwhile are skipped.
+    public static func mountsInOtherNamespaces(procRoot: String = "/proc") -> [NamespaceMounts] {
         let proc = open(procRoot, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard proc >= 0 else { return }
+        guard proc >= 0 else { return [] }
         defer { close(proc) }
+        var all: [NamespaceMounts] = []
         for (namespace, pid) in otherNamespaces(procRoot: procRoot) {
             let nsFD = open("\(procRoot)/\(pid)/ns/mnt", O_RDONLY | O_CLOEXEC)
             guard nsFD >= 0 else { continue }
@@ -86,42 +48,9 @@ public enum MountCopies {
             let entries = readAll(info).split(separator: "\n").compactMap { MountEntry(mountInfoLine: $0) }
             close(info)
             let command = (try? FileIO.readValue("\(procRoot)/\(pid)/comm")) ?? "?"
-            body(nsFD, proc, NamespaceMounts(namespace: namespace, pid: pid, command: command, entries: entries))
+            all.append(NamespaceMounts(namespace: namespace, pid: pid, command: command, entries: entries))
         }
-    }
-
-    public static func mountsInOtherNamespaces(procRoot: String = "/proc") -> [NamespaceMounts] {
-        var all: [NamespaceMounts] = []
-        eachOtherNamespace(procRoot: procRoot) { _, _, mounts in all.append(mounts) }
         return all
-    }
-
-    /// Finds the copies of `targets` in every other mount namespace; with `detach`, lazily unmounts each
-    /// there (resolved without following symlinks, and checked to be a mount of the target's device).
-    public static func find(_ targets: [Target], detach: Bool, procRoot: String = "/proc") -> [Copy] {
-        guard !targets.isEmpty else { return [] }
-        var copies: [Copy] = []
-        eachOtherNamespace(procRoot: procRoot) { nsFD, proc, mounts in
-            for target in targets where mounts.entries.contains(where: { $0.mountPoint == target.path && $0.deviceNumber == target.device }) {
-                var copy = Copy(path: target.path, pid: mounts.pid, command: mounts.command, namespace: mounts.namespace)
-                if detach {
-                    // 0 (no such mount there any more) counts as gone too.
-                    copy.detachError = SpawnGate.spawning {
-                        clinux_detach_in(nsFD, proc, target.path, target.device.rawValue) >= 0 ? 0 : Glibc.errno
-                    }
-                }
-                copies.append(copy)
-            }
-        }
-        return copies
-    }
-
-    /// Detaches every copy of `targets` in other namespaces. Throws EBUSY naming the copies that stay.
-    public static func release(_ targets: [Target], procRoot: String = "/proc") throws(SystemError) {
-        let kept = find(targets, detach: true, procRoot: procRoot).filter { !$0.detached }
-        guard kept.isEmpty else {
-            throw SystemError("kept:", kept.map(\.description).joined(separator: "; "), errno: EBUSY)
-        }
     }
 
     static func readAll(_ fd: Int32) -> String {

@@ -129,12 +129,12 @@ public struct DeviceMapperEngine: SandboxEngine {
                     _ = try Command.run(["btrfstune", "-m", device.path])
                 }
             }
+            teardown.pushRemovalOfMountPoint(request.mountPath)
             try step("mount \(device.path) on \(request.mountPath)") {
                 try Mount.mount(source: device.path, target: request.mountPath, type: fsType, flags: [.nosuid, .nodev],
                                 options: image.subvolume.map(\.mountOption) ?? "")
             }
             teardown.push("unmount \(request.mountPath)") { try Mount.unmountNamingHolders(request.mountPath) }
-            try teardown.pushReleaseOfCopies([request.mountPath])
             if [.ext2, .ext3, .ext4].contains(image.filesystem.type) {
                 let blocks = image.sectors * 512 / UInt64(image.filesystem.blockSize)
                 try step("grow \(fsType) on \(request.mountPath) to \(blocks) blocks") {
@@ -154,12 +154,12 @@ public struct DeviceMapperEngine: SandboxEngine {
         }
         let teardown = Teardown()
         return try building(teardown) {
+            teardown.pushRemovalOfMountPoint(mountPath)
             try step("mount \(sandbox.devicePath) on \(mountPath)") {
                 try Mount.mount(source: sandbox.devicePath, target: mountPath, type: image.filesystem.type.rawValue,
                                 flags: [.nosuid, .nodev], options: subvolume?.mountOption ?? "")
             }
             teardown.push("unmount \(mountPath)") { try Mount.unmountNamingHolders(mountPath) }
-            try teardown.pushReleaseOfCopies([mountPath])
             return SubvolumeAttachment(teardown: teardown, owner: sandbox, subvolume: subvolume, mountPath: mountPath,
                                        pristineRoot: "", upperRoot: nil, writablePath: sandbox.mountPath)
         }

@@ -76,7 +76,6 @@ public struct OverlayEngine: SandboxEngine {
                                 options: Self.readOnlyOptions(type, request.root.mountOptions))
             }
             teardown.push("unmount \(lowerPath)") { try Mount.unmountNamingHolders(lowerPath) }
-            try teardown.pushReleaseOfCopies([lowerPath])
             var lower = statvfs()
             _ = try step("statvfs \(lowerPath)") { try systemCall("statvfs", lowerPath) { statvfs(lowerPath, &lower) } }
             let lowerUse = BaseUse(bytes: UInt64(lower.f_blocks - lower.f_bfree) * UInt64(lower.f_frsize),
@@ -130,12 +129,12 @@ public struct OverlayEngine: SandboxEngine {
                 try Self.makeDirectory(work, like: nil)
             }
             let options = "lowerdir=\(lower),upperdir=\(upper),workdir=\(work),index=on,nfs_export=on"
+            teardown.pushRemovalOfMountPoint(mountPath)
             try step("mount overlay on \(mountPath)") {
                 try Mount.mount(source: InstanceNames.mountSource, target: mountPath, type: "overlay",
                                 flags: [.nosuid, .nodev], options: options)
             }
             teardown.push("unmount \(mountPath)") { try Mount.unmountNamingHolders(mountPath) }
-            try teardown.pushReleaseOfCopies([mountPath])
             return SubvolumeAttachment(teardown: teardown, owner: sandbox, subvolume: subvolume, mountPath: mountPath, pristineRoot: lower,
                                        upperRoot: upper, writablePath: sandbox.upperMount)
         }
@@ -156,8 +155,6 @@ public struct OverlayEngine: SandboxEngine {
         let teardown = Teardown()
         return try building(teardown) {
             let upperMount = names.upperMount(sandbox: request.serial)
-            try step("create \(upperMount)") { try PrivateDirectory.create(upperMount) }
-            teardown.push("remove \(upperMount)") { try PrivateDirectory.remove(upperMount) }
             let zramID = try makeUpper(at: upperMount, size: request.settings.cowSize, teardown: teardown)
             let upper = upperMount + "/upper", work = upperMount + "/work"
             try step("prepare \(upper)") {
@@ -166,12 +163,12 @@ public struct OverlayEngine: SandboxEngine {
             }
             // index + nfs_export give stable file handles, which the FUSE layer identifies inodes by.
             let options = "lowerdir=\(image.lowerPath),upperdir=\(upper),workdir=\(work),index=on,nfs_export=on"
+            teardown.pushRemovalOfMountPoint(request.mountPath)
             try step("mount overlay on \(request.mountPath)") {
                 try Mount.mount(source: InstanceNames.mountSource, target: request.mountPath, type: "overlay",
                                 flags: [.nosuid, .nodev], options: options)
             }
             teardown.push("unmount \(request.mountPath)") { try Mount.unmountNamingHolders(request.mountPath) }
-            try teardown.pushReleaseOfCopies([request.mountPath, upperMount])
             return SandboxAttachment(teardown: teardown, zramID: zramID, upperMount: upperMount, mountPath: request.mountPath,
                                      baseUse: image.lowerUse)
         }
@@ -191,6 +188,7 @@ public struct OverlayEngine: SandboxEngine {
     /// Mounts the COW store on `path`: ext4 on a new zram device, else a tmpfs. Returns the zram id.
     private func makeUpper(at path: String, size: UInt64, teardown: Teardown) throws -> Int? {
         guard zram.isAvailable else {
+            try makeMountPoint(path, teardown)
             try step("mount tmpfs on \(path)") {
                 try Mount.mount(source: InstanceNames.mountSource, target: path, type: "tmpfs", flags: [.nosuid, .nodev],
                                 options: "size=\(size),mode=0700")
@@ -210,11 +208,18 @@ public struct OverlayEngine: SandboxEngine {
         try step("mkfs.ext4 \(device)") {
             _ = try Command.run(["mkfs.ext4", "-q", "-F", "-m", "\(Self.rootSharePercent)"] + journal + ["-E", "nodiscard,lazy_journal_init=1", device])
         }
+        try makeMountPoint(path, teardown)
         try step("mount \(device) on \(path)") {
             try Mount.mount(source: device, target: path, type: "ext4", flags: [.nosuid, .nodev])
         }
         teardown.push("unmount \(path)") { try Mount.unmountNamingHolders(path) }
         return id
+    }
+
+    /// The upper's mount point, made after its device and removed right after its unmount (before the device).
+    private func makeMountPoint(_ path: String, _ teardown: Teardown) throws(SandboxError) {
+        try step("create \(path)") { try PrivateDirectory.create(path) }
+        teardown.pushRemovalOfMountPoint(path)
     }
 
     /// The percentage of the upper store kept for root (ext4's reserved blocks; its default).

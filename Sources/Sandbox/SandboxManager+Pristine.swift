@@ -150,7 +150,6 @@ extension SandboxManager {
                             options: OverlayEngine.readOnlyOptions(fs.type, subvolume.map { [$0.mountOption] } ?? []))
         }
         teardown.push("unmount \(target)") { try Mount.unmountNamingHolders(target) }
-        try teardown.pushReleaseOfCopies([target])
         return target
     }
 }

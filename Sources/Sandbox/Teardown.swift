@@ -8,9 +8,6 @@ import Synchronization
 public final class Teardown: @unchecked Sendable {
     private struct Step {
         let name: String
-        /// A check or preparation that takes nothing away (releasing copies of a mount elsewhere): it does
-        /// not make the object partial, and stays to run again until the steps below it are done.
-        let repeatable: Bool
         let undo: () throws -> Void
     }
 
@@ -22,8 +19,8 @@ public final class Teardown: @unchecked Sendable {
 
     public init() {}
 
-    public func push(_ name: String, repeatable: Bool = false, _ undo: @escaping () throws -> Void) {
-        lock.withLock { _ in steps.append(Step(name: name, repeatable: repeatable, undo: undo)) }
+    public func push(_ name: String, _ undo: @escaping () throws -> Void) {
+        lock.withLock { _ in steps.append(Step(name: name, undo: undo)) }
     }
 
     /// Some step has been undone: the object is no longer whole.
@@ -35,21 +32,15 @@ public final class Teardown: @unchecked Sendable {
     /// is already gone (then it must not be used again, only torn down further by another run).
     public func run() throws(TeardownError) {
         try lock.withLock { _ throws(TeardownError) in
-            var index = steps.count - 1
-            while index >= 0 {
-                let step = steps[index]
+            while let step = steps.last {
                 do {
                     try step.undo()
                 } catch {
                     throw TeardownError(step: step.name, underlying: error, partial: undone > 0)
                 }
-                if !step.repeatable {
-                    steps.remove(at: index)
-                    undone += 1
-                }
-                index -= 1
+                steps.removeLast()
+                undone += 1
             }
-            steps.removeAll()
         }
     }
 
@@ -61,7 +52,7 @@ public final class Teardown: @unchecked Sendable {
             var failures: [TeardownError] = []
             while let step = steps.popLast() {
                 do { try step.undo() } catch { failures.append(TeardownError(step: step.name, underlying: error, partial: true)) }
-                if !step.repeatable { undone += 1 }
+                undone += 1
             }
             return failures
         }

@@ -7,9 +7,9 @@ import Testing
 /// Issue 23's window: sandboxes under a mixed POSIX workload (passthrough opens, unlinks and renames of
 /// open files, fifos, sockets, mmaps, O_TMPFILE) torn down while the CPU is loaded and while other mount
 /// namespaces come and go (as other serve or run instances start on a busy machine). Every rmdir must
-/// succeed, or answer EBUSY while something is really open (then the sandbox stays whole), and after the
-/// daemon stops no ext4 superblock (/sys/fs/ext4), sized zram device, loop device (losetup) or dm device of
-/// ours is left, on either engine (dm: Tools/vm-test).
+/// succeed, or answer EBUSY while something is really open (then the sandbox stays whole), also while a
+/// namespace made after the mkdirs lives on; after the daemon stops no ext4 superblock (/sys/fs/ext4), sized
+/// zram device, loop device (losetup) or dm device of ours is left, on either engine (dm: Tools/vm-test).
 /// IMGSANDBOX_STRESS_ROUNDS (default 2, about a minute here) and IMGSANDBOX_STRESS_SECONDS (workload time
 /// per round, default 3) make it longer.
 @Suite(.serialized, .enabled(if: Environment.canServe && NamespaceTools.canHold, Environment.skipReason))
@@ -202,6 +202,11 @@ struct TeardownStressSuite {
                 #expect(mkdir(fixture.sandbox("disk", name), 0o755) == 0, "mkdir \(name): \(String(cString: strerror(errno)))")
             }
             if round == 0 { TeardownSuite.expectSandboxObjects(TeardownSuite.kernelObjects().subtracting(before)) }
+            // And one namespace that outlives the round's rmdirs (the churn's end within the zram reset's retries):
+            // root's, or every other round an unprivileged user's, whose copies the kernel locks.
+            let user: uid_t? = round % 2 == 1 && NamespaceTools.usersMakeNamespaces ? 65534 : nil
+            let holder = try TeardownSuite.NamespaceHolder(work: fixture.work, user: user)
+            defer { holder.stop() }
             let deadline = Date(timeIntervalSinceNow: Self.workSeconds)
             let problems = Mutex<[String]>([])
             DispatchQueue.concurrentPerform(iterations: names.count) { index in

@@ -2,8 +2,9 @@
 #define CLINUX_MNTNS_H
 // Looking into another mount namespace. Every unshare(CLONE_NEWNS) copies the whole mount table, the
 // daemon's hidden mounts included; with private propagation our later unmounts never reach the copy,
-// which keeps the filesystem and its device busy. setns(CLONE_NEWNS) needs a single-threaded caller, so
-// each call forks a child that enters the namespace and uses raw system calls only.
+// which keeps the filesystem and its device busy (the log of a release that answers EBUSY names it).
+// setns(CLONE_NEWNS) needs a single-threaded caller, so each call forks a child that enters the namespace
+// and uses raw system calls only.
 
 #include <stdint.h>
 #include <sys/types.h>
@@ -13,11 +14,5 @@
 /// memory file holding it, positioned at its start, or -1 with errno (fork, setns or the read failed; the
 /// child's errno is passed back). `proc_fd`: an open directory of the host's procfs ("/proc").
 int clinux_mountinfo_in(int ns_fd, int proc_fd);
-
-/// In the mount namespace `ns_fd`: opens `path` from its root without following any symlink, and when
-/// that is the root of a mount of device `device` (dev_t), lazily unmounts that mount through the fd
-/// (the path is resolved once). Returns 1 when detached, 0 when no such mount is there, or -1 with errno
-/// (EINVAL: a mount copied into a less privileged namespace, which the kernel locks).
-int clinux_detach_in(int ns_fd, int proc_fd, const char *path, uint64_t device);
 
 #endif
