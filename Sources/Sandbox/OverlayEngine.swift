@@ -223,7 +223,7 @@ public struct OverlayEngine: SandboxEngine {
     }
 
     /// The percentage of the upper store kept for root (ext4's reserved blocks; its default).
-    static let rootSharePercent = 5
+    public static let rootSharePercent = 5
 
     /// What root may still write to an upper: its free space less what ext4 keeps from everyone (2 % of the
     /// blocks, at most 4096: ext4_calculate_resv_clusters). A tmpfs upper has neither (free = available).

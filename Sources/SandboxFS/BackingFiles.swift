@@ -59,8 +59,8 @@ final class BackingFiles: @unchecked Sendable {
     /// The backing id for an open of `node` (0: cached): the mode its open files use, else `prefersCache`
     /// decides, and `register` makes an id from the open's fd (a positive id or -errno). Throws the errno
     /// the kernel gave (ELOOP: the backing filesystem stacks deeper than declared); the caller then serves
-    /// the open through the daemon with `cachedOpen(node:)`. `throughDaemon`: the open's writes must reach the
-    /// daemon (RootShare); an inode already passing through keeps doing so.
+    /// the open through the daemon with `cachedOpen(node:)`. `throughDaemon`: the open must not start passthrough
+    /// (RootShare); an inode already passing through keeps doing so (RootShare refuses a user's write then).
     func acquire(node: UInt64, flags: Int32, size: Int, throughDaemon: Bool = false, register: () -> Int32) throws -> Int32 {
         try table.withLock { t in
             if var inode = t[node] {

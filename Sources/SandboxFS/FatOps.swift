@@ -96,6 +96,11 @@ extension SandboxFileSystem {
     func fatSetattr(_ serial: UInt64, _ node: UInt64, _ attr: stat, _ toSet: Int32) throws -> Reply {
         try withFat(serial) { e in
             try writable(e, "setattr")
+            if toSet & FUSE_SET_ATTR_SIZE != 0, !RequestUID.isRoot {   // FAT has no holes: a longer file takes its clusters now
+                let size = try fat { () throws(FATError) in try e.volume.getattr(node) }.size
+                let growth = UInt64(max(attr.st_size, 0)) - min(UInt64(max(attr.st_size, 0)), size)
+                if growth > 0 { try requireUserShare(fat: e.volume, bytes: Int(clamping: growth), e.label) }
+            }
             if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
                 // FAT keeps no owners: vfat accepts only a chown to the owner its options give every entry.
                 let same = (toSet & FUSE_SET_ATTR_UID == 0 || attr.st_uid == e.ownership.uid)
@@ -122,6 +127,7 @@ extension SandboxFileSystem {
         let text = try fatName(name, "mkdir")
         return try withFat(serial) { e in
             try writable(e, "mkdir")
+            try requireUserShare(fat: e.volume, e.label)
             return fatEntryReply(e, serial, try fat { () throws(FATError) in try e.volume.mkdir(parent: parent, name: text, mode: mode) })
         }
     }
@@ -142,6 +148,7 @@ extension SandboxFileSystem {
         let from = try fatName(name, "rename"), to = try fatName(newName, "rename")
         return try withFat(serial) { e in
             try writable(e, "rename")
+            try requireUserShare(fat: e.volume, e.label)
             try fat { () throws(FATError) in
                 try e.volume.rename(parent: parent, name: from, newParent: newParent, newName: to,
                                     flags: FATRenameFlags(rawValue: flags))
@@ -154,6 +161,7 @@ extension SandboxFileSystem {
         let text = try fatName(name, "create")
         return try withFat(serial) { e in
             try writable(e, "create")
+            try requireUserShare(fat: e.volume, e.label)
             var a: FATAttr
             do {
                 a = try fat { () throws(FATError) in try e.volume.create(parent: parent, name: text, mode: mode) }
@@ -180,10 +188,12 @@ extension SandboxFileSystem {
     }
 
     private func addFatHandle(_ serial: UInt64, _ node: FATNodeID, writable: Bool) throws -> UInt64 {
-        try state.withLock { s in
+        let fh = try state.withLock { s in
             guard s.addOpen(serial) else { throw SystemError("open", "FAT partition \(serial) is going away", errno: ESTALE) }
             return s.addHandle(.fat(serial: serial, node: node, writable: writable))
         }
+        if writable, !RequestUID.isRoot, let id = NodeTable.fatID(serial: serial, node: node) { userWriters.add(fh: fh, node: id) }
+        return fh
     }
 
     func fatHandle(_ fh: UInt64) -> (serial: UInt64, node: FATNodeID, writable: Bool)? {
@@ -211,8 +221,9 @@ extension SandboxFileSystem {
         return try withFat(h.serial) { e in
             try writable(e, "write")
             let data = count == bytes.count ? bytes : Array(bytes.prefix(count))
-            let written = try fat { () throws(FATError) in try e.volume.write(h.node, at: UInt64(max(offset, 0)), data) }
-            return .written(written)
+            return try withUserShare(node: NodeTable.fatID(serial: h.serial, node: h.node) ?? 0, bytes: count, e.label, fat: e.volume) {
+                .written(try fat { () throws(FATError) in try e.volume.write(h.node, at: UInt64(max(offset, 0)), data) })
+            }
         }
     }
 

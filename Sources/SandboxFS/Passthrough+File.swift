@@ -11,10 +11,13 @@ extension SandboxFileSystem {
                      inode: UInt64) throws -> (fh: UInt64, backingID: Int32) {
         var backingID: Int32 = 0
         let tracked = dataPath == .passthrough
+        let userWrites = !RequestUID.isRoot && Self.writes(flags)
         if tracked {
-            let size = BackingFiles.mayCache(flags: flags) ? Int((try? fstatFD(fd, "open"))?.st_size ?? 0) : 0
+            let st = try? fstatFD(fd, "open")
             do {
-                backingID = try backings.acquire(node: node, flags: flags, size: size, throughDaemon: Self.writesThroughDaemon(flags: flags)) {
+                // RootShare: passthrough only for files no user but root may write, never for a user's write.
+                backingID = try backings.acquire(node: node, flags: flags, size: Int(st?.st_size ?? 0),
+                                                 throughDaemon: userWrites || !(st.map(Self.onlyRootWrites) ?? false)) {
                     cfuse_passthrough_open(req, fd)
                 }
             } catch {
@@ -23,17 +26,25 @@ extension SandboxFileSystem {
                 logger.warning("sandbox \(serial) inode \(inode): no passthrough, served through the daemon: \(error)")
                 backings.cachedOpen(node: node)
             }
+            if backingID > 0 && userWrites {
+                backings.release(node: node, closeID: closeBacking)
+                close(fd)
+                throw SystemError("open", "inode \(inode) for writing by a user other than root: it is open through "
+                                  + "passthrough, where root's share of the store cannot be kept", errno: ETXTBSY)
+            }
         }
         let modeNode: UInt64? = tracked ? node : nil
         let lease = FdLease(fd: fd)
         do {
-            return try state.withLock { s in
+            let fh = try state.withLock { s in
                 guard s.addOpen(serial) else {
                     throw SystemError("open", "sandbox \(serial) is going away", errno: ESTALE)
                 }
-                let fh = s.addHandle(.file(OpenFile(serial: serial, inode: inode, lease: lease, modeNode: modeNode)))
-                return (fh, backingID)
+                return s.addHandle(.file(OpenFile(serial: serial, node: node, inode: inode, lease: lease, modeNode: modeNode)))
             }
+            // Before the reply: no write of this handle can come earlier.
+            if userWrites { userWriters.add(fh: fh, node: node) }
+            return (fh, backingID)
         } catch {
             lease.retire()
             if let modeNode { backings.release(node: modeNode, closeID: closeBacking) }
@@ -70,7 +81,7 @@ extension SandboxFileSystem {
                 try ctx.withPathFD { ctx.recordNode($0) }
             }
             // Opening for writing may copy the file up into the store.
-            if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { try requireUserShare(fd: ctx.mountFD, ctx.object) }
+            if Self.writes(flags) { try requireUserShare(fd: ctx.mountFD, ctx.object) }
             let fd = try ctx.open(flags: hiddenOpenFlags(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW))
             if flags & O_TRUNC != 0 {
                 do {
@@ -107,6 +118,7 @@ extension SandboxFileSystem {
     func release(fh: UInt64) {
         let handle = state.withLock { $0.handles.removeValue(forKey: fh) }
         guard let handle else { return }
+        userWriters.remove(fh: fh)
         hooks.handleRemoved?(fh)
         let serial: UInt64
         switch handle {
@@ -140,13 +152,14 @@ extension SandboxFileSystem {
     func passWrite(fh: UInt64, buffers: UnsafeMutablePointer<fuse_bufvec>, offset: off_t) throws -> Reply {
         let file = try requireFile(fh)
         return try file.lease.with { fd in
-            try requireUserShare(fd: fd, bytes: fuse_buf_size(buffers), "file handle \(fh)")
-            let written = cfuse_write_buf_to_fd(buffers, fd, offset)
-            guard written >= 0 else {
-                let code = Int32(clamping: -written)
-                throw SystemError("write", "file handle \(fh)", errno: code == 0 ? EIO : code)
+            try withUserShare(node: file.node, bytes: fuse_buf_size(buffers), "file handle \(fh)", fd: fd) {
+                let written = cfuse_write_buf_to_fd(buffers, fd, offset)
+                guard written >= 0 else {
+                    let code = Int32(clamping: -written)
+                    throw SystemError("write", "file handle \(fh)", errno: code == 0 ? EIO : code)
+                }
+                return .written(written)
             }
-            return .written(written)
         }
     }
 
@@ -161,8 +174,9 @@ extension SandboxFileSystem {
     func passFallocate(fh: UInt64, mode: Int32, offset: off_t, length: off_t) throws -> Reply {
         let file = try requireFile(fh)
         return try file.lease.with { fd in
-            try requireUserShare(fd: fd, bytes: Int(clamping: length), "file handle \(fh)")
-            try systemCall("fallocate", "file handle \(fh)") { clinux_fallocate(fd, mode, Int64(offset), Int64(length)) }
+            try withUserShare(node: file.node, bytes: Int(clamping: length), "file handle \(fh)", fd: fd) {
+                try systemCall("fallocate", "file handle \(fh)") { clinux_fallocate(fd, mode, Int64(offset), Int64(length)) }
+            }
             return .ok
         }
     }
@@ -180,11 +194,12 @@ extension SandboxFileSystem {
         let target = try requireFile(fhOut)
         return try source.lease.with { inFD in
             try target.lease.with { outFD in
-                try requireUserShare(fd: outFD, bytes: length, "file handle \(fhOut)")
                 var inOffset = Int64(offIn)
                 var outOffset = Int64(offOut)
-                let copied = try systemCall("copy_file_range", "file handles \(fhIn) -> \(fhOut)") {
-                    clinux_copy_file_range(inFD, &inOffset, outFD, &outOffset, length, flags)
+                let copied = try withUserShare(node: target.node, bytes: length, "file handle \(fhOut)", fd: outFD) {
+                    try systemCall("copy_file_range", "file handles \(fhIn) -> \(fhOut)") {
+                        clinux_copy_file_range(inFD, &inOffset, outFD, &outOffset, length, flags)
+                    }
                 }
                 return .written(copied)
             }

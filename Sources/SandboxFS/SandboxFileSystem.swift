@@ -31,6 +31,8 @@ public final class SandboxFileSystem: @unchecked Sendable {
     let backings: BackingFiles
     let negotiatedDataPath = Locked(DataPath.unknown)
     let inodeNumbers = InodeNumbers()
+    /// Nodes users other than root have open for writing: their writes are checked against root's share.
+    let userWriters = UserWriters()
 
     /// The data path the kernel agreed to at INIT (`.unknown` before).
     public var dataPath: DataPath { negotiatedDataPath.withLock { $0 } }
@@ -114,13 +116,16 @@ enum OpenHandle {
 
 final class OpenFile: @unchecked Sendable {
     let serial: UInt64
+    /// The node ID the kernel opened.
+    let node: UInt64
     /// st_ino as the caller sees it through FUSE (for the EBUSY log line: `find X -inum N` names it).
     let inode: UInt64
     let lease: FdLease
     /// The node whose I/O mode (BackingFiles) this open shares, released with it; nil without passthrough.
     let modeNode: UInt64?
-    init(serial: UInt64, inode: UInt64, lease: FdLease, modeNode: UInt64?) {
+    init(serial: UInt64, node: UInt64, inode: UInt64, lease: FdLease, modeNode: UInt64?) {
         self.serial = serial
+        self.node = node
         self.inode = inode
         self.lease = lease
         self.modeNode = modeNode

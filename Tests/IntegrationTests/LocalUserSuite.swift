@@ -94,41 +94,6 @@ struct LocalUserSuite {
         #expect(fixture.stop() == 0)
     }
 
-    /// uid 1500 fills a sandbox's world-writable /tmp until ENOSPC; root can still write (its 5 % share).
-    /// Overlay only: on dm every writer fills the snapshot's store alike (docs/SECURITY.md).
-    @Test(.enabled(if: Environment.engine == "overlay", "the root share is the overlay engine's"))
-    func aUserFillingASandboxLeavesRootItsShare() throws {
-        let fixture = try ServeFixture(images: [("pi", "whole-ext4", [])])
-        defer { fixture.close() }
-        chmod(fixture.work, 0o755)
-        chmod(fixture.mountpoint, 0o755)
-        try fixture.start(["--cow-size", "64M"])
-        let s = fixture.sandbox("pi", "s")
-        #expect(mkdir(s, 0o755) == 0)
-        #expect(mkdir(s + "/tmp", 0o1777) == 0 && chmod(s + "/tmp", 0o1777) == 0)
-        // The user is inside the sandbox already (a chroot, run): 1 MiB writes until one fails, then another file.
-        let fill = Posix.asUser(1500, 1500, in: s + "/tmp") { () -> Outcome in
-            var o = Outcome()
-            let chunk = [UInt8](repeating: 0, count: 1 << 20)
-            for name in ["fill", "more"] {
-                let fd = open(name, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
-                guard fd >= 0 else { o.note("\(name): open \(ErrnoName.of(errno))"); continue }
-                var mebibytes = 0
-                while mebibytes < 100, write(fd, chunk, chunk.count) == chunk.count { mebibytes += 1 }
-                o.note("\(name): \(mebibytes < 100 ? ErrnoName.of(errno) : "100 MiB written")")
-                close(fd)
-            }
-            return o
-        }
-        #expect(fill.description == "fill: ENOSPC\nmore: ENOSPC", "\(fill)")
-        // Root: a new 1 MiB file, written and synced.
-        let root = try run(["dd", "if=/dev/zero", "of=\(s)/root-file", "bs=1M", "count=1", "conv=fsync"], allowFailure: true)
-        #expect(root.status == 0, "root's write: \(root)")
-        #expect(FileChecks.stat(s + "/root-file")?.st_size == 1 << 20)
-        #expect(rmdir(s) == 0)
-        #expect(fixture.stop() == 0)
-    }
-
     /// save's OUT gets 0666 less the caller's umask (the daemon's is 0).
     @Test func saveFollowsTheCallersUmask() throws {
         let fixture = try ServeFixture(images: [("pi", "rpi", [])])
