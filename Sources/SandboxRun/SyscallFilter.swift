@@ -40,6 +40,7 @@ enum SyscallFilter {
             let rc = seccomp_rule_add_array(context, cseccomp_action_errno(UInt16(EPERM)), number, 0, nil)
             guard rc == 0 else { throw RunError("seccomp rule for \(name): \(String(cString: strerror(-rc)))") }
         }
+        try denyNewUserNamespaces(context)
         let fd = clinux_memfd_with("imgsandbox-seccomp", nil, 0)
         guard fd >= 0 else { throw RunError("memfd_create: \(String(cString: strerror(errno)))") }
         let rc = seccomp_export_bpf(context, fd)
@@ -48,6 +49,27 @@ enum SyscallFilter {
             throw RunError("seccomp_export_bpf: \(String(cString: strerror(rc < 0 ? -rc : errno)))")
         }
         return fd
+    }
+
+    /// CLONE_NEWUSER (linux/sched.h).
+    static let newUserNamespace: UInt64 = 0x1000_0000
+
+    /// No new user namespaces: in one, a process holds every capability over what it owns there (mounts of
+    /// some filesystems, netfilter, ...), kernel code that root without CAP_SYS_ADMIN never reaches here.
+    /// Docker's default profile and bubblewrap's --disable-userns (which needs a user namespace of its own)
+    /// refuse them; systemd-nspawn's default allows them (@process). unshare and clone with the flag get
+    /// EPERM; clone3, whose flags lie in memory a filter cannot read, gets ENOSYS, on which glibc and
+    /// others fall back to clone. Arguments as on x86 and ARM: the flags are clone's first.
+    static func denyNewUserNamespaces(_ context: scmp_filter_ctx) throws(RunError) {
+        for name in ["unshare", "clone"] {
+            let rc = cseccomp_rule_flags_set(context, cseccomp_action_errno(UInt16(EPERM)),
+                                             seccomp_syscall_resolve_name(name), 0, newUserNamespace)
+            guard rc == 0 else { throw RunError("seccomp rule for \(name): \(String(cString: strerror(-rc)))") }
+        }
+        let clone3 = seccomp_syscall_resolve_name("clone3")
+        guard clone3 != __NR_SCMP_ERROR else { return }
+        let rc = seccomp_rule_add_array(context, cseccomp_action_errno(UInt16(ENOSYS)), clone3, 0, nil)
+        guard rc == 0 else { throw RunError("seccomp rule for clone3: \(String(cString: strerror(-rc)))") }
     }
 
     /// The 32-bit ABIs this kernel also accepts system calls in.

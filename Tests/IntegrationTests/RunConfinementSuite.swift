@@ -69,6 +69,8 @@ struct RunConfinementSuite {
             \(probe) keyctl
             \(probe) open_by_handle_at
             \(probe) name_to_handle_at
+            \(probe) userns
+            unshare -U true 2>/dev/null && echo unshare-tool-allowed
             grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status
             readlink /proc/self/ns/ipc
             grep -E ' rw(,| )' /proc/self/mounts | grep -v nodev | sed 's/^/writable-with-devices /'
@@ -93,6 +95,11 @@ struct RunConfinementSuite {
         #expect(lines.contains("keyctl EPERM") || (image.name == "arm" && lines.contains("keyctl ENOSYS")), "seccomp: \(inside.output)")
         #expect(lines.contains("name_to_handle_at EPERM"), "seccomp: \(inside.output)")
         #expect(lines.contains("open_by_handle_at EPERM"), "seccomp: \(inside.output)")
+        // No new user namespace (qemu-user refuses clone with CLONE_NEWUSER itself, and has no clone3).
+        #expect(lines.contains("unshare-user EPERM") && !lines.contains("unshare-tool-allowed"), "user namespace: \(inside.output)")
+        if image.name != "arm" {
+            #expect(lines.contains("clone-user EPERM") && lines.contains("clone3-user ENOSYS"), "user namespace: \(inside.output)")
+        }
         #expect(lines.contains("NoNewPrivs:\t1") && lines.contains("Seccomp:\t2"), "\(inside.output)")
         for field in ["CapBnd", "CapEff"] {
             let value = lines.first { $0.hasPrefix(field + ":") }.flatMap { UInt64($0.dropFirst(field.count + 1).trimmingPrefix("\t"), radix: 16) }

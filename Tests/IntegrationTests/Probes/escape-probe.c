@@ -4,6 +4,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int main(int argc, char **argv) {
@@ -27,6 +31,18 @@ int main(int argc, char **argv) {
         int mount_id;
         long rc = syscall(SYS_name_to_handle_at, AT_FDCWD, "/", &handle, &mount_id, 0);
         printf("name_to_handle_at %s\n", rc < 0 ? strerrorname_np(errno) : "allowed");
+    } else if (!strcmp(what, "userns")) {   // a new user namespace: by clone, by clone3, by unshare
+        long pid = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+        if (pid == 0) _exit(0);
+        if (pid > 0) waitpid((pid_t)pid, 0, 0);
+        printf("clone-user %s\n", pid < 0 ? strerrorname_np(errno) : "allowed");
+        struct clone_args args = {.flags = CLONE_NEWUSER, .exit_signal = SIGCHLD};
+        pid = syscall(SYS_clone3, &args, sizeof args);
+        if (pid == 0) _exit(0);
+        if (pid > 0) waitpid((pid_t)pid, 0, 0);
+        printf("clone3-user %s\n", pid < 0 ? strerrorname_np(errno) : "allowed");
+        long rc = syscall(SYS_unshare, CLONE_NEWUSER);   // last: a user namespace without a mapping clones no other
+        printf("unshare-user %s\n", rc < 0 ? strerrorname_np(errno) : "allowed");
     } else if (!strcmp(what, "chroot-escape") && argc > 2) {   // chroot into a subdirectory, climb out by ..
         mkdir("/escape", 0755);
         if (chroot("/escape") != 0) { printf("chroot-escape chroot %s\n", strerrorname_np(errno)); return 0; }
@@ -46,7 +62,7 @@ int main(int argc, char **argv) {
         int rc = connect(fd, (struct sockaddr *)&address, sizeof address);
         printf("connect %s\n", rc == 0 ? "connected" : strerrorname_np(errno));
     } else {
-        fprintf(stderr, "escape-probe: keyctl | open_by_handle_at | name_to_handle_at | chroot-escape PATH | tiocsti TEXT | connect PORT\n");
+        fprintf(stderr, "escape-probe: keyctl | open_by_handle_at | name_to_handle_at | userns | chroot-escape PATH | tiocsti TEXT | connect PORT\n");
         return 2;
     }
     return 0;

@@ -18,6 +18,9 @@ if ($what eq "keyctl") {   # KEYCTL_GET_KEYRING_ID of the thread keyring
     my ($path, $mount) = ("/", pack("l", 0));   # syscall() wants modifiable buffers
     my $rc = syscall(370, -100, $path, $handle, $mount, 0);
     print "name_to_handle_at ", ($rc < 0 ? failed() : "allowed"), "\n";
+} elsif ($what eq "userns") {   # unshare(CLONE_NEWUSER) (qemu-user refuses clone with it by itself: EINVAL)
+    my $rc = syscall(337, 0x10000000);
+    print "unshare-user ", ($rc < 0 ? failed() : "allowed"), "\n";
 } elsif ($what eq "chroot-escape") {   # chroot into a subdirectory, climb out by ..
     mkdir "/escape", 0755;
     chroot "/escape" or do { print "chroot-escape chroot ", failed(), "\n"; exit 0 };
@@ -33,5 +36,5 @@ if ($what eq "keyctl") {   # KEYCTL_GET_KEYRING_ID of the thread keyring
     socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
     print "connect ", (connect($s, sockaddr_in($arg, inet_aton("127.0.0.1"))) ? "connected" : failed()), "\n";
 } else {
-    die "escape-probe.pl: keyctl | open_by_handle_at | name_to_handle_at | chroot-escape PATH | tiocsti TEXT | connect PORT\n";
+    die "escape-probe.pl: keyctl | open_by_handle_at | name_to_handle_at | userns | chroot-escape PATH | tiocsti TEXT | connect PORT\n";
 }
