@@ -125,6 +125,7 @@ struct RunConfinementSuite {
         #expect(trusted == (0, "mounted\nSeccomp:\t0\n"), "\(trusted)")
 
         try tiocsti(fixture, sandbox: s, probe: probe)
+        try windowSize(sandbox: s)
         try network(sandbox: s, probe: probe)
 
         #expect(rmdir(s) == 0, "rmdir right after run: \(errnoName(errno))")
@@ -157,6 +158,28 @@ struct RunConfinementSuite {
         #expect(text.contains("33 101"), "the caller's window size reaches the command's pty: \(text)")
         #expect(text.contains("queued=[]"), "\(text)")
         #expect(FileChecks.stat(pwned) == nil, "TIOCSTI pushed a command into the caller's terminal: \(text)")
+    }
+
+    /// The caller's terminal is resized while the command runs (a helper does it once the command says it
+    /// is ready, through a FIFO in the sandbox): run relays SIGWINCH, and the command's pty takes the new
+    /// size. The command's `sleep` only bounds the wait: the test hangs for nothing if no signal comes.
+    func windowSize(sandbox: String) throws {
+        let fifo = "\(sandbox)/tmp/winch"
+        unlink(fifo)
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let outer = """
+            stty rows 33 cols 101
+            ( read ready < \(fifo); stty rows 40 cols 120 < /dev/tty ) &
+            \(Paths.binary) run \(sandbox) -- sh -c 'trap "stty size; exit 0" WINCH; stty size; echo ready > /tmp/winch; sleep 60 & wait; echo no-resize'
+            echo "run-status=$?"
+            """
+        let text = try RunSuite.onTerminal(outer).output
+        let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        #expect(lines.contains("run-status=0") && !lines.contains("no-resize"), "\(text)")
+        // stty may set rows and columns one at a time: the trap can run once for each signal.
+        let sizes = lines.filter { $0.range(of: #"^[0-9]+ [0-9]+$"#, options: .regularExpression) != nil }
+        #expect(sizes.first == "33 101" && sizes.last == "40 120", "\(text)")
+        unlink(fifo)
     }
 
     /// `--network none`: a listener on the host's 127.0.0.1 is out of reach; with the default (host)
