@@ -24,6 +24,12 @@ extension SandboxManager {
             if options.dropsXattrs, changes.contains(where: { $0.aspects.contains(.xattrs) }) {
                 logger.notice("save: \(what) was made without xattrs (mksquashfs -no-xattrs), so is the output: the sandbox's xattrs there are left out")
             }
+            if filesystem == .squashfs {
+                let lost = try step("list the xattrs squashfs cannot hold") {
+                    try ReadOnlyRebuild.xattrsSquashfsDrops(changes, sandboxRoot: source.sandboxRoot)
+                }
+                for path in lost { logger.notice("save: \(path) has xattrs outside user./trusted./security. (an ACL?), which squashfs cannot hold; left out") }
+            }
             let started = ContinuousClock.now
             rebuilt[partition.number] = try step("make \(what) anew") {
                 try ReadOnlyRebuild(tree: source.sandboxRoot, options: options, directory: directory.isEmpty ? "/" : directory)

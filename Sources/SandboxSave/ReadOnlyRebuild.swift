@@ -2,6 +2,8 @@ import CLinux
 import DiskImage
 import Glibc
 import LinuxBlock
+import PrintableText
+import SandboxDiff
 
 /// `save` of a squashfs or erofs partition (OpenWrt's, Home Assistant OS's roots): such a filesystem takes no
 /// changes, so it is made anew from the sandbox's whole tree by Debian's mksquashfs / mkfs.erofs with the
@@ -219,5 +221,30 @@ public struct ReadOnlyBuildOptions: Sendable, Equatable {
             arguments.append("-L\(String(decoding: label, as: UTF8.self))")
         }
         return arguments
+    }
+}
+
+extension ReadOnlyRebuild {
+    /// squashfs holds user., trusted. and security. xattrs only (mksquashfs drops the rest, POSIX ACLs among them,
+    /// saying no more than "Unrecognised xattr prefix"): the changed paths of `sandboxRoot` whose xattrs a
+    /// squashfs output loses, escaped for the log.
+    public static func xattrsSquashfsDrops(_ changes: [Change], sandboxRoot: String) throws(SaveError) -> [String] {
+        let kept = ["user.", "trusted.", "security."].map { Array($0.utf8) }
+        var lost: [String] = []
+        do {
+            let root = try Directory(root: sandboxRoot)
+            for change in changes where change.kind == .added || change.aspects.contains(.xattrs) {
+                var components = change.rawPath.split(separator: UInt8(ascii: "/")).map(Array.init)
+                guard let name = components.popLast() else { continue }
+                var directory = root
+                for component in components { directory = try directory.child(component) }
+                if try directory.xattrs(name).contains(where: { x in !kept.contains { x.name.starts(with: $0) } }) {
+                    lost.append(PathText.escape(change.rawPath))
+                }
+            }
+        } catch {
+            throw SaveError(error.description, errno: error.errno)
+        }
+        return lost
     }
 }
