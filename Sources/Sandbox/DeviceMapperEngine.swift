@@ -3,8 +3,8 @@ import Glibc
 import LinuxBlock
 import Synchronization
 
-/// The seed's pipeline: per image a read-only loop device and a `base` dm device (linear over the root
-/// partition plus a zero tail up to the grown size); per sandbox a zram COW store, a transient dm
+/// The seed's pipeline: per image a read-only loop device over the root partition and a `base` dm device
+/// (linear over it plus a zero tail up to the grown size); per sandbox a zram COW store, a transient dm
 /// snapshot of base, the mount, and an online grow of ext4. A filesystem with I/O units under 4 KiB gets a
 /// 512-byte-sector loop device between zram and the snapshot (see CowStore).
 /// A read-only filesystem (squashfs, erofs) cannot be mounted from a writable snapshot: its sandboxes are the
@@ -77,15 +77,17 @@ public struct DeviceMapperEngine: SandboxEngine {
         let teardown = Teardown()
         return try building(teardown) {
             let partition = request.root.partition
+            // Only the partition's bytes: a loop device over the whole image would show the host's kernel (with
+            // loop's max_part set) and udev the image's partitions, and lvm2's rules would activate a PV among them.
             let loop = try step("attach loop device") {
-                try LoopDevice.attach(file: request.path, readOnly: true, autoclear: true,
-                                      label: names.loopLabel(image: request.name))
+                try LoopDevice.attach(file: request.path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                                      readOnly: true, autoclear: true, label: names.loopLabel(image: request.name))
             }
             teardown.push("detach \(loop.path)") { try loop.detach() }
             let partitionSectors = partition.sizeBytes / 512
             let growSectors = request.settings.effectiveGrow / 512
             let table = [
-                DMTarget.linear(start: 0, length: partitionSectors, device: loop.deviceNumber, offset: partition.startByte / 512),
+                DMTarget.linear(start: 0, length: partitionSectors, device: loop.deviceNumber, offset: 0),
                 DMTarget.zero(start: partitionSectors, length: growSectors),
             ].filter { $0.length > 0 }
             let name = names.baseDevice(image: request.serial)

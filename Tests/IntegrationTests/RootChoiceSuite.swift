@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LinuxBlock
 import Testing
 
 /// The root is what the image boots (issue 25): cmdline.txt's root= beats "the largest Linux partition".
@@ -121,6 +122,15 @@ struct LVMRootSuite {
         let pvs = try run(["pvs", "--noheadings", "-o", "pv_name,vg_name", "--config",
                            "devices{use_devicesfile=0 filter=[\"a|.*|\"] global_filter=[\"a|.*|\"]}"], allowFailure: true)
         #expect(!pvs.output.contains("testvg"), "the host's LVM sees the image's VG: \(pvs.output)")
+        // Nor could the host's kernel (loop's max_part) or udev find the partition table and the PV in it: every
+        // loop device over the image starts inside a partition, never at its first byte.
+        let image = URL(fileURLWithPath: fixture.images + "/fedora-like.img").resolvingSymlinksInPath().path
+        let loops = LoopDevice.attached().filter { $0.backingFile == image }
+        #expect(!loops.isEmpty)
+        for loop in loops {
+            let offset = FileChecks.readFile("/sys/block/loop\(loop.index)/loop/offset")
+            #expect(offset != nil && offset != "0\n", "loop\(loop.index) shows the whole image (offset \(offset ?? "?"))")
+        }
         let mapped = (try? FileManager.default.contentsOfDirectory(atPath: "/dev/mapper")) ?? []
         #expect(!mapped.contains { $0.hasPrefix("testvg-") }, "the image's LVs were activated on the host: \(mapped)")
         #expect(rmdir(sandbox) == 0)
