@@ -55,11 +55,20 @@ public final class ReadOnlyRebuild {
     /// punched), then the built file's blocks that are not zero. The caller has checked that it fits.
     public func write(into image: Int32, partition: Partition) throws(SaveError) {
         guard sizeBytes <= partition.sizeBytes else { throw SaveError("the rebuilt filesystem is larger than its partition", errno: ENOSPC) }
-        guard clinux_fallocate(image, clinux_FALLOC_FL_PUNCH_HOLE | clinux_FALLOC_FL_KEEP_SIZE,
-                               Int64(partition.startByte), Int64(partition.sizeBytes)) == 0 else {
-            throw SaveError("zero partition \(partition.number) of the output", errno: errno)
-        }
         var buffer = [UInt8](repeating: 0, count: SparseCopy.chunk)
+        if clinux_fallocate(image, clinux_FALLOC_FL_PUNCH_HOLE | clinux_FALLOC_FL_KEEP_SIZE,
+                            Int64(partition.startByte), Int64(partition.sizeBytes)) != 0 {
+            // A filesystem without holes: zeros written.
+            guard errno == EOPNOTSUPP else { throw SaveError("zero partition \(partition.number) of the output", errno: errno) }
+            var done: UInt64 = 0
+            while done < partition.sizeBytes {
+                let length = Int(min(UInt64(buffer.count), partition.sizeBytes - done))
+                let count = buffer.withUnsafeBytes { pwrite(image, $0.baseAddress, length, off_t(partition.startByte + done)) }
+                if count < 0, errno == EINTR { continue }
+                guard count > 0 else { throw SaveError("zero partition \(partition.number) of the output", errno: count < 0 ? errno : EIO) }
+                done += UInt64(count)
+            }
+        }
         var offset: UInt64 = 0
         while offset < sizeBytes {
             let length = Int(min(UInt64(buffer.count), sizeBytes - offset))
