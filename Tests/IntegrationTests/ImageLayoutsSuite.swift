@@ -34,8 +34,8 @@ struct ImageLayoutsSuite {
     }
 
     enum SavedRoot {
-        /// sfdisk's index of the root partition.
-        case partition(Int)
+        /// sfdisk's index of the root partition, and its checker (squashfs and erofs roots are made anew by save).
+        case partition(Int, checker: [String] = ["e2fsck", "-fn"])
         /// A logical volume: MiB offset and size inside partition `index`.
         case volume(partition: Int, offsetMiB: Int, sizeMiB: Int)
     }
@@ -50,10 +50,18 @@ struct ImageLayoutsSuite {
                root: ("/which-partition", "p5 root\n"), mounts: ["/boot/cmdline.txt"], savedRoot: .partition(4), runs: true),
         Layout(name: "haos", kind: "haos-like", file: "haos.qcow2.xz",
                ship: "qemu-img convert -f raw -O qcow2 $IMG haos.qcow2 && xz -T2 -3 -c haos.qcow2 > $OUT",
-               root: ("/which-partition", "system0\n"), mounts: [], savedRoot: nil, runs: true),
+               root: ("/which-partition", "system0\n"), mounts: [], savedRoot: .partition(1, checker: ["fsck.erofs"]), runs: true),
         Layout(name: "openwrt", kind: "openwrt-ext4", file: "openwrt.img.gz",
                ship: #"gzip -1 -c $IMG > $OUT && printf '{"metadata_version":"1.1","supported_devices":["rpi-4"]}FWx0\0\0\0\x58' >> $OUT"#,
                root: ("/etc/imgsandbox-layout", "openwrt-ext4\n"), mounts: ["/boot/cmdline.txt"], savedRoot: .partition(1), runs: true),
+        Layout(name: "openwrt-squashfs", kind: "openwrt-like", file: "openwrt-squashfs.img.gz",
+               ship: #"gzip -1 -c $IMG > $OUT && printf '{"metadata_version":"1.1","supported_devices":["rpi-4"]}FWx0\0\0\0\x58' >> $OUT"#,
+               root: ("/which-partition", "p2 squashfs root\n"), mounts: ["/boot/cmdline.txt"],
+               savedRoot: .partition(1, checker: ["unsquashfs", "-l"]), runs: true),
+        // A read-only application partition (squashfs at /opt by fstab), as Yocto builds them.
+        Layout(name: "appliance", kind: "rpi-squashfs-opt", file: "appliance.wic.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
+               root: ("/which-partition", "p2 root\n"), mounts: ["/boot/firmware/cmdline.txt", "/opt/which-partition"],
+               savedRoot: .partition(1), runs: true, size: "256M"),
         Layout(name: "armbian", kind: "armbian-like", file: "armbian.img.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
                root: ("/etc/imgsandbox-layout", "armbian-like\n"), mounts: [], savedRoot: .partition(0), runs: true),
         Layout(name: "ubuntu", kind: "ubuntu-like", file: "ubuntu.img.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
@@ -68,7 +76,7 @@ struct ImageLayoutsSuite {
                savedRoot: .volume(partition: 1, offsetMiB: 1, sizeMiB: 48), runs: true, size: "256M"),
         // Debian armhf (debootstrap, cached by make-test-image): run through qemu-user's binfmt handler.
         Layout(name: "armhf", kind: "armhf", file: "armhf.img.zst", ship: "zstd -q -T2 -3 -c $IMG > $OUT",
-               root: ("/etc/hostname", "armhf-test\n"), mounts: [], savedRoot: .partition(1), runs: true, size: "1G",
+               root: ("/etc/hostname", "armhf-test\n"), mounts: ["/boot/config.txt"], savedRoot: .partition(1), runs: true, size: "1G",
                ran: "armv7l\n"),
     ]
 
@@ -98,7 +106,7 @@ struct ImageLayoutsSuite {
             figures.append(try Self.check(layout, fixture))
         }
         #expect(!fixture.log.contains { $0.contains("not shown at") }, "every fstab partition is shown")
-        print("ImageLayoutsSuite (160 MiB images, LVM 256 MiB, armhf 1 GiB, --engine \(Environment.engine); first mkdir with a cold cache, second):\n  "
+        print("ImageLayoutsSuite (160 MiB images, LVM and squashfs /opt 256 MiB, OpenWrt squashfs 56 MiB, armhf 1 GiB, --engine \(Environment.engine); first mkdir with a cold cache, second):\n  "
               + figures.joined(separator: "\n  "))
         HostileInputSuite.stopAndDrain(fixture)
     }
@@ -158,8 +166,8 @@ struct ImageLayoutsSuite {
     /// e2fsck -fn of the saved image's root (partition or logical volume), copied out.
     static func fsckRoot(_ image: String, _ root: SavedRoot, work: String) throws -> Bool {
         switch root {
-        case .partition(let index):
-            return try SaveChecks.fsck(image, work: work, partition: index, ["e2fsck", "-fn"])
+        case .partition(let index, let checker):
+            return try SaveChecks.fsck(image, work: work, partition: index, checker)
         case .volume(let index, let offset, let size):
             let part = try SaveChecks.extractPartition(image, work: work, index: index)
             defer { unlink(part) }
