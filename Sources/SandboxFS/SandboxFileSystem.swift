@@ -33,9 +33,13 @@ public final class SandboxFileSystem: @unchecked Sendable {
     let inodeNumbers = InodeNumbers()
     /// Nodes users other than root have open for writing: their writes are checked against root's share.
     let userWriters = UserWriters()
+    let requestCounts = RequestCounts()
 
     /// The data path the kernel agreed to at INIT (`.unknown` before).
     public var dataPath: DataPath { negotiatedDataPath.withLock { $0 } }
+
+    /// FUSE requests received per operation since the mount (kernel opcode names, zeros included).
+    public var fuseRequestCounts: [String: UInt64] { requestCounts.snapshot }
 
     public convenience init(provider: any SandboxProvider, options: FileSystemOptions, logger: Logger) {
         self.init(provider: provider, options: options, logger: logger, hooks: TestHooks())

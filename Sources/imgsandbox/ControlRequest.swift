@@ -45,6 +45,8 @@ struct ControlHandler: Sendable {
     let mountpoint: String
     /// The FUSE data path the kernel agreed to (passthrough, splice, copy), for status rows.
     let dataPath: @Sendable () -> String
+    /// The FUSE requests received per operation, for the `daemons` row.
+    let fuseRequests: @Sendable () -> [String: UInt64]
 
     func handle(_ data: Data, send: ControlSocket.Send) {
         let request = data.isEmpty ? .status : (try? StatusRow.decoder.decode(ControlRequest.self, from: data))
@@ -56,7 +58,9 @@ struct ControlHandler: Sendable {
         case "status":
             let rows = manager.status().map { StatusRow(mountpoint: mountpoint, dataPath: dataPath(), $0) }
             let preparing = manager.preparations().map { PreparingRow(mountpoint: mountpoint, $0) }
-            _ = send((try? StatusRow.encoder.encode(StatusRow.Document(sandboxes: rows, preparing: preparing))) ?? Data())
+            let daemon = DaemonRow(mountpoint: mountpoint, fuseRequests: fuseRequests())
+            let document = StatusRow.Document(sandboxes: rows, preparing: preparing, daemons: [daemon])
+            _ = send((try? StatusRow.encoder.encode(document)) ?? Data())
         case "diff":
             guard let image = request.image, let sandbox = request.sandbox else {
                 _ = send(encode(ErrorAnswer(error: "diff needs image and sandbox", errno: EINVAL)))

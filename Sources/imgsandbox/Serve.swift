@@ -187,7 +187,8 @@ struct Serve: ParsableCommand {
         }
         manager.startCowWatcher()
         try InstanceRecord(pid: names.pid, mountpoint: mountpoint).write(names)
-        let handler = ControlHandler(manager: manager, mountpoint: mountpoint) { fileSystem.dataPath.rawValue }
+        let handler = ControlHandler(manager: manager, mountpoint: mountpoint, dataPath: { fileSystem.dataPath.rawValue },
+                                     fuseRequests: { fileSystem.fuseRequestCounts })
         let control = try ControlSocket(path: names.controlSocket) { handler.handle($0, send: $1) }
         control.start()
         // Before anyone is told we are serving: a SIGTERM right after "ready" must tear down, not kill.

@@ -22,16 +22,19 @@ struct Status: ParsableCommand {
         }
         var rows: [StatusRow] = []
         var preparing: [PreparingRow] = []
+        var daemons: [DaemonRow] = []
         for (names, _) in instances {
             let data = try ControlSocket.query(names.controlSocket, request: try JSONEncoder().encode(ControlRequest.status))
             let document = try StatusRow.decoder.decode(StatusRow.Document.self, from: data)
             rows += document.sandboxes
             preparing += document.preparing ?? []
+            daemons += document.daemons ?? []
         }
         // Dead instances belong to no mountpoint: shown only in the machine-wide view.
         let unswept = mountpoint == nil ? StaleInstanceSweep.leftovers(deviceMapper: try? DeviceMapper()) : []
         if json {
-            let document = StatusRow.Document(sandboxes: rows, preparing: preparing, unswept: unswept.isEmpty ? nil : unswept)
+            let document = StatusRow.Document(sandboxes: rows, preparing: preparing, unswept: unswept.isEmpty ? nil : unswept,
+                                              daemons: daemons)
             print(String(decoding: try StatusRow.encoder.encode(document), as: UTF8.self))
         } else {
             print(Self.table(rows))

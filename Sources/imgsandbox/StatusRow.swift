@@ -65,6 +65,8 @@ struct StatusRow: Codable {
         var preparing: [PreparingRow]? = nil
         /// Dead instances the start-up sweep could not release yet (only in `status`'s own output).
         var unswept: [StaleInstanceSweep.Leftover]? = nil
+        /// One per daemon asked (absent from older daemons' answers).
+        var daemons: [DaemonRow]? = nil
     }
 
     static let encoder: JSONEncoder = {
@@ -79,6 +81,13 @@ struct StatusRow: Codable {
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         return decoder
     }()
+}
+
+/// One daemon in `status --json` (`daemons` array): the FUSE requests it received per operation since it
+/// mounted (kernel opcode names in lowercase: lookup, create, getxattr, ...; zeros included).
+struct DaemonRow: Codable {
+    var mountpoint: String
+    var fuseRequests: [String: UInt64]
 }
 
 /// An image being made raw in the cache (decompressed, extracted, converted), in `status` output (`preparing` array).
