@@ -32,6 +32,10 @@ public struct FileSystemOptions: Sendable {
     public var passthrough = true
     /// How deep the backing files' filesystem stacks: 1 for overlayfs (the overlay engine), 0 for ext4.
     public var backingStackDepth: UInt32 = 1
+    /// FUSE_HANDLE_KILLPRIV_V2: the daemon clears set-id bits on truncate, open(O_TRUNC) and chown (it
+    /// does either way, Credentials.setIDBitsToDrop), so the kernel marks inodes S_NOSEC after one look at
+    /// security.capability and stops asking before every write (a GETXATTR round trip each).
+    public var handleKillpriv = true
     /// Kernel writeback cache: write() returns once pages are dirty in the FUSE page cache (Tools/bench/run fuse knob).
     public var writebackCache = false
     /// How long (seconds) rmdir of a sandbox waits for the releases of handles in it before EBUSY: the kernel

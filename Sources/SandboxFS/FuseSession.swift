@@ -92,6 +92,12 @@ extension SandboxFileSystem {
         // leaves the umask to the daemon (DONT_MASK), which a parent's default ACL replaces.
         want(FUSE_CAP_POSIX_ACL)
         want(FUSE_CAP_DONT_MASK)
+        // The kernel then sets SB_NOSEC: an inode whose set-id bits and security.capability were found clear
+        // is marked S_NOSEC until its attributes are next refreshed, and writes stop asking for the
+        // capability (one GETXATTR per write(2) otherwise). Writes still clear what they must: the kernel's
+        // file_remove_privs sends the mode change and removes the capability while the inode is not S_NOSEC;
+        // truncate, open(O_TRUNC) and chown are cleared here (passSetattr, passOpen).
+        if options.handleKillpriv { want(FUSE_CAP_HANDLE_KILLPRIV_V2) }
         if options.splice {
             want(FUSE_CAP_SPLICE_WRITE)
             want(FUSE_CAP_SPLICE_MOVE)
