@@ -54,6 +54,26 @@ static inline void cfuse_fi_set_open_flags(struct fuse_file_info *fi, int keep_c
 #define CFUSE_HAS_PASSTHROUGH 0
 #endif
 
+/// Whether this libfuse knows the io_uring session option (3.18+; it works only when libfuse was built with
+/// liburing, else the session falls back to /dev/fuse reads and logs why).
+static inline int cfuse_uring_api(void) {
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 18)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/// Whether the kernel offered FUSE over io_uring at init (3.18's FUSE_CAP_OVER_IO_URING; 0 on older headers).
+static inline int cfuse_conn_offers_uring(const struct fuse_conn_info *conn) {
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 18)
+    return (conn->capable & FUSE_CAP_OVER_IO_URING) != 0;
+#else
+    (void)conn;
+    return 0;
+#endif
+}
+
 /// Whether this libfuse has the passthrough API (the kernel must still offer it at init).
 static inline int cfuse_passthrough_api(void) { return CFUSE_HAS_PASSTHROUGH; }
 

@@ -36,6 +36,9 @@ public struct FileSystemOptions: Sendable {
     /// does either way, Credentials.setIDBitsToDrop), so the kernel marks inodes S_NOSEC after one look at
     /// security.capability and stops asking before every write (a GETXATTR round trip each).
     public var handleKillpriv = true
+    /// FUSE over io_uring (libfuse 3.18 built with liburing: Tools/libfuse --uring; a kernel with
+    /// CONFIG_FUSE_IO_URING). serve turns the kernel's machine-wide `fuse.enable_uring` on when it is off.
+    public var ioUring = false
     /// Kernel writeback cache: write() returns once pages are dirty in the FUSE page cache (Tools/bench/run fuse knob).
     public var writebackCache = false
     /// How long (seconds) rmdir of a sandbox waits for the releases of handles in it before EBUSY: the kernel

@@ -20,6 +20,7 @@ extension SandboxFileSystem {
         var mountOptions = "nosuid,nodev,default_permissions,fsname=\(options.fsName),subtype=\(InstanceNames.fuseSubtype)"
         if options.allowOther { mountOptions += ",allow_other" }
         for flag in options.kernelFlags { mountOptions += ",\(flag)" }
+        if options.ioUring, enableKernelUring() { mountOptions += ",io_uring" }
         let args = [InstanceNames.fuseSubtype, "-o", mountOptions]
         let cArgs = args.map { strdup($0) }
         defer { cArgs.forEach { free($0) } }
@@ -78,8 +79,9 @@ extension SandboxFileSystem {
 
     /// The init callback: capabilities and buffer sizes.
     func initConnection(_ conn: UnsafeMutablePointer<fuse_conn_info>) {
-        func want(_ flag: Int32) {
-            let bit = UInt32(bitPattern: flag)
+        // The FUSE_CAP_ macros are int in 3.17's headers and unsigned long in 3.18's.
+        func want(_ flag: some BinaryInteger) {
+            let bit = UInt32(truncatingIfNeeded: flag)
             if conn.pointee.capable & bit != 0 { conn.pointee.want |= bit }
         }
         want(FUSE_CAP_ASYNC_READ)
@@ -103,14 +105,14 @@ extension SandboxFileSystem {
             want(FUSE_CAP_SPLICE_MOVE)
             want(FUSE_CAP_SPLICE_READ)
         } else {
-            let off = UInt32(bitPattern: FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ)
+            let off = UInt32(truncatingIfNeeded: FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ)
             conn.pointee.want &= ~off
         }
         // No writeback cache by default: writes reach the hidden mount before write() returns.
         if options.writebackCache {
             want(FUSE_CAP_WRITEBACK_CACHE)
         } else {
-            conn.pointee.want &= ~UInt32(bitPattern: FUSE_CAP_WRITEBACK_CACHE)
+            conn.pointee.want &= ~UInt32(truncatingIfNeeded: FUSE_CAP_WRITEBACK_CACHE)
         }
         // Passthrough: the kernel does not combine it with the writeback cache.
         let passthrough = options.passthrough && !options.writebackCache
@@ -118,6 +120,9 @@ extension SandboxFileSystem {
         let path: DataPath = passthrough ? .passthrough : options.splice ? .splice : .copy
         negotiatedDataPath.withLock { $0 = path }
         logger.info("data path \(path.rawValue)\(passthrough ? "" : Self.noPassthroughReason(conn, options))")
+        if options.ioUring {
+            logger.info("io_uring: the kernel \(cfuse_conn_offers_uring(conn) != 0 ? "offers" : "does not offer") FUSE over io_uring")
+        }
         // 1 MiB requests; libfuse derives max_pages from max_write when the kernel supports it.
         conn.pointee.max_write = 1 << 20
         logger.debug("fuse init", metadata: [
@@ -132,6 +137,32 @@ extension SandboxFileSystem {
         if !options.passthrough { return " (passthrough turned off)" }
         if options.writebackCache { return " (passthrough does not combine with the writeback cache)" }
         return " (the kernel offers no FUSE passthrough; it came with 6.9)"
+    }
+
+    /// Whether serve can ask for FUSE over io_uring: this libfuse knows it and the kernel's `fuse.enable_uring`
+    /// is on, or was off and is turned on here (machine-wide, so logged; it stays on for later mounts).
+    private func enableKernelUring() -> Bool {
+        guard cfuse_uring_api() != 0 else {
+            logger.info("io_uring: this libfuse has none (3.18 built with liburing has: Tools/libfuse --uring)")
+            return false
+        }
+        let parameter = "/sys/module/fuse/parameters/enable_uring"
+        let fd = open(parameter, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else {
+            logger.info("io_uring: the kernel has no \(parameter) (CONFIG_FUSE_IO_URING, 6.14+): not used")
+            return false
+        }
+        defer { close(fd) }
+        var current: UInt8 = 0
+        guard read(fd, &current, 1) == 1 else { return false }
+        if current == UInt8(ascii: "Y") { return true }
+        var on = UInt8(ascii: "Y")
+        guard pwrite(fd, &on, 1, 0) == 1 else {
+            logger.info("io_uring: cannot turn on \(parameter): \(String(cString: strerror(errno))): not used")
+            return false
+        }
+        logger.notice("io_uring: turned on the kernel's fuse.enable_uring (machine-wide) for FUSE over io_uring")
+        return true
     }
 
     /// Asks the kernel to drop a cached dentry; always from the notification thread.
