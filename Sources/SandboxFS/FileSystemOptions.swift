@@ -36,6 +36,9 @@ public struct FileSystemOptions: Sendable {
     /// does either way, Credentials.setIDBitsToDrop), so the kernel marks inodes S_NOSEC after one look at
     /// security.capability and stops asking before every write (a GETXATTR round trip each).
     public var handleKillpriv = true
+    /// FUSE_CAP_READDIRPLUS_AUTO: the kernel chooses readdirplus only for a directory's first chunk or after
+    /// lookups; off, every listing carries the entries' attributes (no LOOKUP per entry for find or du).
+    public var readdirplusAuto = false
     /// FUSE over io_uring (libfuse 3.18 built with liburing: Tools/libfuse --uring; a kernel with
     /// CONFIG_FUSE_IO_URING). serve turns the kernel's machine-wide `fuse.enable_uring` on when it is off.
     public var ioUring = false

@@ -87,7 +87,14 @@ extension SandboxFileSystem {
         want(FUSE_CAP_ASYNC_READ)
         want(FUSE_CAP_PARALLEL_DIROPS)
         want(FUSE_CAP_READDIRPLUS)
-        want(FUSE_CAP_READDIRPLUS_AUTO)
+        // Without _AUTO every listing is readdirplus. With it (libfuse's default) only a directory's first
+        // chunk is, unless lookups came between: find, du and fts read a whole directory before they stat
+        // it, so each later entry cost a LOOKUP.
+        if options.readdirplusAuto {
+            want(FUSE_CAP_READDIRPLUS_AUTO)
+        } else {
+            conn.pointee.want &= ~UInt32(truncatingIfNeeded: FUSE_CAP_READDIRPLUS_AUTO)
+        }
         want(FUSE_CAP_ATOMIC_O_TRUNC)
         want(FUSE_CAP_CACHE_SYMLINKS)
         // POSIX ACLs as a local filesystem has them: the kernel enforces them (default_permissions) and
