@@ -129,6 +129,8 @@ struct SandboxFSTests {
         try #require(mkdir(m.path("alpha/sandboxes/s"), 0o755) == 0)
         let ref = try #require(m.provider.sandbox(image: "alpha", name: "s"))
         try "data".write(toFile: m.path("alpha/sandboxes/s/f"), atomically: false, encoding: .utf8)
+        // Only root may write it (whatever the test's umask): such a file's open passes through (RootShare).
+        try #require(chmod(m.path("alpha/sandboxes/s/f"), 0o644) == 0)
         // Read-write: with passthrough that open passes through (a small read-only one would be cached).
         let fd = open(m.path("alpha/sandboxes/s/f"), O_RDWR)
         try #require(fd >= 0)
