@@ -81,6 +81,26 @@ struct RootChoiceSuite {
         #expect(fixture.stop() == 0)
     }
 
+    /// Issue 25 item 8: NixOS's sd-image has no /etc/fstab until its first boot: the root is its only Linux
+    /// partition and the FAT partition goes to the root's empty /boot/firmware, as before.
+    @Test func imageWithoutFstabKeepsWorking() throws {
+        let fixture = try ServeFixture(images: [("nixos", "nixos-like", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        let sandbox = fixture.sandbox("nixos", "s")
+        #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.stat("\(sandbox)/etc/fstab") == nil)
+        #expect(FileChecks.stat("\(sandbox)/nix/store") != nil)
+        #expect(FileChecks.readFile("\(sandbox)/boot/firmware/config.txt") == "arm_64bit=1\nenable_uart=1\n")
+        try FileChecks.writeFile("\(sandbox)/boot/firmware/written", "in the FAT partition's COW")
+        try FileChecks.writeFile("\(sandbox)/etc/written", "in the root's COW")
+        let diff = try ChangeFixture.diff(sandbox)
+        #expect(diff.output.contains("added /boot/firmware/written") && diff.output.contains("added /etc/written"), "\(diff.output)")
+        #expect(try fixture.status().first?["root"] as? String == "partition 2 (ext4): the largest partition with a Linux filesystem")
+        #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+    }
+
     @Test func perImagePartitionOverride() throws {
         let fixture = try ServeFixture(images: [("p2", "boot-names-p2", []), ("ext", "extended-root", [])])
         defer { fixture.close() }
