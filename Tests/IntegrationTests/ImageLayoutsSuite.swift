@@ -70,6 +70,11 @@ struct ImageLayoutsSuite {
                root: ("/etc/imgsandbox-layout", "nixos-like\n"), mounts: ["/boot/firmware/config.txt"], savedRoot: .partition(1), runs: false),
         Layout(name: "debian", kind: "debian-cloud", file: "debian.qcow2", ship: "qemu-img convert -f raw -O qcow2 $IMG $OUT",
                root: ("/etc/imgsandbox-layout", "debian-cloud\n"), mounts: ["/boot/efi/EFI/debian/grubx64.efi"], savedRoot: .partition(0), runs: true),
+        // Fedora Workstation/ARM: btrfs subvolumes root and home, ext4 /boot with BLS entries, EFI at /boot/efi.
+        Layout(name: "fedora", kind: "fedora-like", file: "fedora.raw.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
+               root: ("/etc/hostname", "fedora-like\n"),
+               mounts: ["/home/pi/where.txt", "/boot/grub2/grub.cfg", "/boot/efi/EFI/fedora/grub.cfg"],
+               savedRoot: .partition(2, checker: ["btrfs", "check", "--readonly"]), runs: true, size: "256M"),
         // Fedora Server's root on LVM (testvg/root, 48 MiB at the PV's 1 MiB data offset in partition 2).
         Layout(name: "fedora-server", kind: "lvm-root", file: "fedora-server.raw.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
                root: ("/which-partition", "lv root\n"), mounts: ["/srv/which-partition"],
