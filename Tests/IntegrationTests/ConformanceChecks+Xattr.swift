@@ -87,6 +87,25 @@ extension ConformanceChecks {
             o.note("get security.other: " + Posix.getxattr("\(root)/new", "security.imgsandbox"))
             return o
         },
+        // Through FUSE an inode written once is S_NOSEC (FUSE_HANDLE_KILLPRIV_V2): later writes skip the
+        // check until something clears that, which a capability or a set-id bit set afterwards must.
+        ConformanceCheck("capability and set-id bits set after a write are killed by the next write") { root in
+            var o = Outcome()
+            Posix.writeFile("\(root)/w", "w")
+            let fd = Glibc.open("\(root)/w", O_WRONLY | O_APPEND)
+            o.call("first write", Posix.write(fd, "a"))
+            o.call("set capability", Posix.setxattr("\(root)/w", "security.capability", netRawCapability))
+            o.call("second write (kills it)", Posix.write(fd, "b"))
+            xattrState(&o, "after second write", "\(root)/w")
+            o.call("chmod 06755", chmod("\(root)/w", 0o6755))
+            o.call("third write (drops setuid, setgid)", Posix.write(fd, "c"))
+            o.stat("after third write", "\(root)/w")
+            o.call("set capability again", Posix.setxattr("\(root)/w", "security.capability", netRawCapability))
+            o.call("ftruncate (kills it)", ftruncate(fd, 1))
+            xattrState(&o, "after ftruncate", "\(root)/w")
+            close(fd)
+            return o
+        },
         ConformanceCheck("xattrs on symlinks") { root in
             var o = Outcome()
             symlink("target", "\(root)/l")
