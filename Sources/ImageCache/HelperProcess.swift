@@ -18,40 +18,17 @@ struct HelperProcess {
     func run(passing fds: [Int32], deadline: ContinuousClock.Instant, job: Job, started: () -> Void = {},
              progress: (ArraySlice<UInt8>) -> Void = { _ in }) throws(CacheError) -> [UInt8] {
         guard let command = HelperConfinement.command(argv) else { throw .refused(file: file, reason: HelperConfinement.missing) }
-        var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1]
-        guard clinux_pipe_cloexec(&out) == 0 else { throw .system(operation: "pipe2", path: argv[0], errno: errno) }
-        guard clinux_pipe_cloexec(&err) == 0 else {
-            let saved = errno
-            close(out[0]); close(out[1])
-            throw .system(operation: "pipe2", path: argv[0], errno: saved)
+        let child: Command.SpawnedChild
+        do throws(SystemError) { child = try Command.spawn(command, passing: fds, closingOthers: true) } catch {
+            throw .system(operation: error.operation, path: error.operation == "fcntl(F_DUPFD_CLOEXEC)" ? file : argv[0], errno: error.errno)
         }
-        // Copies at 10 and up: the dup2s onto 3, 4 ... cannot overwrite a source not yet copied.
-        let copies = fds.map { fcntl($0, F_DUPFD_CLOEXEC, 10) }
-        defer { copies.filter { $0 >= 0 }.forEach { close($0) } }
-        guard !copies.contains(-1) else { throw .system(operation: "fcntl(F_DUPFD_CLOEXEC)", path: file, errno: errno) }
-        var pid: pid_t = 0
-        let spawnError: Int32 = {
-            var actions = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            defer { posix_spawn_file_actions_destroy(&actions) }
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_adddup2(&actions, out[1], 1)
-            posix_spawn_file_actions_adddup2(&actions, err[1], 2)
-            for (index, copy) in copies.enumerated() { posix_spawn_file_actions_adddup2(&actions, copy, Int32(3 + index)) }
-            clinux_spawn_close_from(&actions, Int32(3 + copies.count))
-            var cArgs: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
-            defer { cArgs.forEach { free($0) } }
-            return SpawnGate.spawning { posix_spawn(&pid, command[0], &actions, nil, &cArgs, clinux_environ()) }
-        }()
-        close(out[1])
-        close(err[1])
-        defer { close(out[0]); close(err[0]) }
-        if spawnError != 0 { throw .system(operation: "spawn", path: argv[0], errno: spawnError) }
+        defer { close(child.stdout); close(child.stderr) }
+        let pid = child.pid
         job.adopt(child: pid)
         started()
         var (stdout, stderr) = ([UInt8](), [UInt8]())
         var timedOut = false
-        var fdsToWatch = [pollfd(fd: out[0], events: Int16(POLLIN), revents: 0), pollfd(fd: err[0], events: Int16(POLLIN), revents: 0)]
+        var fdsToWatch = [pollfd(fd: child.stdout, events: Int16(POLLIN), revents: 0), pollfd(fd: child.stderr, events: Int16(POLLIN), revents: 0)]
         var chunk = [UInt8](repeating: 0, count: 65536)
         while fdsToWatch.contains(where: { $0.fd >= 0 }) {
             let left = ContinuousClock.now.duration(to: deadline).components

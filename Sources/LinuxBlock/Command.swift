@@ -32,37 +32,12 @@ public enum Command {
         func failure(_ operation: String, _ code: Int32) -> CommandError {
             CommandError(argv: argv, status: 127, stderr: SystemError(operation, argv[0], errno: code).description)
         }
-        // Copies at 10 and up: the dup2s onto 3, 4 ... cannot overwrite a source not yet copied.
-        let copies = fds.map { fcntl($0, F_DUPFD_CLOEXEC, 10) }
-        defer { copies.filter { $0 >= 0 }.forEach { close($0) } }
-        guard !copies.contains(-1) else { throw failure("fcntl(F_DUPFD_CLOEXEC)", errno) }
-        var out: [Int32] = [-1, -1]
-        var err: [Int32] = [-1, -1]
-        guard clinux_pipe_cloexec(&out) == 0 else { throw failure("pipe2", errno) }
-        guard clinux_pipe_cloexec(&err) == 0 else {
-            let saved = errno
-            close(out[0]); close(out[1])
-            throw failure("pipe2", saved)
-        }
-        var pid: pid_t = 0
-        let spawnError: Int32 = {
-            var actions = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            defer { posix_spawn_file_actions_destroy(&actions) }
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_adddup2(&actions, out[1], 1)
-            posix_spawn_file_actions_adddup2(&actions, err[1], 2)
-            for (index, copy) in copies.enumerated() { posix_spawn_file_actions_adddup2(&actions, copy, Int32(3 + index)) }
-            var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-            defer { cArgs.forEach { free($0) } }
-            return SpawnGate.spawning { posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, clinux_environ()) }
-        }()
-        close(out[1])
-        close(err[1])
-        defer { close(out[0]); close(err[0]) }
-        if spawnError != 0 { throw failure("posix_spawnp", spawnError) }
+        let child: SpawnedChild
+        do throws(SystemError) { child = try spawn(argv, passing: fds) } catch { throw failure(error.operation, error.errno) }
+        defer { close(child.stdout); close(child.stderr) }
+        let pid = child.pid
 
-        let (stdout, stderr) = drain(out[0], err[0])
+        let (stdout, stderr) = drain(child.stdout, child.stderr)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 {
             if errno != EINTR { throw failure("waitpid", errno) }
@@ -75,6 +50,52 @@ public enum Command {
             throw CommandError(argv: argv, status: code, stderr: FileIO.trimmed(text))
         }
         return String(decoding: stdout, as: UTF8.self)
+    }
+
+    /// A started child and the read ends of its stdout and stderr pipes (the caller closes them and waits).
+    public struct SpawnedChild {
+        public let pid: pid_t
+        public let stdout: Int32
+        public let stderr: Int32
+    }
+
+    /// posix_spawnp of `argv` with stdin from /dev/null, stdout and stderr into pipes, and `fds` as 3, 4, ...;
+    /// with `closingOthers` every other descriptor is closed in the child (beyond close-on-exec).
+    public static func spawn(_ argv: [String], passing fds: [Int32] = [],
+                             closingOthers: Bool = false) throws(SystemError) -> SpawnedChild {
+        // Copies at 10 and up: the dup2s onto 3, 4 ... cannot overwrite a source not yet copied.
+        let copies = fds.map { fcntl($0, F_DUPFD_CLOEXEC, 10) }
+        defer { copies.filter { $0 >= 0 }.forEach { close($0) } }
+        guard !copies.contains(-1) else { throw SystemError("fcntl(F_DUPFD_CLOEXEC)", argv[0], errno: errno) }
+        var out: [Int32] = [-1, -1]
+        var err: [Int32] = [-1, -1]
+        guard clinux_pipe_cloexec(&out) == 0 else { throw SystemError("pipe2", argv[0], errno: errno) }
+        guard clinux_pipe_cloexec(&err) == 0 else {
+            let saved = errno
+            close(out[0]); close(out[1])
+            throw SystemError("pipe2", argv[0], errno: saved)
+        }
+        var pid: pid_t = 0
+        let spawnError: Int32 = {
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_adddup2(&actions, out[1], 1)
+            posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+            for (index, copy) in copies.enumerated() { posix_spawn_file_actions_adddup2(&actions, copy, Int32(3 + index)) }
+            if closingOthers { clinux_spawn_close_from(&actions, Int32(3 + copies.count)) }
+            var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+            defer { cArgs.forEach { free($0) } }
+            return SpawnGate.spawning { posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, clinux_environ()) }
+        }()
+        close(out[1])
+        close(err[1])
+        guard spawnError == 0 else {
+            close(out[0]); close(err[0])
+            throw SystemError("posix_spawnp", argv[0], errno: spawnError)
+        }
+        return SpawnedChild(pid: pid, stdout: out[0], stderr: err[0])
     }
 
     /// Reads both pipes to EOF together, so a child filling one while we block on the other cannot deadlock.
