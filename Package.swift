@@ -62,7 +62,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),   // no dependencies: every test target may use it
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "TestSupport"]),
         .testTarget(name: "FATFSTests", dependencies: ["FATFS", "TestSupport"]),
-        .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock"]),
+        .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock", "TestSupport"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "FATFS", "TestSupport"]),
         .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux", "PrintableText", "TestSupport"]),
         .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox"]),

@@ -45,7 +45,7 @@ struct TeardownStressSuite {
         init(work: String) {
             let thread = Thread { [self] in
                 while stopped.withLock({ !done }) {
-                    guard let holder = try? TeardownSuite.NamespaceHolder(work: work) else { continue }
+                    guard let holder = try? TeardownSuite.namespaceHolder(work: work) else { continue }
                     stopped.withLock {
                         made += 1
                         // Pacing, not synchronisation: each namespace lives up to 0.7 s, or until stop().
@@ -205,7 +205,7 @@ struct TeardownStressSuite {
             // And one namespace that outlives the round's rmdirs (the churn's end within the zram reset's retries):
             // root's, or every other round an unprivileged user's, whose copies the kernel locks.
             let user: uid_t? = round % 2 == 1 && NamespaceTools.usersMakeNamespaces ? 65534 : nil
-            let holder = try TeardownSuite.NamespaceHolder(work: fixture.work, user: user)
+            let holder = try TeardownSuite.namespaceHolder(work: fixture.work, user: user)
             defer { holder.stop() }
             let deadline = Date(timeIntervalSinceNow: Self.workSeconds)
             let problems = Mutex<[String]>([])

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import LinuxBlock
 import Sandbox
+import TestSupport
 import Testing
 
 /// What held the COW store and the image's lower after every mount of them was gone (issue 23): a mount
@@ -22,42 +23,17 @@ struct TeardownSuite {
     /// A process in a mount namespace of its own made now (a copy of ours), chrooted into a folder holding
     /// only busybox, as `imgsandbox run` is chrooted: its /proc/PID/mountinfo shows none of the copies.
     /// `user`: made by that unprivileged uid in a user namespace of its own (the kernel locks the copies).
-    final class NamespaceHolder {
-        let process = Process()
-        private let input = Pipe()
-
-        init(work: String, user: uid_t? = nil) throws {
-            let jail = "\(work)/jail"
-            if !FileManager.default.fileExists(atPath: jail + "/bin/busybox") {
-                try FileManager.default.createDirectory(atPath: jail + "/bin", withIntermediateDirectories: true)
-                try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: jail + "/bin/busybox")
-                try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: work)
-            }
-            let inner = ["chroot", jail, "/bin/busybox", "sh", "-c", "echo ready && exec /bin/busybox cat"]
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-            if let user {
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-                process.arguments = ["--reuid", "\(user)", "--regid", "\(user)", "--clear-groups",
-                                     "unshare", "-Urm", "/bin/sh", "-c", "exec \"$@\"", "sh"] + inner
-            } else {
-                process.arguments = ["-m", "--propagation", "private"] + inner
-            }
-            let output = Pipe()
-            process.standardInput = input
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
-            let line = String(decoding: output.fileHandleForReading.readData(ofLength: 6), as: UTF8.self)
-            guard line == "ready\n" else {
-                stop()
-                throw CommandFailed(argv: process.arguments ?? [], status: -1, output: line)
-            }
+    static func namespaceHolder(work: String, user: uid_t? = nil) throws -> ReadyProcess {
+        let jail = "\(work)/jail"
+        if !FileManager.default.fileExists(atPath: jail + "/bin/busybox") {
+            try FileManager.default.createDirectory(atPath: jail + "/bin", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: jail + "/bin/busybox")
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: work)
         }
-
-        func stop() {
-            try? input.fileHandleForWriting.close()
-            process.waitUntilExit()
-        }
+        let inner = ["chroot", jail, "/bin/busybox", "sh", "-c", ReadyProcess.waiting(cat: "/bin/busybox cat")]
+        guard let user else { return try ReadyProcess(["/usr/bin/unshare", "-m", "--propagation", "private"] + inner) }
+        return try ReadyProcess(["/usr/bin/setpriv", "--reuid", "\(user)", "--regid", "\(user)", "--clear-groups",
+                                 "unshare", "-Urm", "/bin/sh", "-c", "exec \"$@\"", "sh"] + inner)
     }
 
     /// ext4 superblocks (/sys/fs/ext4: zramN, loopN, dm-N), sized zram devices, attached loop devices and
@@ -90,7 +66,7 @@ struct TeardownSuite {
         #expect(mkdir(sandbox, 0o755) == 0)
         try FileChecks.writeFile("\(sandbox)/note", "changed")
         Self.expectSandboxObjects(Self.kernelObjects().subtracting(before))
-        let holder = try NamespaceHolder(work: fixture.work)
+        let holder = try Self.namespaceHolder(work: fixture.work)
         defer { holder.stop() }
         // Before the fix: the unmounts succeeded, the zram reset answered EBUSY and the sandbox was broken.
         #expect(rmdir(sandbox) == 0, "rmdir: \(String(cString: strerror(errno)))")
@@ -113,7 +89,7 @@ struct TeardownSuite {
         let sandbox = fixture.sandbox("disk", "s1")
         #expect(mkdir(sandbox, 0o755) == 0)
         try FileChecks.writeFile("\(sandbox)/note", "changed")
-        let holder = try NamespaceHolder(work: fixture.work, user: 65534)
+        let holder = try Self.namespaceHolder(work: fixture.work, user: 65534)
         defer { holder.stop() }
         #expect(rmdir(sandbox) == 0, "rmdir: \(String(cString: strerror(errno)))")
         #expect(try fixture.status().isEmpty)
@@ -134,7 +110,7 @@ struct TeardownSuite {
         try FileChecks.writeFile("\(sandbox)/note", "changed")
         let diff = try run([Paths.binary, "diff", sandbox], allowFailure: true)
         #expect(diff.status == 0 && diff.output.contains("/note"), "\(diff.output)")
-        let holder = try NamespaceHolder(work: fixture.work)
+        let holder = try Self.namespaceHolder(work: fixture.work)
         defer { holder.stop() }
         #expect(rmdir(sandbox) == 0, "rmdir: \(String(cString: strerror(errno)))")
         // The image is released when the daemon stops: its unmounts succeed, a copy would keep the loop device.
@@ -170,11 +146,11 @@ struct TeardownSuite {
         save.arguments = ["save", "--quiet", sandbox, output]
         save.standardOutput = FileHandle.nullDevice
         try save.run()
-        var holder: NamespaceHolder?
+        var holder: ReadyProcess?
         defer { holder?.stop() }
         gate.answerOpens(while: { save.isRunning }) {
             guard holder == nil, Mount.mountPoints().contains(where: { $0.mountPoint.hasPrefix(names.runDirectory + "/save-") }) else { return }
-            holder = try? NamespaceHolder(work: fixture.work, user: user)
+            holder = try? Self.namespaceHolder(work: fixture.work, user: user)
         }
         save.waitUntilExit()
         #expect(save.terminationStatus == 0)

@@ -1,6 +1,7 @@
 import CLinux
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 @testable import LinuxBlock
 
@@ -10,35 +11,10 @@ extension RootTests {
 @Suite(.enabled(if: TestSupport.isRoot && access("/usr/bin/unshare", X_OK) == 0 && access("/bin/busybox", X_OK) == 0,
                "needs root, unshare(1) and busybox (busybox-static)"))
 struct MountCopiesTests {
-    /// A process in a new private mount namespace that ran `script` there (sh -c), which prints "ready" and
-    /// then waits for stdin to close (`waiting`). Returns once it has printed "ready".
-    final class Holder {
-        let process = Process()
-        let input = Pipe()
-
-        /// Says ready, then copies stdin (nothing) to the pipe until it closes.
-        static func waiting(cat: String = "cat") -> String { "echo ready && exec \(cat)" }
-
-        init(_ script: String) throws {
-            let output = Pipe()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-            process.arguments = ["-m", "--propagation", "private", "sh", "-c", script]
-            process.standardInput = input
-            process.standardOutput = output
-            try process.run()
-            let line = String(decoding: output.fileHandleForReading.readData(ofLength: 6), as: UTF8.self)
-            guard line == "ready\n" else {
-                stop()
-                throw SystemError("start holder", script, errno: EIO)
-            }
-        }
-
-        var pid: Int32 { process.processIdentifier }
-
-        func stop() {
-            try? input.fileHandleForWriting.close()
-            process.waitUntilExit()
-        }
+    /// A process in a new private mount namespace that ran `script` there (sh -c), which says ready and
+    /// then waits for stdin to close (ReadyProcess.waiting).
+    static func holder(_ script: String) throws -> ReadyProcess {
+        try ReadyProcess(["/usr/bin/unshare", "-m", "--propagation", "private", "sh", "-c", script])
     }
 
     /// What the teardown relies on (Teardown+MountPoint): once unmounted here, removing the mount point
@@ -55,7 +31,7 @@ struct MountCopiesTests {
         let device = DeviceNumber(rawValue: UInt64(info.st_dev))
         // Chrooted, as `imgsandbox run` was: its own /proc/PID/mountinfo lists nothing outside its root.
         let jail = "\(directory)/jail"
-        let holder = try Holder("mkdir -p \(jail)/bin && cp /bin/busybox \(jail)/bin/ && exec chroot \(jail) /bin/busybox sh -c '\(Holder.waiting(cat: "/bin/busybox cat"))'")
+        let holder = try Self.holder("mkdir -p \(jail)/bin && cp /bin/busybox \(jail)/bin/ && exec chroot \(jail) /bin/busybox sh -c '\(ReadyProcess.waiting(cat: "/bin/busybox cat"))'")
         defer { holder.stop() }
         #expect((try? FileIO.readText("/proc/\(holder.pid)/mountinfo"))?.contains(path) != true)
         let copies = { MountCopies.mountsInOtherNamespaces().first { $0.pid == holder.pid }?.entries.filter { $0.deviceNumber == device } ?? [] }
