@@ -28,7 +28,8 @@ extension FATBlockDevice {
     }
 }
 
-/// A byte range of a file descriptor the caller owns (an image file and its partition's range).
+/// A byte range of a file descriptor the caller owns and keeps open while this lives (an image file and its
+/// partition's range; in the daemon the sandbox's Teardown owns it).
 /// pread/pwrite only, so it is safe to share between threads.
 public final class FileRegionDevice: FATBlockDevice {
     let fd: Int32

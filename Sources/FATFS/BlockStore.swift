@@ -36,7 +36,8 @@ public final class MemoryBlockStore: COWBlockStore {
     public func flush() throws(FATError) {}
 }
 
-/// Slots on a file descriptor the caller owns (a zram device, a scratch file).
+/// Slots on a file descriptor the caller owns and keeps open while this lives (a zram device, a scratch file;
+/// in the daemon the sandbox's Teardown owns it).
 public final class FileBlockStore: COWBlockStore {
     let fd: Int32
     let blockSize: Int

@@ -1,24 +1,20 @@
 import Glibc
+import LinuxBlock
 
 extension ImageCache {
     /// Makes the job's file raw into BASE.PID.partial (decompressed, extracted from its archive or
-    /// converted by qemu-img), then commits it as the entry. On any failure the partial file (and a
+    /// converted by qemu-img) from `sourceFD` (the caller's, open until this returns), then commits it as the entry. On any failure the partial file (and a
     /// staged VM disk) is removed: nothing is cached from a file that was not read to its end.
     func build(_ job: Job, sourceFD: Int32) throws(CacheError) -> CachedImage {
-        defer { close(sourceFD) }
         let entry = job.entry
         // An old entry of this image (the file was replaced) goes now, unless sandboxes still use it.
         _ = entry.removeIfUnused()
         unlink(entry.partialPath)
-        let fd = open(entry.partialPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw .system(operation: "create", path: entry.partialPath, errno: errno) }
+        let partial = try CacheError.open(entry.partialPath, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600,
+                                          operation: "create")
+        let fd = partial.raw
         var keep = false
-        defer {
-            if !keep {
-                close(fd)
-                unlink(entry.partialPath)
-            }
-        }
+        defer { if !keep { unlink(entry.partialPath) } }
         _ = posix_fadvise(sourceFD, 0, 0, POSIX_FADV_SEQUENTIAL)
         var writer = SparseWriter(fd: fd, path: entry.partialPath)
         var writing = Duration.zero
@@ -64,11 +60,11 @@ extension ImageCache {
         guard flock(fd, LOCK_SH) == 0 else { throw .system(operation: "flock", path: entry.partialPath, errno: errno) }
         let record = CacheRecord(source: job.file, format: job.label, identity: job.identity,
                                  cacheInode: UInt64(info.st_ino), cacheSize: writer.offset)
-        try entry.commit(partialFD: fd, record: record)
+        try entry.commit(record: record)
         keep = true
         let seconds = Self.seconds(job.started.duration(to: .now))
         logger.info("image \(job.image): ready in \(Self.format(seconds)) s: \(Self.mib(writer.offset)) MiB at \(Self.format(Double(writer.offset) / 1_048_576 / max(seconds, 0.001))) MiB/s, \(Self.mib(UInt64(info.st_blocks) * 512)) MiB on disk (made in \(Self.format(Self.seconds(job.started.duration(to: made)))) s, \(Self.format(Self.seconds(writing))) s of it writing; fsync \(Self.format(Self.seconds(made.duration(to: synced)))) s)")
-        return CachedImage(path: entry.dataPath, recordPath: entry.recordPath, fd: fd, size: writer.offset, reused: false)
+        return CachedImage(path: entry.dataPath, recordPath: entry.recordPath, fd: partial, size: writer.offset, reused: false)
     }
 
     /// A VM disk that is compressed or in an archive, or a compressed image in an archive: `fill` writes it
@@ -78,17 +74,14 @@ extension ImageCache {
                                 use: (Int32, UInt64) throws(CacheError) -> Result) throws(CacheError) -> Result {
         let path = job.entry.stagePath
         unlink(path)
-        let stageFD = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard stageFD >= 0 else { throw .system(operation: "create", path: path, errno: errno) }
-        defer {
-            close(stageFD)
-            unlink(path)
-        }
-        var stage = SparseWriter(fd: stageFD, path: path)
-        try fill(&stage)
-        guard ftruncate(stageFD, off_t(stage.offset)) == 0 else { throw .system(operation: "ftruncate", path: path, errno: errno) }
+        let stage = try CacheError.open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600, operation: "create")
+        defer { unlink(path) }
+        let stageFD = stage.raw
+        var writer = SparseWriter(fd: stageFD, path: path)
+        try fill(&writer)
+        guard ftruncate(stageFD, off_t(writer.offset)) == 0 else { throw .system(operation: "ftruncate", path: path, errno: errno) }
         guard lseek(stageFD, 0, SEEK_SET) == 0 else { throw .system(operation: "lseek", path: path, errno: errno) }
-        return try use(stageFD, stage.offset)
+        return try use(stageFD, writer.offset)
     }
 
     /// Streams the archive's image into `writer`; returns the time spent writing.

@@ -1,4 +1,5 @@
 import Glibc
+import LinuxBlock
 
 /// The files of one cached image: DIR/BASE.img, DIR/BASE.meta, DIR/BASE.PID.partial (and BASE.stage.PID.partial).
 struct CacheEntry: Sendable {
@@ -34,25 +35,19 @@ struct CacheEntry: Sendable {
     /// describes this very cache file); nil otherwise.
     func lease(matching identity: CacheRecord.Identity, source: String) -> CachedImage? {
         guard let record = readRecord(), record.identity == identity, record.source == source else { return nil }
-        let fd = open(dataPath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return nil }
+        guard let fd = try? FileDescriptor.open(dataPath, O_RDONLY | O_NOFOLLOW) else { return nil }
         var held = stat(), named = stat()
         // After the lock, the name must still be this file (an evictor may have removed it meanwhile).
-        guard flock(fd, LOCK_SH) == 0, fstat(fd, &held) == 0, stat(dataPath, &named) == 0,
+        guard flock(fd.raw, LOCK_SH) == 0, fstat(fd.raw, &held) == 0, stat(dataPath, &named) == 0,
               held.st_ino == named.st_ino, held.st_dev == named.st_dev,
-              UInt64(held.st_ino) == record.cacheInode, UInt64(held.st_size) == record.cacheSize else {
-            close(fd)
-            return nil
-        }
+              UInt64(held.st_ino) == record.cacheInode, UInt64(held.st_size) == record.cacheSize else { return nil }
         return CachedImage(path: dataPath, recordPath: recordPath, fd: fd, size: record.cacheSize, reused: true)
     }
 
     func readRecord() -> CacheRecord? {
-        let fd = open(recordPath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.open(recordPath, O_RDONLY | O_NOFOLLOW) else { return nil }
         var bytes = [UInt8](repeating: 0, count: 8192)
-        let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        let count = bytes.withUnsafeMutableBytes { read(fd.raw, $0.baseAddress, $0.count) }
         guard count > 0, count < bytes.count else { return nil }
         return CacheRecord.parse(String(decoding: bytes[0..<count], as: UTF8.self))
     }
@@ -60,15 +55,13 @@ struct CacheEntry: Sendable {
     /// Removes the entry if no one holds its image (exclusive flock without waiting). Returns the bytes
     /// it occupied, or nil when it is in use.
     func removeIfUnused() -> UInt64? {
-        let fd = open(dataPath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else {
+        guard let fd = try? FileDescriptor.open(dataPath, O_RDONLY | O_NOFOLLOW) else {
             unlink(recordPath)
             return 0
         }
-        defer { close(fd) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return nil }
+        guard flock(fd.raw, LOCK_EX | LOCK_NB) == 0 else { return nil }
         var info = stat()
-        let bytes = fstat(fd, &info) == 0 ? UInt64(info.st_blocks) * 512 : 0
+        let bytes = fstat(fd.raw, &info) == 0 ? UInt64(info.st_blocks) * 512 : 0
         // The record first: an image without its record is never reused.
         unlink(recordPath)
         unlink(dataPath)
@@ -77,18 +70,16 @@ struct CacheEntry: Sendable {
 
     /// Makes a finished, fsynced partial file the entry: the old record goes first, then the image is
     /// renamed into place, then the new record (naming the image's inode) is written and renamed.
-    func commit(partialFD: Int32, record: CacheRecord) throws(CacheError) {
+    func commit(record: CacheRecord) throws(CacheError) {
         unlink(recordPath)
         guard rename(partialPath, dataPath) == 0 else { throw .system(operation: "rename", path: partialPath, errno: errno) }
         do throws(CacheError) {
             try syncDirectory()
-            let fd = open(recordPartialPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
-            guard fd >= 0 else { throw .system(operation: "open", path: recordPartialPath, errno: errno) }
+            let fd = try CacheError.open(recordPartialPath, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o600)
             let text = Array(record.encoded().utf8)
-            let written = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let written = text.withUnsafeBytes { write(fd.raw, $0.baseAddress, $0.count) }
             let error = errno
-            let synced = written == text.count && fsync(fd) == 0
-            close(fd)
+            let synced = written == text.count && fsync(fd.raw) == 0
             guard synced else {
                 unlink(recordPartialPath)
                 if written >= 0 && written < text.count || error == ENOSPC { throw .noRoom(file: recordPath, reason: "the disk is full") }
@@ -107,9 +98,7 @@ struct CacheEntry: Sendable {
     }
 
     private func syncDirectory() throws(CacheError) {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw .system(operation: "open", path: directory, errno: errno) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw .system(operation: "fsync", path: directory, errno: errno) }
+        let fd = try CacheError.open(directory, O_RDONLY | O_DIRECTORY)
+        guard fsync(fd.raw) == 0 else { throw .system(operation: "fsync", path: directory, errno: errno) }
     }
 }

@@ -1,4 +1,5 @@
 import Glibc
+import LinuxBlock
 
 /// Why an image could not be prepared; `errno` is what mkdir of its sandbox returns.
 public enum CacheError: Error, Sendable, CustomStringConvertible, Equatable {
@@ -52,6 +53,18 @@ public enum CacheError: Error, Sendable, CustomStringConvertible, Equatable {
         case .refused(let file, let reason): "\(file): refused: \(reason); nothing read into the cache"
         case .helperFailed(let file, let command, let status, let message):
             "\(file): \(command) failed with status \(status)\(message.isEmpty ? "" : ": " + message); nothing cached"
+        }
+    }
+}
+
+extension CacheError {
+    /// FileDescriptor.open for the cache: a failure is `.system` naming `path` and `operation`.
+    static func open(_ path: String, _ flags: Int32, mode: mode_t = 0,
+                     operation: String = "open") throws(CacheError) -> FileDescriptor {
+        do {
+            return try FileDescriptor.open(path, flags, mode: mode)
+        } catch {
+            throw .system(operation: operation, path: path, errno: error.errno)
         }
     }
 }

@@ -1,4 +1,5 @@
 import Glibc
+import LinuxBlock
 
 /// A ready cache file held in use: while this object lives, its shared flock keeps the cache from
 /// evicting the file (in this daemon or another one sharing the cache directory). Engines attach a
@@ -10,10 +11,11 @@ public final class CachedImage: Sendable {
     public let size: UInt64
     /// True when an earlier decompression was reused.
     public let reused: Bool
-    private let fd: Int32
+    /// Holds the shared flock.
+    private let fd: FileDescriptor
     private let recordPath: String
 
-    init(path: String, recordPath: String, fd: Int32, size: UInt64, reused: Bool) {
+    init(path: String, recordPath: String, fd: consuming FileDescriptor, size: UInt64, reused: Bool) {
         self.path = path
         self.recordPath = recordPath
         self.fd = fd
@@ -25,7 +27,6 @@ public final class CachedImage: Sendable {
     deinit {
         // Last use: what least-recently-used eviction orders by.
         Self.touch(recordPath)
-        close(fd)
     }
 
     /// Sets the record's times from the precise clock (the kernel's file times tick coarsely, and two

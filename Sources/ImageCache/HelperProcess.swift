@@ -22,13 +22,12 @@ struct HelperProcess {
         do throws(SystemError) { child = try Command.spawn(command, passing: fds, closingOthers: true) } catch {
             throw .system(operation: error.operation, path: error.operation == "fcntl(F_DUPFD_CLOEXEC)" ? file : argv[0], errno: error.errno)
         }
-        defer { close(child.stdout); close(child.stderr) }
         let pid = child.pid
         job.adopt(child: pid)
         started()
         var (stdout, stderr) = ([UInt8](), [UInt8]())
         var timedOut = false
-        var fdsToWatch = [pollfd(fd: child.stdout, events: Int16(POLLIN), revents: 0), pollfd(fd: child.stderr, events: Int16(POLLIN), revents: 0)]
+        var fdsToWatch = [pollfd(fd: child.stdout.raw, events: Int16(POLLIN), revents: 0), pollfd(fd: child.stderr.raw, events: Int16(POLLIN), revents: 0)]
         var chunk = [UInt8](repeating: 0, count: 65536)
         while fdsToWatch.contains(where: { $0.fd >= 0 }) {
             let left = ContinuousClock.now.duration(to: deadline).components

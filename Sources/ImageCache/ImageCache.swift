@@ -72,12 +72,9 @@ public final class ImageCache: Sendable {
     /// file being made waits for that work). Blocks for as long as that takes.
     public func prepare(image: String, file: String, format: ImageFileName.Kind) throws(CacheError) -> CachedImage {
         guard format != .raw else { throw .refused(file: file, reason: "a plain image needs no cache") }
-        let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { throw .system(operation: "open", path: file, errno: errno) }
-        var closeSource = true
-        defer { if closeSource { close(fd) } }
+        let source = try CacheError.open(file, O_RDONLY | O_NOFOLLOW)
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw .system(operation: "fstat", path: file, errno: errno) }
+        guard fstat(source.raw, &info) == 0 else { throw .system(operation: "fstat", path: file, errno: errno) }
         guard info.st_mode & S_IFMT == S_IFREG else { throw .hostileHeader(file: file, reason: "not a regular file") }
         let identity = CacheRecord.Identity(info)
         try Self.createDirectory(directory)
@@ -104,8 +101,7 @@ public final class ImageCache: Sendable {
                 job.finished.wait()
                 if let error = job.error { throw error }
             case .run(let job):
-                closeSource = false
-                return try run(job, sourceFD: fd)
+                return try run(job, sourceFD: source.raw)
             }
         }
         throw .system(operation: "prepare", path: file, errno: EAGAIN)

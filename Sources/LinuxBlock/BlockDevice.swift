@@ -57,8 +57,7 @@ public enum BlockDevice {
 
     /// Opens a device read-only for a query ioctl. O_NONBLOCK: never wait on removable media.
     static func withDevice(_ path: String, _ body: (Int32) throws(SystemError) -> Void) throws(SystemError) {
-        let fd = try systemCall("open", path) { open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) }
-        defer { close(fd) }
-        try body(fd)
+        let fd = try FileDescriptor.open(path, O_RDONLY | O_NONBLOCK)
+        try body(fd.raw)
     }
 }

@@ -34,10 +34,9 @@ public enum Command {
         }
         let child: SpawnedChild
         do throws(SystemError) { child = try spawn(argv, passing: fds) } catch { throw failure(error.operation, error.errno) }
-        defer { close(child.stdout); close(child.stderr) }
         let pid = child.pid
 
-        let (stdout, stderr) = drain(child.stdout, child.stderr)
+        let (stdout, stderr) = drain(child.stdout.raw, child.stderr.raw)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 {
             if errno != EINTR { throw failure("waitpid", errno) }
@@ -52,11 +51,11 @@ public enum Command {
         return String(decoding: stdout, as: UTF8.self)
     }
 
-    /// A started child and the read ends of its stdout and stderr pipes (the caller closes them and waits).
-    public struct SpawnedChild {
+    /// A started child and the read ends of its stdout and stderr pipes (the caller waits for it).
+    public struct SpawnedChild: ~Copyable {
         public let pid: pid_t
-        public let stdout: Int32
-        public let stderr: Int32
+        public let stdout: FileDescriptor
+        public let stderr: FileDescriptor
     }
 
     /// posix_spawnp of `argv` with stdin from /dev/null, stdout and stderr into pipes, and `fds` as 3, 4, ...;
@@ -64,38 +63,32 @@ public enum Command {
     public static func spawn(_ argv: [String], passing fds: [Int32] = [],
                              closingOthers: Bool = false) throws(SystemError) -> SpawnedChild {
         // Copies at 10 and up: the dup2s onto 3, 4 ... cannot overwrite a source not yet copied.
-        let copies = fds.map { fcntl($0, F_DUPFD_CLOEXEC, 10) }
-        defer { copies.filter { $0 >= 0 }.forEach { close($0) } }
-        guard !copies.contains(-1) else { throw SystemError("fcntl(F_DUPFD_CLOEXEC)", argv[0], errno: errno) }
-        var out: [Int32] = [-1, -1]
-        var err: [Int32] = [-1, -1]
-        guard clinux_pipe_cloexec(&out) == 0 else { throw SystemError("pipe2", argv[0], errno: errno) }
-        guard clinux_pipe_cloexec(&err) == 0 else {
-            let saved = errno
-            close(out[0]); close(out[1])
-            throw SystemError("pipe2", argv[0], errno: saved)
+        var copies: [Int32] = []
+        defer { copies.forEach { close($0) } }
+        for fd in fds {
+            let copy = fcntl(fd, F_DUPFD_CLOEXEC, 10)
+            guard copy >= 0 else { throw SystemError("fcntl(F_DUPFD_CLOEXEC)", argv[0], errno: errno) }
+            copies.append(copy)
         }
+        let out = try FileDescriptor.pipe(naming: argv[0])
+        let err = try FileDescriptor.pipe(naming: argv[0])
         var pid: pid_t = 0
         let spawnError: Int32 = {
             var actions = posix_spawn_file_actions_t()
             posix_spawn_file_actions_init(&actions)
             defer { posix_spawn_file_actions_destroy(&actions) }
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_adddup2(&actions, out[1], 1)
-            posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+            posix_spawn_file_actions_adddup2(&actions, out.write.raw, 1)
+            posix_spawn_file_actions_adddup2(&actions, err.write.raw, 2)
             for (index, copy) in copies.enumerated() { posix_spawn_file_actions_adddup2(&actions, copy, Int32(3 + index)) }
             if closingOthers { clinux_spawn_close_from(&actions, Int32(3 + copies.count)) }
             var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
             defer { cArgs.forEach { free($0) } }
             return SpawnGate.spawning { posix_spawnp(&pid, argv[0], &actions, nil, &cArgs, clinux_environ()) }
         }()
-        close(out[1])
-        close(err[1])
-        guard spawnError == 0 else {
-            close(out[0]); close(err[0])
-            throw SystemError("posix_spawnp", argv[0], errno: spawnError)
-        }
-        return SpawnedChild(pid: pid, stdout: out[0], stderr: err[0])
+        guard spawnError == 0 else { throw SystemError("posix_spawnp", argv[0], errno: spawnError) }
+        // The write ends close here (only the child holds them now), so the reads see EOF when it exits.
+        return SpawnedChild(pid: pid, stdout: out.read, stderr: err.read)
     }
 
     /// Reads both pipes to EOF together, so a child filling one while we block on the other cannot deadlock.

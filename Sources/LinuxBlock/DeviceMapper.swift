@@ -4,7 +4,7 @@ import Glibc
 /// Device-mapper through one fd on /dev/mapper/control. Thread-safe: each call builds its own dm_ioctl buffer
 /// and the kernel serialises operations on a name.
 public final class DeviceMapper: @unchecked Sendable {
-    private let fd: Int32
+    private let fd: FileDescriptor
     private let controlPath: String
 
     /// First buffer size for answers; doubled on DM_BUFFER_FULL_FLAG up to `maxBufferSize`.
@@ -19,10 +19,8 @@ public final class DeviceMapper: @unchecked Sendable {
 
     public init(controlPath: String = "/dev/mapper/control") throws(SystemError) {
         self.controlPath = controlPath
-        fd = try systemCall("open", controlPath) { open(controlPath, O_RDWR | O_CLOEXEC) }
+        fd = try FileDescriptor.open(controlPath, O_RDWR)
     }
-
-    deinit { close(fd) }
 
     static func nodePath(_ name: String) -> String { "/dev/mapper/\(name)" }
 
@@ -177,7 +175,7 @@ public final class DeviceMapper: @unchecked Sendable {
             defer { buffer.deallocate() }
             try systemCall(operation, objectName) {
                 payload.withUnsafeBytes { bytes in
-                    clinux_dm_ioctl(fd, request, buffer, size, name, uuid, flags, targetCount,
+                    clinux_dm_ioctl(fd.raw, request, buffer, size, name, uuid, flags, targetCount,
                                     bytes.baseAddress, bytes.count)
                 }
             }

@@ -7,12 +7,15 @@ public final class FdLease: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>
     private let fd: Int32
+    /// Owns `fd` until the lease closes it (sets this to nil); deinit closes it if still open.
+    private var owned: FileDescriptor?
     private var users = 0
     private var retired = false
-    private var closed = false
+    private var closed: Bool { owned == nil }
 
-    public init(fd: Int32) {
-        self.fd = fd
+    public init(_ fd: consuming FileDescriptor) {
+        self.fd = fd.raw
+        owned = consume fd
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
@@ -21,8 +24,12 @@ public final class FdLease: @unchecked Sendable {
         pthread_cond_init(cond, nil)
     }
 
+    /// Adopts a bare fd (the FUSE layer's, until it holds FileDescriptors).
+    public convenience init(fd: Int32) {
+        self.init(FileDescriptor(adopting: fd))
+    }
+
     deinit {
-        if !closed { close(fd) }
         pthread_cond_destroy(cond)
         cond.deallocate()
         pthread_mutex_destroy(mutex)
@@ -64,8 +71,7 @@ public final class FdLease: @unchecked Sendable {
 
     private func closeIfIdle() {
         guard retired, users == 0, !closed else { return }
-        close(fd)
-        closed = true
+        owned = nil
         pthread_cond_broadcast(cond)
     }
 }

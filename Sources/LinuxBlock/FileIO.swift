@@ -6,13 +6,12 @@ import Glibc
 public enum FileIO {
     /// Reads a whole (small, possibly size-less procfs/sysfs) file as UTF-8.
     static func readText(_ path: String) throws(SystemError) -> String {
-        let fd = try systemCall("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
+        let fd = try FileDescriptor.open(path, O_RDONLY)
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
             let count = try systemCall("read", path) {
-                chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                chunk.withUnsafeMutableBytes { read(fd.raw, $0.baseAddress, $0.count) }
             }
             if count == 0 { break }
             bytes.append(contentsOf: chunk[0..<count])
@@ -22,11 +21,10 @@ public enum FileIO {
 
     /// Writes `text` with one write(2) (sysfs attributes take a whole value per write).
     static func writeText(_ path: String, _ text: String) throws(SystemError) {
-        let fd = try systemCall("open", path) { open(path, O_WRONLY | O_CLOEXEC | O_TRUNC) }
-        defer { close(fd) }
+        let fd = try FileDescriptor.open(path, O_WRONLY | O_TRUNC)
         let bytes = Array(text.utf8)
         let written = try systemCall("write", path) {
-            bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            bytes.withUnsafeBytes { write(fd.raw, $0.baseAddress, $0.count) }
         }
         // sysfs consumes a value whole; a short write elsewhere would be a truncated value.
         if written != bytes.count { throw SystemError("write", path, errno: EIO) }

@@ -28,8 +28,7 @@ public enum FilesystemControl {
     }
 
     private static func onRoot(of mountPoint: String, _ operation: String, _ call: (Int32) -> Int32) throws(SystemError) {
-        let fd = try systemCall("open", mountPoint) { open(mountPoint, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-        defer { close(fd) }
-        try systemCall(operation, mountPoint) { call(fd) }
+        let fd = try FileDescriptor.open(mountPoint, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        try systemCall(operation, mountPoint) { call(fd.raw) }
     }
 }

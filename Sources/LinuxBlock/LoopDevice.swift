@@ -15,10 +15,10 @@ public final class LoopDevice: @unchecked Sendable {
     /// (EBUSY at LOOP_CONFIGURE, ENXIO at open).
     static let attachAttempts = 16
 
-    private init(index: Int, deviceNumber: DeviceNumber, fd: Int32) {
+    private init(index: Int, deviceNumber: DeviceNumber, fd: consuming FileDescriptor) {
         self.index = index
         self.deviceNumber = deviceNumber
-        self.fd = FdLease(fd: fd)
+        self.fd = FdLease(fd)
     }
 
     deinit { close() }
@@ -31,14 +31,10 @@ public final class LoopDevice: @unchecked Sendable {
     /// when `syncWrites`: each write then reaches the backing device before it completes.
     public static func attach(file: String, offset: UInt64 = 0, sizeLimit: UInt64 = 0, readOnly: Bool = true,
                               autoclear: Bool = true, syncWrites: Bool = false, label: String) throws(SystemError) -> LoopDevice {
-        let backing = try systemCall("open", file) {
-            open(file, (readOnly ? O_RDONLY : O_RDWR) | (syncWrites ? O_DSYNC : 0) | O_CLOEXEC | O_NOFOLLOW)
-        }
         // The kernel takes its own reference to the file at LOOP_CONFIGURE.
-        defer { Glibc.close(backing) }
+        let backing = try FileDescriptor.open(file, (readOnly ? O_RDONLY : O_RDWR) | (syncWrites ? O_DSYNC : 0) | O_NOFOLLOW)
         let controlPath = "/dev/loop-control"
-        let control = try systemCall("open", controlPath) { open(controlPath, O_RDWR | O_CLOEXEC) }
-        defer { Glibc.close(control) }
+        let control = try FileDescriptor.open(controlPath, O_RDWR)
 
         var flags: UInt32 = 0
         if readOnly { flags |= clinux_LO_FLAGS_READ_ONLY }
@@ -47,35 +43,37 @@ public final class LoopDevice: @unchecked Sendable {
 
         for _ in 0..<attachAttempts {
             let index = Int(try systemCall("LOOP_CTL_GET_FREE", controlPath) {
-                clinux_ioctl_none(control, clinux_LOOP_CTL_GET_FREE)
+                clinux_ioctl_none(control.raw, clinux_LOOP_CTL_GET_FREE)
             })
             let path = Self.path(index)
             let dev = sysfsDeviceNumber(index)
                 ?? DeviceNumber(major: clinux_LOOP_MAJOR, minor: UInt32(index))
             try BlockDevice.makeNode(path, dev)
-            // O_RDWR always: the kernel forces read-only when the configuring opener cannot write, and
-            // LO_FLAGS_READ_ONLY covers the read-only case.
-            let loopFD: Int32
-            do {
-                loopFD = try systemCall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
-            } catch {
-                // ENXIO: another process bound and already let go of this device (autoclear rundown) since
-                // GET_FREE; ask for another one.
-                if error.errno == ENXIO { continue }
-                throw error
-            }
+            guard let loopFD = try openFree(path) else { continue }
             do {
                 try systemCall("LOOP_CONFIGURE", path) {
-                    clinux_loop_configure(loopFD, backing, offset, sizeLimit, flags, name)
+                    clinux_loop_configure(loopFD.raw, backing.raw, offset, sizeLimit, flags, name)
                 }
-                return LoopDevice(index: index, deviceNumber: dev, fd: loopFD)
             } catch {
-                Glibc.close(loopFD)
                 // EBUSY: another process configured this free device between our GET_FREE and CONFIGURE.
                 if error.errno != EBUSY { throw error }
+                continue
             }
+            return LoopDevice(index: index, deviceNumber: dev, fd: loopFD)
         }
         throw SystemError("LOOP_CONFIGURE", controlPath, errno: EBUSY)
+    }
+
+    /// The free device at `path` opened O_RDWR (the kernel forces read-only when the configuring opener cannot
+    /// write, and LO_FLAGS_READ_ONLY covers the read-only case); nil on ENXIO: another process bound and
+    /// already let go of it (autoclear rundown) since GET_FREE, so the caller asks for another one.
+    private static func openFree(_ path: String) throws(SystemError) -> FileDescriptor? {
+        do {
+            return try FileDescriptor.open(path, O_RDWR)
+        } catch {
+            if error.errno == ENXIO { return nil }
+            throw error
+        }
     }
 
     /// Drops our fd (idempotent; once an ioctl in flight is done). With autoclear and no other opener, the
@@ -112,9 +110,8 @@ public final class LoopDevice: @unchecked Sendable {
     /// (a mount, a dm table) the kernel only marks it autoclear and detaches it when that opener goes.
     public static func detach(index: Int) throws(SystemError) {
         let path = Self.path(index)
-        let fd = try systemCall("open", path) { open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) }
-        defer { Glibc.close(fd) }
-        try systemCall("LOOP_CLR_FD", path) { clinux_ioctl_none(fd, clinux_LOOP_CLR_FD) }
+        let fd = try FileDescriptor.open(path, O_RDONLY | O_NONBLOCK)
+        try systemCall("LOOP_CLR_FD", path) { clinux_ioctl_none(fd.raw, clinux_LOOP_CLR_FD) }
     }
 
     /// Attached loop devices from sysfs (/sys/block/loopN/loop/backing_file), with lo_file_name as label.
@@ -139,12 +136,10 @@ public final class LoopDevice: @unchecked Sendable {
     /// lo_file_name via LOOP_GET_STATUS64, nil if the device cannot be opened or is not bound.
     static func label(_ index: Int) -> String? {
         let path = Self.path(index)
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return nil }
-        defer { Glibc.close(fd) }
+        guard let fd = try? FileDescriptor.open(path, O_RDONLY | O_NONBLOCK) else { return nil }
         var buffer = [CChar](repeating: 0, count: 65)
         var flags: UInt32 = 0
-        guard clinux_loop_get_status(fd, &buffer, buffer.count, &flags) == 0 else { return nil }
+        guard clinux_loop_get_status(fd.raw, &buffer, buffer.count, &flags) == 0 else { return nil }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 

@@ -22,19 +22,17 @@ public enum Mount {
     /// ELOOP when a symlink lies on the way, ESTALE when the path leads to another mount now.
     public static func unmount(mountID: UInt64, at path: String, detach: Bool = false) throws(SystemError) {
         guard path.hasPrefix("/"), path != "/" else { throw SystemError("unmount (not an absolute mount point)", path, errno: EINVAL) }
-        let root = try systemCall("open", "/") { open("/", O_PATH_DIRECTORY) }
-        defer { close(root) }
-        let fd = try systemCall("openat2 (no symlinks)", path) {
-            clinux_openat2(root, String(path.dropFirst()), UInt64(clinux_O_PATH | O_CLOEXEC), 0,
+        let root = try FileDescriptor.open("/", O_PATH_DIRECTORY)
+        let fd = FileDescriptor(adopting: try systemCall("openat2 (no symlinks)", path) {
+            clinux_openat2(root.raw, String(path.dropFirst()), UInt64(clinux_O_PATH | O_CLOEXEC), 0,
                            clinux_RESOLVE_NO_SYMLINKS | clinux_RESOLVE_NO_MAGICLINKS)
-        }
-        defer { close(fd) }
+        })
         var found: UInt64 = 0
-        try systemCall("statx (mount id)", path) { clinux_mount_id_of_fd(fd, &found) }
+        try systemCall("statx (mount id)", path) { clinux_mount_id_of_fd(fd.raw, &found) }
         guard found == mountID else {
             throw SystemError("unmount (the path leads to mount \(found), not \(mountID))", path, errno: ESTALE)
         }
-        try unmountRetryingBusy("/proc/self/fd/\(fd)", flags: detach ? clinux_MNT_DETACH : 0, name: path)
+        try unmountRetryingBusy("/proc/self/fd/\(fd.raw)", flags: detach ? clinux_MNT_DETACH : 0, name: path)
     }
 
     private static let O_PATH_DIRECTORY = clinux_O_PATH | O_DIRECTORY | O_CLOEXEC

@@ -34,30 +34,25 @@ public enum MountCopies {
     /// The mount table of every other mount namespace that has a process, read from that namespace's root;
     /// namespaces that end meanwhile are skipped.
     public static func mountsInOtherNamespaces(procRoot: String = "/proc") -> [NamespaceMounts] {
-        let proc = open(procRoot, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard proc >= 0 else { return [] }
-        defer { close(proc) }
+        guard let proc = try? FileDescriptor.open(procRoot, O_RDONLY | O_DIRECTORY) else { return [] }
         var all: [NamespaceMounts] = []
         for (namespace, pid) in otherNamespaces(procRoot: procRoot) {
-            let nsFD = open("\(procRoot)/\(pid)/ns/mnt", O_RDONLY | O_CLOEXEC)
-            guard nsFD >= 0 else { continue }
-            defer { close(nsFD) }
+            guard let namespaceFD = try? FileDescriptor.open("\(procRoot)/\(pid)/ns/mnt", O_RDONLY) else { continue }
             // The fork holds copies of our fds until it exits: an unmount in flight waits for it (SpawnGate).
-            let info = SpawnGate.spawning { clinux_mountinfo_in(nsFD, proc) }
+            let info = SpawnGate.spawning { clinux_mountinfo_in(namespaceFD.raw, proc.raw) }
             guard info >= 0 else { continue }
-            let entries = readAll(info).split(separator: "\n").compactMap { MountEntry(mountInfoLine: $0) }
-            close(info)
+            let entries = readAll(FileDescriptor(adopting: info)).split(separator: "\n").compactMap { MountEntry(mountInfoLine: $0) }
             let command = (try? FileIO.readValue("\(procRoot)/\(pid)/comm")) ?? "?"
             all.append(NamespaceMounts(namespace: namespace, pid: pid, command: command, entries: entries))
         }
         return all
     }
 
-    static func readAll(_ fd: Int32) -> String {
+    static func readAll(_ fd: borrowing FileDescriptor) -> String {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16384)
         while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let count = chunk.withUnsafeMutableBytes { read(fd.raw, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { break }
             bytes.append(contentsOf: chunk[0..<count])

@@ -179,10 +179,11 @@ public struct OverlayEngine: SandboxEngine {
     public func makeBlockStore(bytes: UInt64, teardown: Teardown) throws -> Int32 {
         if zram.isAvailable { return try allocator.blockStore(bytes: bytes, teardown: teardown) }
         var template = Array("\(names.runDirectory)/blockstore.XXXXXX".utf8CString)
-        let fd = try systemCall("mkstemp", names.runDirectory) { template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) } }
+        let fd = FileDescriptor(adopting: try systemCall("mkstemp", names.runDirectory) {
+            template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        })
         unlink(template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
-        teardown.push("close block store") { close(fd) }
-        return fd
+        return teardown.own(fd, "block store")
     }
 
     /// Mounts the COW store on `path`: ext4 on a new zram device, else a tmpfs. Returns the zram id.

@@ -32,9 +32,7 @@ struct PartitionBuilder {
 
     /// Opens the image read-only (never following a symlink); the fd is closed by `teardown`.
     func openImage(_ teardown: Teardown) throws -> Int32 {
-        let fd = try systemCall("open", imagePath) { open(imagePath, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
-        teardown.push("close \(imagePath)") { close(fd) }
-        return fd
+        teardown.own(try FileDescriptor.open(imagePath, O_RDONLY | O_NOFOLLOW), imagePath)
     }
 
     /// A FAT volume straight on the image's bytes, read-only (pristine).

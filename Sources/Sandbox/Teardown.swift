@@ -1,4 +1,5 @@
 import Glibc
+import LinuxBlock
 import Synchronization
 
 /// A stack of undo actions. Creation pushes one per kernel object it made; on failure, and again at the
@@ -21,6 +22,15 @@ public final class Teardown: @unchecked Sendable {
 
     public func push(_ name: String, _ undo: @escaping () throws -> Void) {
         lock.withLock { _ in steps.append(Step(name: name, undo: undo)) }
+    }
+
+    /// Hands `fd` to this teardown: its step closes it (and so does dropping a teardown that never ran).
+    /// Returns the number for users that live no longer than the object this teardown undoes.
+    public func own(_ fd: consuming FileDescriptor, _ name: String) -> Int32 {
+        let raw = fd.raw
+        let slot = DescriptorSlot(fd)
+        push("close \(name)") { slot.close() }
+        return raw
     }
 
     /// Some step has been undone: the object is no longer whole.
@@ -57,6 +67,13 @@ public final class Teardown: @unchecked Sendable {
             return failures
         }
     }
+}
+
+/// An fd held by a teardown step (a closure cannot hold a non-copyable value itself).
+private final class DescriptorSlot: Sendable {
+    private let fd: Mutex<FileDescriptor?>
+    init(_ fd: consuming FileDescriptor) { self.fd = Mutex(Optional(fd)) }
+    func close() { fd.withLock { $0 = nil } }
 }
 
 public struct TeardownError: Error, ErrnoCarrying, CustomStringConvertible {

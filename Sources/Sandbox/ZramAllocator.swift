@@ -60,8 +60,7 @@ public struct ZramAllocator: Sendable {
         guard let ledger else { return }
         try PrivateDirectory.create(ledger)
         let path = "\(ledger)/\(id)"
-        let fd = try systemCall("create", path) { open(path, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600) }
-        close(fd)
+        _ = try FileDescriptor.open(path, O_CREAT | O_WRONLY | O_NOFOLLOW, mode: 0o600)
     }
 
     func forget(_ id: Int) throws(SystemError) {
@@ -77,8 +76,6 @@ extension ZramAllocator {
         let id = try add(bytes: (bytes + 4095) / 4096 * 4096)
         teardown.push("remove zram\(id)") { try release(id) }
         let path = zram.devicePath(id)
-        let fd = try systemCall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
-        teardown.push("close \(path)") { close(fd) }
-        return fd
+        return teardown.own(try FileDescriptor.open(path, O_RDWR), path)
     }
 }

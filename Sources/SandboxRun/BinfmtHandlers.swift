@@ -1,4 +1,5 @@
 import Glibc
+import LinuxBlock
 
 /// The kernel's binfmt_misc registrations (one file per entry in /proc/sys/fs/binfmt_misc), and which of
 /// them can run a given binary from inside a sandbox. The directory is a parameter so tests use a fake one.
@@ -107,9 +108,7 @@ public struct BinfmtHandlers: Sendable {
     }
 
     private static func readText(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.open(path, O_RDONLY) else { return nil }
         return String(decoding: ImageRoot.readAll(fd, limit: 4096), as: UTF8.self)
     }
 }

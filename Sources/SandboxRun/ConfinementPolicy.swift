@@ -22,10 +22,10 @@ enum ConfinementPolicy {
 
     static func mask(_ numbers: [Int]) -> UInt64 { numbers.reduce(0) { $0 | (1 << UInt64($1)) } }
 
-    /// bwrap's options for the command's capabilities and its seccomp program; returns the program's fd,
-    /// for the caller to close once bwrap is started.
-    static func addCapabilitiesAndFilter(to bwrap: inout Bubblewrap) throws(RunError) -> Int32 {
-        let filter = try SyscallFilter.program()
+    /// bwrap's options for the command's capabilities and its seccomp program; the program's fd joins
+    /// `owned`, for the caller to close once bwrap is started.
+    static func addCapabilitiesAndFilter(to bwrap: inout Bubblewrap, owned: inout DescriptorSet) throws(RunError) {
+        let filter = owned.insert(try SyscallFilter.program())
         bwrap.add("--seccomp", bwrap.pass(filter), "--cap-drop", "ALL")
         // Only those root has here: bwrap ignores a capset that fails (EPERM for a capability the
         // process lacks, CAP_SYS_RESOURCE in some containers) and would then leave the command every one.
@@ -33,7 +33,6 @@ enum ConfinementPolicy {
         for capability in keptCapabilities where permitted & (1 << UInt64(capability.number)) != 0 {
             bwrap.add("--cap-add", capability.name)
         }
-        return filter
     }
 
     /// bwrap, started as root, keeps the bounding set it inherits for everything it starts (it narrows

@@ -1,4 +1,5 @@
 import Glibc
+import LinuxBlock
 
 /// What an ELF header says about the machine a binary needs: class (32/64-bit), byte order, e_machine,
 /// and e_flags (ARM's hard-float bit tells armhf from armel).
@@ -68,9 +69,7 @@ public struct ELFIdentity: Equatable, Sendable {
 
     /// The running binary's own identity (/proc/self/exe): the host's architecture, as this kernel runs it.
     public static func host() -> ELFIdentity? {
-        let fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.open("/proc/self/exe", O_RDONLY) else { return nil }
         return ELFIdentity(header: ImageRoot.readAll(fd, limit: 64))
     }
 }

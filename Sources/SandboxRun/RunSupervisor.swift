@@ -6,33 +6,30 @@ import LinuxBlock
 /// (N: bwrap's PID 1 of the new PID namespace, as seen from here) and `{"exit-code": N}` when it ends.
 /// A run with no exit-code never started the command (bwrap said why on stderr).
 final class StatusPipe {
-    let readEnd: Int32
-    private(set) var writeEnd: Int32
+    private let readEnd: FileDescriptor
+    /// Ours until bwrap is started, then only bwrap's.
+    private var writeEnd: FileDescriptor?
+    var readEndNumber: Int32 { readEnd.raw }
+    var writeEndNumber: Int32 { writeEnd?.raw ?? -1 }
     private var text: [UInt8] = []
     private(set) var namespaceInit: pid_t?
     private(set) var exitCode: Int32?
     private(set) var open = true
 
     init() throws(RunError) {
-        var ends: [Int32] = [-1, -1]
-        guard clinux_pipe_cloexec(&ends) == 0 else { throw RunError(SystemError("pipe2", "bwrap status", errno: errno)) }
-        readEnd = ends[0]
-        writeEnd = ends[1]
-    }
-
-    deinit {
-        close(readEnd)
-        closeWriteEnd()
+        let pipe: Pipe
+        do { pipe = try FileDescriptor.pipe(naming: "bwrap status") } catch { throw RunError(error) }
+        readEnd = pipe.read
+        writeEnd = .some(pipe.write)
     }
 
     func closeWriteEnd() {
-        if writeEnd >= 0 { close(writeEnd) }
-        writeEnd = -1
+        writeEnd = nil
     }
 
     func readAvailable() {
         var buffer = [UInt8](repeating: 0, count: 4096)
-        let count = buffer.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) }
+        let count = buffer.withUnsafeMutableBytes { read(readEnd.raw, $0.baseAddress, $0.count) }
         if count < 0, errno == EINTR { return }
         guard count > 0 else { open = false; return }
         text += buffer[0..<count]
@@ -61,7 +58,8 @@ final class RunSupervisor {
     let status: StatusPipe
     private var blocked = sigset_t()
     private var previous = sigset_t()
-    private var signals: Int32 = -1
+    private var signalFD: FileDescriptor?
+    private var signals: Int32 { signalFD?.raw ?? -1 }
 
     init(relay: TerminalRelay?, status: StatusPipe) {
         self.relay = relay
@@ -72,16 +70,17 @@ final class RunSupervisor {
         sigemptyset(&blocked)
         for signal in Self.forwarded + [SIGCHLD, SIGWINCH] { sigaddset(&blocked, signal) }
         sigprocmask(SIG_BLOCK, &blocked, &previous)
-        signals = clinux_signalfd(&blocked)
-        guard signals >= 0 else {
+        let fd = clinux_signalfd(&blocked)
+        guard fd >= 0 else {
+            let saved = errno
             unblockSignals()
-            throw RunError(SystemError("signalfd", "run", errno: errno))
+            throw RunError(SystemError("signalfd", "run", errno: saved))
         }
+        signalFD = FileDescriptor(adopting: fd)
     }
 
     func unblockSignals() {
-        if signals >= 0 { close(signals) }
-        signals = -1
+        signalFD = nil
         sigprocmask(SIG_SETMASK, &previous, nil)
     }
 
@@ -95,7 +94,7 @@ final class RunSupervisor {
         var bwrapStatus: Int32?
         while bwrapStatus == nil || status.open || (relay?.outputOpen ?? false) {
             var entries = [pollfd(fd: signals, events: Int16(POLLIN), revents: 0)]
-            if status.open { entries.append(pollfd(fd: status.readEnd, events: Int16(POLLIN), revents: 0)) }
+            if status.open { entries.append(pollfd(fd: status.readEndNumber, events: Int16(POLLIN), revents: 0)) }
             entries += relay?.pollEntries ?? []
             if poll(&entries, nfds_t(entries.count), -1) < 0 {
                 if errno == EINTR { continue }
@@ -112,7 +111,7 @@ final class RunSupervisor {
                     } else if signal > 0, signal != SIGCHLD {
                         forward(signal, bwrap: bwrap)
                     }
-                } else if entry.fd == status.readEnd {
+                } else if entry.fd == status.readEndNumber {
                     status.readAvailable()
                 } else {
                     relay?.handle(entry)
@@ -135,9 +134,7 @@ final class RunSupervisor {
     }
 
     static func firstChild(of pid: pid_t) -> pid_t? {
-        let fd = open("/proc/\(pid)/task/\(pid)/children", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.open("/proc/\(pid)/task/\(pid)/children", O_RDONLY) else { return nil }
         let text = String(decoding: ImageRoot.readAll(fd, limit: 4096), as: UTF8.self)
         return text.split(separator: " ").first.flatMap { pid_t($0) }
     }

@@ -37,8 +37,7 @@ public struct SandboxLocation {
     /// An O_PATH fd of the sandbox's root, for resolving everything else relative to it.
     func open() throws(RunError) -> ImageRoot {
         do {
-            let fd = try systemCall("open", path) { Glibc.open(path, clinux_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            return ImageRoot(fd: fd)
+            return ImageRoot(try FileDescriptor.open(path, clinux_O_PATH | O_DIRECTORY | O_NOFOLLOW))
         } catch { throw RunError(error) }
     }
 }

@@ -14,8 +14,8 @@ struct SandboxRoot {
     static let policyScript = "#!/bin/sh\n# imgsandbox run: services are not started inside a sandbox.\nexit 101\n"
 
     /// Adds the mounts to `bwrap`; the memfds it passes are returned for the caller to close after the spawn.
-    func addMounts(to bwrap: inout Bubblewrap, confined: Bool) throws(RunError) -> [Int32] {
-        var owned: [Int32] = []
+    func addMounts(to bwrap: inout Bubblewrap, confined: Bool) throws(RunError) -> DescriptorSet {
+        var owned = DescriptorSet()
         for directory in ["proc", "sys", "dev", "run"] { try check(directory, directory: true) }
         bwrap.add("--bind-fd", bwrap.pass(root.fd), "/")
         bwrap.addProc(kernelWideReadOnly: confined)
@@ -28,12 +28,7 @@ struct SandboxRoot {
         if access("/etc/resolv.conf", R_OK) == 0, let place = resolvConfPlace() {
             bwrap.add("--ro-bind", "/etc/resolv.conf", place)
         }
-        do {
-            try refuseServiceStarts(&bwrap, &owned)
-        } catch {
-            owned.forEach { close($0) }
-            throw error
-        }
+        try refuseServiceStarts(&bwrap, &owned)
         return owned
     }
 
@@ -45,9 +40,8 @@ struct SandboxRoot {
         case S_IFREG: return "/etc/resolv.conf"
         case S_IFLNK:
             guard let etc = try? root.open("etc", flags: clinux_O_PATH | O_DIRECTORY | O_NOFOLLOW, strict: true) else { return nil }
-            defer { close(etc) }
             var target = [CChar](repeating: 0, count: 4096)
-            let length = readlinkat(etc, "resolv.conf", &target, target.count)
+            let length = readlinkat(etc.raw, "resolv.conf", &target, target.count)
             guard length > 0, length < target.count else { return nil }
             let text = String(decoding: target[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
             return Self.underRun(text.hasPrefix("/") ? text : "/etc/" + text)
@@ -68,13 +62,11 @@ struct SandboxRoot {
     /// Debian's convention: invoke-rc.d asks /usr/sbin/policy-rc.d, and 101 means "do not start". When the
     /// image has that file, ours is mounted over it; otherwise (the usual case) the image's invoke-rc.d is
     /// covered by a copy whose POLICYHELPER points at ours under /run, so no file is created in the sandbox.
-    private func refuseServiceStarts(_ bwrap: inout Bubblewrap, _ owned: inout [Int32]) throws(RunError) {
-        let policy = try memfd(Self.policyScript)
-        owned.append(policy)
+    private func refuseServiceStarts(_ bwrap: inout Bubblewrap, _ owned: inout DescriptorSet) throws(RunError) {
+        let policy = owned.insert(try memfd(Self.policyScript))
         bwrap.add("--perms", "0755", "--ro-bind-data", bwrap.pass(policy), "/run/imgsandbox-run/policy-rc.d")
         if root.kind("usr/sbin/policy-rc.d") == S_IFREG {
-            let over = try memfd(Self.policyScript)   // bwrap reads each fd once
-            owned.append(over)
+            let over = owned.insert(try memfd(Self.policyScript))   // bwrap reads each fd once
             bwrap.add("--perms", "0755", "--ro-bind-data", bwrap.pass(over), "/usr/sbin/policy-rc.d")
             return
         }
@@ -87,16 +79,15 @@ struct SandboxRoot {
             return "POLICYHELPER=/run/imgsandbox-run/policy-rc.d"
         }
         guard replaced else { return }
-        let copy = try memfd(lines.joined(separator: "\n"))
-        owned.append(copy)
+        let copy = owned.insert(try memfd(lines.joined(separator: "\n")))
         bwrap.add("--perms", "0755", "--ro-bind-data", bwrap.pass(copy), "/usr/sbin/invoke-rc.d")
     }
 
-    private func memfd(_ text: String) throws(RunError) -> Int32 {
+    private func memfd(_ text: String) throws(RunError) -> FileDescriptor {
         let bytes = Array(text.utf8)
         let fd = bytes.withUnsafeBytes { clinux_memfd_with("imgsandbox-run", $0.baseAddress, $0.count) }
         guard fd >= 0 else { throw RunError(SystemError("memfd_create", "imgsandbox-run", errno: errno)) }
-        return fd
+        return FileDescriptor(adopting: fd)
     }
 
     /// A host path that is a mount point (its device differs from its parent's).
@@ -109,8 +100,7 @@ struct SandboxRoot {
     /// at the end, and without crossing a mount.
     private func check(_ path: String, directory: Bool) throws(RunError) {
         do {
-            let fd = try root.open(path, flags: clinux_O_PATH | O_NOFOLLOW | (directory ? O_DIRECTORY : 0), strict: true)
-            close(fd)
+            _ = try root.open(path, flags: clinux_O_PATH | O_NOFOLLOW | (directory ? O_DIRECTORY : 0), strict: true)
         } catch {
             let why: String = switch error.errno {
             case _ where root.kind(path) == S_IFLNK: "it is a symlink, which is never followed inside an image"

@@ -36,7 +36,6 @@ public enum SandboxRunner {
         guard geteuid() == 0 else { throw RunError("run needs root (it mounts /proc, /sys and /dev for the sandbox)") }
         let location = try SandboxLocation(request.sandbox)
         let root = try location.open()
-        defer { close(root.fd) }
         let (program, argv) = command(request.command, root: root)
         let verdict = try ArchitectureCheck.check(command: program, root: root, host: ELFIdentity.host(),
                                                   binfmt: BinfmtHandlers(directory: request.binfmtDirectory))
@@ -50,7 +49,6 @@ public enum SandboxRunner {
         bwrap.add("--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", hostname)
         if request.network == .none { bwrap.add("--unshare-net") }
         var owned = try SandboxRoot(root: root).addMounts(to: &bwrap, confined: !request.privileged)
-        defer { owned.forEach { close($0) } }
         guard ArchitectureCheck.findable(program, in: root) else {
             report(RunError("cannot execute \(program): No such file or directory").line)
             return 127
@@ -58,11 +56,11 @@ public enum SandboxRunner {
         if request.privileged {
             bwrap.add("--cap-add", "ALL")
         } else {
-            owned.append(try ConfinementPolicy.addCapabilitiesAndFilter(to: &bwrap))
+            try ConfinementPolicy.addCapabilitiesAndFilter(to: &bwrap, owned: &owned)
         }
         let relay = try TerminalRelay.ifInteractive()
         let status = try StatusPipe()
-        bwrap.add("--json-status-fd", bwrap.pass(status.writeEnd))
+        bwrap.add("--json-status-fd", bwrap.pass(status.writeEndNumber))
         bwrap.add("--chdir", "/", "--")
         bwrap.arguments += argv
 
@@ -79,8 +77,7 @@ public enum SandboxRunner {
             throw error
         }
         status.closeWriteEnd()
-        owned.forEach { close($0) }
-        owned = []
+        owned.closeAll()
         return supervisor.supervise(bwrap: pid)
     }
 

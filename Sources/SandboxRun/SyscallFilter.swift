@@ -1,6 +1,7 @@
 import CLinux
 import CSeccomp
 import Glibc
+import LinuxBlock
 
 /// The seccomp program of a confined run: system calls that reach past the sandbox into the kernel or
 /// the host fail with EPERM (systemd-nspawn's default list refuses these too). It is compiled by
@@ -27,7 +28,7 @@ enum SyscallFilter {
     ]
 
     /// The BPF program in a memfd (offset 0) for bubblewrap's --seccomp, or the reason it could not be made.
-    static func program() throws(RunError) -> Int32 {
+    static func program() throws(RunError) -> FileDescriptor {
         guard let context = seccomp_init(cseccomp_action_allow()) else { throw RunError("seccomp_init failed") }
         defer { seccomp_release(context) }
         for arch in siblingArchitectures() {
@@ -41,11 +42,11 @@ enum SyscallFilter {
             guard rc == 0 else { throw RunError("seccomp rule for \(name): \(String(cString: strerror(-rc)))") }
         }
         try denyNewUserNamespaces(context)
-        let fd = clinux_memfd_with("imgsandbox-seccomp", nil, 0)
-        guard fd >= 0 else { throw RunError("memfd_create: \(String(cString: strerror(errno)))") }
-        let rc = seccomp_export_bpf(context, fd)
-        guard rc == 0, lseek(fd, 0, SEEK_SET) == 0 else {
-            close(fd)
+        let raw = clinux_memfd_with("imgsandbox-seccomp", nil, 0)
+        guard raw >= 0 else { throw RunError("memfd_create: \(String(cString: strerror(errno)))") }
+        let fd = FileDescriptor(adopting: raw)
+        let rc = seccomp_export_bpf(context, fd.raw)
+        guard rc == 0, lseek(fd.raw, 0, SEEK_SET) == 0 else {
             throw RunError("seccomp_export_bpf: \(String(cString: strerror(rc < 0 ? -rc : errno)))")
         }
         return fd

@@ -7,7 +7,8 @@ import LinuxBlock
 /// into the command's signals), the window size copied at start and on SIGWINCH. Whatever the command
 /// does to its terminal (TIOCSTI, mode changes) happens on its own pty, never on the caller's.
 final class TerminalRelay {
-    let master: Int32
+    private let masterFD: FileDescriptor
+    var master: Int32 { masterFD.raw }
     let slavePath: String
     /// The caller's std fds that are terminals: the command gets the pty in their place.
     let replaced: [Int32]
@@ -27,13 +28,11 @@ final class TerminalRelay {
     }
 
     private init(master: Int32, slavePath: String, replaced: [Int32]) {
-        self.master = master
+        masterFD = FileDescriptor(adopting: master)
         self.slavePath = slavePath
         self.replaced = replaced
         _ = fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK)
     }
-
-    deinit { close(master) }
 
     /// Where the command's output goes: the caller's stdout if it is a terminal, else its stderr.
     var output: Int32 { replaced.contains(1) ? 1 : 2 }

@@ -57,7 +57,7 @@ final class Scratch {
     func root() throws -> ImageRoot {
         let fd = open(path, O_PATH_ | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw POSIXError(.ENOENT) }
-        return ImageRoot(fd: fd)
+        return ImageRoot(FileDescriptor(adopting: fd))
     }
 }
 
@@ -169,7 +169,6 @@ let armhfHeader = elfHeader(is64Bit: false, machine: 40, flags: 0x0500_0400)
         let (keep, handlers) = try binfmt(["qemu-arm": qemuArmEntry])
         defer { _ = keep }
         let root = try image.root()
-        defer { close(root.fd) }
         let verdict = try ArchitectureCheck.check(command: "sh", root: root, host: amd64, binfmt: handlers)
         #expect(verdict == .emulated(ELFIdentity(header: armhfHeader)!, handler: "qemu-arm", compat32: true))
     }
@@ -177,7 +176,6 @@ let armhfHeader = elfHeader(is64Bit: false, machine: 40, flags: 0x0500_0400)
     @Test func withoutAHandlerTheRefusalNamesTheFix() throws {
         let image = try image()
         let root = try image.root()
-        defer { close(root.fd) }
         let (keep1, none) = try binfmt([:])
         let (keep2, unmounted) = try binfmt([:], status: nil)
         defer { _ = (keep1, keep2) }
@@ -201,7 +199,6 @@ let armhfHeader = elfHeader(is64Bit: false, machine: 40, flags: 0x0500_0400)
         let (keep, handlers) = try binfmt(["qemu-arm": noF])
         defer { _ = keep }
         let root = try image.root()
-        defer { close(root.fd) }
         #expect {
             try ArchitectureCheck.check(command: "sh", root: root, host: amd64, binfmt: handlers)
         } throws: { error in
@@ -218,7 +215,6 @@ let armhfHeader = elfHeader(is64Bit: false, machine: 40, flags: 0x0500_0400)
         let (keep, handlers) = try binfmt([:])
         defer { _ = keep }
         let root = try image.root()
-        defer { close(root.fd) }
         let native = ELFIdentity(header: elfHeader(is64Bit: true, machine: 62))!
         #expect(try ArchitectureCheck.check(command: "tool", root: root, host: amd64, binfmt: handlers) == .native(native, compat32: false))
     }
@@ -233,7 +229,6 @@ let armhfHeader = elfHeader(is64Bit: false, machine: 40, flags: 0x0500_0400)
         let (keep, handlers) = try binfmt([:])
         defer { _ = keep }
         let root = try image.root()
-        defer { close(root.fd) }
         #expect(try ArchitectureCheck.check(command: "escape", root: root, host: amd64, binfmt: handlers) == .unknown)
         #expect(throws: RunError.self) { try ArchitectureCheck.check(command: "prog", root: root, host: amd64, binfmt: handlers) }
     }

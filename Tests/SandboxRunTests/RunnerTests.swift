@@ -34,9 +34,8 @@ import Testing
             #expect(denied.contains(name))
         }
         let program = try SyscallFilter.program()
-        defer { close(program) }
         var info = stat()
-        #expect(fstat(program, &info) == 0 && info.st_size > 0 && info.st_size % 8 == 0, "a BPF program is 8-byte instructions")
+        #expect(fstat(program.raw, &info) == 0 && info.st_size > 0 && info.st_size % 8 == 0, "a BPF program is 8-byte instructions")
     }
 
     @Test func resolvConfLinksIntoRunAreFollowedOnlyThere() {
@@ -61,7 +60,6 @@ import Testing
         let image = try Scratch()
         try image.write("etc/passwd", "daemon:x:1:1::/:/bin/false\nroot:x:0:0:root:/root:/bin/bash\n")
         let root = try image.root()
-        defer { close(root.fd) }
         #expect(SandboxRunner.command([], root: root) == ("/bin/sh", ["/bin/sh", "-l"]))   // no /bin/bash in the image
         try image.write("bin/bash", "x")
         #expect(SandboxRunner.command([], root: root) == ("/bin/bash", ["/bin/bash", "-l"]))
