@@ -1,7 +1,8 @@
 import Glibc
 
-/// Everything a volume knows. Used only inside FATVolume's Mutex (hence @unchecked: the lock, not the
-/// type, makes it safe; buffers of the caller pass through it).
+/// Everything a volume knows.
+// @unchecked proof: only ever reached inside FATVolume's Mutex (`core`), so one thread at a time; it is
+// Sendable only so the caller's buffers may pass through that lock for the length of a call.
 final class VolumeCore: @unchecked Sendable {
     let device: any FATBlockDevice
     let boot: FATBootSector

@@ -124,8 +124,7 @@ extension ImageCache {
 
     /// Tests: holds the job at the gate after its first output (once its progress is reported).
     func passGateOnce(_ job: Job) {
-        guard let testGate, !job.passedGate else { return }
-        job.passedGate = true
+        guard let testGate, !job.passedGate.withLock({ passed in defer { passed = true }; return passed }) else { return }
         Self.pass(gate: testGate)
     }
 

@@ -33,6 +33,8 @@ public final class ImageCache: Sendable {
     struct State {
         /// In-flight decompressions by entry base name.
         var jobs: [String: Job] = [:]
+        /// Bytes each in-flight job has reserved under --cache-max, by entry base name.
+        var reserved: [String: UInt64] = [:]
         /// Failures that would repeat for an unchanged file (corrupt data, hostile headers).
         var failures: [String: (CacheRecord.Identity, CacheError)] = [:]
     }
@@ -99,7 +101,7 @@ public final class ImageCache: Sendable {
             case .wait(let job):
                 logger.info("image \(image): waiting for its preparation in progress")
                 job.finished.wait()
-                if let error = job.error { throw error }
+                if let error = job.error.withLock({ $0 }) { throw error }
             case .run(let job):
                 return try run(job, sourceFD: source.raw)
             }
@@ -117,13 +119,14 @@ public final class ImageCache: Sendable {
         }
         state.withLock { state in
             state.jobs[job.entry.base] = nil
+            state.reserved[job.entry.base] = nil
             if case .failure(let error) = result, error.isPermanent {
                 state.failures[job.entry.base] = (job.identity, error)
             } else {
                 state.failures[job.entry.base] = nil
             }
         }
-        if case .failure(let error) = result { job.error = error }
+        if case .failure(let error) = result { job.error.withLock { $0 = error } }
         job.finished.leave()
         return try result.get()
     }
@@ -138,7 +141,7 @@ public final class ImageCache: Sendable {
             while true {
                 let used = usage(state)
                 if used + bytes <= maxBytes {
-                    job.reserved += bytes
+                    state.reserved[job.entry.base, default: 0] += bytes
                     return
                 }
                 if !evictOne(state, for: job) {
@@ -156,7 +159,7 @@ public final class ImageCache: Sendable {
     /// Allocated bytes of the directory: this daemon's jobs count what they reserved, other files their blocks.
     private func usage(_ state: State) -> UInt64 {
         let ours = Set(state.jobs.values.flatMap { [$0.entry.partialName, $0.entry.stageName] })
-        var total = state.jobs.values.reduce(UInt64(0)) { $0 + $1.reserved }
+        var total = state.reserved.values.reduce(UInt64(0), +)
         for name in Self.fileNames(in: directory) where !ours.contains(name) {
             var info = stat()
             if lstat("\(directory)/\(name)", &info) == 0, info.st_mode & S_IFMT == S_IFREG {
@@ -237,7 +240,7 @@ public final class ImageCache: Sendable {
 }
 
 /// A job in flight: its progress (for status) and what waiters learn at its end.
-final class Job: @unchecked Sendable {
+final class Job: Sendable {
     let image: String
     let file: String
     let format: ImageFileName.Kind
@@ -247,12 +250,10 @@ final class Job: @unchecked Sendable {
     let started = ContinuousClock.now
     /// Left when the job ends; `error` is set before.
     let finished = DispatchGroup()
-    // Guarded by the cache's state lock.
-    var reserved: UInt64 = 0
-    // Written once before `finished` is left, read after waiting on it.
-    var error: CacheError?
-    // Only the thread running the job.
-    var passedGate = false
+    /// Set before `finished` is left, read after waiting on it.
+    let error = Mutex<CacheError?>(nil)
+    /// The test gate was passed (tests only).
+    let passedGate = Mutex(false)
     private let progress = Mutex((compressed: UInt64(0), decompressed: UInt64(0), total: UInt64(0)))
     /// The helper process working for the job (qemu-img), and whether the job was cancelled.
     private let child = Mutex((pid: pid_t?.none, cancelled: false))

@@ -3,7 +3,7 @@ import Glibc
 
 /// Device-mapper through one fd on /dev/mapper/control. Thread-safe: each call builds its own dm_ioctl buffer
 /// and the kernel serialises operations on a name.
-public final class DeviceMapper: @unchecked Sendable {
+public final class DeviceMapper: Sendable {
     private let fd: FileDescriptor
     private let controlPath: String
 

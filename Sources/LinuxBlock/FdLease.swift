@@ -1,27 +1,37 @@
+import Dispatch
 import Glibc
+import Synchronization
 
 /// A file descriptor shared by concurrent users (FUSE requests, loop device ioctls). `acquire` hands out the fd and counts the user;
 /// `retire` stops new users and closes the fd as soon as the last one releases it, so an fd is never
 /// closed (and its number reused) under a request that is still using it.
-public final class FdLease: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let cond: UnsafeMutablePointer<pthread_cond_t>
+/// Lock order: `state` is a leaf (nothing else is locked or waited for while it is held).
+public final class FdLease: Sendable {
     private let fd: Int32
-    /// Owns `fd` until the lease closes it (sets this to nil); deinit closes it if still open.
-    private var owned: FileDescriptor?
-    private var users = 0
-    private var retired = false
-    private var closed: Bool { owned == nil }
+    private let state: Mutex<State>
+
+    private struct State: ~Copyable {
+        /// Owns `fd` until the lease closes it (sets this to nil).
+        var owned: FileDescriptor?
+        var users = 0
+        var retired = false
+        /// retireAndWait callers, signalled once the fd is closed.
+        var waiters: [DispatchSemaphore] = []
+        var closed = false
+
+        /// Closes once retired and unused; returns the waiters to wake.
+        mutating func closeIfIdle() -> [DispatchSemaphore] {
+            guard retired, users == 0, !closed else { return [] }
+            owned = nil
+            closed = true
+            defer { waiters = [] }
+            return waiters
+        }
+    }
 
     public init(_ fd: consuming FileDescriptor) {
         self.fd = fd.raw
-        owned = consume fd
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-        cond = .allocate(capacity: 1)
-        cond.initialize(to: pthread_cond_t())
-        pthread_cond_init(cond, nil)
+        state = Mutex(State(owned: fd))
     }
 
     /// Adopts a bare fd (the FUSE layer's, until it holds FileDescriptors).
@@ -29,50 +39,43 @@ public final class FdLease: @unchecked Sendable {
         self.init(FileDescriptor(adopting: fd))
     }
 
-    deinit {
-        pthread_cond_destroy(cond)
-        cond.deallocate()
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
     /// The fd, counted as in use until `release`; nil once retired.
     public func acquire() -> Int32? {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        guard !retired else { return nil }
-        users += 1
-        return fd
+        state.withLock { state in
+            guard !state.retired else { return nil }
+            state.users += 1
+            return fd
+        }
     }
 
     public func release() {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        users -= 1
-        closeIfIdle()
+        let woken = state.withLock { state in
+            state.users -= 1
+            return state.closeIfIdle()
+        }
+        woken.forEach { $0.signal() }
     }
 
     /// No new users; closes now if idle, else when the last user releases.
     public func retire() {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        retired = true
-        closeIfIdle()
+        let woken = state.withLock { state in
+            state.retired = true
+            return state.closeIfIdle()
+        }
+        woken.forEach { $0.signal() }
     }
 
     /// Retires and blocks until the fd is closed. Only for teardown, where users are short requests.
     public func retireAndWait() {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        retired = true
-        closeIfIdle()
-        while !closed { pthread_cond_wait(cond, mutex) }
-    }
-
-    private func closeIfIdle() {
-        guard retired, users == 0, !closed else { return }
-        owned = nil
-        pthread_cond_broadcast(cond)
+        let closed = DispatchSemaphore(value: 0)
+        let woken = state.withLock { state in
+            state.retired = true
+            var woken = state.closeIfIdle()
+            if state.closed { woken.append(closed) } else { state.waiters.append(closed) }
+            return woken
+        }
+        woken.forEach { $0.signal() }
+        closed.wait()
     }
 }
 

@@ -3,7 +3,7 @@ import Glibc
 
 /// An attached loop device. Holds its fd open until close()/detach()/deinit: with autoclear the kernel detaches
 /// the device once the last opener (this object, a dm table, a mount) lets go. Thread-safe.
-public final class LoopDevice: @unchecked Sendable {
+public final class LoopDevice: Sendable {
     public let index: Int
     public let deviceNumber: DeviceNumber
     public var path: String { Self.path(index) }

@@ -5,7 +5,11 @@ import Glibc
 /// in such a child for that moment, and umount2 then fails with EBUSY. So spawns pass this gate shared
 /// (posix_spawn returns only after the exec), and unmounts pass it alone: an unmount waits for spawns
 /// in flight, on the lock, never by retrying.
+/// A pthread rwlock, not a Mutex: spawns must run concurrently with each other (a Mutex would serialise
+/// every posix_spawn of the daemon behind one another) and only unmounts exclude them.
 public enum SpawnGate {
+    // nonisolated(unsafe) proof: set once by Swift's thread-safe lazy static init, then only passed to
+    // pthread_rwlock_*, which synchronise themselves.
     nonisolated(unsafe) private static let lock: UnsafeMutablePointer<pthread_rwlock_t> = {
         let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
         lock.initialize(to: pthread_rwlock_t())

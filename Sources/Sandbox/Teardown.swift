@@ -5,23 +5,27 @@ import Synchronization
 /// A stack of undo actions. Creation pushes one per kernel object it made; on failure, and again at the
 /// end of the object's life, the stack runs in reverse order, so release always mirrors creation.
 /// Thread-safe: one lock guards the stack, held while steps run, so a push or a second run waits for a
-/// run in progress instead of racing it (lock order: see SandboxManager).
-public final class Teardown: @unchecked Sendable {
+/// run in progress instead of racing it (lock order: docs/ARCHITECTURE.md, Locking).
+public final class Teardown: Sendable {
     private struct Step {
         let name: String
-        let undo: () throws -> Void
+        let undo: @Sendable () throws -> Void
     }
 
-    /// Guards `steps` and `undone` (the undo closures are not Sendable, so a Mutex cannot hold them).
-    private let lock = Mutex(())
-    private var steps: [Step] = []
-    /// Steps undone so far: once one is, the object is no longer whole.
-    private var undone = 0
+    private struct State {
+        var steps: [Step] = []
+        /// Steps undone so far: once one is, the object is no longer whole.
+        var undone = 0
+    }
+
+    /// Held while the steps run.
+    private let state = Mutex(State())
 
     public init() {}
 
-    public func push(_ name: String, _ undo: @escaping () throws -> Void) {
-        lock.withLock { _ in steps.append(Step(name: name, undo: undo)) }
+    public func push(_ name: String, _ undo: @escaping @Sendable () throws -> Void) {
+        let step = Step(name: name, undo: undo)
+        state.withLock { $0.steps.append(step) }
     }
 
     /// Hands `fd` to this teardown: its step closes it (and so does dropping a teardown that never ran).
@@ -34,22 +38,22 @@ public final class Teardown: @unchecked Sendable {
     }
 
     /// Some step has been undone: the object is no longer whole.
-    public var hasUndone: Bool { lock.withLock { _ in undone > 0 } }
+    public var hasUndone: Bool { state.withLock { $0.undone > 0 } }
 
     /// Runs the steps newest first and stops at the first that fails, leaving it and the ones below it on
     /// the stack: what the failed object depends on must not be pulled from under it. Used by destroy, where
     /// the caller can report the error and keep the object; `TeardownError.partial` says whether some of it
     /// is already gone (then it must not be used again, only torn down further by another run).
     public func run() throws(TeardownError) {
-        try lock.withLock { _ throws(TeardownError) in
-            while let step = steps.last {
+        try state.withLock { state throws(TeardownError) in
+            while let step = state.steps.last {
                 do {
                     try step.undo()
                 } catch {
-                    throw TeardownError(step: step.name, underlying: error, partial: undone > 0)
+                    throw TeardownError(step: step.name, underlying: error, partial: state.undone > 0)
                 }
-                steps.removeLast()
-                undone += 1
+                state.steps.removeLast()
+                state.undone += 1
             }
         }
     }
@@ -58,11 +62,11 @@ public final class Teardown: @unchecked Sendable {
     /// could not be undone.
     @discardableResult
     public func runAll() -> [TeardownError] {
-        lock.withLock { _ in
+        state.withLock { state in
             var failures: [TeardownError] = []
-            while let step = steps.popLast() {
+            while let step = state.steps.popLast() {
                 do { try step.undo() } catch { failures.append(TeardownError(step: step.name, underlying: error, partial: true)) }
-                undone += 1
+                state.undone += 1
             }
             return failures
         }
@@ -72,7 +76,7 @@ public final class Teardown: @unchecked Sendable {
 /// An fd held by a teardown step (a closure cannot hold a non-copyable value itself).
 private final class DescriptorSlot: Sendable {
     private let fd: Mutex<FileDescriptor?>
-    init(_ fd: consuming FileDescriptor) { self.fd = Mutex(Optional(fd)) }
+    init(_ fd: consuming FileDescriptor) { self.fd = Mutex(.some(fd)) }
     func close() { fd.withLock { $0 = nil } }
 }
 

@@ -7,7 +7,7 @@ import LinuxBlock
 /// (JSON; none at all means status) and reads the answer until the daemon closes the connection: one
 /// JSON document, or for a save one JSON line per progress step. Only root can connect, like only root
 /// can read the hidden mounts. Each connection is served on its own thread: a save takes minutes.
-final class ControlSocket: @unchecked Sendable {
+final class ControlSocket: Sendable {
     /// Writes one chunk of the answer; false once the client is gone.
     typealias Send = (Data) -> Bool
     private let path: String

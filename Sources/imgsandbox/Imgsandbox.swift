@@ -13,6 +13,7 @@ struct Imgsandbox: ParsableCommand {
 
     /// The arguments after the program name once the mount form is translated; `serve` re-runs itself
     /// with these to start the background daemon.
+    // nonisolated(unsafe) proof: written only in main() before any other thread exists, read after.
     nonisolated(unsafe) static var arguments = Array(CommandLine.arguments.dropFirst())
 
     static func main() {

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Glibc
 import Logging
+import Synchronization
 import Testing
 @testable import ImageCache
 
@@ -215,14 +216,14 @@ extension CacheFixture {
         let fixture = try CacheFixture()
         try fixture.inWork("qemu-img convert -f raw -O qcow2 plain.img disk.qcow2 && mkfifo gate")
         let cache = fixture.cache(log: CapturedLog(), gate: fixture.work + "/gate")
-        let outcome = Mutex2<[Int32]>([])
+        let outcome = Mutex<[Int32]>([])
         let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
             do {
                 _ = try cache.prepare(image: "disk", file: fixture.work + "/disk.qcow2", format: .vm(.qcow2, nil))
-                outcome.append(0)
+                outcome.withLock { $0.append(0) }
             } catch {
-                outcome.append((error as? CacheError)?.errno ?? -1)
+                outcome.withLock { $0.append((error as? CacheError)?.errno ?? -1) }
             }
             done.signal()
         }
@@ -232,7 +233,7 @@ extension CacheFixture {
         cache.cancelAll()
         close(gate)
         done.wait()
-        #expect(outcome.value == [ECANCELED])
+        #expect(outcome.withLock { $0 } == [ECANCELED])
         #expect(fixture.cacheFiles.isEmpty, "\(fixture.cacheFiles)")
     }
 }

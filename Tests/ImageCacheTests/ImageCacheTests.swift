@@ -1,13 +1,14 @@
 import Foundation
 import Glibc
 import Logging
+import Synchronization
 import TestSupport
 import Testing
 @testable import ImageCache
 
 /// A temp folder with a test image (data, zero runs, an unaligned tail) and its compressed forms, made
 /// with the xz, gzip and zstd tools (Tools/install-deps installs them).
-final class CacheFixture: @unchecked Sendable {
+final class CacheFixture: Sendable {
     let root: String
     let cacheDirectory: String
     let plain: String
@@ -129,14 +130,15 @@ final class CacheFixture: @unchecked Sendable {
         let fixture = try CacheFixture()
         let file = try fixture.compress(fixture.plain, .gzip)
         let cache = try fixture.cache()
-        let results = Mutex2<[Bool]>([])
+        let results = Mutex<[Bool]>([])
         DispatchQueue.concurrentPerform(iterations: 4) { _ in
             if let image = try? cache.prepare(image: "test", file: file, format: .compressed(.gzip)) {
-                results.append(image.reused)
+                results.withLock { $0.append(image.reused) }
             }
         }
-        #expect(results.value.count == 4)
-        #expect(results.value.filter { !$0 }.count == 1)
+        let reused = results.withLock { $0 }
+        #expect(reused.count == 4)
+        #expect(reused.filter { !$0 }.count == 1)
     }
 
     @Test func limitEvictsTheLeastRecentlyUsedUnusedImage() throws {
@@ -223,10 +225,3 @@ final class CacheFixture: @unchecked Sendable {
 }
 
 /// A tiny lock-protected value for the concurrency test.
-final class Mutex2<Value>: @unchecked Sendable {
-    private var stored: Value
-    private let lock = NSLock()
-    init(_ value: Value) { stored = value }
-    var value: Value { lock.withLock { stored } }
-    func append<T>(_ element: T) where Value == [T] { lock.withLock { stored.append(element) } }
-}

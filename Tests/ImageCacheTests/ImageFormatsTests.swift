@@ -6,6 +6,8 @@ import Testing
 @testable import ImageCache
 
 /// Log lines a cache wrote, for "one log line" checks.
+// @unchecked: LogHandler needs settable logLevel/metadata, which no test changes once the cache has the
+// handler; the lines themselves are behind `lock`.
 final class CapturedLog: LogHandler, @unchecked Sendable {
     private let lock = NSLock()
     private var stored: [String] = []

@@ -5,6 +5,7 @@ import Testing
 
 /// CPU hogs (`yes > /dev/null`) started by a test and stopped by it (in defer): RELEASEs then reach the
 /// daemon late, which is what rmdir has to cope with.
+// @unchecked: `processes` is filled in init and read only by stop(), on the test's thread.
 final class CPULoad: @unchecked Sendable {
     private var processes: [Process] = []
 

@@ -59,6 +59,7 @@ struct CommandFailed: Error, CustomStringConvertible {
 
 /// A serve daemon in the foreground on images made by Tools/make-test-image, in a temp folder.
 /// `close()` stops it (if running) and checks that nothing is left behind; tests call it in `defer`.
+// @unchecked: one test thread drives it; only the log lines are shared (with the reader thread), behind logLock.
 final class ServeFixture: @unchecked Sendable {
     let work: String
     let images: String

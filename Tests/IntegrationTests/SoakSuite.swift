@@ -11,6 +11,7 @@ extension SplitMix64 {
 /// One worker's bounded tree under ROOT and the model of what it should contain. Files live in ROOT or in
 /// its subdirectories d0..d3 (slots f0..f7); symlinks s0..s3 only in ROOT. Files are nodes so hard links
 /// share content and xattrs. Used by one thread at a time (warm-up, then soak, ordered by the waits).
+// @unchecked: used by one thread at a time, handed over by the suite's waits (see above).
 final class SoakWorker: @unchecked Sendable {
     let root: String
     private var random: SplitMix64

@@ -126,6 +126,7 @@ final class HeldZram {
 
 /// Exchanges each `parent` with a symlink to `decoy` (renameat2 RENAME_EXCHANGE) in a tight loop on a thread
 /// of its own, as a local user owning those directories could while serve starts.
+// @unchecked: `stopping` is behind `lock`, `finished` and `swaps` behind `done`; `pairs` never changes.
 final class SymlinkSwapper: @unchecked Sendable {
     let pairs: [(parent: String, link: String)]
     private let lock = NSLock()

@@ -20,7 +20,7 @@ struct TeardownStressSuite {
     static let sandboxesPerRound = 3
 
     /// Spinning threads, one per core, until stopped.
-    final class CPULoad: @unchecked Sendable {
+    final class CPULoad: Sendable {
         private let running = Atomic<Bool>(true)
 
         init() {
@@ -36,6 +36,7 @@ struct TeardownStressSuite {
     }
 
     /// Mount namespaces that keep coming and going (each holds copies of every mount while it lives).
+    // @unchecked: `done` and `made` are written behind `stopped` (`made` read after stop()); `thread` is set in init.
     final class NamespaceChurn: @unchecked Sendable {
         private let stopped = NSCondition()
         private var done = false

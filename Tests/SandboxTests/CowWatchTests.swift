@@ -35,6 +35,8 @@ final class ScriptedUsageEngine: SandboxEngine {
 }
 
 /// Collects log lines in memory.
+// @unchecked: LogHandler needs settable logLevel/metadata, which no test changes once a logger has the
+// handler; the lines themselves are in a Mutex.
 final class CollectingLogHandler: LogHandler, @unchecked Sendable {
     static let lines = Mutex<[String]>([])
     var metadata: Logger.Metadata = [:]

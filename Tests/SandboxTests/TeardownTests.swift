@@ -6,6 +6,7 @@ import Testing
 /// The undo stack: newest first; a failing step stops the run and stays, with the steps below it, for the
 /// next run; `partial` says whether some step was undone before it.
 struct TeardownTests {
+    // @unchecked: only the test's own thread touches it (a teardown runs its steps on the caller's thread).
     final class Log: @unchecked Sendable {
         var entries: [String] = []
         var failing: Set<String> = []
@@ -31,5 +32,30 @@ struct TeardownTests {
         #expect(log.entries == ["unmount upper", "unmount upper", "remove mount point", "remove zram", "remove zram"])
         try teardown.run() // nothing left
         #expect(log.entries.count == 5)
+    }
+}
+
+/// Teardown.own: the fd is closed at its step, and by a teardown dropped without running.
+struct TeardownOwnsDescriptorsTests {
+    static func inode(_ raw: Int32) -> ino_t? {
+        var info = stat()
+        return fstat(raw, &info) == 0 ? info.st_ino : nil
+    }
+
+    @Test func anOwnedFdClosesAtItsStepOrWhenTheTeardownIsDropped() throws {
+        let path = "/proc/self/exe"
+        var expected = stat()
+        #expect(stat(path, &expected) == 0)
+        let teardown = Teardown()
+        let raw = teardown.own(try FileDescriptor.open(path, O_RDONLY), path)
+        #expect(Self.inode(raw) == expected.st_ino)
+        try teardown.run()
+        #expect(Self.inode(raw) != expected.st_ino, "closed by its step")
+
+        var dropped: Teardown? = Teardown()
+        let other = dropped!.own(try FileDescriptor.open(path, O_RDONLY), path)
+        #expect(Self.inode(other) == expected.st_ino)
+        dropped = nil
+        #expect(Self.inode(other) != expected.st_ino, "closed with the teardown that never ran")
     }
 }
