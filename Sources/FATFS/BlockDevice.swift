@@ -46,30 +46,17 @@ public final class FileRegionDevice: FATBlockDevice {
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FATError) {
         try checkRange(offset, buffer.count)
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(self.offset + offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FATError(errno, "read of \(buffer.count) bytes at partition offset \(offset) failed")
-            }
-            guard n > 0 else { throw FATError(EIO, "short read at partition offset \(offset): file ends early") }
-            done += n
-        }
+        let start = off_t(self.offset + offset)
+        try WholeTransfer.read(fd, into: buffer, at: start,
+                               failed: "read of \(buffer.count) bytes at partition offset \(offset)",
+                               ended: "short read at partition offset \(offset): file ends early")
     }
 
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(FATError) {
         guard writable else { throw FATError.readOnly }
         try checkRange(offset, buffer.count)
-        var done = 0
-        while done < buffer.count {
-            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(self.offset + offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FATError(errno, "write of \(buffer.count) bytes at partition offset \(offset) failed")
-            }
-            done += n
-        }
+        try WholeTransfer.write(fd, from: buffer, at: off_t(self.offset + offset),
+                                failed: "write of \(buffer.count) bytes at partition offset \(offset)")
     }
 
     public func flush() throws(FATError) {
@@ -112,4 +99,45 @@ public final class MemoryBlockDevice: FATBlockDevice {
     }
 
     public func flush() throws(FATError) {}
+}
+
+/// pread/pwrite of a whole buffer: short transfers continue, EINTR is retried. Errors say `failed` with
+/// the errno ("... failed"); a read that meets the end of the file, or a write that moves nothing, is EIO.
+enum WholeTransfer {
+    static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: off_t,
+                     failed: @autoclosure () -> String, ended: @autoclosure () -> String) throws(FATError) {
+        let outcome = run(buffer.count) { pread(fd, buffer.baseAddress! + $0, buffer.count - $0, offset + off_t($0)) }
+        switch outcome {
+        case .done: return
+        case .ended: throw FATError(EIO, ended())
+        case .failed(let code): throw FATError(code, "\(failed()) failed")
+        }
+    }
+
+    static func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer, at offset: off_t,
+                      failed: @autoclosure () -> String) throws(FATError) {
+        let outcome = run(buffer.count) { pwrite(fd, buffer.baseAddress! + $0, buffer.count - $0, offset + off_t($0)) }
+        switch outcome {
+        case .done: return
+        case .ended: throw FATError(EIO, "\(failed()) failed (nothing written)")
+        case .failed(let code): throw FATError(code, "\(failed()) failed")
+        }
+    }
+
+    private enum Outcome { case done, ended, failed(Int32) }
+
+    /// Calls `transfer(done)` (the rest of `count` bytes from `done` on) until all of it is moved.
+    private static func run(_ count: Int, _ transfer: (Int) -> Int) -> Outcome {
+        var done = 0
+        while done < count {
+            let moved = transfer(done)
+            if moved < 0 {
+                if errno == EINTR { continue }
+                return .failed(errno)
+            }
+            if moved == 0 { return .ended }
+            done += moved
+        }
+        return .done
+    }
 }

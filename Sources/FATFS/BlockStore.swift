@@ -48,29 +48,13 @@ public final class FileBlockStore: COWBlockStore {
     }
 
     public func readBlock(_ slot: Int, into buffer: UnsafeMutableRawBufferPointer) throws(FATError) {
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(slot) * off_t(blockSize) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FATError(errno, "COW store read of block \(slot) failed")
-            }
-            guard n > 0 else { throw FATError(EIO, "COW store read of block \(slot): store ends early") }
-            done += n
-        }
+        try WholeTransfer.read(fd, into: buffer, at: off_t(slot) * off_t(blockSize), failed: "COW store read of block \(slot)",
+                               ended: "COW store read of block \(slot): store ends early")
     }
 
+    /// A zram device or a file on a full filesystem: out of room is ENOSPC for the caller.
     public func writeBlock(_ slot: Int, from buffer: UnsafeRawBufferPointer) throws(FATError) {
-        var done = 0
-        while done < buffer.count {
-            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(slot) * off_t(blockSize) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                // A zram device or a file on a full filesystem: out of room is ENOSPC for the caller.
-                throw FATError(errno, "COW store write of block \(slot) failed")
-            }
-            done += n
-        }
+        try WholeTransfer.write(fd, from: buffer, at: off_t(slot) * off_t(blockSize), failed: "COW store write of block \(slot)")
     }
 
     public func flush() throws(FATError) {

@@ -33,9 +33,9 @@ extension ImageCache {
         do {
             switch compression {
             case .xz: decoder = try XZDecoder(threads: threads, memoryLimit: memoryLimit)
-            case .gzip: decoder = try GzipDecoder()
-            case .zstd: decoder = try ZstdDecoder()
-            case .bzip2: decoder = try Bzip2Decoder()
+            case .gzip: decoder = ConcatenatedDecoder(try GzipFormat())
+            case .zstd: decoder = ConcatenatedDecoder(try ZstdFormat())
+            case .bzip2: decoder = ConcatenatedDecoder(try Bzip2Format())
             }
         } catch {
             throw .corrupt(file: job.file, format: compression.rawValue, offset: 0, outputOffset: 0, reason: error.reason)

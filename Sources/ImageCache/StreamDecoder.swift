@@ -75,12 +75,60 @@ final class XZDecoder: StreamDecoder {
     }
 }
 
-/// zlib's inflate over gzip members; concatenated members decode one after the other, as gzip -d does,
-/// and what follows the last one without a member's magic is left (trailing data).
-final class GzipDecoder: StreamDecoder {
+/// A format whose files may hold several streams back to back (gzip members, zstd frames, bzip2 streams),
+/// one library call at a time; ConcatenatedDecoder goes from one stream to the next.
+protocol ConcatenatedFormat: AnyObject {
+    /// What one stream is called in messages ("gzip member").
+    static var streamName: String { get }
+    /// How many bytes `startsStream` looks at.
+    static var magicLength: Int { get }
+    /// The input starts another stream (its magic) rather than data after the last one.
+    static func startsStream(_ input: UnsafeRawBufferPointer) -> Bool
+    /// Readies the library for the next stream.
+    func restart() throws(DecodeFailure)
+    /// One library call; `ended` once the stream is decoded and flushed.
+    func step(_ input: UnsafeRawBufferPointer,
+              into output: UnsafeMutableRawBufferPointer) throws(DecodeFailure) -> (consumed: Int, produced: Int, ended: Bool)
+}
+
+/// The decode loop of the concatenated formats: after a stream ends, input that starts another is decoded
+/// too, as gzip -d, zstd -d and bzip2 -d do; anything else is data after the compressed stream (OpenWrt's
+/// fwtool metadata) and is left.
+final class ConcatenatedDecoder<Format: ConcatenatedFormat>: StreamDecoder {
+    private let format: Format
+    /// A stream just ended: the next input starts a new one (or there is none).
+    private var betweenStreams = false
+
+    init(_ format: Format) {
+        self.format = format
+    }
+
+    func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
+                atEnd: Bool) throws(DecodeFailure) -> (consumed: Int, produced: Int, finished: Bool) {
+        if betweenStreams {
+            if input.isEmpty { return (0, 0, atEnd) }
+            if input.count < Format.magicLength && !atEnd { return (0, 0, false) }
+            guard input.count >= Format.magicLength, Format.startsStream(input) else { return (0, 0, true) }
+            try format.restart()
+            betweenStreams = false
+        }
+        let (consumed, produced, ended) = try format.step(input, into: output)
+        if ended {
+            betweenStreams = true
+            return (consumed, produced, atEnd && consumed == input.count)
+        }
+        if atEnd && consumed == 0 && produced == 0 {
+            throw DecodeFailure(reason: "the file ends inside a \(Format.streamName) (truncated)")
+        }
+        return (consumed, produced, false)
+    }
+}
+
+/// zlib's inflate over one gzip member.
+final class GzipFormat: ConcatenatedFormat {
+    static let streamName = "gzip member"
+    static let magicLength = 2
     private let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
-    /// A member just ended: the next input starts a new one (or there is none).
-    private var betweenMembers = false
 
     init() throws(DecodeFailure) {
         stream.initialize(to: z_stream())
@@ -96,16 +144,14 @@ final class GzipDecoder: StreamDecoder {
         stream.deallocate()
     }
 
-    func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
-                atEnd: Bool) throws(DecodeFailure) -> (consumed: Int, produced: Int, finished: Bool) {
-        if betweenMembers {
-            if input.isEmpty { return (0, 0, atEnd) }
-            if input.count < 2 && !atEnd { return (0, 0, false) }
-            // Anything but another member's magic is data after the stream (OpenWrt's fwtool metadata).
-            guard input.starts(with: [0x1f, 0x8b]) else { return (0, 0, true) }
-            guard inflateReset(stream) == Z_OK else { throw DecodeFailure(reason: "inflateReset failed") }
-            betweenMembers = false
-        }
+    static func startsStream(_ input: UnsafeRawBufferPointer) -> Bool { input.starts(with: [0x1f, 0x8b]) }
+
+    func restart() throws(DecodeFailure) {
+        guard inflateReset(stream) == Z_OK else { throw DecodeFailure(reason: "inflateReset failed") }
+    }
+
+    func step(_ input: UnsafeRawBufferPointer,
+              into output: UnsafeMutableRawBufferPointer) throws(DecodeFailure) -> (consumed: Int, produced: Int, ended: Bool) {
         // zlib counts in 32 bits: callers pass buffers of a few MiB.
         let inCount = min(input.count, Int(UInt32.max)), outCount = min(output.count, Int(UInt32.max))
         stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: UInt8.self))
@@ -115,27 +161,19 @@ final class GzipDecoder: StreamDecoder {
         let rc = inflate(stream, Z_NO_FLUSH)
         let consumed = inCount - Int(stream.pointee.avail_in), produced = outCount - Int(stream.pointee.avail_out)
         switch rc {
-        case Z_OK: return (consumed, produced, false)
-        case Z_STREAM_END:
-            betweenMembers = true
-            return (consumed, produced, atEnd && consumed == input.count)
-        case Z_BUF_ERROR where consumed == 0 && produced == 0:
-            if atEnd { throw DecodeFailure(reason: "the file ends inside a gzip member (truncated)") }
-            return (0, 0, false)
-        case Z_BUF_ERROR: return (consumed, produced, false)
-        default:
-            let message = stream.pointee.msg.map { String(cString: $0) } ?? "zlib error \(rc)"
-            throw DecodeFailure(reason: message)
+        // Z_BUF_ERROR: no progress possible without more input or output room.
+        case Z_OK, Z_BUF_ERROR: return (consumed, produced, false)
+        case Z_STREAM_END: return (consumed, produced, true)
+        default: throw DecodeFailure(reason: stream.pointee.msg.map { String(cString: $0) } ?? "zlib error \(rc)")
         }
     }
 }
 
-/// libzstd's streaming decoder; concatenated frames (and skippable frames) decode one after the other
-/// (its default); what follows the last one without a frame's magic is left (trailing data).
-final class ZstdDecoder: StreamDecoder {
+/// libzstd's streaming decoder over one frame (or a skippable frame).
+final class ZstdFormat: ConcatenatedFormat {
+    static let streamName = "zstd frame"
+    static let magicLength = 4
     private let context: OpaquePointer
-    /// The last call ended a frame and flushed it.
-    private var betweenFrames = false
 
     init() throws(DecodeFailure) {
         guard let context = ZSTD_createDCtx() else { throw DecodeFailure(reason: "ZSTD_createDCtx failed") }
@@ -144,39 +182,31 @@ final class ZstdDecoder: StreamDecoder {
 
     deinit { ZSTD_freeDCtx(context) }
 
-    func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
-                atEnd: Bool) throws(DecodeFailure) -> (consumed: Int, produced: Int, finished: Bool) {
-        if betweenFrames {
-            if input.isEmpty { return (0, 0, atEnd) }
-            if input.count < 4 && !atEnd { return (0, 0, false) }
-            guard input.count >= 4, Self.startsFrame(input) else { return (0, 0, true) }
-        }
+    /// A zstd frame's magic (0xFD2FB528) or a skippable frame's (0x184D2A50-5F), little-endian.
+    static func startsStream(_ input: UnsafeRawBufferPointer) -> Bool {
+        let magic = UInt32(input[0]) | UInt32(input[1]) << 8 | UInt32(input[2]) << 16 | UInt32(input[3]) << 24
+        return magic == 0xFD2F_B528 || magic & 0xFFFF_FFF0 == 0x184D_2A50
+    }
+
+    /// The context starts the next frame by itself.
+    func restart() {}
+
+    func step(_ input: UnsafeRawBufferPointer,
+              into output: UnsafeMutableRawBufferPointer) throws(DecodeFailure) -> (consumed: Int, produced: Int, ended: Bool) {
         var inBuffer = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
         var outBuffer = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
         let rc = ZSTD_decompressStream(context, &outBuffer, &inBuffer)
         if ZSTD_isError(rc) != 0 { throw DecodeFailure(reason: String(cString: ZSTD_getErrorName(rc))) }
-        let consumed = inBuffer.pos, produced = outBuffer.pos
         // 0: a frame is complete and flushed.
-        betweenFrames = rc == 0
-        if betweenFrames { return (consumed, produced, atEnd && consumed == input.count) }
-        if atEnd && consumed == 0 && produced == 0 {
-            throw DecodeFailure(reason: "the file ends inside a zstd frame (truncated)")
-        }
-        return (consumed, produced, false)
-    }
-
-    /// A zstd frame's magic (0xFD2FB528) or a skippable frame's (0x184D2A50-5F), little-endian.
-    static func startsFrame(_ input: UnsafeRawBufferPointer) -> Bool {
-        let magic = UInt32(input[0]) | UInt32(input[1]) << 8 | UInt32(input[2]) << 16 | UInt32(input[3]) << 24
-        return magic == 0xFD2F_B528 || magic & 0xFFFF_FFF0 == 0x184D_2A50
+        return (inBuffer.pos, outBuffer.pos, rc == 0)
     }
 }
 
-/// libbz2's decoder; concatenated streams (pbzip2 writes them) decode one after the other, as bzip2 -d
-/// does, and what follows the last one without a stream's magic is left (trailing data).
-final class Bzip2Decoder: StreamDecoder {
+/// libbz2's decoder over one bzip2 stream (pbzip2 writes several).
+final class Bzip2Format: ConcatenatedFormat {
+    static let streamName = "bzip2 stream"
+    static let magicLength = 4
     private let stream = UnsafeMutablePointer<bz_stream>.allocate(capacity: 1)
-    private var betweenStreams = false
 
     init() throws(DecodeFailure) {
         stream.initialize(to: bz_stream())
@@ -192,19 +222,21 @@ final class Bzip2Decoder: StreamDecoder {
         stream.deallocate()
     }
 
-    func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
-                atEnd: Bool) throws(DecodeFailure) -> (consumed: Int, produced: Int, finished: Bool) {
-        if betweenStreams {
-            if input.isEmpty { return (0, 0, atEnd) }
-            if input.count < 4 && !atEnd { return (0, 0, false) }
-            // "BZh" and the block size digit.
-            guard input.count >= 4, input.starts(with: Array("BZh".utf8)), (0x31...0x39).contains(input[3]) else { return (0, 0, true) }
-            BZ2_bzDecompressEnd(stream)
-            stream.pointee = bz_stream()
-            let rc = BZ2_bzDecompressInit(stream, 0, 0)
-            guard rc == BZ_OK else { throw DecodeFailure(reason: "BZ2_bzDecompressInit: \(Self.describe(rc))") }
-            betweenStreams = false
-        }
+    /// "BZh" and the block size digit.
+    static func startsStream(_ input: UnsafeRawBufferPointer) -> Bool {
+        input.starts(with: Array("BZh".utf8)) && (0x31...0x39).contains(input[3])
+    }
+
+    /// libbz2 has no reset: the next stream gets a fresh decoder.
+    func restart() throws(DecodeFailure) {
+        BZ2_bzDecompressEnd(stream)
+        stream.pointee = bz_stream()
+        let rc = BZ2_bzDecompressInit(stream, 0, 0)
+        guard rc == BZ_OK else { throw DecodeFailure(reason: "BZ2_bzDecompressInit: \(Self.describe(rc))") }
+    }
+
+    func step(_ input: UnsafeRawBufferPointer,
+              into output: UnsafeMutableRawBufferPointer) throws(DecodeFailure) -> (consumed: Int, produced: Int, ended: Bool) {
         // libbz2 counts in 32 bits: callers pass buffers of a few MiB.
         let inCount = min(input.count, Int(UInt32.max)), outCount = min(output.count, Int(UInt32.max))
         stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: CChar.self))
@@ -214,14 +246,8 @@ final class Bzip2Decoder: StreamDecoder {
         let rc = BZ2_bzDecompress(stream)
         let consumed = inCount - Int(stream.pointee.avail_in), produced = outCount - Int(stream.pointee.avail_out)
         switch rc {
-        case BZ_OK:
-            if atEnd && consumed == 0 && produced == 0 {
-                throw DecodeFailure(reason: "the file ends inside a bzip2 stream (truncated)")
-            }
-            return (consumed, produced, false)
-        case BZ_STREAM_END:
-            betweenStreams = true
-            return (consumed, produced, atEnd && consumed == input.count)
+        case BZ_OK: return (consumed, produced, false)
+        case BZ_STREAM_END: return (consumed, produced, true)
         default: throw DecodeFailure(reason: Self.describe(rc))
         }
     }

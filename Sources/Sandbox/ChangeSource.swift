@@ -62,25 +62,9 @@ extension DeviceMapperEngine {
 
     /// The subvolume as the image holds it: the pristine loop device mounted again with that subvolume.
     private func pristineSubvolume(_ part: SubvolumeAttachment, image: ImageAttachment, loop: String) throws -> String {
-        let key = part.subvolume?.mountOption ?? ""
-        return try image.pristineSubvolumes.withLock { (mounts: inout [String: String]) throws -> String in
-            if let path = mounts[key] { return path }
-            let target = "\(names.lowerMount(image: image.serial))-sv\(mounts.count + 1)"
-            try step("create \(target)") { try PrivateDirectory.create(target) }
-            do {
-                try step("mount \(loop) read-only on \(target)") {
-                    try Mount.mount(source: loop, target: target, type: image.filesystem.type.rawValue, flags: [.rdonly, .nosuid, .nodev],
-                                    options: OverlayEngine.readOnlyOptions(image.filesystem.type, part.subvolume.map { [$0.mountOption] } ?? []))
-                }
-            } catch {
-                try? PrivateDirectory.remove(target)
-                throw error
-            }
-            image.teardown.push("remove \(target)") { try PrivateDirectory.remove(target) }
-            image.teardown.push("unmount \(target)") { try Mount.unmount(target) }
-            mounts[key] = target
-            return target
-        }
+        try OverlayEngine.subvolumeMount(part.subvolume, of: loop, type: image.filesystem.type,
+                                         beside: names.lowerMount(image: image.serial), in: image.pristineSubvolumes,
+                                         teardown: image.teardown)
     }
 
     private func mountPristine(_ image: ImageAttachment) throws -> (path: String, loop: String) {

@@ -91,23 +91,32 @@ public struct OverlayEngine: SandboxEngine {
 
     /// The subvolume's lower: another read-only mount of the image's loop device, kept with the image.
     private func subvolumeLower(_ subvolume: BtrfsSubvolume?, image: ImageAttachment) throws -> String {
+        try Self.subvolumeMount(subvolume, of: image.loopPath, type: image.type, beside: image.lowerPath,
+                                in: image.subvolumeLowers, teardown: image.teardown)
+    }
+
+    /// `loop` mounted read-only again with `subvolume`'s option, on BASE-svN: once per subvolume (`mounts`,
+    /// by mount option), undone by the image's `teardown`. btrfs's other subvolumes come from one device
+    /// (another device with the same fsid would need Linux 6.7's temp-fsid).
+    static func subvolumeMount(_ subvolume: BtrfsSubvolume?, of loop: String, type: FilesystemType, beside base: String,
+                               in mounts: borrowing Mutex<[String: String]>, teardown: Teardown) throws -> String {
         let key = subvolume?.mountOption ?? ""
-        return try image.subvolumeLowers.withLock { (lowers: inout [String: String]) throws -> String in
-            if let path = lowers[key] { return path }
-            let path = "\(image.lowerPath)-sv\(lowers.count + 1)"
+        return try mounts.withLock { (mounts: inout [String: String]) throws -> String in
+            if let path = mounts[key] { return path }
+            let path = "\(base)-sv\(mounts.count + 1)"
             try step("create \(path)") { try PrivateDirectory.create(path) }
             do {
-                try step("mount \(image.loopPath) read-only on \(path)") {
-                    try Mount.mount(source: image.loopPath, target: path, type: image.type.rawValue, flags: [.rdonly, .nosuid, .nodev],
-                                    options: Self.readOnlyOptions(image.type, subvolume.map { [$0.mountOption] } ?? []))
+                try step("mount \(loop) read-only on \(path)") {
+                    try Mount.mount(source: loop, target: path, type: type.rawValue, flags: [.rdonly, .nosuid, .nodev],
+                                    options: readOnlyOptions(type, subvolume.map { [$0.mountOption] } ?? []))
                 }
             } catch {
                 try? PrivateDirectory.remove(path)
                 throw error
             }
-            image.teardown.push("remove \(path)") { try PrivateDirectory.remove(path) }
-            image.teardown.push("unmount \(path)") { try Mount.unmountNamingHolders(path) }
-            lowers[key] = path
+            teardown.push("remove \(path)") { try PrivateDirectory.remove(path) }
+            teardown.push("unmount \(path)") { try Mount.unmountNamingHolders(path) }
+            mounts[key] = path
             return path
         }
     }
