@@ -96,7 +96,7 @@ extension ImageCache {
             try append(bytes, to: &writer, for: job)
             writing += start.duration(to: .now)
             job.report(compressed: archiveBytes, decompressed: writer.offset)
-            passGateOnce(job)
+            firstOutput(job)
         }
         return writing
     }

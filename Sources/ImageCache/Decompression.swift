@@ -69,7 +69,7 @@ extension ImageCache {
             try append(UnsafeRawBufferPointer(rebasing: output[0..<filled]), to: &writer, for: job)
             filled = 0
             job.report(compressed: consumedTotal, decompressed: writer.offset)
-            passGateOnce(job)
+            firstOutput(job)
         }
         while true {
             if cancelled.load(ordering: .relaxed) { throw .cancelled(file: job.file) }
@@ -122,19 +122,11 @@ extension ImageCache {
                           makeRoom: { makeRoom(for: job) })
     }
 
-    /// Tests: holds the job at the gate after its first output (once its progress is reported).
-    func passGateOnce(_ job: Job) {
-        guard let testGate, !job.passedGate.withLock({ passed in defer { passed = true }; return passed }) else { return }
-        Self.pass(gate: testGate)
-    }
-
-    /// Blocks until a writer has opened the FIFO and closed it again.
-    static func pass(gate: String) {
-        let fd = open(gate, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        var byte: UInt8 = 0
-        while read(fd, &byte, 1) > 0 {}
-        close(fd)
+    /// Tests: the first-output hook, once per job (after its progress is reported).
+    func firstOutput(_ job: Job) {
+        guard let hook = hooks.firstOutput,
+              !job.reachedFirstOutput.withLock({ reached in defer { reached = true }; return reached }) else { return }
+        hook(job.image)
     }
 
     static func seconds(_ duration: Duration) -> Double {

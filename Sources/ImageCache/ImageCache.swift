@@ -26,9 +26,7 @@ public final class ImageCache: Sendable {
     let memoryLimit: UInt64
     let state = Mutex(State())
     let cancelled = Atomic<Bool>(false)
-    /// Tests only (IMGSANDBOX_TEST_PREPARE_GATE): a FIFO each decompression opens and reads after its
-    /// first output, so a test can hold it in progress without sleeping.
-    let testGate: String?
+    let hooks: CacheTestHooks
 
     struct State {
         /// In-flight decompressions by entry base name.
@@ -41,11 +39,11 @@ public final class ImageCache: Sendable {
 
     /// The directory is made when the first compressed image is prepared (a daemon serving only plain
     /// images leaves no trace of it).
-    public init(directory: String, maxBytes: UInt64?, logger: Logger, testGate: String? = nil) {
+    public init(directory: String, maxBytes: UInt64?, logger: Logger, hooks: CacheTestHooks = CacheTestHooks()) {
         self.directory = directory
         self.maxBytes = maxBytes
         self.logger = logger
-        self.testGate = testGate
+        self.hooks = hooks
         let cores = sysconf(Int32(_SC_NPROCESSORS_ONLN))
         threads = UInt32(max(1, min(cores, 16)))
         let physical = UInt64(max(0, sysconf(Int32(_SC_PHYS_PAGES)))) * UInt64(max(0, sysconf(Int32(_SC_PAGESIZE))))
@@ -252,8 +250,8 @@ final class Job: Sendable {
     let finished = DispatchGroup()
     /// Set before `finished` is left, read after waiting on it.
     let error = Mutex<CacheError?>(nil)
-    /// The test gate was passed (tests only).
-    let passedGate = Mutex(false)
+    /// CacheTestHooks.firstOutput ran for this job.
+    let reachedFirstOutput = Mutex(false)
     private let progress = Mutex((compressed: UInt64(0), decompressed: UInt64(0), total: UInt64(0)))
     /// The helper process working for the job (qemu-img), and whether the job was cancelled.
     private let child = Mutex((pid: pid_t?.none, cancelled: false))

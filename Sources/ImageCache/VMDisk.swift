@@ -152,7 +152,7 @@ extension ImageCache {
         let deadline = ContinuousClock.now + .seconds(120) + .seconds(Int64(data / (4 << 20)))
         do {
             // Tests hold the job at the gate while qemu-img runs (to cancel it).
-            try disk.convert(into: writer.fd, deadline: deadline, job: job, started: { passGateOnce(job) }) { fraction in
+            try disk.convert(into: writer.fd, deadline: deadline, job: job, started: { firstOutput(job) }) { fraction in
                 job.report(compressed: UInt64(Double(job.compressedSize) * fraction), decompressed: UInt64(Double(size) * fraction))
             }
         } catch .helperFailed(let file, _, _, let message) where message.contains("No space left") {

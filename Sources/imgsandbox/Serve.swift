@@ -162,7 +162,7 @@ struct Serve: ParsableCommand {
         let engine = try choice.makeEngine(names: names)
         let cacheDirectory = URL(fileURLWithPath: cacheDir).standardizedFileURL.path
         let imageCache = ImageCache(directory: cacheDirectory, maxBytes: cacheMax.flatMap(ByteSize.parse), logger: logger,
-                                    testGate: ProcessInfo.processInfo.environment["IMGSANDBOX_TEST_PREPARE_GATE"])
+                                    hooks: TestSeams.cacheHooks(ProcessInfo.processInfo.environment, logger: logger))
         let manager = try SandboxManager(imagesDirectory: imagesDirectory, names: names, engine: engine,
                                          settings: settings, logger: logger, imageCache: imageCache)
         var options = FileSystemOptions()

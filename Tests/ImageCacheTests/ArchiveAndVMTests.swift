@@ -214,8 +214,12 @@ extension CacheFixture {
     /// killed, nothing is left.
     @Test func cancellingKillsTheConversion() throws {
         let fixture = try CacheFixture()
-        try fixture.inWork("qemu-img convert -f raw -O qcow2 plain.img disk.qcow2 && mkfifo gate")
-        let cache = fixture.cache(log: CapturedLog(), gate: fixture.work + "/gate")
+        try fixture.inWork("qemu-img convert -f raw -O qcow2 plain.img disk.qcow2")
+        let reached = DispatchSemaphore(value: 0), released = DispatchSemaphore(value: 0)
+        let cache = fixture.cache(log: CapturedLog(), hooks: CacheTestHooks(firstOutput: { _ in
+            reached.signal()
+            released.wait()
+        }))
         let outcome = Mutex<[Int32]>([])
         let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
@@ -227,11 +231,11 @@ extension CacheFixture {
             }
             done.signal()
         }
-        // Opening the FIFO returns once the job waits at the gate, with qemu-img running.
-        let gate = open(fixture.work + "/gate", O_WRONLY)
+        // The hook runs once qemu-img runs.
+        reached.wait()
         #expect(cache.preparations().map(\.format) == ["qcow2"])
         cache.cancelAll()
-        close(gate)
+        released.signal()
         done.wait()
         #expect(outcome.withLock { $0 } == [ECANCELED])
         #expect(fixture.cacheFiles.isEmpty, "\(fixture.cacheFiles)")

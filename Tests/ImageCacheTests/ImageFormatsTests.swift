@@ -23,8 +23,8 @@ final class CapturedLog: LogHandler, @unchecked Sendable {
 }
 
 extension CacheFixture {
-    func cache(max: UInt64? = nil, log: CapturedLog, gate: String? = nil) -> ImageCache {
-        ImageCache(directory: cacheDirectory, maxBytes: max, logger: Logger(label: "test") { _ in log }, testGate: gate)
+    func cache(max: UInt64? = nil, log: CapturedLog, hooks: CacheTestHooks = CacheTestHooks()) -> ImageCache {
+        ImageCache(directory: cacheDirectory, maxBytes: max, logger: Logger(label: "test") { _ in log }, hooks: hooks)
     }
 
     /// ROOT/NAME with `bytes` appended.

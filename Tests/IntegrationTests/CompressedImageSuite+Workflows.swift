@@ -79,6 +79,8 @@ extension CompressedImageSuite {
         let gate = fixture.work + "/gate"
         #expect(mkfifo(gate, 0o600) == 0)
         try fixture.start(["--cache-dir", Self.cache(fixture)], environment: ["IMGSANDBOX_TEST_PREPARE_GATE": gate])
+        // Debug builds only: without the seam the FIFO below would never be opened by the daemon.
+        try #require(fixture.waitForLog { $0.contains("test seam IMGSANDBOX_TEST_PREPARE_GATE") }, "a debug build of imgsandbox")
         let waiting = try Self.background(["mkdir", fixture.sandbox("r", "a")])
         // Opening the FIFO returns once the decompression is held at its gate (after its first output; a
         // conversion once qemu-img runs).
