@@ -60,7 +60,8 @@ let package = Package(
         ]),
         // What the test targets share: one seeded generator, errno helpers.
         .target(name: "TestSupport", path: "Tests/TestSupport"),   // no dependencies: every test target may use it
-        .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "TestSupport"]),
+        .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "TestSupport"],
+                    exclude: ["Fixtures"]),   // read by path (LVMTests, Tools/fuzz-parsers), not a bundle resource
         .testTarget(name: "FATFSTests", dependencies: ["FATFS", "TestSupport"]),
         .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock", "TestSupport"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "FATFS", "TestSupport"]),
