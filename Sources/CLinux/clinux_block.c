@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <spawn.h>
 #include <unistd.h>
@@ -57,6 +58,7 @@ uint32_t clinux_minor(uint64_t dev) { return minor(dev); }
 uint64_t clinux_makedev(uint32_t major, uint32_t minor) { return makedev(major, minor); }
 const char *clinux_errno_name(int err) { return strerrorname_np(err); }
 int clinux_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+int clinux_mkstemp_cloexec(char *template) { return mkostemp(template, O_CLOEXEC); }
 char **clinux_environ(void) { return environ; }
 int clinux_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {
     return posix_spawn_file_actions_addclosefrom_np(actions, lowest);

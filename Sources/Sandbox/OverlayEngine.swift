@@ -1,3 +1,4 @@
+import CLinux
 import DiskImage
 import Glibc
 import LinuxBlock
@@ -189,7 +190,7 @@ public struct OverlayEngine: SandboxEngine {
         if zram.isAvailable { return try allocator.blockStore(bytes: bytes, teardown: teardown) }
         var template = Array("\(names.runDirectory)/blockstore.XXXXXX".utf8CString)
         let fd = FileDescriptor(adopting: try systemCall("mkstemp", names.runDirectory) {
-            template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+            template.withUnsafeMutableBufferPointer { clinux_mkstemp_cloexec($0.baseAddress!) }
         })
         unlink(template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
         return teardown.own(fd, "block store")

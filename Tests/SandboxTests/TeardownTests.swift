@@ -59,3 +59,23 @@ struct TeardownOwnsDescriptorsTests {
         #expect(Self.inode(other) != expected.st_ino, "closed with the teardown that never ran")
     }
 }
+
+/// The overlay engine's block store where the kernel has no zram: an unlinked scratch file, owned by the
+/// teardown and close-on-exec from birth, so no helper the daemon spawns inherits it.
+struct ScratchBlockStoreTests {
+    @Test func theScratchStoreIsCloseOnExecAndClosedByItsTeardown() throws {
+        let root = "/tmp/imgsandbox-blockstore-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let names = InstanceNames(pid: 1, runRoot: root)
+        #expect(mkdir(root, 0o700) == 0 && mkdir(names.runDirectory, 0o700) == 0)
+        defer { rmdir(names.runDirectory); rmdir(root) }
+        let engine = OverlayEngine(names: names, zram: Zram(sysfsRoot: root + "/no-sysfs"))
+        let teardown = Teardown()
+        let fd = try engine.makeBlockStore(bytes: 1 << 20, teardown: teardown)
+        #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC != 0, "a spawned helper would inherit the store")
+        var info = stat()
+        #expect(fstat(fd, &info) == 0 && info.st_nlink == 0, "unlinked: nothing left in the run directory")
+        try teardown.run()
+        var after = stat()
+        #expect(fstat(fd, &after) != 0 || after.st_ino != info.st_ino, "closed by its teardown step")
+    }
+}

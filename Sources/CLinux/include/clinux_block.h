@@ -71,6 +71,8 @@ uint64_t clinux_makedev(uint32_t major, uint32_t minor);
 const char *clinux_errno_name(int err);
 /// pipe2(fds, O_CLOEXEC): both ends close-on-exec from birth, so concurrent spawns never inherit them.
 int clinux_pipe_cloexec(int fds[2]);
+/// mkostemp(template, O_CLOEXEC) (GNU): a scratch file no concurrent spawn inherits.
+int clinux_mkstemp_cloexec(char *template);
 /// The process environment (environ), for posix_spawnp.
 char **clinux_environ(void);
 /// posix_spawn_file_actions_addclosefrom_np (a GNU extension Swift's Glibc does not show).
