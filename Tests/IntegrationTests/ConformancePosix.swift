@@ -28,6 +28,7 @@ enum Posix {
     static let SEEK_HOLE = clinux_SEEK_HOLE
     static let XATTR_CREATE: Int32 = 1
     static let XATTR_REPLACE: Int32 = 2
+    // nonisolated(unsafe) proof, here and below: immutable lets (a constant, libc function pointers), never written.
     nonisolated(unsafe) static let mapFailed = UnsafeMutableRawPointer(bitPattern: -1)
 
     private static func symbol<T>(_ name: String, _: T.Type) -> T {
