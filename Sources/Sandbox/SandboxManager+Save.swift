@@ -169,6 +169,7 @@ extension SandboxManager {
                                   readOnly: false, autoclear: true, label: names.saveLoopLabel(save: serial))
         }
         mount.push("detach \(loop.path)") { try loop.detach() }
+        if root.filesystem.type == .btrfs { try mountableBtrfs(loop.path, teardown: mount) }
         try step("create \(mountPath)") { try PrivateDirectory.create(mountPath) }
         mount.push("remove \(mountPath)") { try PrivateDirectory.remove(mountPath) }
         try step("mount \(loop.path) on \(mountPath)") {
@@ -202,6 +203,7 @@ extension SandboxManager {
                                       readOnly: false, autoclear: true, label: names.saveLoopLabel(save: serial))
             }
             teardown.push("detach \(loop.path)") { try loop.detach() }
+            if part.mount.filesystem.type == .btrfs { try mountableBtrfs(loop.path, teardown: teardown) }
             source = loop.path
         }
         let mountPath = names.saveMount(save: serial) + "-p\(partition.number)"
@@ -221,6 +223,17 @@ extension SandboxManager {
         try step("flush the output's \(point)") { try FilesystemControl.sync(mountPath) }
         try step("release the output's \(point)") { try teardown.run() }
         return skipped
+    }
+
+    /// Gives the output's copy of a btrfs on `device` an fsid of its own until `teardown` runs (after its unmount),
+    /// which writes the image's identity back: the image's copy is mounted (pristine/, diff's), and before Linux
+    /// 6.7 btrfs refuses a second device with a mounted fsid (EEXIST). Done on every kernel: one path.
+    private func mountableBtrfs(_ device: String, teardown: Teardown) throws(SandboxError) {
+        let identity = try step("read the btrfs identity on \(device)") { try BtrfsIdentity.read(device: device) }
+        teardown.push("give \(device) back the image's btrfs fsid") { try identity.write(device: device) }
+        try step("give \(device) an fsid of its own while it is mounted (btrfstune -m)") {
+            _ = try Command.run(["btrfstune", "-m", device])
+        }
     }
 
     /// The output's partition table: the image's, or, when the changes of a partition (the root or another

@@ -67,6 +67,10 @@ struct BtrfsSuite {
         defer { _ = try? run(["losetup", "-d", loop], allowFailure: true) }
         let check = try run(["btrfs", "check", "--readonly", loop], allowFailure: true)
         #expect(check.status == 0, "btrfs check: \(check.output)")
+        // The image's fsid, which its fstab and loader entry name (save mounts its copy under a temporary one).
+        let superblock = try run(["btrfs", "inspect-internal", "dump-super", loop]).output
+        #expect(superblock.contains("\nfsid\t\t\t5f2c0d1e-9b1a-4c3e-8f7d-0123456789ab\n"), "\(superblock.prefix(300))")
+        #expect(!superblock.contains("METADATA_UUID"), "no metadata_uuid left behind")
         let script = """
             set -e; m=$(mktemp -d); mount -o ro,subvol=root "$1" "$m"; cat "$m/etc/added"; echo; umount "$m"
             mount -o ro,subvol=home "$1" "$m"; cat "$m/pi/new.txt"; echo; umount "$m"
