@@ -11,18 +11,28 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
-                if size == 0 {
-                    let needed = try systemCall("getxattr", ctx.object) { name.withCString { clinux_getxattr(path, $0, nil, 0) } }
-                    return .xattrSize(needed)
+                do {
+                    if size == 0 {
+                        let needed = try systemCall("getxattr", ctx.object) { name.withCString { clinux_getxattr(path, $0, nil, 0) } }
+                        return .xattrSize(needed)
+                    }
+                    var buffer = [UInt8](repeating: 0, count: size)
+                    let count = try systemCall("getxattr", ctx.object) {
+                        name.withCString { n in buffer.withUnsafeMutableBytes { clinux_getxattr(path, n, $0.baseAddress, $0.count) } }
+                    }
+                    return .bytes(Array(buffer.prefix(count)))
+                } catch let error as SystemError where error.errno == EOPNOTSUPP && Self.posixACLNames.contains(name.bytes) {
+                    // A filesystem without ACLs (squashfs) has none: Linux 6.2 and later answer ENODATA, 6.1 EOPNOTSUPP.
+                    // The kernel's FUSE permission check asks for the ACL of every group-accessible directory it
+                    // walks through and fails the walk with any error but ENODATA (6.1: lstat of a file under a
+                    // squashfs's 0750 directory gave EOPNOTSUPP).
+                    throw SystemError("getxattr", "\(ctx.object) (no ACLs on its filesystem)", errno: ENODATA)
                 }
-                var buffer = [UInt8](repeating: 0, count: size)
-                let count = try systemCall("getxattr", ctx.object) {
-                    name.withCString { n in buffer.withUnsafeMutableBytes { clinux_getxattr(path, n, $0.baseAddress, $0.count) } }
-                }
-                return .bytes(Array(buffer.prefix(count)))
             }
         }
     }
+
+    static let posixACLNames: [[UInt8]] = [Array("system.posix_acl_access".utf8), Array("system.posix_acl_default".utf8)]
 
     func passListxattr(_ id: UInt64, size: Int, caller: Caller) throws -> Reply {
         try withPass(id) { ctx in
