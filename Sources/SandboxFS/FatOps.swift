@@ -12,12 +12,7 @@ extension SandboxFileSystem {
     /// was released for being idle is attached again first.
     func withFat<R>(_ serial: UInt64, _ body: (FatEntry) throws -> R) throws -> R {
         for attempt in 0..<2 {
-            let entry: FatEntry? = state.withLock { s in
-                guard let entry = s.fats[serial], !entry.blocked,
-                      let owner = s.sandboxes[entry.owner], !owner.blocked else { return nil }
-                if owner.ref.readOnly { s.markUsed(serial) }
-                return entry
-            }
+            let entry = registry.fatTarget(serial)
             if let entry, entry.gate.acquire() != nil {
                 defer { entry.gate.release() }
                 return try body(entry)
@@ -82,8 +77,7 @@ extension SandboxFileSystem {
     }
 
     func fatForget(_ serial: UInt64, _ node: UInt64, _ count: UInt64) {
-        let volume = state.withLock { $0.fats[serial]?.volume }
-        volume?.forget(node, count: count)
+        registry.fatVolume(serial)?.forget(node, count: count)
     }
 
     func fatGetattr(_ serial: UInt64, _ node: UInt64) throws -> Reply {
@@ -188,22 +182,19 @@ extension SandboxFileSystem {
     }
 
     private func addFatHandle(_ serial: UInt64, _ node: FATNodeID, writable: Bool) throws -> UInt64 {
-        let fh = try state.withLock { s in
-            guard s.addOpen(serial) else { throw SystemError("open", "FAT partition \(serial) is going away", errno: ESTALE) }
-            return s.addHandle(.fat(serial: serial, node: node, writable: writable))
+        guard let fh = registry.open(.fat(FatHandle(serial: serial, node: node, writable: writable)), in: serial) else {
+            throw SystemError("open", "FAT partition \(serial) is going away", errno: ESTALE)
         }
         if writable, !RequestUID.isRoot, let id = NodeTable.fatID(serial: serial, node: node) { userWriters.add(fh: fh, node: id) }
         return fh
     }
 
-    func fatHandle(_ fh: UInt64) -> (serial: UInt64, node: FATNodeID, writable: Bool)? {
-        state.withLock { s in
-            if case .fat(let serial, let node, let writable)? = s.handles[fh] { return (serial, node, writable) }
-            return nil
-        }
+    func fatHandle(_ fh: UInt64) -> FatHandle? {
+        if case .fat(let handle)? = registry.handle(fh) { return handle }
+        return nil
     }
 
-    func fatRead(_ req: fuse_req_t, _ h: (serial: UInt64, node: FATNodeID, writable: Bool), size: Int, offset: off_t) {
+    func fatRead(_ req: fuse_req_t, _ h: FatHandle, size: Int, offset: off_t) {
         respond(req, "read") {
             try withFat(h.serial) { e in
                 .bytes(try fat { () throws(FATError) in try e.volume.read(h.node, at: UInt64(max(offset, 0)), count: size) })
@@ -211,7 +202,7 @@ extension SandboxFileSystem {
         }
     }
 
-    func fatWrite(_ h: (serial: UInt64, node: FATNodeID, writable: Bool), buffers: UnsafeMutablePointer<fuse_bufvec>,
+    func fatWrite(_ h: FatHandle, buffers: UnsafeMutablePointer<fuse_bufvec>,
                   offset: off_t) throws -> Reply {
         guard h.writable else { throw SystemError("write", "FAT file opened read-only", errno: EBADF) }
         var bytes = [UInt8](repeating: 0, count: fuse_buf_size(buffers))
@@ -263,7 +254,7 @@ extension SandboxFileSystem {
     /// attributes (one lookup each, as the kernel counts them), so `ls -l` needs no lookup per name; the
     /// ones that do not fit in the reply are forgotten again. A damaged entry goes without a node: its
     /// lookup answers the error.
-    func fatReaddir(_ req: fuse_req_t, _ h: (serial: UInt64, node: FATNodeID, writable: Bool), size: Int,
+    func fatReaddir(_ req: fuse_req_t, _ h: FatHandle, size: Int,
                     offset: off_t, plus: Bool) throws -> [UInt8] {
         try withFat(h.serial) { e in
             let from = UInt64(max(offset, 0)), limit = max(size / 32, 1)

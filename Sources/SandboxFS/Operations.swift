@@ -7,7 +7,7 @@ import LinuxBlock
 extension SandboxFileSystem {
     private func kind(_ id: UInt64) throws -> NodeKind {
         guard let kind = nodeKind(id) else {
-            if state.withLock({ $0.brokenRoots.contains(id) }) {
+            if registry.isBrokenRoot(id) {
                 throw SystemError("resolve", "root of a broken sandbox (rmdir it)", errno: EIO)
             }
             throw SystemError("resolve", "unknown node \(id)", errno: ESTALE)
@@ -48,7 +48,7 @@ extension SandboxFileSystem {
 
     /// After a big tree is forgotten, the freed node memory sits in malloc's (per-thread) arenas: trim them.
     private func returnMemoryIfSparse() {
-        if state.withLock({ $0.table.shrinkIfSparse() }) { malloc_trim(0) }
+        if registry.shrinkIfSparse() { malloc_trim(0) }
     }
 
     func fuseGetattr(_ req: fuse_req_t, _ id: UInt64, fh: UInt64?) {

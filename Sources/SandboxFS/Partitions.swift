@@ -9,25 +9,6 @@ import Sandbox
 /// links between serials fail with EXDEV) and covers its mount point directory in the tree that holds it, the
 /// way a kernel mount does: looking that directory up yields the partition's root.
 extension SandboxFileSystem {
-    /// What attaching a tree's partitions makes; put into the state together with the root entry, so no
-    /// lookup ever sees a mount point uncovered.
-    struct AttachedParts {
-        var entries: [UInt64: SandboxEntry] = [:]
-        var fats: [UInt64: FatEntry] = [:]
-        /// Mount points are recognised by (dev, ino), and an overlay whose layers are on different filesystems
-        /// (xino off) gives a directory a new st_ino each time its inode is evicted and read again (after
-        /// drop_caches, under memory pressure): an O_PATH fd on each mount point keeps that inode, hence the
-        /// key, for as long as the partition is attached.
-        var covers: [InodeKey: UInt64] = [:]
-        var order: [UInt64] = []
-
-        func retire() {
-            for entry in entries.values { entry.mount.retire() }
-            for entry in entries.values { entry.pin?.retire() }
-            for entry in fats.values { entry.pin?.retire() }
-        }
-    }
-
     /// Opens `ref`'s partitions; `rootMount` is the root's lease. A partition whose mount point is missing in
     /// the tree (or that cannot be opened) is logged and left out; the rest keeps working.
     func attachPartitions(_ ref: SandboxRef, rootMount: FdLease) -> AttachedParts {
@@ -69,20 +50,6 @@ extension SandboxFileSystem {
         return made
     }
 
-    /// Under the state lock: the new root entry with its partitions.
-    static func insert(_ root: SandboxEntry, _ parts: AttachedParts, _ s: inout FSState) {
-        var root = root
-        root.parts = parts.order
-        s.sandboxes[root.ref.serial] = root
-        for (serial, entry) in parts.entries { s.sandboxes[serial] = entry }
-        for (serial, entry) in parts.fats { s.fats[serial] = entry }
-        for (key, serial) in parts.covers { s.covers[key] = serial }
-        if root.ref.readOnly {
-            s.pristine[root.ref.serial] = root.ref.image
-            for serial in parts.order { s.pristine[serial] = root.ref.image }
-        }
-    }
-
     /// The deepest attached Linux partition (or the root) whose mount point holds `point`, and the rest of the path.
     private static func container(of point: String, in ref: SandboxRef, attached: AttachedParts) -> (UInt64, [String]) {
         let components = point.split(separator: "/").map(String.init)
@@ -120,9 +87,7 @@ extension SandboxFileSystem {
 
     /// The root of partition `serial` with one more lookup (what looking up its mount point yields).
     func partitionRoot(_ serial: UInt64) throws -> (id: UInt64, attr: stat) {
-        let (pass, isFat): ((FdLease, Int32)?, Bool) = state.withLock { s in
-            (s.sandboxes[serial].map { ($0.mount, $0.mountID) }, s.fats[serial] != nil)
-        }
+        let (pass, isFat) = registry.partition(serial)
         if isFat {
             return try withFat(serial) { entry in
                 let attr = try fat { () throws(FATError) in try entry.volume.getattr(FATVolume.rootID) }
@@ -133,42 +98,12 @@ extension SandboxFileSystem {
         return try mount.with(orErrno: ESTALE) { fd in try register(fd: fd, serial: serial, mountID: mountID) }
     }
 
-    /// Under the state lock, when a root entry is blocked: blocks its partitions and returns what to retire.
-    static func blockParts(_ s: inout FSState, of root: UInt64) -> [(serial: UInt64, lease: FdLease)] {
-        var out: [(UInt64, FdLease)] = []
-        for serial in s.sandboxes[root]?.parts ?? [] {
-            if var entry = s.sandboxes[serial] {
-                entry.blocked = true
-                s.sandboxes[serial] = entry
-                out.append((serial, entry.mount))
-                if let pin = entry.pin { out.append((serial, pin)) }
-            }
-            if var entry = s.fats[serial] {
-                entry.blocked = true
-                s.fats[serial] = entry
-                out.append((serial, entry.gate))
-                if let pin = entry.pin { out.append((serial, pin)) }
-            }
-        }
-        return out
-    }
-
     /// Waits out the partitions' requests in flight and closes every fd kept in them.
-    func retireParts(_ parts: [(serial: UInt64, lease: FdLease)]) {
+    func retireParts(_ parts: [HeldFD]) {
         for part in parts {
             part.lease.retireAndWait()
             cache.dropSandbox(part.serial)
         }
-    }
-
-    /// Under the state lock: forgets a root's partition entries and mount point records.
-    static func removeParts(_ s: inout FSState, of root: UInt64) {
-        let parts = Set(s.sandboxes[root]?.parts ?? [])
-        for serial in parts {
-            s.sandboxes[serial] = nil
-            s.fats[serial] = nil
-        }
-        s.covers = s.covers.filter { !parts.contains($0.value) }
     }
 
     /// The mount point under `parent` named `name` is covered by a partition: rmdir or rename of it is EBUSY.
@@ -177,6 +112,6 @@ extension SandboxFileSystem {
         let found = name.withCString { fstatat(parentFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
         guard found, UInt32(st.st_mode) & UInt32(SwiftGlibc.S_IFMT) == UInt32(SwiftGlibc.S_IFDIR) else { return }
         let key = InodeKey(serial: ctx.node.serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
-        if state.withLock({ $0.covers[key] != nil }) { throw SystemError(op, "\(name.display) is a partition's mount point", errno: EBUSY) }
+        if registry.partition(covering: key) != nil { throw SystemError(op, "\(name.display) is a partition's mount point", errno: EBUSY) }
     }
 }

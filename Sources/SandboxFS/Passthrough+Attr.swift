@@ -122,7 +122,7 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             var st = statvfs()
             try systemCall("fstatvfs", ctx.object) { fstatvfs(ctx.mountFD, &st) }
-            let base = state.withLock { $0.sandboxes[ctx.node.serial]?.ref.baseUse } ?? BaseUse()
+            let base = registry.baseUse(ctx.node.serial) ?? BaseUse()
             return .statfs(base.adding(to: st))
         }
     }

@@ -16,11 +16,8 @@ extension SandboxFileSystem {
             let handle = DirHandle(serial: ctx.node.serial, mountID: ctx.mountID,
                                    inode: fuseInode(ctx.node.key.ino, dev: ctx.node.key.dev, serial: ctx.node.serial),
                                    dev: ctx.node.key.dev, dir: dir)
-            let fh: UInt64 = try state.withLock { s in
-                guard s.addOpen(ctx.node.serial) else {
-                    throw SystemError("opendir", "sandbox \(ctx.node.serial) is going away", errno: ESTALE)
-                }
-                return s.addHandle(.directory(handle))
+            guard let fh = registry.open(.directory(handle), in: ctx.node.serial) else {
+                throw SystemError("opendir", "sandbox \(ctx.node.serial) is going away", errno: ESTALE)
             }
             // Listings change only through this daemon, which the kernel sees: let it cache them.
             return .opened(fh: fh, keepCache: true, cacheReaddir: true)
@@ -29,19 +26,18 @@ extension SandboxFileSystem {
 
     func virtualOpendir(_ id: UInt64, _ kind: NodeKind) throws -> Reply {
         let entries = try virtualListing(id, kind)
-        let fh = state.withLock { $0.addHandle(.virtualDirectory(entries)) }
+        let fh = registry.open(.virtualDirectory(entries))
         return .opened(fh: fh, keepCache: false, cacheReaddir: false)
     }
 
     func readdirReply(_ req: fuse_req_t, fh: UInt64, size: Int, offset: off_t, plus: Bool) throws -> Reply {
-        let handle = state.withLock { $0.handles[fh] }
-        switch handle {
+        switch registry.handle(fh) {
         case .virtualDirectory(let entries)?:
             return .bytes(virtualReaddir(req, entries, size: size, offset: offset, plus: plus))
         case .directory(let dir)?:
             return .bytes(try passReaddir(req, dir, size: size, offset: offset, plus: plus))
-        case .fat(let serial, let node, let writable)?:
-            return .bytes(try fatReaddir(req, (serial, node, writable), size: size, offset: offset, plus: plus))
+        case .fat(let fat)?:
+            return .bytes(try fatReaddir(req, fat, size: size, offset: offset, plus: plus))
         case .file?, nil:
             throw SystemError("readdir", "handle \(fh)", errno: EBADF)
         }
@@ -120,7 +116,7 @@ extension SandboxFileSystem {
     }
 
     func fsyncdir(fh: UInt64, datasync: Bool) throws -> Reply {
-        guard case .directory(let handle)? = state.withLock({ $0.handles[fh] }) else { return .ok }
+        guard case .directory(let handle)? = registry.handle(fh) else { return .ok }
         try handle.withStream { dir, _ in
             let fd = dirfd(dir)
             try systemCall("fsyncdir", "sandbox \(handle.serial)") { datasync ? fdatasync(fd) : SwiftGlibc.fsync(fd) }

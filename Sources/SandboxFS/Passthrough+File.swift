@@ -3,7 +3,7 @@ import CLinux
 import Glibc
 import LinuxBlock
 
-/// Open files: fi->fh indexes `FSState.handles`; each holds an fd opened from the inode's file handle.
+/// Open files: fi->fh names a Registry handle; each holds an fd opened from the inode's file handle.
 extension SandboxFileSystem {
     /// Takes ownership of `fd` (opened with `flags`); counts it as open in its sandbox (rmdir waits for its
     /// release). With passthrough, BackingFiles chooses the open's I/O mode (and its backing id).
@@ -36,11 +36,9 @@ extension SandboxFileSystem {
         let modeNode: UInt64? = tracked ? node : nil
         let lease = FdLease(fd: fd)
         do {
-            let fh = try state.withLock { s in
-                guard s.addOpen(serial) else {
-                    throw SystemError("open", "sandbox \(serial) is going away", errno: ESTALE)
-                }
-                return s.addHandle(.file(OpenFile(serial: serial, node: node, inode: inode, lease: lease, modeNode: modeNode)))
+            let file = OpenFile(serial: serial, node: node, inode: inode, lease: lease, modeNode: modeNode)
+            guard let fh = registry.open(.file(file), in: serial) else {
+                throw SystemError("open", "sandbox \(serial) is going away", errno: ESTALE)
             }
             // Before the reply: no write of this handle can come earlier.
             if userWrites { userWriters.add(fh: fh, node: node) }
@@ -61,10 +59,8 @@ extension SandboxFileSystem {
     }
 
     func openFile(_ fh: UInt64) -> OpenFile? {
-        state.withLock { s in
-            if case .file(let file)? = s.handles[fh] { return file }
-            return nil
-        }
+        if case .file(let file)? = registry.handle(fh) { return file }
+        return nil
     }
 
     private func requireFile(_ fh: UInt64) throws -> OpenFile {
@@ -116,8 +112,7 @@ extension SandboxFileSystem {
     /// for requests still using it (a read whose reply the kernel already has, so it sent RELEASE): an rmdir
     /// that sees the count drop to 0 finds nothing of it left on the hidden mount.
     func release(fh: UInt64) {
-        let handle = state.withLock { $0.handles.removeValue(forKey: fh) }
-        guard let handle else { return }
+        guard let handle = registry.removeHandle(fh) else { return }
         userWriters.remove(fh: fh)
         hooks.handleRemoved?(fh)
         let serial: UInt64
@@ -131,11 +126,10 @@ extension SandboxFileSystem {
             serial = dir.serial
         case .virtualDirectory:
             return
-        case .fat(let partition, _, _):
-            serial = partition
+        case .fat(let fat):
+            serial = fat.serial
         }
-        state.withLock { $0.dropOpen(serial) }
-        state.broadcast()
+        registry.closed(in: serial)
     }
 
     /// Replies to a read from the fd (libfuse reads it, or splices when enabled). Replies itself.

@@ -55,24 +55,14 @@ struct PassContext {
 
 extension SandboxFileSystem {
     func nodeKind(_ id: UInt64) -> NodeKind? {
-        state.withLock { $0.table[id] }
+        registry.node(id)
     }
 
     /// Resolves a passthrough node and holds its sandbox's mount fd for the duration of `body`, so
     /// teardown (which waits for that fd) never runs under a request.
     func withPass<R>(_ id: UInt64, _ body: (PassContext) throws -> R) throws -> R {
         for attempt in 0..<2 {
-            let (node, sandbox): (PassNode, SandboxEntry?) = try state.withLock { s in
-                guard case .pass(let node)? = s.table[id] else {
-                    throw SystemError("resolve", "node \(id)", errno: ESTALE)
-                }
-                if s.sandboxes[node.serial]?.broken == true || s.sandboxes[s.owner(of: node.serial)]?.broken == true {
-                    throw SystemError("resolve", "node \(id) of a broken sandbox (rmdir it)", errno: EIO)
-                }
-                guard let sandbox = s.sandboxes[node.serial], !sandbox.blocked else { return (node, nil) }
-                if sandbox.ref.readOnly { s.markUsed(node.serial) }
-                return (node, sandbox)
-            }
+            let (node, sandbox) = try registry.passTarget(id)
             if let sandbox, let mountFD = sandbox.mount.acquire() {
                 defer { sandbox.mount.release() }
                 return try body(PassContext(id: id, node: node, mountFD: mountFD, mountID: sandbox.mountID, cache: cache,
@@ -99,15 +89,10 @@ extension SandboxFileSystem {
         let key = InodeKey(serial: serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
         // A partition's mount point: its root is shown instead, as a kernel mount covers the directory.
         if UInt32(st.st_mode) & UInt32(SwiftGlibc.S_IFMT) == UInt32(SwiftGlibc.S_IFDIR),
-           let part = state.withLock({ $0.covers[key] }) {
+           let part = registry.partition(covering: key) {
             return try partitionRoot(part)
         }
-        let id: UInt64? = try state.withLock { s in
-            guard let sandbox = s.sandboxes[serial], !sandbox.blocked else {
-                throw SystemError("lookup", "sandbox \(serial) discarded", errno: ESTALE)
-            }
-            return s.table.lookUp(key: key, handle: handle, type: UInt32(st.st_mode) & UInt32(SwiftGlibc.S_IFMT))
-        }
+        let id = try registry.lookUp(key: key, handle: handle, type: UInt32(st.st_mode) & UInt32(SwiftGlibc.S_IFMT))
         guard let id else {
             logger.error("lookup in sandbox \(serial): the node table is full (ENFILE)")
             throw SystemError("lookup", "sandbox \(serial) inode \(st.st_ino): the node table is full", errno: ENFILE)
@@ -141,11 +126,8 @@ extension SandboxFileSystem {
 
     func forget(_ id: UInt64, _ count: UInt64) {
         if id >= 1 << 63 { return fatForget((id >> 40) & (1 << 23 - 1), id & (1 << 40 - 1), count) }
-        let (erased, overForgets) = state.withLock { s in
-            let before = s.table.anomalies.overForgets
-            return (s.table.forget(id, count), s.table.anomalies.overForgets - before)
-        }
-        if overForgets > 0 { logger.error("forget of node \(id) by \(count) went below its lookup count: node erased (a bookkeeping bug)") }
+        let (erased, overForgot) = registry.forget(id, count)
+        if overForgot { logger.error("forget of node \(id) by \(count) went below its lookup count: node erased (a bookkeeping bug)") }
         if erased { cache.drop(id) }
     }
 }

@@ -23,11 +23,9 @@ extension SandboxFileSystem {
 
     /// For a node of a released pristine view: attaches the view again. False for anything else.
     func reattachPristine(_ serial: UInt64) throws -> Bool {
-        guard let image = state.withLock({ $0.pristine[serial] }) else { return false }
-        // A release in progress finishes first (it broadcasts when done).
-        state.withLock(waitingUpTo: 5, until: { s in
-            !s.sandboxes.values.contains { $0.ref.readOnly && $0.ref.image == image && $0.blocked }
-        }) { _, _ in }
+        guard let image = registry.pristineImage(serial) else { return false }
+        // A release in progress finishes first (it wakes waiters when done).
+        registry.waitForPristineRelease(image, timeout: 5)
         let ref = try provider.pristine(image: image, mayAttach: RequestUID.isRoot)
         _ = try ensureAttached(ref)
         return true
@@ -41,19 +39,7 @@ extension SandboxFileSystem {
 
     /// Releases the view if nothing was open or asked of it since the last check; else looks again later.
     private func pristineCheck(_ serial: UInt64) {
-        enum Decision { case gone, busy, release(FdLease, [(serial: UInt64, lease: FdLease)], String) }
-        let decision: Decision = state.withLock { s in
-            guard var root = s.sandboxes[serial], !root.blocked else { return .gone }
-            guard root.openHandles == 0, !root.used else {
-                root.used = false
-                s.sandboxes[serial] = root
-                return .busy
-            }
-            root.blocked = true
-            s.sandboxes[serial] = root
-            return .release(root.mount, Self.blockParts(&s, of: serial), root.ref.image)
-        }
-        switch decision {
+        switch registry.idleCheck(serial) {
         case .gone:
             return
         case .busy:
@@ -62,27 +48,13 @@ extension SandboxFileSystem {
             mount.retireAndWait()
             cache.dropSandbox(serial)
             retireParts(parts)
-            state.withLock { s in
-                Self.removeParts(&s, of: serial)
-                s.sandboxes[serial] = nil
-            }
-            state.broadcast()
+            registry.remove(serial)
             provider.releasePristine(image: image)
         }
     }
 
     /// At shutdown, before the provider releases them: closes what the layer holds in every pristine view.
     public func forgetPristine() {
-        let roots = state.withLock { s in s.sandboxes.values.filter { $0.ref.readOnly && $0.owner == $0.ref.serial }.map(\.ref.serial) }
-        for serial in roots { forgetSandbox(serial: serial) }
-    }
-}
-
-extension FSState {
-    /// A request on a pristine node: its view is in use (counted on the view's root entry).
-    mutating func markUsed(_ serial: UInt64) {
-        let owner = owner(of: serial)
-        guard sandboxes[owner]?.used == false else { return }
-        sandboxes[owner]?.used = true
+        for serial in registry.pristineRoots() { forgetSandbox(serial: serial) }
     }
 }

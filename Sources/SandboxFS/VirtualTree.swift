@@ -47,13 +47,13 @@ extension SandboxFileSystem {
         switch kind {
         case .root:
             guard provider.imageNames().contains(text) else { throw SystemError("lookup", "image \(text)", errno: ENOENT) }
-            return try virtualEntry(state.withLock { $0.table.imageNode(text) })
+            return try virtualEntry(registry.imageNodes([text])[0])
         case .image(let image):
             guard text == Self.sandboxesDirName || text == Self.pristineDirName, provider.sandboxNames(image: image) != nil else {
                 throw SystemError("lookup", "\(image)/\(text)", errno: ENOENT)
             }
             if text == Self.pristineDirName { return try pristineLookup(image) }
-            return try virtualEntry(state.withLock { $0.table.sandboxesNode(image) })
+            return try virtualEntry(registry.sandboxesNode(image))
         case .sandboxes(let image):
             guard let ref = provider.sandbox(image: image, name: text) else {
                 throw SystemError("lookup", "\(image)/sandboxes/\(text)", errno: ENOENT)
@@ -71,11 +71,7 @@ extension SandboxFileSystem {
 
     /// The entry of a broken sandbox's root: a node without anything behind it (requests on it get EIO).
     private func brokenRootEntry(_ ref: SandboxRef) -> Reply {
-        let id = state.withLock { s in
-            let id = s.table.pseudoInode(ref.image, ref.name)
-            s.brokenRoots.insert(id)
-            return id
-        }
+        let id = registry.brokenRoot(image: ref.image, name: ref.name)
         return .entry(id: id, attr: virtualAttr(id), attrTimeout: 0, entryTimeout: 0)
     }
 
@@ -86,20 +82,19 @@ extension SandboxFileSystem {
         switch kind {
         case .root:
             let names = provider.imageNames().sorted()
-            entries += state.withLock { s in
-                names.map { VirtualEntry(name: $0, ino: Self.virtualInode(s.table.imageNode($0)), type: dirType) }
+            entries += zip(names, registry.imageNodes(names)).map {
+                VirtualEntry(name: $0, ino: Self.virtualInode($1), type: dirType)
             }
         case .image(let image):
             guard provider.sandboxNames(image: image) != nil else { throw SystemError("opendir", image, errno: ENOENT) }
-            let (child, pristine) = state.withLock { ($0.table.sandboxesNode(image), $0.table.pseudoInode(image, "/pristine")) }
+            let child = registry.sandboxesNode(image), pristine = registry.pseudoInodes(image, ["/pristine"])[0]
             entries.append(VirtualEntry(name: Self.pristineDirName, ino: Self.virtualInode(pristine), type: dirType))
             entries.append(VirtualEntry(name: Self.sandboxesDirName, ino: Self.virtualInode(child), type: dirType))
         case .sandboxes(let image):
             guard let names = provider.sandboxNames(image: image) else { throw SystemError("opendir", image, errno: ENOENT) }
-            entries += state.withLock { s in
-                names.sorted().map {
-                    VirtualEntry(name: $0, ino: Self.virtualInode(s.table.pseudoInode(image, $0)), type: dirType)
-                }
+            let sorted = names.sorted()
+            entries += zip(sorted, registry.pseudoInodes(image, sorted)).map {
+                VirtualEntry(name: $0, ino: Self.virtualInode($1), type: dirType)
             }
         case .pass, .fat:
             throw SystemError("opendir", "passthrough node in the virtual tree", errno: EIO)

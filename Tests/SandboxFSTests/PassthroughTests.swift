@@ -225,7 +225,7 @@ extension SandboxFSTests {
             let (duStatus, du) = try run(["du", "-s", "--inodes", s])
             #expect(duStatus == 0)
             #expect(du.split(separator: "\t").first.flatMap { Int($0) } ?? 0 >= 100_101)
-            let known = m.fs.state.withLock { $0.table.passNodeCount }
+            let known = m.fs.registry.passNodeCount
             let fds = MountedFS.openFDCount()
             #expect(known > 20_000, "the kernel holds more inodes than the fd limit allows")
             #expect(fds < 2_000, "open fds: \(fds) (baseline \(baseline))")

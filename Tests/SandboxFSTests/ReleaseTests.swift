@@ -37,9 +37,7 @@ extension SandboxFSTests {
         try "data".write(toFile: s + "/f", atomically: false, encoding: .utf8)
         let fd = open(s + "/f", O_RDONLY)
         try #require(fd >= 0)
-        let files: [OpenFile] = m.fs.state.withLock { st in
-            st.handles.values.compactMap { if case .file(let file) = $0, file.serial == ref.serial { file } else { nil } }
-        }
+        let files = m.fs.registry.files(in: ref.serial)
         try #require(files.count == 1)
         let lease = files[0].lease
         // Hold the fd as a request in flight would.
