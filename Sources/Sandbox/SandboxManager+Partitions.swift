@@ -13,11 +13,11 @@ extension SandboxManager {
     /// root keeps working.
     func makePartitions(image: String, name: String, slot: ImageSlot, rootMount: String,
                         root rootSandbox: (attachment: any EngineAttachment, image: any EngineAttachment)) -> [LivePartition] {
-        guard let root = slot.root, let path = backingPath(image, cached: slot.cached) else { return [] }
+        guard let root = slot.root, let path = images.backingPath(image, cached: slot.cached) else { return [] }
         let builder = PartitionBuilder(imageName: image, imagePath: path, root: root, logger: logger)
         var parts: [LivePartition] = []
         for mount in builder.plan(rootMount: rootMount).mounts {
-            let serial = takeSerial()
+            let serial = serials.take()
             let teardown = Teardown()
             do {
                 let part: LivePartition
@@ -83,7 +83,7 @@ extension SandboxManager {
         if let attached = slot.partitionImages[key] {
             partImage = attached
         } else {
-            let request = ImageRequest(name: image, path: path, serial: takeSerial(),
+            let request = ImageRequest(name: image, path: path, serial: serials.take(),
                                        root: root.with(partition: mount.partition, filesystem: mount.filesystem,
                                                        subvolume: mount.subvolume),
                                        settings: settings)

@@ -19,7 +19,7 @@ extension SandboxManager {
         let started = ContinuousClock.now
         guard let sourcePath = imagePath(image) else { throw .noSuchImage(image) }
         // The root the sandbox was made of (its btrfs subvolume too); chosen anew only if it has none.
-        let root = if let root = live(image: image, name: name)?.root { root } else { try findRoot(image, sourcePath) }
+        let root = if let root = live(image: image, name: name)?.root { root } else { try images.findRoot(image, sourcePath) }
         do {
             let result = try usingSandbox(image: image, name: name) {
                 (source: ChangeSource, fats: [SandboxFAT], linux: [SandboxLinuxPart]) throws(SandboxError) in

@@ -43,16 +43,14 @@ public struct PartitionStatus: Sendable, Codable, Equatable {
 public final class SandboxManager: SandboxProvider {
     public let engine: any SandboxEngine
     public let settings: SandboxSettings
-    let imagesDirectory: String
     /// Where the hidden mounts go: RUNDIR/mnt/IMAGE/SANDBOX. Mode 0700, outside the FUSE tree.
     let names: InstanceNames
-    /// `IMAGE/pristine/` views by image (SandboxManager+Pristine.swift).
-    let pristineSlots = Mutex<[String: PristineSlot]>([:])
     let logger: Logger
-    /// Where compressed images are decompressed to; nil: compressed images cannot be attached.
-    private let imageCache: ImageCache?
-    /// "NAME: file" pairs already logged as hidden by a file served first.
-    private let shadowsLogged = Mutex(Set<String>())
+    /// Which file serves each image, its cache file and root.
+    let images: ImageSources
+    let serials = Serials()
+    /// `IMAGE/pristine/`.
+    let pristineViews: PristineViews
     private let registry = Mutex(Registry())
     /// The COW watcher's thread state and per-sandbox alarms (SandboxManager+CowWatch.swift).
     let cowWatch = CowWatch()
@@ -62,18 +60,12 @@ public final class SandboxManager: SandboxProvider {
         var ready: [String: [String: LiveSandbox]] = [:]
         /// image/sandbox names being created or destroyed: taken, but not listed.
         var busy: Set<String> = []
-        var nextSerial: UInt64 = 1
         var shuttingDown = false
 
         /// An image with no sandbox, live or in the making, has released its attachment: forget its slot.
         mutating func dropSlotIfUnused(_ image: String) {
             guard ready[image]?.isEmpty ?? true, !busy.contains(where: { $0.hasPrefix(image + "/") }) else { return }
             slots[image] = nil
-        }
-
-        mutating func takeSerial() -> UInt64 {
-            defer { nextSerial += 1 }
-            return nextSerial
         }
     }
 
@@ -115,12 +107,13 @@ public final class SandboxManager: SandboxProvider {
 
     public init(imagesDirectory: String, names: InstanceNames, engine: any SandboxEngine,
                 settings: SandboxSettings, logger: Logger, imageCache: ImageCache? = nil) throws(SandboxError) {
-        self.imagesDirectory = imagesDirectory
-        self.imageCache = imageCache
         self.names = names
         self.engine = engine
         self.settings = settings
         self.logger = logger
+        images = ImageSources(directory: imagesDirectory, cache: imageCache, settings: settings, names: names,
+                              loops: engine.readOnlyLoops, logger: logger)
+        pristineViews = PristineViews(images: images, serials: serials, engine: engine, names: names, logger: logger)
         try step("create \(names.hiddenMounts)") {
             try PrivateDirectory.create(names.runDirectory)
             try PrivateDirectory.create(names.hiddenMounts)
@@ -131,13 +124,12 @@ public final class SandboxManager: SandboxProvider {
 
     public func imageNames() -> [String] {
         let live = registry.withLock { Array($0.slots.keys) }
-        let offered = ImageDirectory.scan(imagesDirectory).compactMap { served($1, image: $0) != nil ? $0 : nil }
-        return Array(Set(offered).union(live)).sorted()
+        return Array(Set(images.offered()).union(live)).sorted()
     }
 
     public func sandboxNames(image: String) -> [String]? {
         if let names = registry.withLock({ $0.ready[image].map { Array($0.keys) } }) { return names.sorted() }
-        return source(of: image) == nil ? nil : []
+        return images.source(of: image) == nil ? nil : []
     }
 
     public func sandbox(image: String, name: String) -> SandboxRef? {
@@ -174,7 +166,7 @@ public final class SandboxManager: SandboxProvider {
         let key = "\(image)/\(name)"
         let (slot, serial) = try registry.withLock { (registry) throws(SandboxError) -> (ImageSlot, UInt64) in
             if registry.shuttingDown { throw .shuttingDown }
-            guard registry.slots[image] != nil || source(of: image) != nil else {
+            guard registry.slots[image] != nil || images.source(of: image) != nil else {
                 throw .noSuchImage(image)
             }
             if registry.ready[image]?[name] != nil || registry.busy.contains(key) {
@@ -183,19 +175,19 @@ public final class SandboxManager: SandboxProvider {
             registry.busy.insert(key)
             let slot = registry.slots[image] ?? ImageSlot()
             registry.slots[image] = slot
-            return (slot, registry.takeSerial())
+            return (slot, serials.take())
         }
         do {
             // A compressed image is decompressed before the slot lock: a second mkdir meanwhile waits for
             // the same work in the cache (not behind the lock), and other images are not held up.
-            let prepared = slot.lock.withLock({ _ in slot.attachment == nil }) ? try prepareIfNeeded(image) : nil
+            let prepared = slot.lock.withLock({ _ in slot.attachment == nil }) ? try images.prepareIfNeeded(image) : nil
             let live = try slot.lock.withLock { _ throws(SandboxError) -> LiveSandbox in
                 let imageAttachment: any EngineAttachment
                 if let attached = slot.attachment {
                     imageAttachment = attached
                 } else {
                     // Attached and released again since the check above: prepare now.
-                    let cached = if let prepared { prepared } else { try prepareIfNeeded(image) }
+                    let cached = if let prepared { prepared } else { try images.prepareIfNeeded(image) }
                     imageAttachment = try attachImage(image, slot, cached: cached)
                     slot.attachment = imageAttachment
                     slot.cached = cached
@@ -223,58 +215,13 @@ public final class SandboxManager: SandboxProvider {
         }
     }
 
-    /// The file that offers `image`; logs once per file when another one, served first, hides it.
-    func source(of image: String) -> ImageSource? {
-        served(ImageDirectory.sources(of: image, in: imagesDirectory), image: image)
-    }
-
-    private func served(_ sources: [ImageSource], image: String) -> ImageSource? {
-        // Without a cache, only plain images are offered.
-        let sources = sources.filter { imageCache != nil || $0.format == .raw }
-        guard let first = sources.first else { return nil }
-        for hidden in sources.dropFirst() {
-            let key = "\(image): \(hidden.path)"
-            if shadowsLogged.withLock({ $0.insert(key).inserted }) {
-                logger.notice("image \(image): serving \(first.fileName); \(hidden.fileName) is ignored while it exists")
-            }
-        }
-        return first
-    }
-
-    /// The cache file of an image that is not a plain one (decompressed, extracted or converted now, or
-    /// reused), held in use; nil for a plain image.
-    func prepareIfNeeded(_ image: String) throws(SandboxError) -> CachedImage? {
-        guard let source = source(of: image) else { throw .noSuchImage(image) }
-        guard source.format != .raw else { return nil }
-        guard let imageCache else { throw .noSuchImage(image) }
-        return try step("prepare \(source.fileName)") { try imageCache.prepare(image: image, file: source.path, format: source.format) }
-    }
-
-    /// The file the engines read for `image`: its cache file when compressed (nil if not prepared), else the image.
-    func backingPath(_ image: String, cached: CachedImage?) -> String? {
-        if let cached { return cached.path }
-        return source(of: image).flatMap { $0.format == .raw ? $0.path : nil }
-    }
-
     private func attachImage(_ image: String, _ slot: ImageSlot, cached: CachedImage?) throws(SandboxError) -> any EngineAttachment {
-        guard let path = backingPath(image, cached: cached) else { throw .noSuchImage(image) }
-        let root = try findRoot(image, path)
+        guard let path = images.backingPath(image, cached: cached) else { throw .noSuchImage(image) }
+        let root = try images.findRoot(image, path)
         slot.root = root
-        let request = ImageRequest(name: image, path: path, serial: takeSerial(), root: root, settings: settings)
+        let request = ImageRequest(name: image, path: path, serial: serials.take(), root: root, settings: settings)
         return try step("attach image") { try engine.attachImage(request) }
     }
-
-    func findRoot(_ image: String, _ path: String) throws(SandboxError) -> RootPartition {
-        do {
-            return try RootFinder(imageName: image, path: path, override: settings.partition(for: image), logger: logger,
-                                  peek: PartitionPeek(names: names, imagePath: path, imageName: image,
-                                                      loops: engine.readOnlyLoops)).choose()
-        } catch {
-            throw .unusableImage(image, error)
-        }
-    }
-
-    func takeSerial() -> UInt64 { registry.withLock { $0.takeSerial() } }
 
     private func makeSandbox(image: String, name: String, serial: UInt64, on imageAttachment: any EngineAttachment,
                              slot: ImageSlot) throws(SandboxError) -> LiveSandbox {
@@ -374,7 +321,7 @@ public final class SandboxManager: SandboxProvider {
         for (image, name) in all {
             do { try destroySandbox(image: image, name: name) } catch { errors.append(error) }
         }
-        releaseAllPristine()
+        pristineViews.releaseAll()
         if errors.isEmpty {
             try? PrivateDirectory.remove(names.hiddenMounts)
             try? PrivateDirectory.remove(names.runDirectory)
@@ -392,7 +339,7 @@ public final class SandboxManager: SandboxProvider {
         if let slot = registry.withLock({ $0.slots[image] }), let cached = slot.lock.withLock({ _ in slot.cached?.path }) {
             return cached
         }
-        return source(of: image).flatMap { $0.format == .raw ? $0.path : nil }
+        return images.source(of: image).flatMap { $0.format == .raw ? $0.path : nil }
     }
 
     /// Every ready sandbox (no usage read: for shutdown).
@@ -404,10 +351,16 @@ public final class SandboxManager: SandboxProvider {
     }
 
     /// Stops decompressions in progress (their mkdir fails): at shutdown.
-    public func cancelPreparations() { imageCache?.cancelAll() }
+    public func cancelPreparations() { images.cache?.cancelAll() }
 
     /// Compressed images being decompressed, with their progress.
-    public func preparations() -> [PreparationStatus] { imageCache?.preparations() ?? [] }
+    public func preparations() -> [PreparationStatus] { images.cache?.preparations() ?? [] }
+
+    public func pristine(image: String, mayAttach: Bool) throws -> SandboxRef {
+        try pristineViews.view(image: image, mayAttach: mayAttach)
+    }
+
+    public func releasePristine(image: String) { pristineViews.release(image: image) }
 
     public func status() -> [SandboxStatus] {
         let live = registry.withLock { $0.ready.values.flatMap(\.values) }

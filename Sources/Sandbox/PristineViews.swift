@@ -3,6 +3,7 @@ import FATFS
 import Glibc
 import ImageCache
 import LinuxBlock
+import Logging
 import PrintableText
 import Synchronization
 
@@ -10,28 +11,47 @@ import Synchronization
 /// kernel objects (a read-only loop device and mount per Linux partition) exist only while the FUSE layer
 /// uses the view; FAT partitions need no device (FATFS reads the image file) and stay open, so their node
 /// IDs stay valid while the kernel remembers them.
-final class PristineSlot: @unchecked Sendable {
-    let lock = Mutex(())
-    // Guarded by `lock`.
-    var ref: SandboxRef?
-    var teardown: Teardown?
-    /// Serials by partition number (0 for the root): stable for the life of the daemon.
-    var serials: [Int: UInt64] = [:]
-    /// FAT volumes by partition number, on `imageFD`.
-    var fats: [Int: FATVolume] = [:]
-    var imageFD: Int32 = -1
-    /// A compressed image's cache file, held while `imageFD` (on it) is open.
-    var cached: CachedImage?
-}
+///
+/// Locking: `views` (a leaf, short) finds an image's view; a view's `state` is held across its kernel work
+/// (attach, release), so views of different images proceed in parallel.
+final class PristineViews: Sendable {
+    private final class View: Sendable {
+        struct State {
+            var ref: SandboxRef?
+            var teardown: Teardown?
+            /// Serials by partition number (0 for the root): stable for the life of the daemon.
+            var serials: [Int: UInt64] = [:]
+            /// FAT volumes by partition number, on `imageFD`.
+            var fats: [Int: FATVolume] = [:]
+            var imageFD: Int32 = -1
+            /// A compressed image's cache file, held while `imageFD` (on it) is open.
+            var cached: CachedImage?
+        }
+        let state = Mutex(State())
+    }
 
-extension SandboxManager {
-    public func pristine(image: String, mayAttach: Bool) throws -> SandboxRef {
-        let slot = pristineSlot(image)
-        return try slot.lock.withLock { _ throws(SandboxError) -> SandboxRef in
-            if let ref = slot.ref { return ref }
+    private let views = Mutex<[String: View]>([:])
+    private let images: ImageSources
+    private let serials: Serials
+    private let engine: any SandboxEngine
+    private let names: InstanceNames
+    private let logger: Logger
+
+    init(images: ImageSources, serials: Serials, engine: any SandboxEngine, names: InstanceNames, logger: Logger) {
+        self.images = images
+        self.serials = serials
+        self.engine = engine
+        self.names = names
+        self.logger = logger
+    }
+
+    /// The view of `image`, attached now if it is not and `mayAttach`.
+    func view(image: String, mayAttach: Bool) throws(SandboxError) -> SandboxRef {
+        try view(image).state.withLock { (state) throws(SandboxError) -> SandboxRef in
+            if let ref = state.ref { return ref }
             guard mayAttach else { throw .rootOnly("attaching \(PathText.escape(image))/pristine") }
             do throws(SandboxError) {
-                let ref = try attachPristine(image, slot)
+                let ref = try attach(image, &state)
                 logger.info("pristine view of \(image) attached (\(ref.partitions.count) more partition(s))")
                 return ref
             } catch {
@@ -41,54 +61,52 @@ extension SandboxManager {
         }
     }
 
-    public func releasePristine(image: String) {
-        let slot = pristineSlot(image)
-        slot.lock.withLock { _ in
-            guard let teardown = slot.teardown else { return }
-            for failure in teardown.runAll() { logger.error("releasing \(image)/pristine: \(failure)") }
-            slot.teardown = nil
-            slot.ref = nil
-            logger.info("pristine view of \(image) released")
-        }
+    func release(image: String) {
+        view(image).state.withLock { state in release(image, &state) }
     }
 
-    /// At shutdown: every pristine view's devices, mounts and image fds.
-    func releaseAllPristine() {
-        let all = pristineSlots.withLock { slots in Array(slots) }
-        for (image, slot) in all {
-            releasePristine(image: image)
-            slot.lock.withLock { _ in
-                slot.fats = [:]
-                if slot.imageFD >= 0 { close(slot.imageFD) }
-                slot.imageFD = -1
-                slot.cached = nil
+    /// At shutdown: every view's devices, mounts and image fds.
+    func releaseAll() {
+        for (image, view) in views.withLock({ Array($0) }) {
+            view.state.withLock { state in
+                release(image, &state)
+                state.fats = [:]
+                if state.imageFD >= 0 { close(state.imageFD) }
+                state.imageFD = -1
+                state.cached = nil
             }
         }
         try? PrivateDirectory.remove(names.pristineMounts)
     }
 
+    private func release(_ image: String, _ state: inout View.State) {
+        guard let teardown = state.teardown else { return }
+        for failure in teardown.runAll() { logger.error("releasing \(image)/pristine: \(failure)") }
+        state.teardown = nil
+        state.ref = nil
+        logger.info("pristine view of \(image) released")
+    }
 
-    private func pristineSlot(_ image: String) -> PristineSlot {
-        pristineSlots.withLock { slots in
-            if let slot = slots[image] { return slot }
-            let slot = PristineSlot()
-            slots[image] = slot
-            return slot
+    private func view(_ image: String) -> View {
+        views.withLock { views in
+            if let view = views[image] { return view }
+            let view = View()
+            views[image] = view
+            return view
         }
     }
 
-    private func serial(_ slot: PristineSlot, _ number: Int) -> UInt64 {
-        if let serial = slot.serials[number] { return serial }
-        let serial = takeSerial()
-        slot.serials[number] = serial
+    private func serial(_ state: inout View.State, _ number: Int) -> UInt64 {
+        if let serial = state.serials[number] { return serial }
+        let serial = serials.take()
+        state.serials[number] = serial
         return serial
     }
 
-    /// Called with the slot's lock held.
-    private func attachPristine(_ image: String, _ slot: PristineSlot) throws(SandboxError) -> SandboxRef {
-        if slot.cached == nil { slot.cached = try prepareIfNeeded(image) }
-        guard let path = backingPath(image, cached: slot.cached) else { throw .noSuchImage(image) }
-        let root = try findRoot(image, path)
+    private func attach(_ image: String, _ state: inout View.State) throws(SandboxError) -> SandboxRef {
+        if state.cached == nil { state.cached = try images.prepareIfNeeded(image) }
+        guard let path = images.backingPath(image, cached: state.cached) else { throw .noSuchImage(image) }
+        let root = try images.findRoot(image, path)
         let teardown = Teardown()
         do {
             let directory = names.pristineMounts(image: image)
@@ -100,8 +118,8 @@ extension SandboxManager {
             let rootMount = try mountReadOnly(path, image, root.partition, root.filesystem, subvolume: root.subvolume,
                                               at: names.pristineMount(image: image, partition: 0), teardown)
             let builder = PartitionBuilder(imageName: image, imagePath: path, root: root, logger: logger)
-            if slot.imageFD < 0 {
-                slot.imageFD = try step("open \(path)") {
+            if state.imageFD < 0 {
+                state.imageFD = try step("open \(path)") {
                     try systemCall("open", path) { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
                 }
             }
@@ -111,8 +129,9 @@ extension SandboxManager {
                 do {
                     let content: PartitionContent
                     if mount.filesystem.type == .vfat {
-                        if slot.fats[number] == nil { slot.fats[number] = try builder.pristineFAT(mount, imageFD: slot.imageFD) }
-                        content = .fat(slot.fats[number]!, cow: nil)
+                        let volume = try state.fats[number] ?? builder.pristineFAT(mount, imageFD: state.imageFD)
+                        state.fats[number] = volume
+                        content = .fat(volume, cow: nil)
                     } else {
                         // A second subvolume of one partition needs a mount point of its own.
                         let again = parts.contains { $0.mount.partition.number == number }
@@ -120,15 +139,15 @@ extension SandboxManager {
                         content = .mounted(path: try mountReadOnly(path, image, mount.partition, mount.filesystem,
                                                                    subvolume: mount.subvolume, at: target, teardown))
                     }
-                    parts.append(PartitionRef(mount: mount, serial: serial(slot, number), content: content))
+                    parts.append(PartitionRef(mount: mount, serial: serial(&state, number), content: content))
                 } catch {
                     logger.error("\(image)/pristine: partition \(number) at \(mount.mountPoint) not shown: \(error)")
                 }
             }
-            let ref = SandboxRef(image: image, name: "pristine", serial: serial(slot, 0), mountPath: rootMount,
+            let ref = SandboxRef(image: image, name: "pristine", serial: serial(&state, 0), mountPath: rootMount,
                                  partitions: parts, readOnly: true)
-            slot.ref = ref
-            slot.teardown = teardown
+            state.ref = ref
+            state.teardown = teardown
             return ref
         } catch {
             teardown.runAll()
