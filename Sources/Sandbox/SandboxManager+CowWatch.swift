@@ -54,10 +54,10 @@ extension SandboxManager {
                     let what = " partition \(part.ref.mount.partition.number) (\(part.ref.mount.mountPoint))"
                     switch part.ref.content {
                     case .fat(_, let cow?):
-                        if let grown = growFAT(part, cow) {
-                            logger.info("grew the COW store of \(ref.image)/\(ref.name)\(what) to \(ByteSize.format(grown)) (max \(ByteSize.format(fatCowMax(part.ref.mount))))")
+                        if let grown = partitions.growFAT(part, cow) {
+                            logger.info("grew the COW store of \(ref.image)/\(ref.name)\(what) to \(ByteSize.format(grown)) (max \(ByteSize.format(partitions.fatCowMax(part.ref.mount))))")
                         }
-                        readings.append((part.ref.serial, what, fatUsage(part, cow)))
+                        readings.append((part.ref.serial, what, partitions.fatUsage(part, cow)))
                     case .fat(_, nil):
                         break
                     case .mounted:

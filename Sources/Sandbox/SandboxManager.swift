@@ -51,6 +51,8 @@ public final class SandboxManager: SandboxProvider {
     let serials = Serials()
     /// `IMAGE/pristine/`.
     let pristineViews: PristineViews
+    /// A sandbox's other partitions, and each image's partition attachments.
+    let partitions: SandboxPartitions
     private let registry = Mutex(Registry())
     /// The COW watcher's thread state and per-sandbox alarms (SandboxManager+CowWatch.swift).
     let cowWatch = CowWatch()
@@ -74,9 +76,6 @@ public final class SandboxManager: SandboxProvider {
         // Guarded by `lock`.
         var attachment: (any EngineAttachment)?
         var root: RootPartition?
-        /// Engine attachments of the image's other Linux partitions, by number and btrfs subvolume ("4", "4 subvol=/@home"),
-        /// made at first need.
-        var partitionImages: [String: any EngineAttachment] = [:]
         /// A compressed image's cache file, held in use while the attachment lives.
         var cached: CachedImage?
         var sandboxCount = 0
@@ -96,15 +95,6 @@ public final class SandboxManager: SandboxProvider {
         var partlyTornDown: Bool { parts.contains { $0.teardown.hasUndone } || attachment.teardown.hasUndone }
     }
 
-    /// One partition of a live sandbox: a Linux one's engine attachment, or a FAT one's block COW.
-    struct LivePartition: Sendable {
-        let ref: PartitionRef
-        let attachment: (any EngineAttachment)?
-        /// The partition's engine attachment shared by the image's sandboxes (a Linux partition's).
-        var image: (any EngineAttachment)? = nil
-        let teardown: Teardown
-    }
-
     public init(imagesDirectory: String, names: InstanceNames, engine: any SandboxEngine,
                 settings: SandboxSettings, logger: Logger, imageCache: ImageCache? = nil) throws(SandboxError) {
         self.names = names
@@ -114,6 +104,7 @@ public final class SandboxManager: SandboxProvider {
         images = ImageSources(directory: imagesDirectory, cache: imageCache, settings: settings, names: names,
                               loops: engine.readOnlyLoops, logger: logger)
         pristineViews = PristineViews(images: images, serials: serials, engine: engine, names: names, logger: logger)
+        partitions = SandboxPartitions(engine: engine, settings: settings, names: names, serials: serials, logger: logger)
         try step("create \(names.hiddenMounts)") {
             try PrivateDirectory.create(names.runDirectory)
             try PrivateDirectory.create(names.hiddenMounts)
@@ -234,8 +225,10 @@ public final class SandboxManager: SandboxProvider {
         do {
             let request = SandboxRequest(image: image, name: name, serial: serial, mountPath: mountPath, settings: settings)
             let attachment = try engine.createSandbox(request, on: imageAttachment)
-            let parts = makePartitions(image: image, name: name, slot: slot, rootMount: mountPath,
-                                       root: (attachment, imageAttachment))
+            let parts: [LivePartition] = if let root = slot.root, let path = images.backingPath(image, cached: slot.cached) {
+                partitions.make(image: image, name: name, path: path, root: root, rootMount: mountPath,
+                                rootSandbox: (attachment, imageAttachment))
+            } else { [] }
             let journal = engine.needsChangeJournal ? ChangeJournal(mountPath: mountPath) : nil
             let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: mountPath, partitions: parts.map(\.ref),
                                  baseUse: attachment.baseUse, journal: journal)
@@ -297,10 +290,7 @@ public final class SandboxManager: SandboxProvider {
     /// Called with the slot's lock held, when its last sandbox is gone.
     private func releaseImage(_ slot: ImageSlot, image: String) {
         guard let attachment = slot.attachment else { return }
-        for (number, part) in slot.partitionImages {
-            for failure in part.teardown.runAll() { logger.error("releasing image \(image) partition \(number): \(failure)") }
-        }
-        slot.partitionImages = [:]
+        partitions.release(image: image)
         let failures = attachment.teardown.runAll()
         for failure in failures { logger.error("releasing image \(image): \(failure)") }
         slot.attachment = nil
@@ -366,7 +356,7 @@ public final class SandboxManager: SandboxProvider {
         let live = registry.withLock { $0.ready.values.flatMap(\.values) }
         return live.compactMap { sandbox in
             let read = sandbox.ref.broken ? (SandboxUsage(state: .broken), [])
-                : sandbox.access.ifAlive { (engine.usage(of: sandbox.attachment), sandbox.parts.map(partitionStatus)) }
+                : sandbox.access.ifAlive { (engine.usage(of: sandbox.attachment), sandbox.parts.map(partitions.status)) }
             return read.map { usage, parts in
                 SandboxStatus(image: sandbox.ref.image, sandbox: sandbox.ref.name, engine: engine.kind,
                               mountPath: sandbox.ref.mountPath, usage: usage, partitions: parts,

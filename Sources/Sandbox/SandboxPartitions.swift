@@ -2,18 +2,49 @@ import DiskImage
 import FATFS
 import Glibc
 import LinuxBlock
+import Logging
 import SandboxDiff
+import Synchronization
+
+/// One partition of a live sandbox: a Linux one's engine attachment, or a FAT one's block COW.
+struct LivePartition: Sendable {
+    let ref: PartitionRef
+    let attachment: (any EngineAttachment)?
+    /// The partition's engine attachment shared by the image's sandboxes (a Linux partition's).
+    var image: (any EngineAttachment)? = nil
+    let teardown: Teardown
+}
 
 /// A sandbox's other partitions: FAT through FATFS over a block COW (a zram device sized to the budget),
 /// ext2/3/4, xfs and btrfs through the engine like the root (a second overlay or snapshot of their own); a
 /// further subvolume of a btrfs already shown (the root's, Fedora's /home) through that one's COW store.
-extension SandboxManager {
-    /// Called with the image slot's lock held, after the root is mounted at `rootMount` (its fstab is the
+/// Owns each image's partition attachments, which its sandboxes share.
+///
+/// Locking: `shared` is a leaf held for map updates only; the kernel work runs under the caller's image
+/// lock (SandboxManager's ImageSlot), which keeps one image's partitions from being attached twice.
+final class SandboxPartitions: Sendable {
+    private let engine: any SandboxEngine
+    private let settings: SandboxSettings
+    private let names: InstanceNames
+    private let serials: Serials
+    private let logger: Logger
+    /// Engine attachments of each image's other Linux partitions, by image, then by number and btrfs subvolume
+    /// ("4", "4 subvol=/@home"); made at first need, released with the image.
+    private let shared = Mutex<[String: [String: any EngineAttachment]]>([:])
+
+    init(engine: any SandboxEngine, settings: SandboxSettings, names: InstanceNames, serials: Serials, logger: Logger) {
+        self.engine = engine
+        self.settings = settings
+        self.names = names
+        self.serials = serials
+        self.logger = logger
+    }
+
+    /// Called with the image's lock held, after the root is mounted at `rootMount` (its fstab is the
     /// image's: nothing has written to it yet). A partition that cannot be made is logged and left out: the
     /// root keeps working.
-    func makePartitions(image: String, name: String, slot: ImageSlot, rootMount: String,
-                        root rootSandbox: (attachment: any EngineAttachment, image: any EngineAttachment)) -> [LivePartition] {
-        guard let root = slot.root, let path = images.backingPath(image, cached: slot.cached) else { return [] }
+    func make(image: String, name: String, path: String, root: RootPartition, rootMount: String,
+              rootSandbox: (attachment: any EngineAttachment, image: any EngineAttachment)) -> [LivePartition] {
         let builder = PartitionBuilder(imageName: image, imagePath: path, root: root, logger: logger)
         var parts: [LivePartition] = []
         for mount in builder.plan(rootMount: rootMount).mounts {
@@ -30,7 +61,7 @@ extension SandboxManager {
                                                   teardown: teardown)
                 } else {
                     part = try linuxPartition(mount, serial: serial, image: image, name: name, path: path, root: root,
-                                              slot: slot, teardown: teardown)
+                                              teardown: teardown)
                 }
                 parts.append(part)
             } catch {
@@ -39,6 +70,14 @@ extension SandboxManager {
             }
         }
         return parts
+    }
+
+    /// Called with the image's lock held, when its last sandbox is gone: the partition attachments it shared.
+    func release(image: String) {
+        let attached = shared.withLock { $0.removeValue(forKey: image) ?? [:] }
+        for (number, part) in attached {
+            for failure in part.teardown.runAll() { logger.error("releasing image \(image) partition \(number): \(failure)") }
+        }
     }
 
     private func fatPartition(_ mount: PartitionMount, serial: UInt64, builder: PartitionBuilder,
@@ -76,11 +115,11 @@ extension SandboxManager {
     }
 
     private func linuxPartition(_ mount: PartitionMount, serial: UInt64, image: String, name: String, path: String,
-                                root: RootPartition, slot: ImageSlot, teardown: Teardown) throws -> LivePartition {
+                                root: RootPartition, teardown: Teardown) throws -> LivePartition {
         let number = mount.partition.number
         let key = "\(number)" + (mount.subvolume.map { " \($0)" } ?? "")
         let partImage: any EngineAttachment
-        if let attached = slot.partitionImages[key] {
+        if let attached = shared.withLock({ $0[image]?[key] }) {
             partImage = attached
         } else {
             let request = ImageRequest(name: image, path: path, serial: serials.take(),
@@ -88,7 +127,7 @@ extension SandboxManager {
                                                        subvolume: mount.subvolume),
                                        settings: settings)
             partImage = try step("attach partition \(number)") { try engine.attachImage(request) }
-            slot.partitionImages[key] = partImage
+            shared.withLock { $0[image, default: [:]][key] = partImage }
         }
         let mountPath = names.partitionMount(image: image, sandbox: name, number: number)
         try step("create mount point \(mountPath)") { try PrivateDirectory.create(mountPath) }
@@ -121,7 +160,7 @@ extension SandboxManager {
         return cow.raiseLimit(to: min(max, limit + settings.cowSize))
     }
 
-    func partitionStatus(_ part: LivePartition) -> PartitionStatus {
+    func status(_ part: LivePartition) -> PartitionStatus {
         var used: UInt64 = 0, total: UInt64 = 0
         switch part.ref.content {
         case .fat(_, let cow?):
