@@ -38,7 +38,7 @@ public struct PartitionStatus: Sendable, Codable, Equatable {
 ///   2. SandboxAccess           a sandbox's readers (status, COW watcher) against its teardown
 ///   3. Teardown                the undo stack, held while its steps run (unmount, dm remove ...)
 ///   4. CowStore.state          its zram segments; held across the dm suspend/load/resume of a grow
-///   5. registry, CowWatch.state  leaves: short sections, nothing taken inside them
+///   5. registry, CowWatcher.state, SandboxPartitions.shared: leaves, short sections, nothing taken inside
 /// (ImageSlot.lock -> registry is taken directly too; the COW watcher goes 2 -> 4 without 1 or 3.)
 public final class SandboxManager: SandboxProvider {
     public let engine: any SandboxEngine
@@ -54,8 +54,7 @@ public final class SandboxManager: SandboxProvider {
     /// A sandbox's other partitions, and each image's partition attachments.
     let partitions: SandboxPartitions
     private let registry = Mutex(Registry())
-    /// The COW watcher's thread state and per-sandbox alarms (SandboxManager+CowWatch.swift).
-    let cowWatch = CowWatch()
+    let cowWatcher: CowWatcher
 
     private struct Registry {
         var slots: [String: ImageSlot] = [:]
@@ -81,20 +80,6 @@ public final class SandboxManager: SandboxProvider {
         var sandboxCount = 0
     }
 
-    struct LiveSandbox: Sendable {
-        var ref: SandboxRef
-        let attachment: any EngineAttachment
-        /// The image's attachment the sandbox was made on (it outlives the sandbox).
-        let image: any EngineAttachment
-        let parts: [LivePartition]
-        /// The image's root as chosen when the image was attached.
-        let root: RootPartition?
-        let access = SandboxAccess()
-
-        /// Some of its teardown has run: it must not be served again as if whole.
-        var partlyTornDown: Bool { parts.contains { $0.teardown.hasUndone } || attachment.teardown.hasUndone }
-    }
-
     public init(imagesDirectory: String, names: InstanceNames, engine: any SandboxEngine,
                 settings: SandboxSettings, logger: Logger, imageCache: ImageCache? = nil) throws(SandboxError) {
         self.names = names
@@ -105,6 +90,7 @@ public final class SandboxManager: SandboxProvider {
                               loops: engine.readOnlyLoops, logger: logger)
         pristineViews = PristineViews(images: images, serials: serials, engine: engine, names: names, logger: logger)
         partitions = SandboxPartitions(engine: engine, settings: settings, names: names, serials: serials, logger: logger)
+        cowWatcher = CowWatcher(engine: engine, partitions: partitions, logger: logger)
         try step("create \(names.hiddenMounts)") {
             try PrivateDirectory.create(names.runDirectory)
             try PrivateDirectory.create(names.hiddenMounts)
@@ -302,7 +288,7 @@ public final class SandboxManager: SandboxProvider {
     @discardableResult
     public func shutdown() -> [any Error] {
         cancelPreparations()
-        stopCowWatcher()
+        cowWatcher.stop()
         let all = registry.withLock { registry -> [(String, String)] in
             registry.shuttingDown = true
             return registry.ready.flatMap { image, sandboxes in sandboxes.keys.map { (image, $0) } }
@@ -339,6 +325,14 @@ public final class SandboxManager: SandboxProvider {
     func liveSandboxes() -> [LiveSandbox] {
         registry.withLock { Array($0.ready.values.flatMap(\.values)) }
     }
+
+    /// Runs the COW watcher (CowWatcher) over every ready sandbox each `interval`, until shutdown.
+    public func startCowWatcher(interval: Duration = .milliseconds(200)) {
+        cowWatcher.start(interval: interval) { [weak self] in self?.liveSandboxes() ?? [] }
+    }
+
+    /// One pass of the COW watcher (also called directly by tests).
+    public func checkCowStores() { cowWatcher.check(liveSandboxes()) }
 
     /// Stops decompressions in progress (their mkdir fails): at shutdown.
     public func cancelPreparations() { images.cache?.cancelAll() }

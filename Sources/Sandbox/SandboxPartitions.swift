@@ -6,15 +6,6 @@ import Logging
 import SandboxDiff
 import Synchronization
 
-/// One partition of a live sandbox: a Linux one's engine attachment, or a FAT one's block COW.
-struct LivePartition: Sendable {
-    let ref: PartitionRef
-    let attachment: (any EngineAttachment)?
-    /// The partition's engine attachment shared by the image's sandboxes (a Linux partition's).
-    var image: (any EngineAttachment)? = nil
-    let teardown: Teardown
-}
-
 /// A sandbox's other partitions: FAT through FATFS over a block COW (a zram device sized to the budget),
 /// ext2/3/4, xfs and btrfs through the engine like the root (a second overlay or snapshot of their own); a
 /// further subvolume of a btrfs already shown (the root's, Fedora's /home) through that one's COW store.

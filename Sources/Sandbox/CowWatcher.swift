@@ -3,24 +3,35 @@ import Glibc
 import Logging
 import Synchronization
 
-/// State of the COW watcher: whether it runs, and each live sandbox's alarm (by serial).
-final class CowWatch: Sendable {
-    struct State {
+/// Checks every sandbox's COW stores: grows stores that may grow (dm with --cow-max, FAT block COWs), logs
+/// a warning when use reaches 80 % and 95 % of the budget, and an error when a store overflows. Each store
+/// has its own budget and alarm: the root's, and each other partition's (a Linux partition's engine store,
+/// a FAT partition's block COW).
+///
+/// Locking: `state` is a leaf (short sections); a pass reads a sandbox's stores inside its SandboxAccess.
+final class CowWatcher: Sendable {
+    private struct State {
         var running = false
         var stopped = false
+        /// Each live store's alarm, by serial.
         var alarms: [UInt64: CowAlarm] = [:]
     }
-    let state = Mutex(State())
-}
+    private let state = Mutex(State())
+    private let engine: any SandboxEngine
+    private let partitions: SandboxPartitions
+    private let logger: Logger
 
-extension SandboxManager {
-    /// Starts a thread that checks every sandbox's COW store each `interval`, five times a second by
-    /// default (short: a store that may grow must be grown before a fast writer fills the last step; one
-    /// check reads only the store: a dm status ioctl, or the statvfs of an overlay upper): grows stores that
-    /// may grow (dm with --cow-max), logs a warning when use reaches 80 % and 95 % of the budget, and an
-    /// error when a store overflows. Runs until shutdown.
-    public func startCowWatcher(interval: Duration = .milliseconds(200)) {
-        let start = cowWatch.state.withLock { state -> Bool in
+    init(engine: any SandboxEngine, partitions: SandboxPartitions, logger: Logger) {
+        self.engine = engine
+        self.partitions = partitions
+        self.logger = logger
+    }
+
+    /// Starts a thread that runs a pass over `sandboxes()` each `interval` until `stop()`. Short intervals:
+    /// a store that may grow must be grown before a fast writer fills the last step; one check reads only the
+    /// store (a dm status ioctl, or the statvfs of an overlay upper).
+    func start(interval: Duration, sandboxes: @escaping @Sendable () -> [LiveSandbox]) {
+        let start = state.withLock { state -> Bool in
             defer { state.running = true }
             return !state.running && !state.stopped
         }
@@ -29,22 +40,21 @@ extension SandboxManager {
                              tv_nsec: Int(interval.components.attoseconds / 1_000_000_000))
         DispatchQueue(label: "imgsandbox-cow-watch").async { [self] in
             var pause = pause
-            while !cowWatch.state.withLock({ $0.stopped }) {
-                checkCowStores()
+            while !state.withLock({ $0.stopped }) {
+                check(sandboxes())
                 nanosleep(&pause, nil)
             }
         }
     }
 
-    func stopCowWatcher() {
-        cowWatch.state.withLock { $0.stopped = true }
+    func stop() {
+        state.withLock { $0.stopped = true }
     }
 
-    /// One pass of the watcher (also called directly by tests). Each store has its own budget and alarm: the
-    /// root's, and each other partition's (a Linux partition's engine store, a FAT partition's block COW).
-    public func checkCowStores() {
+    /// One pass over `sandboxes`; alarms of stores no longer among them are forgotten.
+    func check(_ sandboxes: [LiveSandbox]) {
         var seen = Set<UInt64>()
-        for sandbox in liveSandboxes() where !sandbox.ref.broken {
+        for sandbox in sandboxes where !sandbox.ref.broken {
             let ref = sandbox.ref
             seen.insert(ref.serial)
             for part in sandbox.parts { seen.insert(part.ref.serial) }
@@ -69,7 +79,7 @@ extension SandboxManager {
                 return readings
             }
             for (serial, what, usage) in readings ?? [] {
-                let risen = cowWatch.state.withLock { state in state.alarms[serial, default: CowAlarm()].update(usage) }
+                let risen = state.withLock { state in state.alarms[serial, default: CowAlarm()].update(usage) }
                 guard let risen else { continue }
                 let used = "\(ByteSize.format(usage.cowUsedBytes)) of \(ByteSize.format(max(usage.cowMaxBytes, usage.cowTotalBytes)))"
                 switch risen {
@@ -82,7 +92,7 @@ extension SandboxManager {
                 }
             }
         }
-        cowWatch.state.withLock { state in state.alarms = state.alarms.filter { seen.contains($0.key) } }
+        state.withLock { state in state.alarms = state.alarms.filter { seen.contains($0.key) } }
     }
 
     /// Reads an engine's store (the root's or a Linux partition's), growing it first when it may and should.
