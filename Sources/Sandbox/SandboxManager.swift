@@ -31,15 +31,15 @@ public struct PartitionStatus: Sendable, Codable, Equatable {
 /// Owns every image attachment and sandbox of one serve process: naming, lifecycle, concurrency.
 ///
 /// Locking: `registry` (short sections, never held across kernel work) guards the names; each image's
-/// `ImageSlot.lock` serialises the slow engine work of that image (attach, create, destroy, detach), so
+/// `ImageSlot.state` serialises the slow engine work of that image (attach, create, destroy, detach), so
 /// sandboxes of different images are made in parallel. The whole order of the Sandbox target, outermost
 /// first (a lock is only ever taken while holding locks above it, never below):
-///   1. ImageSlot.lock          create/destroy/release of one image's objects (kernel work under it)
+///   1. ImageSlot.state          create/destroy/release of one image's objects (kernel work under it)
 ///   2. SandboxAccess           a sandbox's readers (status, COW watcher) against its teardown
 ///   3. Teardown                the undo stack, held while its steps run (unmount, dm remove ...)
 ///   4. CowStore.state          its zram segments; held across the dm suspend/load/resume of a grow
 ///   5. registry, CowWatcher.state, SandboxPartitions.shared: leaves, short sections, nothing taken inside
-/// (ImageSlot.lock -> registry is taken directly too; the COW watcher goes 2 -> 4 without 1 or 3.)
+/// (ImageSlot.state -> registry is taken directly too; the COW watcher goes 2 -> 4 without 1 or 3.)
 public final class SandboxManager: SandboxProvider {
     public let engine: any SandboxEngine
     public let settings: SandboxSettings
@@ -70,14 +70,17 @@ public final class SandboxManager: SandboxProvider {
         }
     }
 
-    final class ImageSlot: @unchecked Sendable {
-        let lock = Mutex(())
-        // Guarded by `lock`.
-        var attachment: (any EngineAttachment)?
-        var root: RootPartition?
-        /// A compressed image's cache file, held in use while the attachment lives.
-        var cached: CachedImage?
-        var sandboxCount = 0
+    /// One image's attachment. Its lock is held across the image's slow kernel work (attach, create, destroy,
+    /// release), which it serialises.
+    final class ImageSlot: Sendable {
+        struct State {
+            var attachment: (any EngineAttachment)?
+            var root: RootPartition?
+            /// A compressed image's cache file, held in use while the attachment lives.
+            var cached: CachedImage?
+            var sandboxCount = 0
+        }
+        let state = Mutex(State())
     }
 
     public init(imagesDirectory: String, names: InstanceNames, engine: any SandboxEngine,
@@ -157,24 +160,24 @@ public final class SandboxManager: SandboxProvider {
         do {
             // A compressed image is decompressed before the slot lock: a second mkdir meanwhile waits for
             // the same work in the cache (not behind the lock), and other images are not held up.
-            let prepared = slot.lock.withLock({ _ in slot.attachment == nil }) ? try images.prepareIfNeeded(image) : nil
-            let live = try slot.lock.withLock { _ throws(SandboxError) -> LiveSandbox in
+            let prepared = slot.state.withLock({ $0.attachment == nil }) ? try images.prepareIfNeeded(image) : nil
+            let live = try slot.state.withLock { (state) throws(SandboxError) -> LiveSandbox in
                 let imageAttachment: any EngineAttachment
-                if let attached = slot.attachment {
+                if let attached = state.attachment {
                     imageAttachment = attached
                 } else {
                     // Attached and released again since the check above: prepare now.
                     let cached = if let prepared { prepared } else { try images.prepareIfNeeded(image) }
-                    imageAttachment = try attachImage(image, slot, cached: cached)
-                    slot.attachment = imageAttachment
-                    slot.cached = cached
+                    imageAttachment = try attachImage(image, &state, cached: cached)
+                    state.attachment = imageAttachment
+                    state.cached = cached
                 }
                 do throws(SandboxError) {
-                    let live = try makeSandbox(image: image, name: name, serial: serial, on: imageAttachment, slot: slot)
-                    slot.sandboxCount += 1
+                    let live = try makeSandbox(image: image, name: name, serial: serial, on: imageAttachment, state)
+                    state.sandboxCount += 1
                     return live
                 } catch {
-                    if slot.sandboxCount == 0 { releaseImage(slot, image: image) }
+                    if state.sandboxCount == 0 { releaseImage(&state, image: image) }
                     throw error
                 }
             }
@@ -192,16 +195,16 @@ public final class SandboxManager: SandboxProvider {
         }
     }
 
-    private func attachImage(_ image: String, _ slot: ImageSlot, cached: CachedImage?) throws(SandboxError) -> any EngineAttachment {
+    private func attachImage(_ image: String, _ state: inout ImageSlot.State, cached: CachedImage?) throws(SandboxError) -> any EngineAttachment {
         guard let path = images.backingPath(image, cached: cached) else { throw .noSuchImage(image) }
         let root = try images.findRoot(image, path)
-        slot.root = root
+        state.root = root
         let request = ImageRequest(name: image, path: path, serial: serials.take(), root: root, settings: settings)
         return try step("attach image") { try engine.attachImage(request) }
     }
 
     private func makeSandbox(image: String, name: String, serial: UInt64, on imageAttachment: any EngineAttachment,
-                             slot: ImageSlot) throws(SandboxError) -> LiveSandbox {
+                             _ state: ImageSlot.State) throws(SandboxError) -> LiveSandbox {
         let imageDirectory = names.hiddenMounts(image: image)
         let mountPath = names.hiddenMount(image: image, sandbox: name)
         try step("create mount point \(mountPath)") {
@@ -211,14 +214,14 @@ public final class SandboxManager: SandboxProvider {
         do {
             let request = SandboxRequest(image: image, name: name, serial: serial, mountPath: mountPath, settings: settings)
             let attachment = try engine.createSandbox(request, on: imageAttachment)
-            let parts: [LivePartition] = if let root = slot.root, let path = images.backingPath(image, cached: slot.cached) {
+            let parts: [LivePartition] = if let root = state.root, let path = images.backingPath(image, cached: state.cached) {
                 partitions.make(image: image, name: name, path: path, root: root, rootMount: mountPath,
                                 rootSandbox: (attachment, imageAttachment))
             } else { [] }
             let journal = engine.needsChangeJournal ? ChangeJournal(mountPath: mountPath) : nil
             let ref = SandboxRef(image: image, name: name, serial: serial, mountPath: mountPath, partitions: parts.map(\.ref),
                                  baseUse: attachment.baseUse, journal: journal)
-            return LiveSandbox(ref: ref, attachment: attachment, image: imageAttachment, parts: parts, root: slot.root)
+            return LiveSandbox(ref: ref, attachment: attachment, image: imageAttachment, parts: parts, root: state.root)
         } catch {
             try? PrivateDirectory.remove(mountPath)
             if let error = error as? SandboxError { throw error }
@@ -238,7 +241,7 @@ public final class SandboxManager: SandboxProvider {
         }
         var broken = false
         do {
-            try slot.lock.withLock { _ throws(SandboxError) in
+            try slot.state.withLock { (state) throws(SandboxError) in
                 try live.access.retire(busy: .inUse(image: image, sandbox: name), whole: { !live.partlyTornDown }) {
                     () throws(SandboxError) in
                     do throws(TeardownError) {
@@ -253,8 +256,8 @@ public final class SandboxManager: SandboxProvider {
                 }
                 // Before releaseImage, which removes the image's folder of mount points.
                 try? PrivateDirectory.remove(live.ref.mountPath)
-                slot.sandboxCount -= 1
-                if slot.sandboxCount == 0 { releaseImage(slot, image: image) }
+                state.sandboxCount -= 1
+                if state.sandboxCount == 0 { releaseImage(&state, image: image) }
             }
         } catch {
             var kept = live
@@ -274,13 +277,13 @@ public final class SandboxManager: SandboxProvider {
     }
 
     /// Called with the slot's lock held, when its last sandbox is gone.
-    private func releaseImage(_ slot: ImageSlot, image: String) {
-        guard let attachment = slot.attachment else { return }
+    private func releaseImage(_ state: inout ImageSlot.State, image: String) {
+        guard let attachment = state.attachment else { return }
         partitions.release(image: image)
         let failures = attachment.teardown.runAll()
         for failure in failures { logger.error("releasing image \(image): \(failure)") }
-        slot.attachment = nil
-        slot.cached = nil
+        state.attachment = nil
+        state.cached = nil
         try? PrivateDirectory.remove(names.hiddenMounts(image: image))
     }
 
@@ -312,7 +315,7 @@ public final class SandboxManager: SandboxProvider {
 
     /// The image file a sandbox's image comes from: for a compressed image, its decompressed cache file.
     func imagePath(_ image: String) -> String? {
-        if let slot = registry.withLock({ $0.slots[image] }), let cached = slot.lock.withLock({ _ in slot.cached?.path }) {
+        if let slot = registry.withLock({ $0.slots[image] }), let cached = slot.state.withLock({ $0.cached?.path }) {
             return cached
         }
         return images.source(of: image).flatMap { $0.format == .raw ? $0.path : nil }
