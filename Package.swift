@@ -23,8 +23,8 @@ let package = Package(
         .target(name: "LinuxBlock", dependencies: ["CLinux"]),
         // Names from images and users as safe one-line text (\xNN escapes), for every message that prints one.
         .target(name: "PrintableText"),
-        // What a sandbox changed: tree comparison, overlay change sets (imgsandbox diff).
-        .target(name: "SandboxDiff", dependencies: ["CLinux", "PrintableText"]),
+        // What a sandbox changed: tree comparison, overlay change sets, FAT volumes compared (imgsandbox diff).
+        .target(name: "SandboxDiff", dependencies: ["CLinux", "FATFS", "PrintableText"]),
         // liblzma, zlib, libzstd, libbz2 (Debian's -dev packages) + shim.h for their macros.
         .systemLibrary(name: "CCompression", providers: [.apt(["liblzma-dev", "zlib1g-dev", "libzstd-dev", "libbz2-dev"])]),
         // libarchive (Debian's libarchive-dev): .zip, .7z, .tar.* holding an image. Linked by its module map,

@@ -17,15 +17,11 @@ extension SandboxManager {
     public func save(image: String, name: String, request: SaveRequest,
                      progress: (SaveProgress) -> Bool) throws(SandboxError) -> SaveResult {
         let started = ContinuousClock.now
-        guard let sourcePath = imagePath(image) else { throw .noSuchImage(image) }
-        // The root the sandbox was made of (its btrfs subvolume too); chosen anew only if it has none.
-        let root = if let root = live(image: image, name: name)?.root { root } else { try images.findRoot(image, sourcePath) }
         do {
-            let result = try usingSandbox(image: image, name: name) {
-                (source: ChangeSource, fats: [SandboxFAT], linux: [SandboxLinuxPart]) throws(SandboxError) in
-                let path = try SaveTarget.validate(request, source: sourcePath, runDirectory: names.runDirectory)
-                return try writeImage(source: source, fats: fats, linux: linux, sourcePath: sourcePath, root: root, output: path,
-                                      request: request, started: started, progress: progress)
+            let result = try reading(image: image, name: name) { (sandbox) throws(SandboxError) in
+                let path = try SaveTarget.validate(request, source: sandbox.imagePath, runDirectory: names.runDirectory)
+                return try writeImage(source: sandbox.root, fats: sandbox.fats, linux: sandbox.linux, sourcePath: sandbox.imagePath,
+                                      root: sandbox.imageRoot, output: path, request: request, started: started, progress: progress)
             }
             logger.info("saved \(image)/\(name) to \(result.output): \(result.changes) changes, \(result.sizeBytes) bytes (\(result.allocatedBytes) allocated) in \(started.duration(to: .now))")
             return result
@@ -78,9 +74,9 @@ extension SandboxManager {
                 logger.notice("save: cannot freeze \(path) (\(error)); writes made during the save may be partly in the output")
             }
         }
-        let changes = try Self.changes(in: source)
+        let changes = try ChangeReader.changes(in: source)
         var partChanges: [[Change]] = []
-        for part in linux { partChanges.append(try Self.changes(in: part.source)) }
+        for part in linux { partChanges.append(try ChangeReader.changes(in: part.source)) }
         _ = progress(SaveProgress(phase: "changes", doneBytes: 0, totalBytes: UInt64(changes.count)))
 
         let serial = Self.saveSerial.wrappingAdd(1, ordering: .relaxed).newValue
@@ -109,7 +105,7 @@ extension SandboxManager {
         // (the kernel here may have no vfat) while the root is still frozen.
         var fatChanges = 0
         for fat in fats {
-            let changes = try Self.fatChanges(fat, imagePath: sourcePath)
+            let changes = try ChangeReader.fatChanges(fat, imagePath: sourcePath)
             if let damaged = changes.first(where: { $0.kind == .unreadable }) {
                 throw .stepFailed(step: "save", underlying: SystemError(
                     "refused:", "\(damaged.path) is a corrupt FAT entry of the image (fsck.fat reports it), so it cannot be copied", errno: EIO))

@@ -55,6 +55,8 @@ public final class SandboxManager: SandboxProvider {
     let partitions: SandboxPartitions
     private let registry = Mutex(Registry())
     let cowWatcher: CowWatcher
+    /// Opens a sandbox's change sources and lists its changes (diff; save reads through `reading`).
+    let changeReader: ChangeReader
 
     private struct Registry {
         var slots: [String: ImageSlot] = [:]
@@ -94,6 +96,7 @@ public final class SandboxManager: SandboxProvider {
         pristineViews = PristineViews(images: images, serials: serials, engine: engine, names: names, logger: logger)
         partitions = SandboxPartitions(engine: engine, settings: settings, names: names, serials: serials, logger: logger)
         cowWatcher = CowWatcher(engine: engine, partitions: partitions, logger: logger)
+        changeReader = ChangeReader(engine: engine)
         try step("create \(names.hiddenMounts)") {
             try PrivateDirectory.create(names.runDirectory)
             try PrivateDirectory.create(names.hiddenMounts)
@@ -308,9 +311,26 @@ public final class SandboxManager: SandboxProvider {
         return errors
     }
 
-    /// The ready sandbox, for diff and save.
-    func live(image: String, name: String) -> LiveSandbox? {
-        registry.withLock { $0.ready[image]?[name] }
+    /// What the sandbox changed, sorted by path. The sandbox cannot be removed meanwhile (rmdir: EBUSY).
+    public func diff(image: String, name: String) throws(SandboxError) -> [Change] {
+        let started = ContinuousClock.now
+        let changes = try reading(image: image, name: name) { (sandbox) throws(SandboxError) in try ChangeReader.all(sandbox) }
+        logger.info("diff \(image)/\(name): \(changes.count) changes in \(started.duration(to: .now))")
+        return changes
+    }
+
+    /// Runs `body` on the sandbox's change sources (diff, save) with the sandbox kept alive: rmdir answers
+    /// EBUSY meanwhile.
+    public func reading<T>(image: String, name: String,
+                           _ body: (SandboxChanges) throws(SandboxError) -> T) throws(SandboxError) -> T {
+        guard let imagePath = imagePath(image) else { throw .noSuchImage(image) }
+        guard let live = registry.withLock({ $0.ready[image]?[name] }) else { throw .noSuchSandbox(image: image, sandbox: name) }
+        // The root the sandbox was made of (its btrfs subvolume too); chosen anew only if it has none.
+        let root = if let root = live.root { root } else { try images.findRoot(image, imagePath) }
+        guard let result = try changeReader.reading(live, imagePath: imagePath, imageRoot: root, body) else {
+            throw .noSuchSandbox(image: image, sandbox: name)
+        }
+        return result
     }
 
     /// The image file a sandbox's image comes from: for a compressed image, its decompressed cache file.

@@ -7,20 +7,20 @@ import SandboxDiff
 /// FAT has no owners, xattrs or links; its root directory has no times. A corrupt entry (EIO from FATFS: a
 /// looping chain, a chain past the end, a directory cycle) becomes one `unreadable` change naming it, and the
 /// rest of the volume is still compared.
-struct FATDiff {
+public struct FATDiff {
     let sandbox: FATVolume
     let pristine: FATVolume
     /// The partition's mount point in the sandbox ("/boot/firmware").
     let prefix: String
-    private(set) var changes: [Change] = []
+    public private(set) var changes: [Change] = []
 
-    init(sandbox: FATVolume, pristine: FATVolume, prefix: String) {
+    public init(sandbox: FATVolume, pristine: FATVolume, prefix: String) {
         self.sandbox = sandbox
         self.pristine = pristine
         self.prefix = prefix
     }
 
-    mutating func run() throws(FATError) {
+    public mutating func run() throws(FATError) {
         do {
             try compare(FATVolume.rootID, FATVolume.rootID, path: prefix)
         } catch where error.errno == EIO {
