@@ -16,7 +16,8 @@ public struct FileSystemOptions: Sendable {
     /// Let libfuse move read/write payloads with splice(2) instead of copying through user memory (Tools/bench/run fuse:
     /// cold read 1.4x -> 1.05x the direct time, write+fsync 3.6x -> 2.8x).
     public var splice = true
-    /// Worker threads: a slow mkdir/rmdir of a sandbox holds one while devices are set up or torn down.
+    /// Worker threads (/dev/fuse; over io_uring libfuse has one per CPU). A sandbox's mkdir/rmdir holds none:
+    /// it is answered from a thread of its own (SlowRequests).
     public var maxThreads: UInt32 = 32
     public var maxIdleThreads: UInt32 = 8
     /// Bound on cached O_PATH fds of passthrough inodes.

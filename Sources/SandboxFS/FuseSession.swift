@@ -44,11 +44,15 @@ extension SandboxFileSystem {
     }
 
     /// Serves requests on a multi-threaded loop (one cloned /dev/fuse fd per worker) until `exit()` or
-    /// an unmount. Returns libfuse's result (0, -errno or a signal number).
+    /// an unmount, then waits for the sandbox mkdirs/rmdirs still running (SlowRequests). Returns libfuse's
+    /// result (0, -errno or a signal number).
     public func run() -> Int32 {
         guard let session else { return -EINVAL }
         return withExtendedLifetime(self) {
-            cfuse_session_loop_mt(session, 1, options.maxIdleThreads, options.maxThreads)
+            let result = cfuse_session_loop_mt(session, 1, options.maxIdleThreads, options.maxThreads)
+            slowRequests.end() // the loop also ends when the kernel ends the connection
+            slowRequests.waitUntilIdle()
+            return result
         }
     }
 
@@ -58,6 +62,7 @@ extension SandboxFileSystem {
     /// helper thread delivers that request.
     public func exit() {
         guard let session else { return }
+        slowRequests.end()
         fuse_session_exit(session)
         guard let mountpoint else { return }
         DispatchQueue.global().async {

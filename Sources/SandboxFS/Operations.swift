@@ -22,6 +22,10 @@ extension SandboxFileSystem {
         respond(req, "lookup") {
             let k = try kind(parent)
             if case .fat(let serial, let node) = k { return try fatLookup(serial, node, name) }
+            // IMAGE/pristine's first lookup may wait for the image's preparation.
+            if case .image = k, name.string == Self.pristineDirName {
+                return respondElsewhere(req, "lookup") { [self] in try virtualLookup(k, name) }
+            }
             guard isPass(k) else { return try virtualLookup(k, name) }
             do {
                 let child = try withPass(parent) { try lookUpChild($0, name) }
@@ -90,7 +94,7 @@ extension SandboxFileSystem {
             switch try kind(parent) {
             case .pass: return try passMkdir(parent, name, mode: mode, caller: Caller(req))
             case .fat(let serial, let node): return try fatMkdir(serial, node, name, mode: mode)
-            case .sandboxes(let image): return try createSandbox(image: image, name: name)
+            case .sandboxes(let image): return respondElsewhere(req, "mkdir") { [self] in try createSandbox(image: image, name: name) }
             default: throw virtualRefusal("mkdir", name)
             }
         }
@@ -110,7 +114,7 @@ extension SandboxFileSystem {
             switch try kind(parent) {
             case .pass: return try passUnlink(parent, name, directory: true)
             case .fat(let serial, let node): return try fatUnlink(serial, node, name, directory: true)
-            case .sandboxes(let image): return try destroySandbox(image: image, name: name)
+            case .sandboxes(let image): return respondElsewhere(req, "rmdir") { [self] in try destroySandbox(image: image, name: name) }
             default: throw virtualRefusal("rmdir", name)
             }
         }

@@ -19,6 +19,8 @@ enum Reply {
     case created(id: UInt64, attr: stat, timeout: Double, fh: UInt64, backingID: Int32 = 0)
     case statfs(statvfs)
     case lseek(Int64)
+    /// Another thread answers the request (SlowRequests).
+    case answeredElsewhere
 }
 
 extension SandboxFileSystem {
@@ -108,6 +110,8 @@ extension SandboxFileSystem {
             fuse_reply_statfs(req, &st)
         case let .lseek(offset):
             fuse_reply_lseek(req, off_t(offset))
+        case .answeredElsewhere:
+            break
         }
     }
 }

@@ -34,6 +34,8 @@ public final class SandboxFileSystem: @unchecked Sendable {
     /// Nodes users other than root have open for writing: their writes are checked against root's share.
     let userWriters = UserWriters()
     let requestCounts = RequestCounts()
+    /// A sandbox's mkdir and rmdir, answered off libfuse's request threads.
+    let slowRequests = SlowRequests()
 
     /// The data path the kernel agreed to at INIT (`.unknown` before).
     public var dataPath: DataPath { negotiatedDataPath.withLock { $0 } }

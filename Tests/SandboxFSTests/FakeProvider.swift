@@ -24,6 +24,8 @@ final class FakeProvider: SandboxProvider, Sendable {
         var failDestroy: Int32? = nil
         /// The next destroy gets as far as removing what the mount held, then fails: the sandbox is broken.
         var failDestroyPartway = false
+        /// Runs at the start of each create, outside the lock (a slow preparation).
+        var beforeCreate: (@Sendable () -> Void)? = nil
     }
 
     let base: String
@@ -41,6 +43,7 @@ final class FakeProvider: SandboxProvider, Sendable {
 
     func setFailDestroy(_ code: Int32?) { state.withLock { $0.failDestroy = code } }
     func setFailDestroyPartway() { state.withLock { $0.failDestroyPartway = true } }
+    func setBeforeCreate(_ body: @escaping @Sendable () -> Void) { state.withLock { $0.beforeCreate = body } }
 
     func imageNames() -> [String] { state.withLock { Array($0.images.keys) } }
 
@@ -49,7 +52,8 @@ final class FakeProvider: SandboxProvider, Sendable {
     func sandbox(image: String, name: String) -> SandboxRef? { state.withLock { $0.images[image]?[name] } }
 
     func createSandbox(image: String, name: String) throws -> SandboxRef {
-        try state.withLock { s in
+        state.withLock { $0.beforeCreate }?()
+        return try state.withLock { s in
             guard s.images[image] != nil else { throw FakeError(errno: ENOENT) }
             guard s.images[image]?[name] == nil else { throw FakeError(errno: EEXIST) }
             let serial = s.nextSerial

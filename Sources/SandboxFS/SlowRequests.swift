@@ -1,0 +1,80 @@
+import CFuse
+import Glibc
+
+/// Requests that take seconds (a sandbox's mkdir waits for an image's preparation and sets up devices; its
+/// rmdir waits for releases and tears down) are answered from a thread of their own. Over io_uring,
+/// libfuse runs each CPU queue's handlers in turn on one thread, so one slow handler there would stall
+/// every request of that CPU, including the RELEASEs an rmdir waits for.
+///
+/// How many run at once is bounded by the kernel: mkdir and rmdir hold their parent directory's lock, so
+/// there is at most one per image's `sandboxes` directory.
+final class SlowRequests: @unchecked Sendable {
+    private struct State {
+        var running = 0
+        /// Set when the session ends: libfuse frees an io_uring queue's buffers when its loop returns, so a
+        /// request still running then is never answered (the kernel fails it when the mount goes).
+        var ended = false
+    }
+
+    private let state = Locked(State())
+
+    /// Runs `work` on a new thread; on the caller's thread if no thread can be made.
+    func start(_ work: @escaping @Sendable () -> Void) {
+        state.withLock { $0.running += 1 }
+        let box = Unmanaged.passRetained(Work(body: { [self] in
+            work()
+            state.withLock { $0.running -= 1 }
+            state.broadcast()
+        })).toOpaque()
+        var thread = pthread_t()
+        if pthread_create(&thread, nil, { argument in
+            Unmanaged<Work>.fromOpaque(argument!).takeRetainedValue().body()
+            return nil
+        }, box) == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<Work>.fromOpaque(box).takeRetainedValue().body()
+        }
+    }
+
+    /// Sends a reply unless the session ended; under the lock, so `end()` cannot slip in between.
+    func replyUnlessEnded(_ send: () -> Void) {
+        state.withLock { s in if !s.ended { send() } }
+    }
+
+    /// No reply is sent after this.
+    func end() {
+        state.withLock { $0.ended = true }
+    }
+
+    /// Waits until every started request has finished its work (the teardown after the loop must not run
+    /// beside a mkdir still setting a sandbox up, as it did not when those ran on libfuse's workers).
+    func waitUntilIdle() {
+        while !state.withLock(waitingUpTo: 60, until: { $0.running == 0 }, { _, idle in idle }) {}
+    }
+
+    private final class Work {
+        let body: () -> Void
+        init(body: @escaping () -> Void) { self.body = body }
+    }
+}
+
+extension SandboxFileSystem {
+    /// Answers `req` from its own thread (SlowRequests) with what `body` returns or throws; the caller's
+    /// handler returns `.answeredElsewhere` at once.
+    func respondElsewhere(_ req: fuse_req_t, _ op: StaticString, _ body: @escaping @Sendable () throws -> Reply) -> Reply {
+        let request = UnsafeSendable(req)
+        let uid = Caller(req).uid
+        slowRequests.start { [self] in
+            let outcome = Result { try RequestUID.with(uid, body) }
+            slowRequests.replyUnlessEnded { respond(request.value, op) { try outcome.get() } }
+        }
+        return .answeredElsewhere
+    }
+}
+
+/// A fuse_req_t handed to the thread that answers it (libfuse allows one reply, from any thread).
+private struct UnsafeSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
