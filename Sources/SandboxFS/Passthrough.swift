@@ -54,10 +54,6 @@ struct PassContext {
 }
 
 extension SandboxFileSystem {
-    func nodeKind(_ id: UInt64) -> NodeKind? {
-        registry.node(id)
-    }
-
     /// Resolves a passthrough node and holds its sandbox's mount fd for the duration of `body`, so
     /// teardown (which waits for that fd) never runs under a request.
     func withPass<R>(_ id: UInt64, _ body: (PassContext) throws -> R) throws -> R {
