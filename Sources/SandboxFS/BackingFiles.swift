@@ -1,6 +1,7 @@
 import CFuse
 import Glibc
 import LinuxBlock
+import Synchronization
 
 /// How file data moves between an application and a sandbox's hidden mount.
 public enum DataPath: String, Sendable {
@@ -34,7 +35,7 @@ public enum DataPath: String, Sendable {
 /// /usr/include read again: 5.98x direct cached, 9.07x passthrough, Tools/bench/run fuse, same run). Writes and big
 /// files pass through. Cached pages never go stale behind a passthrough write: a passthrough open (which
 /// never keeps the cache) drops the inode's page cache, and nothing fills it while such a file is open.
-final class BackingFiles: @unchecked Sendable {
+final class BackingFiles: Sendable {
     let cachedReadLimit: Int
 
     private struct OpenInode {
@@ -44,7 +45,7 @@ final class BackingFiles: @unchecked Sendable {
 
     /// Node ID -> its open files' mode. The lock is held across the ioctls so an open and the last release
     /// of one inode never interleave.
-    private let table = Locked([UInt64: OpenInode]())
+    private let table = Mutex([UInt64: OpenInode]())
 
     init(cachedReadLimit: Int = FileSystemOptions().cachedReadLimit) {
         self.cachedReadLimit = cachedReadLimit

@@ -1,10 +1,12 @@
 import Glibc
 import LinuxBlock
+import Synchronization
 
 /// An open passthrough directory: a DIR stream and where the kernel last left off. Its lock comes first
-/// in the lock order (a readdirplus registers nodes while holding it).
-final class DirHandle: @unchecked Sendable {
-    struct Stream {
+/// in the lock order (a readdirplus registers nodes while holding it); the stream is only used inside it.
+final class DirHandle: Sendable {
+    // @unchecked: the DIR* is used only inside `stream`'s lock (withStream, close) and never leaves it.
+    struct Stream: @unchecked Sendable {
         var dir: OpaquePointer?
         /// The telldir position the next entry starts at, as last reported to the kernel.
         var offset: Int64 = 0
@@ -16,14 +18,14 @@ final class DirHandle: @unchecked Sendable {
     let inode: UInt64
     /// The directory's st_dev on the hidden mount: readdir's d_ino values are numbered as on its filesystem.
     let dev: UInt64
-    private let stream: Locked<Stream>
+    private let stream: Mutex<Stream>
 
     init(serial: UInt64, mountID: Int32, inode: UInt64, dev: UInt64, dir: OpaquePointer) {
         self.serial = serial
         self.mountID = mountID
         self.inode = inode
         self.dev = dev
-        stream = Locked(Stream(dir: dir))
+        stream = Mutex(Stream(dir: dir))
     }
 
     deinit { close() }

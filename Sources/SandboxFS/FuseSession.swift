@@ -6,7 +6,7 @@ import Logging
 import Sandbox
 
 /// Runs kernel notifications (inval_entry) off the request threads: called inside a request they deadlock.
-final class NotificationQueue: @unchecked Sendable {
+final class NotificationQueue: Sendable {
     private let queue = DispatchQueue(label: "imgsandbox.fuse-notify")
     func async(_ work: @escaping @Sendable () -> Void) { queue.async(execute: work) }
 }
@@ -25,6 +25,7 @@ extension SandboxFileSystem {
         let cArgs = args.map { strdup($0) }
         defer { cArgs.forEach { free($0) } }
         let userdata = Unmanaged.passUnretained(self).toOpaque()
+        var operations = makeOperations()   // libfuse copies it
         let se: OpaquePointer? = cArgs.map { UnsafePointer($0) }.withUnsafeBufferPointer { argv in
             withUnsafePointer(to: &operations) { ops in
                 cfuse_session_new(Int32(argv.count), argv.baseAddress, ops, userdata)

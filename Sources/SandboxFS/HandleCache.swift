@@ -1,10 +1,11 @@
 import Glibc
 import LinuxBlock
+import Synchronization
 
 /// A bounded LRU of O_PATH fds for passthrough nodes, so the layer never holds one fd per known inode
 /// (RLIMIT_NOFILE can be as low as a few thousand for root without CAP_SYS_RESOURCE; images hold 100,000+ files). Misses reopen from the file handle.
-/// Lock order: the cache lock is taken after the filesystem state lock and before any FdLease lock.
-final class HandleCache: @unchecked Sendable {
+/// Lock order: docs/ARCHITECTURE.md, "Locking".
+final class HandleCache: Sendable {
     private struct Entry {
         let lease: FdLease
         let serial: UInt64
@@ -19,7 +20,7 @@ final class HandleCache: @unchecked Sendable {
     }
 
     let capacity: Int
-    private let state = Locked(State())
+    private let state = Mutex(State())
 
     init(capacity: Int) {
         self.capacity = max(capacity, 8)

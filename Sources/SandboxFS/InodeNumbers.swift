@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The st_ino values a sandbox's inodes show through FUSE. Under one hidden mount, inodes of different
 /// filesystems share numbers: an overlay's directories carry the overlay's st_dev while its files carry the
 /// layer's, and inode 12 of the lower image and of the upper store are different files. FUSE shows one
@@ -6,7 +8,7 @@
 /// kept for the life of the daemon (a sandbox has a few filesystems; serials are not reused).
 final class InodeNumbers: Sendable {
     /// Per sandbox serial: st_dev -> index.
-    private let indexes = Locked([UInt64: [UInt64: UInt64]]())
+    private let indexes = Mutex([UInt64: [UInt64: UInt64]]())
 
     /// Bits 40-47 hold the device index, 48-62 the sandbox serial (the top bit marks the virtual tree's
     /// and FAT's numbers): ext4, xfs and btrfs inode numbers of images stay well under 2^40.

@@ -2,6 +2,7 @@ import FATFS
 import Glibc
 import LinuxBlock
 import Sandbox
+import Synchronization
 
 /// The COW store's share for root: a user other than root who fills a sandbox (its /tmp is world-writable)
 /// leaves root at least 5 % of the filesystem the write lands on. On the overlay engine's ext4 upper that is
@@ -89,8 +90,8 @@ final class UserWriters: Sendable {
         var writers: [UInt64: Int] = [:]
         var nodeOfHandle: [UInt64: UInt64] = [:]
     }
-    private let table = Locked(Table())
-    private let checkedWrites = Locked(())
+    private let table = Mutex(Table())
+    private let checkedWrites = Mutex(())
 
     /// Handle `fh` of `node` was opened for writing by a user other than root.
     func add(fh: UInt64, node: UInt64) {

@@ -6,11 +6,14 @@ import LinuxBlock
 import Logging
 import FATFS
 import Sandbox
+import Synchronization
 
 /// The FUSE filesystem: `/IMAGE/sandboxes/NAME/...` with everything inside a sandbox passed through to the
 /// sandbox's hidden mount.
 ///
 /// Lock order: docs/ARCHITECTURE.md, "Locking".
+// @unchecked: `session` and `mountpoint` are written only by mount(), before run() starts the workers or
+// anything can call exit()/unmount(); every other stored property is a `let` of a Sendable type.
 public final class SandboxFileSystem: @unchecked Sendable {
     let provider: any SandboxProvider
     let options: FileSystemOptions
@@ -24,12 +27,11 @@ public final class SandboxFileSystem: @unchecked Sendable {
     let notifier = NotificationQueue()
     var session: OpaquePointer?
     var mountpoint: String?
-    var operations = makeOperations()
-    let unmountOnce = Locked(false)
+    let unmountOnce = Mutex(false)
     let hooks: TestHooks
     /// Passthrough backing ids by node (used only when `dataPath` is `.passthrough`).
     let backings: BackingFiles
-    let negotiatedDataPath = Locked(DataPath.unknown)
+    let negotiatedDataPath = Mutex(DataPath.unknown)
     let inodeNumbers = InodeNumbers()
     /// Nodes users other than root have open for writing: their writes are checked against root's share.
     let userWriters = UserWriters()

@@ -1,5 +1,7 @@
 import CFuse
+import Dispatch
 import Glibc
+import Synchronization
 
 /// Requests that take seconds (a sandbox's mkdir waits for an image's preparation and sets up devices; its
 /// rmdir waits for releases and tears down) are answered from a thread of their own. Over io_uring,
@@ -8,23 +10,30 @@ import Glibc
 ///
 /// How many run at once is bounded by the kernel: mkdir and rmdir hold their parent directory's lock, so
 /// there is at most one per image's `sandboxes` directory.
-final class SlowRequests: @unchecked Sendable {
+final class SlowRequests: Sendable {
     private struct State {
         var running = 0
         /// Set when the session ends: libfuse frees an io_uring queue's buffers when its loop returns, so a
         /// request still running then is never answered (the kernel fails it when the mount goes).
         var ended = false
+        /// waitUntilIdle callers, signalled when `running` comes to 0.
+        var idleWaiters: [DispatchSemaphore] = []
     }
 
-    private let state = Locked(State())
+    private let state = Mutex(State())
 
     /// Runs `work` on a new thread; on the caller's thread if no thread can be made.
     func start(_ work: @escaping @Sendable () -> Void) {
         state.withLock { $0.running += 1 }
         let box = Unmanaged.passRetained(Work(body: { [self] in
             work()
-            state.withLock { $0.running -= 1 }
-            state.broadcast()
+            let waiters = state.withLock { s -> [DispatchSemaphore] in
+                s.running -= 1
+                guard s.running == 0 else { return [] }
+                defer { s.idleWaiters = [] }
+                return s.idleWaiters
+            }
+            waiters.forEach { $0.signal() }
         })).toOpaque()
         var thread = pthread_t()
         if pthread_create(&thread, nil, { argument in
@@ -50,7 +59,13 @@ final class SlowRequests: @unchecked Sendable {
     /// Waits until every started request has finished its work (the teardown after the loop must not run
     /// beside a mkdir still setting a sandbox up, as it did not when those ran on libfuse's workers).
     func waitUntilIdle() {
-        while !state.withLock(waitingUpTo: 60, until: { $0.running == 0 }, { _, idle in idle }) {}
+        let wake = DispatchSemaphore(value: 0)
+        let idle = state.withLock { s -> Bool in
+            guard s.running > 0 else { return true }
+            s.idleWaiters.append(wake)
+            return false
+        }
+        if !idle { wake.wait() }
     }
 
     private final class Work {
@@ -73,7 +88,8 @@ extension SandboxFileSystem {
     }
 }
 
-/// A fuse_req_t handed to the thread that answers it (libfuse allows one reply, from any thread).
+/// A fuse_req_t handed to the thread that answers it. @unchecked: libfuse allows the one reply from any
+/// thread, and the handler that hands it over no longer touches it (it returns `.answeredElsewhere`).
 private struct UnsafeSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
