@@ -3,6 +3,13 @@ import DiskImage
 import LinuxBlock
 import Sandbox
 
+/// A hidden mount's root, opened by the layer: its directory fd and the kernel's mount ID (file handles
+/// from another mount are refused).
+struct HiddenMount {
+    let lease: FdLease
+    let id: Int32
+}
+
 /// A sandbox the layer has attached: its mount fd and who uses it.
 struct SandboxEntry {
     let ref: SandboxRef
@@ -27,12 +34,14 @@ struct SandboxEntry {
     /// AttachedParts.pins), closed with the partition.
     var pin: FdLease? = nil
 
-    init(ref: SandboxRef, mount: FdLease, mountID: Int32, owner: UInt64? = nil) {
+    init(ref: SandboxRef, mount: HiddenMount, owner: UInt64? = nil) {
         self.ref = ref
-        self.mount = mount
-        self.mountID = mountID
+        self.mount = mount.lease
+        self.mountID = mount.id
         self.owner = owner ?? ref.serial
     }
+
+    var hiddenMount: HiddenMount { HiddenMount(lease: mount, id: mountID) }
 }
 
 /// A FAT partition of a sandbox or of pristine/, served from FATFS.

@@ -27,8 +27,7 @@ extension SandboxFileSystem {
                 case .mounted(let path):
                     let partRef = SandboxRef(image: ref.image, name: ref.name, serial: part.serial, mountPath: path,
                                              readOnly: ref.readOnly, journal: part.journal)
-                    let (partLease, mountID) = try openMount(partRef)
-                    var entry = SandboxEntry(ref: partRef, mount: partLease, mountID: mountID, owner: ref.serial)
+                    var entry = SandboxEntry(ref: partRef, mount: try openMount(partRef), owner: ref.serial)
                     entry.pin = pin
                     made.entries[part.serial] = entry
                 case .fat(let volume, _):
@@ -94,8 +93,8 @@ extension SandboxFileSystem {
                 return (NodeTable.fatID(serial: serial, node: FATVolume.rootID) ?? 0, Self.fatStat(attr, serial: serial, entry.ownership))
             }
         }
-        guard let (mount, mountID) = pass else { throw SystemError("lookup", "partition \(serial) is gone", errno: ESTALE) }
-        return try mount.with(orErrno: ESTALE) { fd in try register(fd: fd, serial: serial, mountID: mountID) }
+        guard let mount = pass else { throw SystemError("lookup", "partition \(serial) is gone", errno: ESTALE) }
+        return try mount.lease.with(orErrno: ESTALE) { fd in try register(fd: fd, serial: serial, mountID: mount.id) }
     }
 
     /// Waits out the partitions' requests in flight and closes every fd kept in them.

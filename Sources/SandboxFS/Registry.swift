@@ -105,8 +105,8 @@ final class Registry: Sendable {
     }
 
     /// A partition by serial: a Linux one's mount, or whether it is FAT.
-    func partition(_ serial: UInt64) -> (mount: (FdLease, Int32)?, isFat: Bool) {
-        state.withLock { s in (s.sandboxes[serial].map { ($0.mount, $0.mountID) }, s.fats[serial] != nil) }
+    func partition(_ serial: UInt64) -> (mount: HiddenMount?, isFat: Bool) {
+        state.withLock { s in (s.sandboxes[serial]?.hiddenMount, s.fats[serial] != nil) }
     }
 
     /// The partition shown at this directory (a mount point), if any.
@@ -139,12 +139,12 @@ final class Registry: Sendable {
     }
 
     /// The mount fd of an attached sandbox and its mount ID; ESTALE when it is not served.
-    func mount(of ref: SandboxRef) throws -> (FdLease, Int32) {
+    func mount(of ref: SandboxRef) throws -> HiddenMount {
         try state.withLock { s in
             guard let entry = s.sandboxes[ref.serial], !entry.blocked else {
                 throw SystemError("attach", "sandbox \(ref.image)/\(ref.name) is going away", errno: ESTALE)
             }
-            return (entry.mount, entry.mountID)
+            return entry.hiddenMount
         }
     }
 
@@ -169,7 +169,7 @@ final class Registry: Sendable {
                 // Never attached: a blocked placeholder keeps lookups out while the provider works.
                 let placeholder = FdLease(fd: -1)
                 placeholder.retire()
-                var entry = SandboxEntry(ref: ref, mount: placeholder, mountID: -1)
+                var entry = SandboxEntry(ref: ref, mount: HiddenMount(lease: placeholder, id: -1))
                 entry.blocked = true
                 s.sandboxes[serial] = entry
                 return .proceed(nil, [])

@@ -9,17 +9,17 @@ import Sandbox
 extension SandboxFileSystem {
     /// Attaches (once) the sandbox's hidden mount and returns its root, with one more lookup.
     func attach(_ ref: SandboxRef) throws -> (id: UInt64, attr: stat) {
-        let (mount, mountID) = try ensureAttached(ref)
-        return try mount.with(orErrno: ESTALE) { fd in try register(fd: fd, serial: ref.serial, mountID: mountID) }
+        let mount = try ensureAttached(ref)
+        return try mount.lease.with(orErrno: ESTALE) { fd in try register(fd: fd, serial: ref.serial, mountID: mount.id) }
     }
 
     /// The sandbox's root entry (with its partitions), made if the layer has none yet.
-    func ensureAttached(_ ref: SandboxRef) throws -> (FdLease, Int32) {
+    func ensureAttached(_ ref: SandboxRef) throws -> HiddenMount {
         if try !registry.isAttached(ref) {
-            let (lease, mountID) = try openMount(ref)
-            let parts = attachPartitions(ref, rootMount: lease)
-            if !registry.attach(SandboxEntry(ref: ref, mount: lease, mountID: mountID), parts) {
-                lease.retire() // another request attached it first
+            let mount = try openMount(ref)
+            let parts = attachPartitions(ref, rootMount: mount.lease)
+            if !registry.attach(SandboxEntry(ref: ref, mount: mount), parts) {
+                mount.lease.retire() // another request attached it first
                 parts.retire()
             } else if ref.readOnly {
                 schedulePristineCheck(ref.serial)
@@ -29,7 +29,7 @@ extension SandboxFileSystem {
     }
 
     /// Opens the hidden mount's root (a trusted path from the manager) and checks it supports file handles.
-    func openMount(_ ref: SandboxRef) throws -> (FdLease, Int32) {
+    func openMount(_ ref: SandboxRef) throws -> HiddenMount {
         // A real directory fd: open_by_handle_at refuses an O_PATH mount fd (EBADF).
         let fd = try systemCall("open", ref.mountPath) { open(ref.mountPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         var buffer = [UInt8](repeating: 0, count: 8 + Int(clinux_MAX_HANDLE_SZ))
@@ -41,7 +41,7 @@ extension SandboxFileSystem {
             logger.error("sandbox \(ref.image)/\(ref.name): its filesystem gives no file handles (overlayfs needs index=on,nfs_export=on): \(error)")
             throw error
         }
-        return (FdLease(fd: fd), mountID)
+        return HiddenMount(lease: FdLease(fd: fd), id: mountID)
     }
 
     func createSandbox(image: String, name: RawName) throws -> Reply {
@@ -142,7 +142,7 @@ extension SandboxFileSystem {
         }
         // Nothing to reopen (or it failed, or it has partitions): the next lookup attaches afresh.
         let reopened = wasAttached ? try? openMount(ref) : nil
-        registry.unblock(ref.serial, mount: reopened?.0)
+        registry.unblock(ref.serial, mount: reopened?.lease)
     }
 
     /// Drops a sandbox's attachment without asking the provider (failed attach).
