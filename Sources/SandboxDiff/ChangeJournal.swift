@@ -112,7 +112,8 @@ public final class ChangeJournal: Sendable, Hashable {
         return rc == 0 && found.st_ino == own.st_ino && found.st_dev == own.st_dev
     }
 
-    private func giveUp() {
+    /// Something was not journaled: diff must compare the whole trees.
+    public func giveUp() {
         state.withLock { s in
             s.complete = false
             s.entries = []

@@ -32,7 +32,9 @@ extension SandboxFileSystem {
     }
 
     func fuseSetattr(_ req: fuse_req_t, _ id: UInt64, _ attr: stat, _ toSet: Int32, fh: UInt64?) {
-        respond(req, "setattr") { try backend(id).setattr(req, attr, toSet, fh: fh) }
+        respond(req, "setattr") {
+            try journaled(.setattr, .node(id)) { try backend(id).setattr(req, attr, toSet, fh: fh) }
+        }
     }
 
     func fuseReadlink(_ req: fuse_req_t, _ id: UInt64) {
@@ -40,47 +42,65 @@ extension SandboxFileSystem {
     }
 
     func fuseMknod(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ mode: mode_t, _ rdev: dev_t) {
-        respond(req, "mknod") { try backend(parent).mknod(req, name, mode: mode, rdev: rdev) }
+        respond(req, "mknod") {
+            try journaled(.mknod, .entry(parent: parent, name: name)) { try backend(parent).mknod(req, name, mode: mode, rdev: rdev) }
+        }
     }
 
     func fuseMkdir(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ mode: mode_t) {
-        respond(req, "mkdir") { try backend(parent).mkdir(req, name, mode: mode) }
+        respond(req, "mkdir") {
+            try journaled(.mkdir, .entry(parent: parent, name: name)) { try backend(parent).mkdir(req, name, mode: mode) }
+        }
     }
 
     func fuseUnlink(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName) {
-        respond(req, "unlink") { try backend(parent).unlink(name) }
+        respond(req, "unlink") {
+            try journaled(.unlink, .entry(parent: parent, name: name)) { try backend(parent).unlink(name) }
+        }
     }
 
     func fuseRmdir(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName) {
-        respond(req, "rmdir") { try backend(parent).rmdir(req, name) }
+        respond(req, "rmdir") {
+            try journaled(.rmdir, .entry(parent: parent, name: name)) { try backend(parent).rmdir(req, name) }
+        }
     }
 
     func fuseSymlink(_ req: fuse_req_t, _ target: RawName, _ parent: UInt64, _ name: RawName) {
-        respond(req, "symlink") { try backend(parent).symlink(req, name, target: target) }
+        respond(req, "symlink") {
+            try journaled(.symlink, .entry(parent: parent, name: name)) { try backend(parent).symlink(req, name, target: target) }
+        }
     }
 
     func fuseRename(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ newParent: UInt64, _ newName: RawName, _ flags: UInt32) {
         respond(req, "rename") {
             let (from, to) = (try backend(parent), try backend(newParent))
-            return try from.rename(name, to: to, newName, flags: flags)
+            return try journaled(.rename, .move(parent: parent, name: name, newParent: newParent, newName: newName)) {
+                try from.rename(name, to: to, newName, flags: flags)
+            }
         }
     }
 
     func fuseLink(_ req: fuse_req_t, _ id: UInt64, _ newParent: UInt64, _ newName: RawName) {
         respond(req, "link") {
             let (source, target) = (try backend(id), try backend(newParent))
-            return try source.link(into: target, newName)
+            return try journaled(.link, .newName(node: id, parent: newParent, name: newName)) {
+                try source.link(into: target, newName)
+            }
         }
     }
 
     func fuseOpen(_ req: fuse_req_t, _ id: UInt64, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         let flags = fi.pointee.flags
-        respond(req, "open", fi: fi) { try backend(id).open(req, flags: flags) }
+        respond(req, "open", fi: fi) {
+            try journaled(.open, .open(node: id, flags: flags)) { try backend(id).open(req, flags: flags) }
+        }
     }
 
     func fuseCreate(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, _ mode: mode_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         let flags = fi.pointee.flags
-        respond(req, "create", fi: fi) { try backend(parent).create(req, name, mode: mode, flags: flags) }
+        respond(req, "create", fi: fi) {
+            try journaled(.create, .entry(parent: parent, name: name)) { try backend(parent).create(req, name, mode: mode, flags: flags) }
+        }
     }
 
     func fuseTmpfile(_ req: fuse_req_t, _ parent: UInt64, _ mode: mode_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
@@ -132,7 +152,9 @@ extension SandboxFileSystem {
     }
 
     func fuseSetxattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName, _ value: [UInt8], _ flags: Int32) {
-        respond(req, "setxattr") { try backend(id).setxattr(name, value: value, flags: flags) }
+        respond(req, "setxattr") {
+            try journaled(.setxattr, .node(id)) { try backend(id).setxattr(name, value: value, flags: flags) }
+        }
     }
 
     func fuseGetxattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName, _ size: Int) {
@@ -144,7 +166,9 @@ extension SandboxFileSystem {
     }
 
     func fuseRemovexattr(_ req: fuse_req_t, _ id: UInt64, _ name: RawName) {
-        respond(req, "removexattr") { try backend(id).removexattr(name) }
+        respond(req, "removexattr") {
+            try journaled(.removexattr, .node(id)) { try backend(id).removexattr(name) }
+        }
     }
 
     func fuseFallocate(_ req: fuse_req_t, fh: UInt64, mode: Int32, offset: off_t, length: off_t) {

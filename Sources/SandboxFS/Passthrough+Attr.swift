@@ -33,7 +33,6 @@ extension SandboxFileSystem {
         let file = fh.flatMap { openFile($0) }
         return try withPass(id) { ctx in
             try ctx.withPathFD { pathFD in
-                ctx.recordNode(pathFD)
                 let object = ctx.object
                 let proc = PassContext.procPath(pathFD)
                 let ctimeOnly = toSet & Self.changingFields == 0

@@ -27,7 +27,6 @@ extension SandboxFileSystem {
                 let object = "\(ctx.object)/\(name.display)"
                 try requireUserShare(fd: parentFD, object)
                 let mode = createMode(mode, caller, parentFD: parentFD)
-                ctx.recordEntry(parentFD, name)
                 try caller.asFilesystemIdentity { try systemCall(op, object) { name.withCString { call(parentFD, $0, mode) } } }
             }
             let child = try lookUpChild(ctx, name)
@@ -66,10 +65,7 @@ extension SandboxFileSystem {
                 // (a link creates no inode, so ownership does not matter).
                 try source.withPathFD { sourceFD in
                     try requireUserShare(fd: sourceFD, "\(parent.object)/\(name.display)")
-                    // The file gains a name: its link count changes under every name it has.
-                    source.recordNode(sourceFD)
                     try parent.withPathFD { parentFD in
-                        parent.recordEntry(parentFD, name)
                         try systemCall("link", "\(parent.object)/\(name.display)") {
                             name.withCString { linkat(sourceFD, "", parentFD, $0, clinux_AT_EMPTY_PATH) }
                         }
@@ -87,7 +83,6 @@ extension SandboxFileSystem {
         return try withPass(parent) { ctx in
             try ctx.withPathFD { parentFD in
                 if directory { try checkNotMountPoint(ctx, parentFD: parentFD, name, "rmdir") }
-                ctx.recordEntry(parentFD, name)
                 try systemCall(directory ? "rmdir" : "unlink", "\(ctx.object)/\(name.display)") {
                     name.withCString { unlinkat(parentFD, $0, directory ? AT_REMOVEDIR : 0) }
                 }
@@ -108,9 +103,6 @@ extension SandboxFileSystem {
                     try checkNotMountPoint(from, parentFD: fromFD, name, "rename")
                     try to.withPathFD { toFD in
                         try checkNotMountPoint(to, parentFD: toFD, newName, "rename")
-                        // Moved directories are compared with all they hold (both places: an exchange swaps them).
-                        from.recordEntry(fromFD, name, tree: true)
-                        to.recordEntry(toFD, newName, tree: true)
                         try systemCall("rename", "\(from.object)/\(name.display) -> \(to.object)/\(newName.display)") {
                             name.withCString { old in
                                 newName.withCString { new in clinux_renameat2(fromFD, old, toFD, new, flags) }
@@ -129,7 +121,6 @@ extension SandboxFileSystem {
             let fd = try ctx.withPathFD { parentFD in
                 try requireUserShare(fd: parentFD, "\(ctx.object)/\(name.display)")
                 let mode = createMode(mode, caller, parentFD: parentFD)
-                ctx.recordEntry(parentFD, name)
                 return try caller.asFilesystemIdentity {
                     try systemCall("create", "\(ctx.object)/\(name.display)") {
                         name.withCString {

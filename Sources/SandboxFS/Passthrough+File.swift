@@ -72,10 +72,6 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             guard !ctx.node.isDirectory else { throw SystemError("open", ctx.object, errno: EISDIR) }
             guard !ctx.node.isSymlink else { throw SystemError("open", ctx.object, errno: ELOOP) }
-            // Writes (passthrough ones never reach the daemon) go through this open: journal it now.
-            if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0, ctx.journal != nil {
-                try ctx.withPathFD { ctx.recordNode($0) }
-            }
             // Opening for writing may copy the file up into the store.
             if Self.writes(flags) { try requireUserShare(fd: ctx.mountFD, ctx.object) }
             let fd = try ctx.open(flags: hiddenOpenFlags(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW))

@@ -63,7 +63,6 @@ extension SandboxFileSystem {
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
                 try requireUserShare(fd: fd, bytes: value.count, ctx.object)
-                ctx.recordNode(fd)
                 try systemCall("setxattr", ctx.object) {
                     name.withCString { n in value.withUnsafeBytes { clinux_setxattr(path, n, $0.baseAddress, $0.count, flags) } }
                 }
@@ -76,7 +75,6 @@ extension SandboxFileSystem {
         try withPass(id) { ctx in
             return try ctx.withPathFD { fd in
                 let path = PassContext.procPath(fd)
-                ctx.recordNode(fd)
                 try systemCall("removexattr", ctx.object) { name.withCString { clinux_removexattr(path, $0) } }
                 return .ok
             }

@@ -3,6 +3,7 @@ import FATFS
 import Glibc
 import LinuxBlock
 import Sandbox
+import SandboxDiff
 import Synchronization
 
 /// What the FUSE layer knows: its nodes (NodeTable), the sandboxes, pristine views and partitions it has
@@ -112,6 +113,14 @@ final class Registry: Sendable {
     /// The partition shown at this directory (a mount point), if any.
     func partition(covering key: InodeKey) -> UInt64? {
         state.withLock { $0.covers[key] }
+    }
+
+    /// The change journal of a passthrough node's sandbox (dm); nil for other nodes and engines.
+    func journal(of id: UInt64) -> ChangeJournal? {
+        state.withLock { s in
+            guard case .pass(let node)? = s.table[id] else { return nil }
+            return s.sandboxes[node.serial]?.ref.journal
+        }
     }
 
     func baseUse(_ serial: UInt64) -> BaseUse? {
