@@ -43,11 +43,12 @@ final class HandleCache: Sendable {
         }
     }
 
-    /// Caches a freshly opened fd (taking ownership) and returns it acquired. If another thread cached the
-    /// same node meanwhile, its fd is kept and ours goes with a private lease.
-    func insert(_ id: UInt64, serial: UInt64, fd: Int32) -> (lease: FdLease, fd: Int32) {
-        let lease = FdLease(fd: fd)
-        let acquired = lease.acquire() ?? fd
+    /// Caches a freshly opened fd and returns it acquired. If another thread cached the same node
+    /// meanwhile, its fd is kept and ours goes with a private lease.
+    func insert(_ id: UInt64, serial: UInt64, fd: consuming FileDescriptor) -> (lease: FdLease, fd: Int32) {
+        let raw = fd.raw
+        let lease = FdLease(fd)
+        let acquired = lease.acquire() ?? raw
         var evicted: [FdLease] = []
         state.withLock { s in
             guard !s.dropped.contains(serial), s.entries[id] == nil else {

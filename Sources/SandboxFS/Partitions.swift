@@ -68,19 +68,15 @@ extension SandboxFileSystem {
     /// and an O_PATH fd of it that keeps its inode (and so that key) while the partition is attached.
     private func mountPointKey(_ serial: UInt64, _ mount: FdLease, _ components: [String]) throws -> (InodeKey, FdLease) {
         try mount.with(orErrno: ESTALE) { rootFD in
-            var fd = dup(rootFD)
-            guard fd >= 0 else { throw SystemError("dup", "tree \(serial)", errno: errno) }
-            var done = false
-            defer { if !done { close(fd) } }
+            var fd = FileDescriptor(adopting: try systemCall("dup", "tree \(serial)") { dup(rootFD) })
             for name in components {
-                let next = openat(fd, name, clinux_O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC)
-                guard next >= 0 else { throw SystemError("open mount point", components.joined(separator: "/"), errno: errno) }
-                close(fd)
-                fd = next
+                let parent = fd.raw
+                fd = FileDescriptor(adopting: try systemCall("open mount point", components.joined(separator: "/")) {
+                    openat(parent, name, clinux_O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC)
+                })
             }
-            let st = try fstatFD(fd, "mount point")
-            done = true
-            return (InodeKey(serial: serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)), FdLease(fd: fd))
+            let st = try fstatFD(fd.raw, "mount point")
+            return (InodeKey(serial: serial, dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)), FdLease(fd))
         }
     }
 

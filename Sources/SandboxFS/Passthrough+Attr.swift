@@ -67,8 +67,7 @@ extension SandboxFileSystem {
                         try file.lease.with { fd in try systemCall("ftruncate", object) { ftruncate(fd, attr.st_size) } }
                     } else {
                         let fd = try ctx.open(flags: O_WRONLY | O_NONBLOCK)
-                        defer { close(fd) }
-                        try systemCall("ftruncate", object) { ftruncate(fd, attr.st_size) }
+                        try systemCall("ftruncate", object) { ftruncate(fd.raw, attr.st_size) }
                     }
                 }
                 if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME) != 0 {

@@ -118,7 +118,7 @@ extension SandboxFileSystem {
     func passCreate(_ req: fuse_req_t, _ parent: UInt64, _ name: RawName, mode: mode_t, flags: Int32, caller: Caller) throws -> Reply {
         try checkName(name, "create")
         return try withPass(parent) { ctx in
-            let fd = try ctx.withPathFD { parentFD in
+            let fd = FileDescriptor(adopting: try ctx.withPathFD { parentFD in
                 try requireUserShare(fd: parentFD, "\(ctx.object)/\(name.display)")
                 let mode = createMode(mode, caller, parentFD: parentFD)
                 return try caller.asFilesystemIdentity {
@@ -128,7 +128,7 @@ extension SandboxFileSystem {
                         }
                     }
                 }
-            }
+            })
             return try replyCreated(req, fd: fd, flags: flags, serial: ctx.node.serial, mountID: ctx.mountID)
         }
     }
@@ -137,28 +137,23 @@ extension SandboxFileSystem {
     /// so that linkat(2) can give it a name later (unless O_EXCL, which the hidden mount enforces).
     func passTmpfile(_ req: fuse_req_t, _ parent: UInt64, mode: mode_t, flags: Int32, caller: Caller) throws -> Reply {
         try withPass(parent) { ctx in
-            let fd = try ctx.withPathFD { parentFD in
+            let fd = FileDescriptor(adopting: try ctx.withPathFD { parentFD in
                 try requireUserShare(fd: parentFD, ctx.object)
                 let mode = createMode(mode, caller, parentFD: parentFD)
                 let open = (hiddenOpenFlags(flags) & ~(O_CREAT | O_NOCTTY | O_TRUNC | O_DIRECTORY)) | clinux_O_TMPFILE | O_CLOEXEC
                 return try caller.asFilesystemIdentity {
                     try systemCall("tmpfile", ctx.object) { openat(parentFD, ".", open, mode) }
                 }
-            }
+            })
             return try replyCreated(req, fd: fd, flags: flags, serial: ctx.node.serial, mountID: ctx.mountID)
         }
     }
 
-    /// The answer to create and tmpfile: `fd` (owned from here on) registered as a node and opened as
-    /// a file handle; whatever fails is undone.
-    private func replyCreated(_ req: fuse_req_t, fd: Int32, flags: Int32, serial: UInt64, mountID: Int32) throws -> Reply {
-        let child: (id: UInt64, attr: stat)
-        do {
-            child = try register(fd: fd, serial: serial, mountID: mountID)
-        } catch {
-            close(fd)
-            throw error
-        }
+    /// The answer to create and tmpfile: `fd` registered as a node and opened as a file handle; whatever
+    /// fails is undone.
+    private func replyCreated(_ req: fuse_req_t, fd: consuming FileDescriptor, flags: Int32, serial: UInt64,
+                              mountID: Int32) throws -> Reply {
+        let child = try register(fd: fd.raw, serial: serial, mountID: mountID)
         do {
             let file = try addOpenFile(req, fd: fd, flags: flags, serial: serial, node: child.id, inode: UInt64(child.attr.st_ino))
             return .created(id: child.id, attr: child.attr, timeout: options.passthroughTimeout, fh: file.fh,

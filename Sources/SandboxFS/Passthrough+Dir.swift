@@ -8,11 +8,8 @@ extension SandboxFileSystem {
     func passOpendir(_ id: UInt64) throws -> Reply {
         try withPass(id) { ctx in
             let fd = try ctx.open(flags: O_RDONLY | O_DIRECTORY)
-            guard let dir = fdopendir(fd) else {
-                let saved = errno
-                close(fd)
-                throw SystemError("fdopendir", ctx.object, errno: saved)
-            }
+            guard let dir = fdopendir(fd.raw) else { throw SystemError("fdopendir", ctx.object, errno: errno) }
+            _ = fd.take() // the DIR stream owns it now (closedir)
             let handle = DirHandle(serial: ctx.node.serial, mountID: ctx.mountID,
                                    inode: fuseInode(ctx.node.key.ino, dev: ctx.node.key.dev, serial: ctx.node.serial),
                                    dev: ctx.node.key.dev, dir: dir)

@@ -5,10 +5,11 @@ import LinuxBlock
 
 /// Open files: fi->fh names a Registry handle; each holds an fd opened from the inode's file handle.
 extension SandboxFileSystem {
-    /// Takes ownership of `fd` (opened with `flags`); counts it as open in its sandbox (rmdir waits for its
+    /// Makes `fd` (opened with `flags`) a file handle, counted as open in its sandbox (rmdir waits for its
     /// release). With passthrough, BackingFiles chooses the open's I/O mode (and its backing id).
-    func addOpenFile(_ req: fuse_req_t, fd: Int32, flags: Int32, serial: UInt64, node: UInt64,
+    func addOpenFile(_ req: fuse_req_t, fd owned: consuming FileDescriptor, flags: Int32, serial: UInt64, node: UInt64,
                      inode: UInt64) throws -> (fh: UInt64, backingID: Int32) {
+        let fd = owned.raw
         var backingID: Int32 = 0
         let tracked = dataPath == .passthrough
         let userWrites = !RequestUID.isRoot && Self.writes(flags)
@@ -28,13 +29,12 @@ extension SandboxFileSystem {
             }
             if backingID > 0 && userWrites {
                 backings.release(node: node, closeID: closeBacking)
-                close(fd)
                 throw SystemError("open", "inode \(inode) for writing by a user other than root: it is open through "
                                   + "passthrough, where root's share of the store cannot be kept", errno: ETXTBSY)
             }
         }
         let modeNode: UInt64? = tracked ? node : nil
-        let lease = FdLease(fd: fd)
+        let lease = FdLease(owned)
         do {
             let file = OpenFile(serial: serial, node: node, inode: inode, lease: lease, modeNode: modeNode)
             guard let fh = registry.open(.file(file), in: serial) else {
@@ -75,14 +75,7 @@ extension SandboxFileSystem {
             // Opening for writing may copy the file up into the store.
             if Self.writes(flags) { try requireUserShare(fd: ctx.mountFD, ctx.object) }
             let fd = try ctx.open(flags: hiddenOpenFlags(flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW))
-            if flags & O_TRUNC != 0 {
-                do {
-                    try dropSetIDBitsOnTruncate(fd, caller, ctx.object)
-                } catch {
-                    close(fd)
-                    throw error
-                }
-            }
+            if flags & O_TRUNC != 0 { try dropSetIDBitsOnTruncate(fd.raw, caller, ctx.object) }
             let file = try addOpenFile(req, fd: fd, flags: flags, serial: ctx.node.serial, node: id,
                                        inode: fuseInode(ctx.node.key.ino, dev: ctx.node.key.dev, serial: ctx.node.serial))
             // Only this daemon writes the hidden mount, so cached pages stay valid across opens (see

@@ -18,10 +18,10 @@ struct PassContext {
     var object: String { "sandbox \(node.serial) inode \(node.key.ino)" }
 
     /// Opens the inode from its file handle (never by path: nothing in the image is followed).
-    func open(flags: Int32) throws -> Int32 {
-        try systemCall("open_by_handle_at", object) {
+    func open(flags: Int32) throws -> FileDescriptor {
+        FileDescriptor(adopting: try systemCall("open_by_handle_at", object) {
             node.handle.withFileHandle { clinux_open_by_handle_at(mountFD, $0, flags | O_CLOEXEC) }
-        }
+        })
     }
 
     /// Runs `body` with an O_PATH fd of the node, from the bounded cache or freshly reopened into it.
@@ -31,8 +31,7 @@ struct PassContext {
         if let hit = cache.acquire(id) {
             held = hit
         } else {
-            let fd = try open(flags: clinux_O_PATH)
-            held = cache.insert(id, serial: node.serial, fd: fd)
+            held = cache.insert(id, serial: node.serial, fd: try open(flags: clinux_O_PATH))
         }
         defer { held.lease.release() }
         return try body(held.fd)

@@ -31,17 +31,16 @@ extension SandboxFileSystem {
     /// Opens the hidden mount's root (a trusted path from the manager) and checks it supports file handles.
     func openMount(_ ref: SandboxRef) throws -> HiddenMount {
         // A real directory fd: open_by_handle_at refuses an O_PATH mount fd (EBADF).
-        let fd = try systemCall("open", ref.mountPath) { open(ref.mountPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        let fd = try FileDescriptor.open(ref.mountPath, O_RDONLY | O_DIRECTORY)
         var buffer = [UInt8](repeating: 0, count: 8 + Int(clinux_MAX_HANDLE_SZ))
         var mountID: Int32 = 0
-        if clinux_name_to_handle_at(fd, "", &buffer, buffer.count, &mountID, clinux_AT_EMPTY_PATH) < 0 {
+        if clinux_name_to_handle_at(fd.raw, "", &buffer, buffer.count, &mountID, clinux_AT_EMPTY_PATH) < 0 {
             let saved = errno
-            close(fd)
             let error = SystemError("name_to_handle_at", ref.mountPath, errno: saved == EOPNOTSUPP ? EOPNOTSUPP : saved)
             logger.error("sandbox \(ref.image)/\(ref.name): its filesystem gives no file handles (overlayfs needs index=on,nfs_export=on): \(error)")
             throw error
         }
-        return HiddenMount(lease: FdLease(fd: fd), id: mountID)
+        return HiddenMount(lease: FdLease(fd), id: mountID)
     }
 
     func createSandbox(image: String, name: RawName) throws -> Reply {
