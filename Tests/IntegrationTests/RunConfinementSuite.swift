@@ -162,15 +162,20 @@ struct RunConfinementSuite {
 
     /// The caller's terminal is resized while the command runs (a helper does it once the command says it
     /// is ready, through a FIFO in the sandbox): run relays SIGWINCH, and the command's pty takes the new
-    /// size. The command's `sleep` only bounds the wait: the test hangs for nothing if no signal comes.
+    /// size. stty sets rows and columns with one ioctl each, so the command may see 40x101 first: it waits
+    /// for up to two signals (each ends a `wait`) until its size is 40x120. The `sleep` only bounds a wait:
+    /// the test hangs for nothing if no signal comes.
     func windowSize(sandbox: String) throws {
         let fifo = "\(sandbox)/tmp/winch"
         unlink(fifo)
         #expect(mkfifo(fifo, 0o600) == 0)
+        let command = #"trap "stty size" WINCH; stty size; echo ready > /tmp/winch; n=0; "#
+            + #"until [ "$(stty size)" = "40 120" ] || [ $n -ge 2 ]; do sleep 60 & wait $!; n=$((n+1)); done; "#
+            + #"[ "$(stty size)" = "40 120" ] || echo no-resize"#
         let outer = """
             stty rows 33 cols 101
             ( read ready < \(fifo); stty rows 40 cols 120 < /dev/tty ) &
-            \(Paths.binary) run \(sandbox) -- sh -c 'trap "stty size; exit 0" WINCH; stty size; echo ready > /tmp/winch; sleep 60 & wait; echo no-resize'
+            \(Paths.binary) run \(sandbox) -- sh -c '\(command)'
             echo "run-status=$?"
             """
         let text = try RunSuite.onTerminal(outer).output
