@@ -95,20 +95,37 @@ struct ImageLayoutsSuite {
         let built = ContinuousClock.now
         let emulatesArm = FileManager.default.fileExists(atPath: "/proc/sys/fs/binfmt_misc/qemu-arm")
         if !emulatesArm { print("ImageLayoutsSuite: no armhf row (no qemu-arm binfmt handler: Tools/install-deps registers qemu-user-static)") }
-        let layouts = Self.layouts.filter { $0.kind != "armhf" || emulatesArm }
+        let environment = ProcessInfo.processInfo.environment
+        // IMGSANDBOX_TEST_LAYOUTS=name,name,...: only those rows (vm-test's dm run: the layouts whose path differs there).
+        let chosen = environment["IMGSANDBOX_TEST_LAYOUTS"].map { Set($0.split(separator: ",").map(String.init)) }
+        let layouts = Self.layouts.filter { ($0.kind != "armhf" || emulatesArm) && chosen?.contains($0.name) != false }
+        // vm-test builds the files on the host (IMGSANDBOX_TEST_LAYOUTS_PREPARE=DIR: into DIR, then stop) and the VM
+        // takes them from there (IMGSANDBOX_TEST_LAYOUT_FILES=DIR): emulated, six rows took 230 s to build.
+        let prepare = environment["IMGSANDBOX_TEST_LAYOUTS_PREPARE"], prebuilt = environment["IMGSANDBOX_TEST_LAYOUT_FILES"]
+        var buildTimes: [String: Duration] = [:]
         for layout in layouts {
-            let image = "\(fixture.work)/\(layout.name).img"
-            try run([Paths.makeTestImage, layout.kind, image, "--size", layout.size] + (layout.runs ? ["--extra", shell] : []))
-            try run(["sh", "-c", "cd '\(fixture.work)' && IMG='\(image)' OUT='\(fixture.images)/\(layout.file)' && \(layout.ship) && rm -f \"$IMG\""])
-            fixture.checksums[fixture.images + "/" + layout.file] = try fixture.fingerprint(fixture.images + "/" + layout.file)
+            let started = ContinuousClock.now
+            defer { buildTimes[layout.name] = started.duration(to: .now) }
+            let shipped = (prepare ?? fixture.images) + "/" + layout.file
+            if let prebuilt, FileManager.default.fileExists(atPath: prebuilt + "/" + layout.file) {
+                try run(["cp", "--sparse=always", prebuilt + "/" + layout.file, shipped])
+            } else {
+                let image = "\(fixture.work)/\(layout.name).img"
+                try run([Paths.makeTestImage, layout.kind, image, "--size", layout.size] + (layout.runs ? ["--extra", shell] : []))
+                try run(["sh", "-c", "cd '\(fixture.work)' && IMG='\(image)' OUT='\(shipped)' && \(layout.ship) && rm -f \"$IMG\""])
+            }
+            if prepare == nil { fixture.checksums[shipped] = try fixture.fingerprint(shipped) }
         }
         print("ImageLayoutsSuite: \(layouts.count) images built in \(built.duration(to: .now))")
+        if prepare != nil { return }
         try fixture.start(["--cache-dir", fixture.work + "/cache"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.mountpoint).sorted() == layouts.map(\.name).sorted())
 
         var figures: [String] = []
         for layout in layouts {
-            figures.append(try Self.check(layout, fixture))
+            let started = ContinuousClock.now
+            let figure = try Self.check(layout, fixture)
+            figures.append("\(figure) (built in \(Self.milliseconds(buildTimes[layout.name] ?? .zero)) ms, checked in \(Self.milliseconds(started.duration(to: .now))) ms)")
         }
         #expect(!fixture.log.contains { $0.contains("not shown at") }, "every fstab partition is shown")
         print("ImageLayoutsSuite (160 MiB images, LVM and squashfs /opt 256 MiB, OpenWrt squashfs 56 MiB, armhf 1 GiB, --engine \(Environment.engine); first mkdir with a cold cache, second):\n  "
