@@ -30,10 +30,14 @@ let package = Package(
         // libarchive (Debian's libarchive-dev): .zip, .7z, .tar.* holding an image. Linked by its module map,
         // not pkg-config: SwiftPM would put -L/usr/lib/x86_64-linux-gnu ahead of Tools/libfuse's libfuse.
         .systemLibrary(name: "CArchive", providers: [.apt(["libarchive-dev"])]),
+        // libseccomp (no pkgConfig: its -L/usr/lib would put the system's libfuse3 before Tools/libfuse's),
+        // and the system call filter bubblewrap loads for `run` and for the cache's qemu-img.
+        .systemLibrary(name: "CSeccomp", providers: [.apt(["libseccomp-dev"])]),
+        .target(name: "SyscallFilter", dependencies: ["CLinux", "CSeccomp", "LinuxBlock"]),
         // Compressed images, archives and VM disks (qemu-img): made raw once into a sparse cache file,
         // reused, evicted least recently used first.
         .target(name: "ImageCache", dependencies: [
-            "CCompression", "CArchive", "CLinux", "LinuxBlock", "PrintableText",
+            "CCompression", "CArchive", "CLinux", "LinuxBlock", "PrintableText", "SyscallFilter",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // A sandbox's changes written into a copy of its image (imgsandbox save).
@@ -48,11 +52,8 @@ let package = Package(
             "CFuse", "CLinux", "DiskImage", "FATFS", "LinuxBlock", "Sandbox", "SandboxDiff",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // libseccomp: run's system call filter, compiled to the BPF program bubblewrap loads (no pkgConfig:
-        // its -L/usr/lib would put the system's libfuse3 before Tools/libfuse's).
-        .systemLibrary(name: "CSeccomp", providers: [.apt(["libseccomp-dev"])]),
         // `imgsandbox run`: the confinement policy bubblewrap applies, the pty relay, foreign-architecture checks.
-        .target(name: "SandboxRun", dependencies: ["CLinux", "CSeccomp", "LinuxBlock", "PrintableText", "Sandbox"]),
+        .target(name: "SandboxRun", dependencies: ["CLinux", "LinuxBlock", "PrintableText", "Sandbox", "SyscallFilter"]),
         .executableTarget(name: "imgsandbox", dependencies: [
             "Sandbox", "SandboxFS", "SandboxDiff", "SandboxRun", "DiskImage", "PrintableText", "LinuxBlock", "CLinux", "ImageCache",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -66,7 +67,7 @@ let package = Package(
         .testTarget(name: "LinuxBlockTests", dependencies: ["LinuxBlock", "TestSupport"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "FATFS", "TestSupport"]),
         .testTarget(name: "SandboxDiffTests", dependencies: ["SandboxDiff", "CLinux", "PrintableText", "TestSupport"]),
-        .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox"]),
+        .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox", "SyscallFilter"]),
         .testTarget(name: "ImageCacheTests", dependencies: ["ImageCache", "TestSupport"]),
         .testTarget(name: "SandboxSaveTests", dependencies: ["SandboxSave", "DiskImage", "LinuxBlock", "TestSupport"]),
         .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox", "SandboxDiff", "TestSupport"]),

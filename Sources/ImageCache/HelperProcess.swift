@@ -1,6 +1,7 @@
 import CLinux
 import Glibc
 import LinuxBlock
+import SyscallFilter
 
 /// qemu-img run for one job, confined (HelperConfinement): the files it may touch are handed over as
 /// fds 3, 4, ... (it opens them as /proc/self/fd/N, so it reads the very files checked here), nothing
@@ -17,11 +18,20 @@ struct HelperProcess {
     /// `started` runs once the child is running.
     func run(passing fds: [Int32], deadline: ContinuousClock.Instant, job: Job, started: () -> Void = {},
              progress: (ArraySlice<UInt8>) -> Void = { _ in }) throws(CacheError) -> [UInt8] {
-        guard let command = HelperConfinement.command(argv) else { throw .refused(file: file, reason: HelperConfinement.missing) }
+        // The system call filter goes last, so the handed files keep their numbers 3, 4, ...
+        var owned = DescriptorSet()
+        let filter: Int32
+        do throws(SyscallFilterError) { filter = owned.insert(try SyscallFilter.program()) } catch {
+            throw .refused(file: file, reason: "no system call filter for \(argv[0]): \(error)")
+        }
+        guard let command = HelperConfinement.command(argv, filterFD: 3 + fds.count) else {
+            throw .refused(file: file, reason: HelperConfinement.missing)
+        }
         let child: Command.SpawnedChild
-        do throws(SystemError) { child = try Command.spawn(command, passing: fds, closingOthers: true) } catch {
+        do throws(SystemError) { child = try Command.spawn(command, passing: fds + [filter], closingOthers: true) } catch {
             throw .system(operation: error.operation, path: error.operation == "fcntl(F_DUPFD_CLOEXEC)" ? file : argv[0], errno: error.errno)
         }
+        owned.closeAll()
         let pid = child.pid
         job.adopt(child: pid)
         started()

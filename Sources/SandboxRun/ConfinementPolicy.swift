@@ -1,6 +1,7 @@
 import CLinux
 import Glibc
 import LinuxBlock
+import SyscallFilter
 
 /// What `run` leaves root code from an image, written down in one place (docs/SECURITY.md explains it).
 /// bubblewrap applies it; `--privileged` skips the capability, seccomp and /proc parts.
@@ -25,7 +26,9 @@ enum ConfinementPolicy {
     /// bwrap's options for the command's capabilities and its seccomp program; the program's fd joins
     /// `owned`, for the caller to close once bwrap is started.
     static func addCapabilitiesAndFilter(to bwrap: inout Bubblewrap, owned: inout DescriptorSet) throws(RunError) {
-        let filter = owned.insert(try SyscallFilter.program())
+        let program: FileDescriptor
+        do throws(SyscallFilterError) { program = try SyscallFilter.program() } catch { throw RunError(error.description) }
+        let filter = owned.insert(program)
         bwrap.add("--seccomp", bwrap.pass(filter), "--cap-drop", "ALL")
         // Only those root has here: bwrap ignores a capset that fails (EPERM for a capability the
         // process lacks, CAP_SYS_RESOURCE in some containers) and would then leave the command every one.

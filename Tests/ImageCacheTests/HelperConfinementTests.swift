@@ -22,7 +22,9 @@ import TestSupport
                       entry: CacheEntry(directory: fixture.cacheDirectory, image: "probe", file: fixture.plain),
                       identity: CacheRecord.Identity(info), compressedSize: UInt64(info.st_size))
         let script = """
-            grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status
+            grep -E '^(CapEff|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status
+            unshare --user true 2>/dev/null && echo "made a user namespace"
+            unshare --user --map-root-user true 2>/dev/null && echo "made a user namespace as its root"
             for f in \(secret) /etc/shadow /etc/passwd /home /root /sys/class/net /run; do [ -e "$f" ] && echo "sees $f"; done
             cat \(secret) 2>/dev/null && echo "read the secret"
             [ -w /proc/sys/vm/drop_caches ] && echo "writes a sysctl"
@@ -37,6 +39,10 @@ import TestSupport
         #expect(lines.contains("CapEff:\t0000000000000002"), "only CAP_DAC_OVERRIDE: \(output)")
         #expect(lines.contains("CapPrm:\t0000000000000002"), "\(output)")
         #expect(lines.contains("NoNewPrivs:\t1"), "\(output)")
+        // The system call filter (mode 2): a new user namespace (where it would hold every capability) is
+        // refused; without the filter unshare succeeds here.
+        #expect(lines.contains("Seccomp:\t2"), "a seccomp filter: \(output)")
+        #expect(!lines.contains { $0.hasPrefix("made ") }, "\(output)")
         #expect(!lines.contains { $0.hasPrefix("sees ") || $0.hasPrefix("read ") || $0.hasPrefix("writes ") }, "\(output)")
         #expect(lines.contains("interfaces lo "), "no network but its own loopback: \(output)")
         let hostMount = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/mnt")) ?? ""

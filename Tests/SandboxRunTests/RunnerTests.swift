@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import LinuxBlock
 import Sandbox
+import SyscallFilter
 import Testing
 @testable import SandboxRun
 
