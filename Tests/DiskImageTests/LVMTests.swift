@@ -172,6 +172,36 @@ struct LVMTests {
         #expect(missing.volumes.first?.mapping == .failure(.segmentOutOfRange(volume: "testvg/a", detail: "names pv7, which the volume group does not list")))
     }
 
+    /// Linear volumes of several segments (issue 25 item 3): each segment is checked on its own, the whole
+    /// volume must be contiguous on its PV to be one region; anything else is a reason, never a wrong region.
+    @Test func multiSegmentVolumes() {
+        func mapping(_ lvs: String, extents: Int = 15) -> Result<Partition, LVMError>? {
+            Self.volumes(Self.withMetadata(Self.metadata(extentCount: extents, volumes: lvs))).volumes.first?.mapping
+        }
+        // Segments listed out of order are put in LV order: 0-1 at PE 3, 2-4 at PE 5: contiguous.
+        let reordered = mapping(Self.linear("a", [(2, 3, 5), (0, 2, 3)]))
+        #expect(reordered.flatMap { try? $0.get() }?.startByte == Self.pvStart + (1 << 20) + 3 * (4 << 20))
+        #expect(reordered.flatMap { try? $0.get() }?.sizeBytes == 5 * (4 << 20))
+        // In LV order but not on disk (PE 5-6, then PE 0-2): ENOTSUP with the reason, not one region of 5 extents.
+        #expect(mapping(Self.linear("a", [(0, 2, 5), (2, 3, 0)])) == .failure(.notContiguous(volume: "testvg/a", segments: 2)))
+        // Three segments whose middle one skips extents of the LV.
+        #expect(mapping(Self.linear("a", [(0, 1, 0), (1, 1, 1), (5, 1, 2)]))
+                == .failure(.segmentGap(volume: "testvg/a", detail: "segment at extent 5, expected 2")))
+        // Two segments claiming the same LV extents (a repeated start).
+        #expect(mapping(Self.linear("a", [(0, 2, 0), (0, 2, 4)]))
+                == .failure(.segmentGap(volume: "testvg/a", detail: "segment at extent 0, expected 2")))
+        // A later segment beyond its PV, the first one sound.
+        #expect(mapping(Self.linear("a", [(0, 2, 0), (2, 3, 13)]))
+                == .failure(.segmentOutOfRange(volume: "testvg/a", detail: "extents 13+3 beyond the 15 of pv0")))
+        // One volume's own segments sharing physical extents: the whole group is refused.
+        let selfOverlap = Self.volumes(Self.withMetadata(Self.metadata(volumes: Self.linear("a", [(0, 3, 0), (3, 2, 1)]))))
+        #expect(selfOverlap.volumes.isEmpty)
+        #expect(selfOverlap.problems == ["volume group testvg: logical volumes testvg/a and testvg/a share physical extents"])
+        // A segment of no extents.
+        #expect(mapping(Self.linear("a", [(0, 2, 0), (2, 0, 2)]))
+                == .failure(.segmentGap(volume: "testvg/a", detail: "a segment has no extents")))
+    }
+
     @Test func badChecksums() {
         var label = Self.fixture
         label[512 + 100] ^= 1
