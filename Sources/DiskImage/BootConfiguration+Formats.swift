@@ -77,13 +77,28 @@ enum EnvFile {
                 if words.contains(where: { $0.hasPrefix("root=") }) { lineWithRoot = words }
             }
         }
-        let subvolume = values["rootflags"]?.split(separator: ",").first { $0.hasPrefix("subvol=") }.map { String($0.dropFirst(7)) }
         for key in ["rootdev", "root"] {
             if let value = values[key].map(KernelCommandLine.split)?.first, !value.isEmpty {
-                return KernelRoot(value: value, subvolume: subvolume, filesystemType: values["rootfstype"], file: file)
+                return KernelRoot(value: value, rootflags: values["rootflags"], filesystemType: values["rootfstype"], file: file)
             }
         }
         return lineWithRoot.flatMap { KernelCommandLine.root($0, file: file) }
+    }
+
+    /// balenaOS's `resin_root_part=N`: partition N of the boot disk, N in hex (U-Boot's `part` numbers; a
+    /// `0x` prefix allowed), the last line winning as U-Boot's `env import` overwrites.
+    static func balenaRoot(_ text: String, file: String) -> KernelRoot? {
+        var number: Int?
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+            let trimmed = line.drop { $0 == " " || $0 == "\t" }
+            guard trimmed.hasPrefix("resin_root_part=") else { continue }
+            var value = trimmed.dropFirst("resin_root_part=".count)
+            while let last = value.last, last == " " || last == "\t" { value = value.dropLast() }
+            if value.lowercased().hasPrefix("0x") { value = value.dropFirst(2) }
+            guard !value.isEmpty, value.count <= 3, let n = Int(value, radix: 16), n > 0 else { number = nil; continue }
+            number = n
+        }
+        return number.map { KernelRoot(value: "/dev/mmcblk0p\($0)", file: "\(file) (resin_root_part)") }
     }
 }
 

@@ -1,26 +1,33 @@
-/// What an image's boot configuration tells the kernel about its root: `root=`, `rootflags=subvol=`,
-/// `rootfstype=`, and the file it came from.
+/// What an image's boot configuration tells the kernel about its root: `root=`, `rootflags=`, `rootfstype=`,
+/// and the file it came from.
 public struct KernelRoot: Sendable, Equatable {
     /// The `root=` value as written (`PARTUUID=6c586e13-02`, `/dev/mmcblk0p2`, `UUID=...`).
     public let value: String
-    public let subvolume: String?
+    /// `rootflags=` as written (`subvol=root`, `subvolid=256,compress=zstd`).
+    public let rootflags: String?
     public let filesystemType: String?
     /// Where it was read, e.g. "cmdline.txt".
     public let file: String
 
-    public init(value: String, subvolume: String? = nil, filesystemType: String? = nil, file: String) {
+    public init(value: String, rootflags: String? = nil, filesystemType: String? = nil, file: String) {
         self.value = value
-        self.subvolume = subvolume
+        self.rootflags = rootflags
         self.filesystemType = filesystemType
         self.file = file
     }
 
     public var spec: FstabSource { FstabSource(value) }
+
+    /// The btrfs subvolume rootflags' `subvol=` or `subvolid=` names (nil: neither, the default subvolume).
+    public var subvolume: Result<BtrfsSubvolume?, InvalidSubvolume> { BtrfsSubvolume.from(flags: rootflags ?? "") }
 }
 
 /// The boot configuration files imgsandbox reads, where the public image builders put them (on the
 /// partition the firmware or boot loader reads: usually the FAT one).
 public enum BootFileKind: Sendable, CaseIterable {
+    /// balenaOS: U-Boot's `resin_root_part=` (hex, as U-Boot reads it), which its updates rewrite to switch
+    /// between resin-rootA and resin-rootB; absent in a fresh image (U-Boot's default: partition 2).
+    case balenaEnv
     /// Raspberry Pi firmware: the whole file is the kernel command line.
     case cmdline
     /// extlinux/syslinux (U-Boot distro boot, NixOS): the default label's APPEND.
@@ -40,6 +47,7 @@ public enum BootFileKind: Sendable, CaseIterable {
     /// Paths tried on a boot partition, in this order.
     public var paths: [String] {
         switch self {
+        case .balenaEnv: return ["resinOS_uEnv.txt"]
         case .cmdline: return ["cmdline.txt"]
         case .extlinux: return ["extlinux/extlinux.conf", "boot/extlinux/extlinux.conf"]
         case .loaderEntry: return ["loader/entries", "boot/loader/entries"]
@@ -78,10 +86,7 @@ public enum BootConfiguration {
         } else {
             text = bytes
         }
-        if let bad = text.firstIndex(where: { $0 == 0 || $0 < 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }) {
-            throw .notText(file: file, offset: bad)
-        }
-        let string = String(decoding: text, as: UTF8.self)
+        let string = try Self.text(text, file: file)
         let arguments: [String]?
         switch kind {
         case .cmdline: arguments = KernelCommandLine.split(string)
@@ -89,9 +94,18 @@ public enum BootConfiguration {
         case .grub: arguments = Grub.defaultLinuxArguments(string)
         case .loaderEntry: arguments = LoaderEntry.options(string)
         case .armbianEnv, .uEnv: return EnvFile.root(string, file: file)
+        case .balenaEnv: return EnvFile.balenaRoot(string, file: file)
         case .bootScript: arguments = KernelCommandLine.firstLineWithRoot(string)
         }
         return arguments.flatMap { KernelCommandLine.root($0, file: file) }
+    }
+
+    /// The bytes as text: no NUL or control byte but tab and line ends (a binary file is not configuration).
+    public static func text(_ bytes: [UInt8], file: String) throws(BootConfigurationError) -> String {
+        if let bad = bytes.firstIndex(where: { $0 == 0 || $0 < 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }) {
+            throw .notText(file: file, offset: bad)
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// mkimage's legacy image: a 64-byte header (magic 0x27051956, big-endian); a script (type 6) then has a
@@ -140,8 +154,7 @@ enum KernelCommandLine {
             if w.hasPrefix("rootfstype=") { type = String(w.dropFirst(11)) }
         }
         guard let root, !root.isEmpty else { return nil }
-        let subvolume = flags?.split(separator: ",").first { $0.hasPrefix("subvol=") }.map { String($0.dropFirst(7)) }
-        return KernelRoot(value: root, subvolume: subvolume, filesystemType: type, file: file)
+        return KernelRoot(value: root, rootflags: flags, filesystemType: type, file: file)
     }
 
     /// The words of the first line that sets `root=` (A/B scripts set slot A's arguments first).

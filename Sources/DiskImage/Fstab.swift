@@ -30,6 +30,8 @@ public enum FstabSource: Sendable, Equatable {
     case partitionNumber(Int)
     /// `/dev/root`: whatever the kernel mounted as root (Yocto, Buildroot).
     case root
+    /// `/dev/disk/by-slot/active/NAME` (`other/NAME`): an A/B image's partition of that slot (ABSlot).
+    case slot(name: String, active: Bool)
     /// `/dev/mapper/VG-LV` (dashes in either name doubled) or `/dev/VG/LV`: an LVM2 logical volume.
     case logicalVolume(group: String, volume: String)
     /// proc, tmpfs, a whole disk, a network share...: nothing in the image.
@@ -54,6 +56,8 @@ public enum FstabSource: Sendable, Equatable {
         }
         if source == "/dev/root" {
             self = .root
+        } else if let (name, active) = Self.slotLink(source) {
+            self = .slot(name: name, active: active)
         } else if let n = Self.devicePartition(source) {
             self = .partitionNumber(n)
         } else if let (group, volume) = Self.logicalVolume(source) {
@@ -87,6 +91,14 @@ public enum FstabSource: Sendable, Equatable {
         let notGroups: Set<Substring> = ["disk", "block", "md", "char", "bus", "input", "net", "pts", "shm", "snd", "dri"]
         guard !notGroups.contains(parts[2]), !parts[2].isEmpty, !parts[3].isEmpty else { return nil }
         return (String(parts[2]), String(parts[3]))
+    }
+
+    /// `/dev/disk/by-slot/active/system` -> ("system", true); `.../other/boot` -> ("boot", false).
+    static func slotLink(_ path: String) -> (String, Bool)? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 6, parts[0].isEmpty, parts[1] == "dev", parts[2] == "disk", parts[3] == "by-slot",
+              parts[4] == "active" || parts[4] == "other", !parts[5].isEmpty else { return nil }
+        return (String(parts[5]), parts[4] == "active")
     }
 
     /// `"abc"` or `'abc'` -> abc (util-linux accepts quoted tag values).

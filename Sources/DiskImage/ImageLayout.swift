@@ -7,6 +7,8 @@ public struct RootPartition: Sendable {
     public let reason: String
     /// btrfs: the subvolume mounted as the root; nil: the filesystem's default subvolume.
     public var subvolume: BtrfsSubvolume?
+    /// An A/B image's active slot (fstab's `/dev/disk/by-slot/active/...`).
+    public var slot: ABSlot = .a
 
     public init(partition: Partition, filesystem: FilesystemInfo, table: PartitionTable, reason: String = "",
                 subvolume: BtrfsSubvolume? = nil) {

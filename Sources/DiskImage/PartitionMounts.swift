@@ -45,7 +45,7 @@ public enum PartitionMounts {
     /// `fstab` nil: the root has none (only the fallback applies). Mounts come parents first.
     public static func resolve(fstab: [FstabEntry]?, table: PartitionTable, root: Partition,
                                volumes: [LogicalVolume] = [], rootSubvolume: BtrfsSubvolume? = nil,
-                               probe: (Partition) -> FilesystemInfo?,
+                               slot: ABSlot = .a, probe: (Partition) -> FilesystemInfo?,
                                isEmptyDirectory: (String) -> Bool) -> PartitionMountPlan {
         var plan = PartitionMountPlan()
         let candidates = table.partitions.filter { !$0.isExtendedContainer } + volumes.compactMap(\.region)
@@ -68,7 +68,7 @@ public enum PartitionMounts {
                case .failure(let error)? = volumes.first(where: { $0.group == group && $0.name == name })?.mapping {
                 plan.skipped.append((line, error.description)); continue
             }
-            guard let partition = entry.spec == .root ? root : find(entry.spec, in: candidates, volumes: volumes, fs: fs) else {
+            guard let partition = entry.spec == .root ? root : find(entry.spec, in: candidates, volumes: volumes, slot: slot, fs: fs) else {
                 plan.skipped.append((line, "names no partition of the image")); continue
             }
             guard let info = fs(partition), info.type == .vfat || info.isLinuxRoot || info.type.isReadOnly else {
@@ -131,9 +131,11 @@ public enum PartitionMounts {
         return nil
     }
 
-    static func find(_ spec: FstabSource, in partitions: [Partition], volumes: [LogicalVolume] = [],
+    static func find(_ spec: FstabSource, in partitions: [Partition], volumes: [LogicalVolume] = [], slot: ABSlot = .a,
                      fs: (Partition) -> FilesystemInfo?) -> Partition? {
         switch spec {
+        case .slot(let name, let active):
+            return slot.partition(name, active: active, in: partitions)
         case .logicalVolume(let group, let name):
             return volumes.first { $0.group == group && $0.name == name }?.region
         case .partUUID(let id):

@@ -14,6 +14,8 @@ public enum RootChoice {
         public var probe: (Partition) -> FilesystemInfo?
         /// `--partition N` for this image.
         public var override: Int?
+        /// An A/B image's active slot (autoboot.txt), for `/dev/disk/by-slot/active/...`.
+        public var slot: ABSlot = .a
 
         public init(table: PartitionTable, probe: @escaping (Partition) -> FilesystemInfo?) {
             self.table = table
@@ -39,12 +41,13 @@ public enum RootChoice {
             probed[p.number] = info
             return info
         }
-        func decision(_ p: Partition, _ reason: String, _ passed: [String], _ kernelSubvolume: String? = nil) -> Decision? {
+        func decision(_ p: Partition, _ reason: String, _ passed: [String], _ kernelRoot: KernelRoot? = nil) -> Decision? {
             guard let info = fs(p), canBeRoot(info) else { return nil }
             var passed = passed
-            let subvolume = info.type == .btrfs ? rootSubvolume(p, kernel: kernelSubvolume, inputs, &passed) : nil
-            return Decision(root: RootPartition(partition: p, filesystem: info, table: table, reason: reason, subvolume: subvolume),
-                            reason: reason, passedOver: passed)
+            let subvolume = info.type == .btrfs ? rootSubvolume(p, kernel: kernelRoot, inputs, &passed) : nil
+            var root = RootPartition(partition: p, filesystem: info, table: table, reason: reason, subvolume: subvolume)
+            root.slot = inputs.slot
+            return Decision(root: root, reason: reason, passedOver: passed)
         }
 
         if let wanted = inputs.override {
@@ -60,11 +63,11 @@ public enum RootChoice {
         var passed: [String] = []
         for kernelRoot in inputs.kernelRoots {
             let said = "root=\(kernelRoot.value) in \(kernelRoot.file)"
-            switch try resolve(kernelRoot.spec, regions: regions, volumes: inputs.volumes, fs: fs) {
+            switch try resolve(kernelRoot.spec, regions: regions, volumes: inputs.volumes, slot: inputs.slot, fs: fs) {
             case .none:
                 passed.append("\(said) names no partition of the image")
             case .some(let (p, note)):
-                if let chosen = decision(p, said + (note.map { " (\($0))" } ?? ""), passed, kernelRoot.subvolume) {
+                if let chosen = decision(p, said + (note.map { " (\($0))" } ?? ""), passed, kernelRoot) {
                     return chosen
                 }
                 passed.append("\(said) names partition \(p.number), which holds \(fs(p)?.type.rawValue ?? "no known filesystem")")
@@ -73,12 +76,14 @@ public enum RootChoice {
 
         for p in regions {
             guard let info = fs(p), canBeRoot(info), let entries = inputs.fstab(p) else { continue }
-            let mountsItself = entries.contains { e in
+            let itself = entries.first { e in
                 guard PartitionMounts.normalise(e.mountPoint) == "/" else { return false }
                 if e.spec == .root { return true }
-                return (try? resolve(e.spec, regions: regions, volumes: inputs.volumes, fs: fs))??.0.number == p.number
+                return (try? resolve(e.spec, regions: regions, volumes: inputs.volumes, slot: inputs.slot, fs: fs))??.0.number == p.number
             }
-            if mountsItself, let chosen = decision(p, "its /etc/fstab mounts partition \(p.number) at /", passed) {
+            if let itself {
+                let slot = if case .slot = itself.spec { " (\(itself.source): \(inputs.slot.reason))" } else { "" }
+                guard let chosen = decision(p, "its /etc/fstab mounts partition \(p.number) at /" + slot, passed) else { continue }
                 return chosen
             }
         }
@@ -95,12 +100,13 @@ public enum RootChoice {
         return chosen
     }
 
-    /// A btrfs root's subvolume: the kernel command line's `rootflags=subvol=`, else the `subvol=`/`subvolid=`
-    /// of its fstab's `/` entry, else nil (the filesystem's default subvolume).
-    static func rootSubvolume(_ p: Partition, kernel: String?, _ inputs: Inputs, _ passed: inout [String]) -> BtrfsSubvolume? {
+    /// A btrfs root's subvolume: the kernel command line's `rootflags=subvol=` or `subvolid=`, else the
+    /// `subvol=`/`subvolid=` of its fstab's `/` entry, else nil (the filesystem's default subvolume).
+    static func rootSubvolume(_ p: Partition, kernel: KernelRoot?, _ inputs: Inputs, _ passed: inout [String]) -> BtrfsSubvolume? {
         if let kernel {
-            switch BtrfsSubvolume.parse(path: kernel) {
-            case .success(let subvolume): return subvolume
+            switch kernel.subvolume {
+            case .success(let subvolume?): return subvolume
+            case .success(nil): break
             case .failure(let error): passed.append("rootflags: \(error)")
             }
         }
@@ -120,7 +126,7 @@ public enum RootChoice {
 
     /// The region a spec names, with a note when a choice among several was made; a logical volume that
     /// cannot be served as a region throws its reason.
-    static func resolve(_ spec: FstabSource, regions: [Partition], volumes: [LogicalVolume],
+    static func resolve(_ spec: FstabSource, regions: [Partition], volumes: [LogicalVolume], slot: ABSlot = .a,
                         fs: (Partition) -> FilesystemInfo?) throws(DiskImageError) -> (Partition, String?)? {
         let matches: [Partition]
         let what: String
@@ -145,7 +151,7 @@ public enum RootChoice {
             matches = regions.filter { fs($0)?.uuid?.lowercased() == id.lowercased() }
             what = "UUID \(id)"
         default:
-            return PartitionMounts.find(spec, in: regions, fs: fs).map { ($0, nil) }
+            return PartitionMounts.find(spec, in: regions, slot: slot, fs: fs).map { ($0, nil) }
         }
         guard let first = matches.first else { return nil }
         guard matches.count > 1 else { return (first, nil) }

@@ -18,7 +18,7 @@ struct PartitionBuilder {
         let volumes = source.map { LVM.volumes($0, table: root.table).volumes } ?? []
         let plan = PartitionMounts.resolve(
             fstab: text.map { Fstab.parse($0) }, table: root.table, root: root.partition, volumes: volumes,
-            rootSubvolume: root.subvolume,
+            rootSubvolume: root.subvolume, slot: root.slot,
             probe: { p in source.flatMap { FilesystemProbe.probe($0, offset: p.startByte, length: p.sizeBytes) } },
             isEmptyDirectory: { RootFiles.isEmptyDirectory(rootMount, $0) })
         for skipped in plan.skipped where skipped.reason != "swap" {

@@ -31,8 +31,10 @@ struct RootFinder {
         // One candidate is the root whatever its files say; only a btrfs needs a look then (its subvolume).
         let candidates = (table.partitions + inputs.volumes.compactMap(\.region)).compactMap(probe).filter(RootChoice.canBeRoot)
         let looks = PeekCache(finder: candidates.count > 1 || candidates.contains { $0.type == .btrfs } ? self : nil, probe: probe)
+        let fat = fatBootFiles(table, probe: probe)
+        inputs.slot = fat.slot ?? .a
         if override == nil {
-            inputs.kernelRoots = fatRoots(table, probe: probe)
+            inputs.kernelRoots = fat.roots
             if inputs.kernelRoots.isEmpty {
                 for p in table.partitions where !p.isExtendedContainer {
                     inputs.kernelRoots += looks.look(p)?.kernelRoots ?? []
@@ -56,23 +58,35 @@ struct RootFinder {
         p.number >= LVM.firstVolumeNumber ? "\(p.typeName) (as partition \(p.number))" : "partition \(p.number)"
     }
 
-    /// The root= of each FAT partition's boot files, in partition order and BootFileKind order.
-    private func fatRoots(_ table: PartitionTable, probe: (Partition) -> FilesystemInfo?) -> [KernelRoot] {
+    /// The root= of each FAT partition's boot files, in partition order and BootFileKind order, and the A/B
+    /// slot the first autoboot.txt naming one selects.
+    private func fatBootFiles(_ table: PartitionTable, probe: (Partition) -> FilesystemInfo?) -> (roots: [KernelRoot], slot: ABSlot?) {
         let fats = table.partitions.filter { !$0.isExtendedContainer && probe($0)?.type == .vfat }
-        guard !fats.isEmpty else { return [] }
+        guard !fats.isEmpty else { return ([], nil) }
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return [] }
+        guard fd >= 0 else { return ([], nil) }
         defer { close(fd) }
-        var roots: [KernelRoot] = []
+        var roots: [KernelRoot] = [], slot: ABSlot?
         for p in fats {
             let device = FileRegionDevice(fd: fd, offset: p.startByte, size: p.sizeBytes, writable: false)
             guard let volume = try? FATVolume(device: device, readOnly: true) else {
                 logger.warning("image \(imageName): partition \(p.number) looks like FAT but cannot be read: its boot files are not consulted")
                 continue
             }
-            roots += bootRoots(FATBootFiles(volume: volume), partition: p.number)
+            let files = FATBootFiles(volume: volume)
+            roots += bootRoots(files, partition: p.number)
+            if slot == nil {
+                let name = "autoboot.txt of partition \(p.number)"
+                do throws(BootConfigurationError) {
+                    if let bytes = try files.read("autoboot.txt", name: name) {
+                        slot = ABSlot.fromAutoboot(try BootConfiguration.text(bytes, file: name), table: table, file: name)
+                    }
+                } catch {
+                    logger.warning("image \(imageName): \(error)")
+                }
+            }
         }
-        return roots
+        return (roots, slot)
     }
 
     /// Every root= the boot files on one partition name, in BootFileKind order; unreadable files logged.

@@ -17,7 +17,9 @@ struct BootConfigurationTests {
     @Test func lastRootWinsAndQuotesGroup() throws {
         let r = try root("root=/dev/sda1 \"root=LABEL=my root\" rootflags=compress=zstd,subvol=root", .cmdline)
         #expect(r?.value == "LABEL=my root")
-        #expect(r?.subvolume == "root")
+        #expect(r?.rootflags == "compress=zstd,subvol=root")
+        #expect(r?.subvolume == .success(.path("root")))
+        #expect(try root("root=UUID=x rootflags=subvolid=257,compress=zstd", .cmdline)?.subvolume == .success(.id(257)))
         #expect(try root("console=tty1 quiet", .cmdline) == nil)
         #expect(try root("root= quiet", .cmdline) == nil)
     }
@@ -69,7 +71,7 @@ struct BootConfigurationTests {
 
     @Test func ubootEnvironments() throws {
         let armbian = "verbosity=1\nbootlogo=false\nrootdev=UUID=0c0ffee0-1111-2222-3333-444444444444\nrootfstype=btrfs\nrootflags=subvol=@\n"
-        #expect(try root(armbian, .armbianEnv) == KernelRoot(value: "UUID=0c0ffee0-1111-2222-3333-444444444444", subvolume: "@",
+        #expect(try root(armbian, .armbianEnv) == KernelRoot(value: "UUID=0c0ffee0-1111-2222-3333-444444444444", rootflags: "subvol=@",
                                                            filesystemType: "btrfs", file: "f"))
         #expect(try root("bootargs=console=ttyS0,115200 root=/dev/mmcblk0p2 rw rootwait\n", .uEnv)?.spec == .partitionNumber(2))
         #expect(try root("root=LABEL=writable\n", .uEnv)?.spec == .label("writable"))

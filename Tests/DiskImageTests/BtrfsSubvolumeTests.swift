@@ -66,8 +66,18 @@ struct BtrfsSubvolumeTests {
     @Test func theRootsSubvolumeComesFromRootflagsElseItsFstab() throws {
         var inputs = RootChoice.Inputs(table: Self.table, probe: Self.probe)
         inputs.fstab = { $0.number == 3 ? Self.fedoraFstab : nil }
-        inputs.kernelRoots = [KernelRoot(value: "UUID=\(Self.btrfsUUID)", subvolume: "@", file: "loader/entries/a.conf")]
+        inputs.kernelRoots = [KernelRoot(value: "UUID=\(Self.btrfsUUID)", rootflags: "subvol=@", file: "loader/entries/a.conf")]
         #expect(try RootChoice.choose(inputs).root.subvolume == .path("@"))
+        // subvolid= picks it by number (the kernel's rootflags=subvolid=256), also among other flags.
+        inputs.kernelRoots = [KernelRoot(value: "UUID=\(Self.btrfsUUID)", rootflags: "compress=zstd:1,subvolid=256", file: "cmdline.txt")]
+        #expect(try RootChoice.choose(inputs).root.subvolume == .id(256))
+        // Flags naming no subvolume leave it to fstab; an unusable one is passed over with its reason.
+        inputs.kernelRoots = [KernelRoot(value: "UUID=\(Self.btrfsUUID)", rootflags: "compress=zstd:1", file: "cmdline.txt")]
+        #expect(try RootChoice.choose(inputs).root.subvolume == .path("root"))
+        inputs.kernelRoots = [KernelRoot(value: "UUID=\(Self.btrfsUUID)", rootflags: "subvolid=0", file: "cmdline.txt")]
+        let refused = try RootChoice.choose(inputs)
+        #expect(refused.root.subvolume == .path("root"))
+        #expect(refused.passedOver == ["rootflags: \"subvolid=0\" names no usable btrfs subvolume"])
         inputs.kernelRoots = [KernelRoot(value: "UUID=\(Self.btrfsUUID)", file: "grub.cfg")]
         #expect(try RootChoice.choose(inputs).root.subvolume == .path("root"))
         // No boot configuration: its fstab mounts it at / (in subvolume root).
@@ -79,7 +89,7 @@ struct BtrfsSubvolumeTests {
         // Nothing says: the filesystem's default subvolume; ext4 roots never carry one.
         inputs.fstab = { _ in nil }
         #expect(try RootChoice.choose(inputs).root.subvolume == nil)
-        inputs.kernelRoots = [KernelRoot(value: "LABEL=boot", subvolume: "root", file: "cmdline.txt")]
+        inputs.kernelRoots = [KernelRoot(value: "LABEL=boot", rootflags: "subvol=root", file: "cmdline.txt")]
         #expect(try RootChoice.choose(inputs).root.subvolume == nil)
     }
 
@@ -89,7 +99,7 @@ struct BtrfsSubvolumeTests {
         #expect(LoaderEntry.order((0..<100).map { "e\($0).conf" }).count == 64)
         let entry = "title Fedora\nversion 6.5.6\nlinux /vmlinuz\noptions root=UUID=\(Self.btrfsUUID) ro\n  options rootflags=subvol=root quiet\n"
         let root = try BootConfiguration.root(in: Array(entry.utf8), kind: .loaderEntry, file: "e.conf")
-        #expect(root == KernelRoot(value: "UUID=\(Self.btrfsUUID)", subvolume: "root", file: "e.conf"))
+        #expect(root == KernelRoot(value: "UUID=\(Self.btrfsUUID)", rootflags: "subvol=root", file: "e.conf"))
         // Fedora before 30 kept $kernelopts in grubenv: no root= here.
         #expect(try BootConfiguration.root(in: Array("options $kernelopts\n".utf8), kind: .loaderEntry, file: "e.conf") == nil)
     }
