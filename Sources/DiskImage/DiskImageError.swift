@@ -32,6 +32,9 @@ public enum DiskImageError: Error, Sendable, Equatable, CustomStringConvertible 
     case noLinuxPartition(scheme: PartitionScheme, partitionCount: Int)
     /// The boot configuration names a logical volume that cannot be served (non-linear, bad metadata).
     case logicalVolume(group: String, volume: String, LVMError)
+    /// The OS is a filesystem image stored as a file (LibreELEC's SYSTEM squashfs on its FAT partition):
+    /// no partition is its root, and the largest Linux one would be its (empty) data partition.
+    case rootIsAFile(partition: Int, file: String, largest: Int?)
 
     /// The errno a caller (FUSE, CLI exit) should see: EIO for I/O failures, EMEDIUMTYPE when the
     /// image is well formed but holds nothing usable, EINVAL for malformed input; a failed open
@@ -42,6 +45,7 @@ public enum DiskImageError: Error, Sendable, Equatable, CustomStringConvertible 
         case .readFailed, .shortRead: return EIO
         case .notLinuxFilesystem, .noLinuxPartition: return EMEDIUMTYPE
         case .logicalVolume(_, _, let e): return e.errno
+        case .rootIsAFile: return ENOTSUP
         default: return EINVAL
         }
     }
@@ -95,6 +99,9 @@ public enum DiskImageError: Error, Sendable, Equatable, CustomStringConvertible 
             return "no partition holds a Linux filesystem (ext2/3/4, xfs, btrfs, squashfs, erofs); table: \(scheme.rawValue), \(count) partition(s)"
         case .logicalVolume(let group, let volume, let e):
             return "root on logical volume \(group)/\(volume): \(e)"
+        case .rootIsAFile(let partition, let file, let largest):
+            return "the OS is the squashfs file \(file) on partition \(partition) (LibreELEC's layout), not a partition: a root "
+                + "inside a file is not served" + (largest.map { "; --partition NAME=\($0) serves partition \($0), its data partition" } ?? "")
         }
     }
 }

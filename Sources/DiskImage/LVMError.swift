@@ -50,7 +50,7 @@ public enum LVMError: Error, Sendable, Equatable, CustomStringConvertible {
         case .unsupportedSegment(let volume, let type):
             return "logical volume \(volume) is \(type), not linear: not supported (only linear volumes are)"
         case .notContiguous(let volume, let segments):
-            return "logical volume \(volume) has \(segments) segments that are not contiguous on disk: not supported without device-mapper"
+            return "logical volume \(volume) has \(segments) segments that are not contiguous on disk: not supported (a volume is served as one range of the image)"
         }
     }
 }

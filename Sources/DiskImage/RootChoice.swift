@@ -16,6 +16,9 @@ public enum RootChoice {
         public var override: Int?
         /// An A/B image's active slot (autoboot.txt), for `/dev/disk/by-slot/active/...`.
         public var slot: ABSlot = .a
+        /// A squashfs stored as a file at the top of a FAT partition and named as LibreELEC's init names its
+        /// OS (`SYSTEM`): the image boots that file, so no partition is the root by the largest rule.
+        public var systemFile: (partition: Int, name: String)?
 
         public init(table: PartitionTable, probe: @escaping (Partition) -> FilesystemInfo?) {
             self.table = table
@@ -93,6 +96,9 @@ public enum RootChoice {
             guard let info = fs(p), canBeRoot(info) else { continue }
             // Regions are in number order, so a strict `>` keeps the lower number on a tie.
             if best == nil || p.sizeBytes > best!.sizeBytes { best = p }
+        }
+        if let file = inputs.systemFile {
+            throw .rootIsAFile(partition: file.partition, file: file.name, largest: best?.number)
         }
         guard let best, let chosen = decision(best, "the largest partition with a Linux filesystem", passed) else {
             throw .noLinuxPartition(scheme: table.scheme, partitionCount: table.partitions.count)

@@ -33,6 +33,7 @@ struct RootFinder {
         let looks = PeekCache(finder: candidates.count > 1 || candidates.contains { $0.type == .btrfs } ? self : nil, probe: probe)
         let fat = fatBootFiles(table, probe: probe)
         inputs.slot = fat.slot ?? .a
+        inputs.systemFile = fat.systemFile
         if override == nil {
             inputs.kernelRoots = fat.roots
             if inputs.kernelRoots.isEmpty {
@@ -58,15 +59,16 @@ struct RootFinder {
         p.number >= LVM.firstVolumeNumber ? "\(p.typeName) (as partition \(p.number))" : "partition \(p.number)"
     }
 
-    /// The root= of each FAT partition's boot files, in partition order and BootFileKind order, and the A/B
-    /// slot the first autoboot.txt naming one selects.
-    private func fatBootFiles(_ table: PartitionTable, probe: (Partition) -> FilesystemInfo?) -> (roots: [KernelRoot], slot: ABSlot?) {
+    /// What the FAT partitions say: the root= of each one's boot files (partition order, BootFileKind order),
+    /// the A/B slot the first autoboot.txt naming one selects, and a LibreELEC `SYSTEM` squashfs file.
+    private func fatBootFiles(_ table: PartitionTable, probe: (Partition) -> FilesystemInfo?)
+        -> (roots: [KernelRoot], slot: ABSlot?, systemFile: (partition: Int, name: String)?) {
         let fats = table.partitions.filter { !$0.isExtendedContainer && probe($0)?.type == .vfat }
-        guard !fats.isEmpty else { return ([], nil) }
+        guard !fats.isEmpty else { return ([], nil, nil) }
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return ([], nil) }
+        guard fd >= 0 else { return ([], nil, nil) }
         defer { close(fd) }
-        var roots: [KernelRoot] = [], slot: ABSlot?
+        var roots: [KernelRoot] = [], slot: ABSlot?, systemFile: (partition: Int, name: String)?
         for p in fats {
             let device = FileRegionDevice(fd: fd, offset: p.startByte, size: p.sizeBytes, writable: false)
             guard let volume = try? FATVolume(device: device, readOnly: true) else {
@@ -85,8 +87,9 @@ struct RootFinder {
                     logger.warning("image \(imageName): \(error)")
                 }
             }
+            if systemFile == nil, files.starts("SYSTEM", with: Array("hsqs".utf8)) { systemFile = (p.number, "SYSTEM") }
         }
-        return (roots, slot)
+        return (roots, slot, systemFile)
     }
 
     /// Every root= the boot files on one partition name, in BootFileKind order; unreadable files logged.
@@ -203,6 +206,14 @@ struct FATBootFiles: BootFiles {
             throw .tooLarge(file: name, bytes: Int(clamping: attr.size), limit: BootConfiguration.maxBytes)
         }
         return try? volume.read(attr.id, at: 0, count: Int(attr.size))
+    }
+
+    /// Whether a regular file begins with `magic` (a file too large to read as configuration).
+    func starts(_ path: String, with magic: [UInt8]) -> Bool {
+        var looked: [FATNodeID] = []
+        defer { for node in looked { volume.forget(node) } }
+        guard let attr = find(path, &looked), !attr.isDirectory, attr.size >= UInt64(magic.count) else { return false }
+        return (try? volume.read(attr.id, at: 0, count: magic.count)) == magic
     }
 
     func list(_ path: String) -> [String]? {

@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 @testable import DiskImage
 
@@ -84,6 +85,28 @@ struct ABSlotTests {
         var inputs = RootChoice.Inputs(table: Self.table, probe: Self.probe)
         inputs.fstab = { _ in nil }
         #expect(try RootChoice.choose(inputs).root.partition.number == 6)
+    }
+
+    /// LibreELEC: the OS is a file; the largest rule would give the empty STORAGE partition, so it refuses
+    /// (ENOTSUP) naming the override that gives STORAGE; a root= or an override still wins.
+    @Test func rootInsideAFileIsRefused() throws {
+        let table = PartitionTable(scheme: .mbr, partitions: [
+            Partition(number: 1, startByte: 4 << 20, sizeBytes: 512 << 20, typeName: "FAT", mbrType: 0x0c, partUUID: "1eec0001-01"),
+            Partition(number: 2, startByte: 516 << 20, sizeBytes: 32 << 20, typeName: "Linux", mbrType: 0x83, partUUID: "1eec0001-02"),
+        ], diskSize: 600 << 20)
+        var inputs = RootChoice.Inputs(table: table) { p in
+            p.number == 1 ? FilesystemInfo(type: .vfat, blockSize: 512, sizeBytes: p.sizeBytes, label: "LIBREELEC", uuid: "1EEC-0001")
+                : FilesystemInfo(type: .ext4, blockSize: 4096, sizeBytes: p.sizeBytes, label: "STORAGE", uuid: nil)
+        }
+        #expect(try RootChoice.choose(inputs).root.partition.number == 2)  // without the file: the largest, as before
+        inputs.systemFile = (1, "SYSTEM")
+        #expect(throws: DiskImageError.rootIsAFile(partition: 1, file: "SYSTEM", largest: 2)) { try RootChoice.choose(inputs) }
+        #expect(DiskImageError.rootIsAFile(partition: 1, file: "SYSTEM", largest: 2).errno == ENOTSUP)
+        inputs.override = 2
+        #expect(try RootChoice.choose(inputs).root.partition.number == 2)
+        inputs.override = nil
+        inputs.kernelRoots = [KernelRoot(value: "LABEL=STORAGE", file: "cmdline.txt")]
+        #expect(try RootChoice.choose(inputs).root.partition.number == 2)
     }
 
     @Test func balenaRootPartIsHex() throws {
