@@ -40,11 +40,15 @@ let package = Package(
             "CCompression", "CArchive", "CLinux", "LinuxBlock", "PrintableText", "SyscallFilter",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // A sandbox's changes written into a copy of its image (imgsandbox save).
-        .target(name: "SandboxSave", dependencies: ["CLinux", "PrintableText", "SandboxDiff", "LinuxBlock", "DiskImage"]),
         // Engines (dm, overlay) and the sandbox manager.
         .target(name: "Sandbox", dependencies: [
-            "DiskImage", "FATFS", "LinuxBlock", "PrintableText", "SandboxDiff", "ImageCache", "SandboxSave",
+            "DiskImage", "FATFS", "LinuxBlock", "PrintableText", "SandboxDiff", "ImageCache",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // `imgsandbox save`: the save job, which writes a sandbox's changes into a copy of its image; above
+        // Sandbox (it reads the sandbox through the manager), called by the executable's control socket.
+        .target(name: "SandboxSave", dependencies: [
+            "CLinux", "DiskImage", "FATFS", "LinuxBlock", "PrintableText", "Sandbox", "SandboxDiff",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The FUSE layer: virtual tree and passthrough.
@@ -55,7 +59,7 @@ let package = Package(
         // `imgsandbox run`: the confinement policy bubblewrap applies, the pty relay, foreign-architecture checks.
         .target(name: "SandboxRun", dependencies: ["CLinux", "LinuxBlock", "PrintableText", "Sandbox", "SyscallFilter"]),
         .executableTarget(name: "imgsandbox", dependencies: [
-            "Sandbox", "SandboxFS", "SandboxDiff", "SandboxRun", "DiskImage", "PrintableText", "LinuxBlock", "CLinux", "ImageCache",
+            "Sandbox", "SandboxFS", "SandboxDiff", "SandboxRun", "SandboxSave", "DiskImage", "PrintableText", "LinuxBlock", "CLinux", "ImageCache",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

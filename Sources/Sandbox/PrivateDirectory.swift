@@ -2,8 +2,8 @@ import Glibc
 import LinuxBlock
 
 /// Directories under the run directory: created 0700 so only root reaches the hidden mounts.
-enum PrivateDirectory {
-    static func create(_ path: String) throws(SystemError) {
+public enum PrivateDirectory {
+    public static func create(_ path: String) throws(SystemError) {
         if mkdir(path, 0o700) == 0 { return }
         let error = errno
         var info = stat()
@@ -12,7 +12,7 @@ enum PrivateDirectory {
         }
     }
 
-    static func remove(_ path: String) throws(SystemError) {
+    public static func remove(_ path: String) throws(SystemError) {
         guard rmdir(path) == 0 || errno == ENOENT else { throw SystemError("rmdir", path, errno: errno) }
     }
 }

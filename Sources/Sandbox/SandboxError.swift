@@ -67,3 +67,8 @@ extension CacheError: ErrnoCarrying {}
 extension CommandError: ErrnoCarrying {
     public var errno: Int32 { EIO }
 }
+
+extension SandboxError {
+    /// `step` for the targets above this one (save).
+    public static func wrapping<T>(_ name: String, _ body: () throws -> T) throws(SandboxError) -> T { try step(name, body) }
+}

@@ -44,8 +44,8 @@ public final class SandboxManager: SandboxProvider {
     public let engine: any SandboxEngine
     public let settings: SandboxSettings
     /// Where the hidden mounts go: RUNDIR/mnt/IMAGE/SANDBOX. Mode 0700, outside the FUSE tree.
-    let names: InstanceNames
-    let logger: Logger
+    public let names: InstanceNames
+    public let logger: Logger
     /// Which file serves each image, its cache file and root.
     let images: ImageSources
     let serials = Serials()

@@ -3,6 +3,7 @@ import Glibc
 import ImageCache
 import Sandbox
 import SandboxDiff
+import SandboxSave
 
 /// What a client asks the daemon over the control socket; JSON keys in snake_case.
 struct ControlRequest: Codable {
@@ -96,7 +97,7 @@ struct ControlHandler: Sendable {
         let saveRequest = SaveRequest(output: output, force: request.force ?? false, shrink: request.shrink ?? false,
                                       servedTree: mountpoint, umask: request.umask.map { mode_t($0 & 0o777) } ?? 0o077)
         do {
-            let result = try manager.save(image: image, name: sandbox, request: saveRequest) { progress in
+            let result = try SaveJob.run(manager, image: image, name: sandbox, request: saveRequest, logger: manager.logger) { progress in
                 let now = ContinuousClock.now
                 guard progress.phase != lastPhase || progress.doneBytes == progress.totalBytes
                         || now - last >= .milliseconds(250) else { return true }

@@ -3,6 +3,7 @@ import FoundationEssentials
 import Glibc
 import PrintableText
 import Sandbox
+import SandboxSave
 
 struct Save: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -64,7 +65,7 @@ final class ProgressMeter {
             lastTenth = -1
         }
         let fraction = progress.totalBytes == 0 ? 1 : Double(progress.doneBytes) / Double(progress.totalBytes)
-        let elapsed = SandboxManager.seconds(phaseStart.duration(to: .now))
+        let elapsed = SaveJob.seconds(phaseStart.duration(to: .now))
         var text = "\(phase): \(Int(fraction * 100))%"
         if phase == "copy" {
             let rate = elapsed > 0 ? Double(progress.doneBytes) / elapsed / 1_048_576 : 0

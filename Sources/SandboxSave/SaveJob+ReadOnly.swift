@@ -1,18 +1,19 @@
 import DiskImage
 import Glibc
 import LinuxBlock
+import Logging
+import Sandbox
 import SandboxDiff
-import SandboxSave
 
 /// save of squashfs/erofs partitions (the root or fstab's): made anew from the sandbox's tree (ReadOnlyRebuild).
-extension SandboxManager {
+extension SaveJob {
     /// Each read-only partition the sandbox changed, built from its tree, keyed by partition number; called with
     /// the sandbox frozen. An unchanged one is not built: the output keeps the image's bytes.
-    func rebuildReadOnly(_ parts: [(Partition, FilesystemType, String, [Change], ChangeSource)], sourceFD: Int32,
-                         output: String) throws(SandboxError) -> [Int: ReadOnlyRebuild] {
+    static func rebuildReadOnly(_ trees: [Tree], sourceFD: Int32, output: String, logger: Logger) throws(SandboxError) -> [Int: ReadOnlyRebuild] {
         var rebuilt: [Int: ReadOnlyRebuild] = [:]
         let directory = String(output[..<(output.lastIndex(of: "/") ?? output.startIndex)])
-        for (partition, filesystem, point, changes, source) in parts where filesystem.isReadOnly && !changes.isEmpty {
+        for tree in trees where tree.filesystem.isReadOnly && !tree.changes.isEmpty {
+            let (partition, filesystem, point, changes, source) = (tree.partition, tree.filesystem, tree.point, tree.changes, tree.source)
             let what = "the \(filesystem.rawValue) of partition \(partition.number) (\(point))"
             let options = try step("read how \(what) was made") { () throws -> ReadOnlyBuildOptions in
                 var head = [UInt8](repeating: 0, count: 4096)
@@ -41,7 +42,7 @@ extension SandboxManager {
 
     /// The rebuilt filesystems written over their partitions of the output (`partitions`: as the output's
     /// table has them, grown where they had to).
-    func writeRebuilt(_ rebuilt: [Int: ReadOnlyRebuild], partitions: [Partition], into fd: Int32) throws(SandboxError) {
+    static func writeRebuilt(_ rebuilt: [Int: ReadOnlyRebuild], partitions: [Partition], into fd: Int32) throws(SandboxError) {
         for partition in partitions {
             guard let filesystem = rebuilt[partition.number] else { continue }
             try step("write the new \(filesystem.options.type.rawValue) over partition \(partition.number)") {

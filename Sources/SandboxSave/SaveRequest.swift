@@ -1,6 +1,7 @@
 import Glibc
 import LinuxBlock
 import PrintableText
+import Sandbox
 
 /// `imgsandbox save`: where to write and how.
 public struct SaveRequest: Sendable {
