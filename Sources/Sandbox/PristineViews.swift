@@ -24,6 +24,8 @@ final class PristineViews: Sendable {
             /// FAT volumes by partition number, on `imageFD`.
             var fats: [Int: FATVolume] = [:]
             var imageFD: Int32 = -1
+            /// Owns `imageFD`: run at shutdown, not when the view's devices are released.
+            let lasting = Teardown()
             /// A compressed image's cache file, held while `imageFD` (on it) is open.
             var cached: CachedImage?
         }
@@ -71,7 +73,7 @@ final class PristineViews: Sendable {
             view.state.withLock { state in
                 release(image, &state)
                 state.fats = [:]
-                if state.imageFD >= 0 { close(state.imageFD) }
+                state.lasting.runAll()
                 state.imageFD = -1
                 state.cached = nil
             }
@@ -119,9 +121,7 @@ final class PristineViews: Sendable {
                                               at: names.pristineMount(image: image, partition: 0), teardown)
             let builder = PartitionBuilder(imageName: image, imagePath: path, root: root, logger: logger)
             if state.imageFD < 0 {
-                state.imageFD = try step("open \(path)") {
-                    try systemCall("open", path) { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
-                }
+                state.imageFD = try openImage(path, owner: state.lasting)
             }
             var parts: [PartitionRef] = []
             for (index, mount) in builder.plan(rootMount: rootMount).mounts.enumerated() {
@@ -152,6 +152,14 @@ final class PristineViews: Sendable {
         } catch {
             teardown.runAll()
             throw error
+        }
+    }
+
+    private func openImage(_ path: String, owner: Teardown) throws(SandboxError) -> Int32 {
+        do throws(SystemError) {
+            return owner.own(try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW), path)
+        } catch {
+            throw .stepFailed(step: "open \(path)", underlying: error)
         }
     }
 
