@@ -59,6 +59,28 @@ struct BtrfsSuite {
     }
 
     /// The output's btrfs passes `btrfs check`, and each change is in its subvolume (read by the kernel).
+    /// rootflags=subvolid=256 in the loader entry is what picks the root subvolume: fstab's `/` names none and
+    /// the default subvolume is the top level.
+    @Test func subvolidOnTheKernelCommandLine() throws {
+        let fixture = try ServeFixture(images: [("fedora", "fedora-subvolid", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        let one = fixture.sandbox("fedora", "one")
+        #expect(mkdir(one, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.readFile("\(one)/etc/hostname") == "fedora-like\n")
+        #expect(FileChecks.stat("\(one)/root/etc") == nil)
+        #expect(FileChecks.readFile("\(one)/home/pi/where.txt") == "in the home subvolume\n")
+        let status = try fixture.status()
+        #expect((status.first?["root"] as? String)?.hasPrefix("partition 3 (btrfs subvolid=256): root=UUID=") == true,
+                "\(status.first?["root"] ?? "-")")
+        try FileChecks.writeFile("\(one)/etc/added", "written in /")
+        let diff = try ChangeFixture.diff(one)
+        #expect(diff.status == 0 && diff.output.contains("added /etc/added"), "\(diff.output)")
+        #expect(FileChecks.stat("\(fixture.mountpoint)/fedora/pristine/etc/added") == nil)
+        #expect(rmdir(one) == 0)
+        #expect(fixture.stop() == 0)
+    }
+
     static func checkSaved(_ image: String) throws {
         let start = 198656 * 512
         let size = try run(["sfdisk", "-q", "-J", image]).output

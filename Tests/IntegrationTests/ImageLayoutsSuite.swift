@@ -79,6 +79,20 @@ struct ImageLayoutsSuite {
         Layout(name: "fedora-server", kind: "lvm-root", file: "fedora-server.raw.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
                root: ("/which-partition", "lv root\n"), mounts: ["/srv/which-partition"],
                savedRoot: .volume(partition: 1, offsetMiB: 1, sizeMiB: 48), runs: true, size: "256M"),
+        // balenaOS: no root= anywhere (U-Boot's default resin_root_part 2 = resin-rootA; both roots' fstab say
+        // /dev/root, so slot A); state and data logical partitions (data the largest) under /mnt by systemd units.
+        Layout(name: "balena", kind: "balena-like", file: "balena.zip",
+               ship: "mv $IMG balena-cloud-raspberrypi4-64-6.0.13-v16.4.img && zip -q -1 $OUT balena-cloud-raspberrypi4-64-6.0.13-v16.4.img",
+               root: ("/which-partition", "resin-rootA\n"), mounts: [], savedRoot: .partition(1), runs: true),
+        // DietPi (older releases as .7z): a trailing 1 MiB FAT DIETPISETUP beside the boot FAT.
+        Layout(name: "dietpi", kind: "dietpi-like", file: "dietpi.7z",
+               ship: "mv $IMG DietPi_RPi-ARMv8-Bookworm.img && 7z a -bd -mx=1 $OUT DietPi_RPi-ARMv8-Bookworm.img >/dev/null",
+               root: ("/etc/imgsandbox-layout", "dietpi-like\n"), mounts: ["/boot/firmware/cmdline.txt"], savedRoot: .partition(1), runs: true),
+        Layout(name: "kali", kind: "kali-like", file: "kali.img.xz", ship: "xz -T2 -3 -c $IMG > $OUT",
+               root: ("/etc/imgsandbox-layout", "kali-like\n"), mounts: ["/boot/cmdline.txt"], savedRoot: .partition(1), runs: true),
+        // rpi-image-gen A/B, as it writes it (.img): autoboot.txt boots boot_a, fstab's by-slot links pick system_a.
+        Layout(name: "rpi-ab", kind: "rpi-ab", file: "rpi-ab.img", ship: "mv $IMG $OUT",
+               root: ("/which-partition", "system_a\n"), mounts: ["/boot/firmware/boot.img"], savedRoot: .partition(3), runs: true),
         // Debian armhf (debootstrap, cached by make-test-image): run through qemu-user's binfmt handler.
         Layout(name: "armhf", kind: "armhf", file: "armhf.img.zst", ship: "zstd -q -T2 -3 -c $IMG > $OUT",
                root: ("/etc/hostname", "armhf-test\n"), mounts: ["/boot/config.txt"], savedRoot: .partition(1), runs: true, size: "1G",

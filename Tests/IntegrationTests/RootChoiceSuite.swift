@@ -101,6 +101,25 @@ struct RootChoiceSuite {
         #expect(fixture.stop() == 0)
     }
 
+    /// LibreELEC's OS is the squashfs file SYSTEM on its FAT partition: no partition is its root, and the
+    /// largest Linux partition is its empty STORAGE. mkdir says so (ENOTSUP, one line naming the way to its
+    /// data); `--partition NAME=2` serves STORAGE.
+    @Test func rootInsideAFileIsRefusedWithTheWayToItsData() throws {
+        let fixture = try ServeFixture(images: [("libreelec", "libreelec-like", []), ("data", "libreelec-like", [])])
+        defer { fixture.close() }
+        try fixture.start(["--partition", "data=2"])
+        let refused = fixture.sandbox("libreelec", "s")
+        #expect(mkdir(refused, 0o755) == -1 && errno == ENOTSUP, "mkdir: \(String(cString: strerror(errno)))")
+        #expect(fixture.waitForLog { $0.contains("the OS is the squashfs file SYSTEM on partition 1 (LibreELEC's layout), not a partition: "
+            + "a root inside a file is not served; --partition NAME=2 serves partition 2, its data partition") })
+        #expect(FileChecks.stat(refused) == nil)
+        let data = fixture.sandbox("data", "s")
+        #expect(mkdir(data, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.readFile("\(data)/which-partition") == "libreelec STORAGE\n")
+        #expect(rmdir(data) == 0)
+        #expect(fixture.stop() == 0)
+    }
+
     @Test func perImagePartitionOverride() throws {
         let fixture = try ServeFixture(images: [("p2", "boot-names-p2", []), ("ext", "extended-root", [])])
         defer { fixture.close() }
@@ -154,6 +173,21 @@ struct LVMRootSuite {
         let mapped = (try? FileManager.default.contentsOfDirectory(atPath: "/dev/mapper")) ?? []
         #expect(!mapped.contains { $0.hasPrefix("testvg-") }, "the image's LVs were activated on the host: \(mapped)")
         #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+    }
+
+    /// A linear root LV of two segments that are not one run of its PV (lvextend after another LV): one loop
+    /// device maps one range, so mkdir is ENOTSUP with one log line saying why, and nothing is left.
+    @Test func splitLinearVolumeIsENOTSUP() throws {
+        let fixture = try ServeFixture(images: [("split", "lvm-split", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        let sandbox = fixture.sandbox("split", "s")
+        #expect(mkdir(sandbox, 0o755) == -1 && errno == ENOTSUP, "mkdir: \(String(cString: strerror(errno)))")
+        let reason = "logical volume testvg/root has 2 segments that are not contiguous on disk: not supported"
+        #expect(fixture.waitForLog { $0.contains(reason) })
+        #expect(fixture.log.filter { $0.contains(reason) }.count == 1, "\(fixture.log.filter { $0.contains(reason) })")
+        #expect(FileChecks.stat(sandbox) == nil)
         #expect(fixture.stop() == 0)
     }
 }
