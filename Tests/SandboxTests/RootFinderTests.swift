@@ -64,6 +64,41 @@ struct RootFinderTests {
         #expect(root.reason == "--partition 3")
     }
 
+    /// Puts a file with `text` at the top of the FAT partition starting at `sector`.
+    func put(_ text: String, as name: String, in image: Image, sector: Int) throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("fat-\(UUID().uuidString)").path
+        defer { unlink(file) }
+        #expect(FileManager.default.createFile(atPath: file, contents: Data(text.utf8)))
+        let copy = Subprocess.run(["mcopy", "-o", "-i", "\(image.path)@@\(sector * 512)", file, "::\(name)"],
+                                  environment: ["MTOOLS_SKIP_CHECK": "1"])
+        #expect(copy.status == 0, "\(copy.output)")
+    }
+
+    /// balenaOS after an update to slot B: resinOS_uEnv.txt on resin-boot says resin_root_part=3.
+    @Test func balenaRootPartOnTheBootPartition() throws {
+        let image = try Image("balena-like")
+        try put("resin_root_part=3\n", as: "resinOS_uEnv.txt", in: image, sector: 8192)
+        let (root, _) = try choose(image)
+        #expect(root.partition.number == 3)
+        #expect(root.reason == "root=/dev/mmcblk0p3 in resinOS_uEnv.txt of partition 1 (resin_root_part)")
+    }
+
+    /// rpi-image-gen A/B: autoboot.txt on BOOTCONFIG gives the slot (read through FATFS).
+    @Test func autobootGivesTheSlot() throws {
+        let image = try Image("rpi-ab")
+        #expect(try choose(image).0.slot.reason == "slot A: boot_partition=2 (boot_a) in autoboot.txt of partition 1")
+        try put("[all]\ntryboot_a_b=1\nboot_partition=3\n[tryboot]\nboot_partition=2\n", as: "autoboot.txt", in: image, sector: 16384)
+        #expect(try choose(image).0.slot.reason == "slot B: boot_partition=3 (boot_b) in autoboot.txt of partition 1")
+    }
+
+    /// LibreELEC: the SYSTEM squashfs file on the FAT partition; the largest rule would give STORAGE.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/mksquashfs"), "needs mksquashfs"))
+    func libreelecSystemFileIsRefused() throws {
+        let image = try Image("libreelec-like")
+        #expect(throws: DiskImageError.rootIsAFile(partition: 1, file: "SYSTEM", largest: 2)) { try choose(image) }
+        #expect(try choose(image, override: 2).0.partition.number == 2)
+    }
+
     /// A cmdline.txt of 1 MiB of garbage: one clear warning, and the choice goes on without it.
     @Test func megabyteOfGarbageCmdline() throws {
         let image = try Image("boot-names-p2")
