@@ -29,6 +29,16 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             inputs.kernelRoots = [root]
         }
         _ = try? RootChoice.choose(inputs)
+        // The same text as autoboot.txt (the A/B slot) and as every candidate's fstab (by-slot links, /dev/root).
+        let text = String(decoding: bytes.prefix(4096), as: UTF8.self)
+        inputs.slot = ABSlot.fromAutoboot(text, table: table, file: "fuzz") ?? .a
+        inputs.fstab = { _ in Fstab.parse(text) }
+        if let decision = try? RootChoice.choose(inputs) {
+            _ = PartitionMounts.resolve(fstab: Fstab.parse(text), table: table, root: decision.root.partition, volumes: volumes,
+                                        rootSubvolume: decision.root.subvolume, slot: decision.root.slot,
+                                        probe: { FilesystemProbe.probe(source, offset: $0.startByte, length: $0.sizeBytes) },
+                                        isEmptyDirectory: { _ in true })
+        }
     }
     let whole = PartitionTable(scheme: .none, partitions: [Partition(number: 1, startByte: 0, sizeBytes: source.size, typeName: "fuzz")],
                                diskSize: source.size)
