@@ -28,17 +28,19 @@ public struct PartitionStatus: Sendable, Codable, Equatable {
     public let cowTotalBytes: UInt64
 }
 
-/// Owns every image attachment and sandbox of one serve process: naming, lifecycle, concurrency.
+/// Owns every image attachment and sandbox of one serve process: naming, lifecycle, concurrency. The
+/// coordinator: pristine views, partitions, the COW watcher and change reading are collaborators it holds;
+/// save (SandboxSave's SaveJob) reads a sandbox through `reading`.
 ///
 /// Locking: `registry` (short sections, never held across kernel work) guards the names; each image's
-/// `ImageSlot.state` serialises the slow engine work of that image (attach, create, destroy, detach), so
+/// `ImageSlot.state` serialises the slow engine work of that image (attach, create, destroy, release), so
 /// sandboxes of different images are made in parallel. The whole order of the Sandbox target, outermost
 /// first (a lock is only ever taken while holding locks above it, never below):
-///   1. ImageSlot.state          create/destroy/release of one image's objects (kernel work under it)
+///   1. ImageSlot.state, or a PristineViews view's state: one image's kernel work
 ///   2. SandboxAccess           a sandbox's readers (status, COW watcher) against its teardown
 ///   3. Teardown                the undo stack, held while its steps run (unmount, dm remove ...)
 ///   4. CowStore.state          its zram segments; held across the dm suspend/load/resume of a grow
-///   5. registry, CowWatcher.state, SandboxPartitions.shared: leaves, short sections, nothing taken inside
+///   5. registry, SandboxPartitions.shared, CowWatcher.state, PristineViews.views: leaves, short sections
 /// (ImageSlot.state -> registry is taken directly too; the COW watcher goes 2 -> 4 without 1 or 3.)
 public final class SandboxManager: SandboxProvider {
     public let engine: any SandboxEngine
