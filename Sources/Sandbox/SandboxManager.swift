@@ -48,17 +48,18 @@ public final class SandboxManager: SandboxProvider {
     /// Where the hidden mounts go: RUNDIR/mnt/IMAGE/SANDBOX. Mode 0700, outside the FUSE tree.
     public let names: InstanceNames
     public let logger: Logger
-    /// Which file serves each image, its cache file and root.
-    let images: ImageSources
-    let serials = Serials()
-    /// `IMAGE/pristine/`.
-    let pristineViews: PristineViews
-    /// A sandbox's other partitions, and each image's partition attachments.
-    let partitions: SandboxPartitions
     private let registry = Mutex(Registry())
-    let cowWatcher: CowWatcher
+    // The collaborators, each owning its state.
+    /// Which file serves each image, its cache file and root.
+    private let images: ImageSources
+    private let serials = Serials()
+    /// `IMAGE/pristine/`.
+    private let pristineViews: PristineViews
+    /// A sandbox's other partitions, and each image's partition attachments.
+    private let partitions: SandboxPartitions
+    private let cowWatcher: CowWatcher
     /// Opens a sandbox's change sources and lists its changes (diff; save reads through `reading`).
-    let changeReader: ChangeReader
+    private let changeReader: ChangeReader
 
     private struct Registry {
         var slots: [String: ImageSlot] = [:]
