@@ -57,15 +57,17 @@ extension SandboxFileSystem {
         }
     }
 
-    /// Ends `run()`. Not async-signal-safe: call it from a normal thread, e.g. a DispatchSource for
-    /// SIGTERM/SIGINT in the executable (this layer installs no signal handlers). fuse_session_exit only
-    /// sets a flag the workers check after their next request, so a statfs of the mountpoint from a
-    /// helper thread delivers that request.
+    /// Ends `run()`, after the sandbox mkdirs/rmdirs in progress have been answered (SlowRequests; serve
+    /// cancels preparations first): a caller left without its answer would keep the mount busy, so the
+    /// unmount could not end the connection. Not async-signal-safe: call it from a normal thread, e.g. a
+    /// DispatchSource for SIGTERM/SIGINT in the executable (this layer installs no signal handlers).
     public func exit() {
         guard let session else { return }
-        slowRequests.end()
+        slowRequests.finish()
         fuse_session_exit(session)
-        guard let mountpoint else { return }
+        // 3.18's fuse_session_exit wakes the loop itself. Older ones only set a flag the loop checks after
+        // its next request, which a statfs of the mountpoint from a helper thread delivers.
+        guard cfuse_uring_api() == 0, let mountpoint else { return }
         DispatchQueue.global().async {
             var buf = statvfs()
             _ = statvfs(mountpoint, &buf)

@@ -13,8 +13,10 @@ import Synchronization
 final class SlowRequests: Sendable {
     private struct State {
         var running = 0
-        /// Set when the session ends: libfuse frees an io_uring queue's buffers when its loop returns, so a
-        /// request still running then is never answered (the kernel fails it when the mount goes).
+        /// Set by `finish()`: later slow requests are answered on the request's own thread, as before.
+        var finishing = false
+        /// Set when the loop has ended: libfuse frees an io_uring queue's buffers when its loop returns, so a
+        /// request still running then (only if the kernel ended the connection) is never answered.
         var ended = false
         /// waitUntilIdle callers, signalled when `running` comes to 0.
         var idleWaiters: [DispatchSemaphore] = []
@@ -22,9 +24,13 @@ final class SlowRequests: Sendable {
 
     private let state = Mutex(State())
 
-    /// Runs `work` on a new thread; on the caller's thread if no thread can be made.
+    /// Runs `work` on a new thread; on the caller's thread once finishing or if no thread can be made.
     func start(_ work: @escaping @Sendable () -> Void) {
-        state.withLock { $0.running += 1 }
+        let deferred = state.withLock { s in
+            if !s.finishing { s.running += 1 }
+            return !s.finishing
+        }
+        guard deferred else { return work() }
         let box = Unmanaged.passRetained(Work(body: { [self] in
             work()
             let waiters = state.withLock { s -> [DispatchSemaphore] in
@@ -46,12 +52,19 @@ final class SlowRequests: Sendable {
         }
     }
 
-    /// Sends a reply unless the session ended; under the lock, so `end()` cannot slip in between.
+    /// Sends a reply unless the loop ended; under the lock, so `end()` cannot slip in between.
     func replyUnlessEnded(_ send: () -> Void) {
         state.withLock { s in if !s.ended { send() } }
     }
 
-    /// No reply is sent after this.
+    /// Before the session is told to exit: no more requests go to threads of their own, and those running
+    /// finish and are answered while the session still serves.
+    func finish() {
+        state.withLock { $0.finishing = true }
+        waitUntilIdle()
+    }
+
+    /// After the loop returned: no reply is sent after this.
     func end() {
         state.withLock { $0.ended = true }
     }
