@@ -86,10 +86,9 @@ public final class ReadOnlyRebuild {
         if fd >= 0 { return fd }
         guard errno == EOPNOTSUPP || errno == EISDIR else { throw SaveError("create a file in \(directory)", errno: errno) }
         var template = Array("\(directory)/.imgsandbox-rebuild-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        let made = template.withUnsafeMutableBufferPointer { clinux_mkstemp_cloexec($0.baseAddress!) }
         guard made >= 0 else { throw SaveError("create a file in \(directory)", errno: errno) }
         unlink(template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
-        _ = fcntl(made, F_SETFD, FD_CLOEXEC)
         return made
     }
 }

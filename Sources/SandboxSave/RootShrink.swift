@@ -1,3 +1,4 @@
+import CLinux
 import DiskImage
 import Glibc
 import LinuxBlock
@@ -98,7 +99,7 @@ public enum PartitionTableRewrite {
         let text = lines.joined(separator: "\n")
         // A name of its own: two saves (of one image: same start) may rewrite tables at once.
         var template = Array("\(scratch)/sfdisk-XXXXXX".utf8CString)
-        let scriptFD = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        let scriptFD = template.withUnsafeMutableBufferPointer { clinux_mkstemp_cloexec($0.baseAddress!) }
         let script = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         guard scriptFD >= 0 else { throw SaveError("create \(script)", errno: errno) }
         defer { unlink(script) }
