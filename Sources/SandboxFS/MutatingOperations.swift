@@ -78,7 +78,7 @@ extension SandboxFileSystem {
     private func journal(_ op: FuseOperation, _ target: JournalTarget) throws {
         guard op.treeChange == target.change else {
             // A dispatcher bug: say so, and make diff compare the whole trees rather than trust the journal.
-            logger.error("\(op.name) journaled as \(target.change), but the table says \(String(describing: op.treeChange))")
+            logger.error("\(op.name) journaled as \(target.change), but the table says \(op.treeChange.map { "\($0)" } ?? "no change")")
             for id in target.nodes { registry.journal(of: id)?.giveUp() }
             return
         }
