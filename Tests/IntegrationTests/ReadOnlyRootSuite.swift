@@ -51,6 +51,19 @@ struct ReadOnlyRootSuite {
         #expect(try SaveChecks.checksums(copy) == SaveChecks.checksums(sandbox))
     }
 
+    /// Whether to save changes larger than the root's partition (grown, or refused). That is the save's
+    /// arithmetic over the rebuilt filesystem, the same on both engines, and its tens of MiB of data that does
+    /// not compress take minutes to compress under emulation: natively only. In the VM (dm) the save of each
+    /// root, which reads dm's change journal and makes the filesystem that 6.1 then mounts, is tested above it.
+    static let growthIsTestedHere = Environment.engine != "dm"
+
+    /// The end of a test that stops before its growth part: the sandbox goes, the image is unchanged.
+    static func finish(_ fixture: ServeFixture, sandbox: String, source: String, sum: String) throws {
+        #expect(rmdir(sandbox) == 0)
+        #expect(try fixture.fingerprint(source) == sum)
+        #expect(fixture.stop() == 0)
+    }
+
     /// OpenWrt-like: the squashfs root (xz, arm BCJ, 256 KiB blocks) is the last partition, 20 MiB. A save
     /// that fits makes a squashfs of the same kind in place; one that does not grows the partition and the file.
     @Test func squashfsRootIsMadeAnewAndGrowsAsTheLastPartition() throws {
@@ -95,6 +108,7 @@ struct ReadOnlyRootSuite {
         #expect(acl.status != 0 && acl.output.contains("No such attribute"), "no ACL, not an error: \(acl.output)")
         try Self.expectSavedChanges(copy, like: sandbox, hostname: "saved-openwrt\n", fixture: fixture)
         #expect(rmdir(copy) == 0)
+        guard Self.growthIsTestedHere else { return try Self.finish(fixture, sandbox: sandbox, source: source, sum: sourceSum) }
 
         // 30 MiB that does not compress: more than the 20 MiB partition. It is the last: it and the file grow.
         try FileChecks.writeBig("\(sandbox)/big", mebibytes: 30, seed: 3)
@@ -145,6 +159,7 @@ struct ReadOnlyRootSuite {
                 == "partition 2 (erofs): root=PARTUUID=8d3d53e3-6d49-4c38-8349-aff6859e82fd in boot.scr of partition 1")
         try Self.expectSavedChanges(copy, like: sandbox, hostname: "saved-haos\n", fixture: fixture)
         #expect(rmdir(copy) == 0)
+        guard Self.growthIsTestedHere else { return try Self.finish(fixture, sandbox: sandbox, source: source, sum: sourceSum) }
 
         // 40 MiB that lz4 cannot shrink, for a 32 MiB partition with hassos-system1 after it.
         try FileChecks.writeBig("\(sandbox)/big", mebibytes: 40, seed: 4)
