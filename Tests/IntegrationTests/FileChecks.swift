@@ -21,9 +21,9 @@ enum FileChecks {
         return lstat(path, &info) == 0 ? info : nil
     }
 
-    /// Files, dirs, symlinks, hard links, xattrs, modes, owners, and a 100 MiB file; `tag` makes the
-    /// content unique to this sandbox so isolation can be checked.
-    static func makeChanges(in root: String, tag: String) throws {
+    /// Files, dirs, symlinks, hard links, xattrs, modes, owners, and a file of `bigMebibytes`; `tag` makes
+    /// the content unique to this sandbox so isolation can be checked.
+    static func makeChanges(in root: String, tag: String, bigMebibytes: Int) throws {
         try FileManager.default.createDirectory(atPath: "\(root)/work/\(tag)/deep", withIntermediateDirectories: true)
         try writeFile("\(root)/work/\(tag)/note.txt", "hello from \(tag)\n")
         #expect(readFile("\(root)/work/\(tag)/note.txt") == "hello from \(tag)\n")
@@ -41,7 +41,7 @@ enum FileChecks {
         // Changing a file that came with the image.
         try writeFile("\(root)/etc/hostname", "\(tag)\n")
         #expect(readFile("\(root)/etc/hostname") == "\(tag)\n")
-        try writeBig("\(root)/work/\(tag)/big.bin", mebibytes: 100, seed: UInt8(truncatingIfNeeded: tag.hashValue))
+        try writeBig("\(root)/work/\(tag)/big.bin", mebibytes: bigMebibytes, seed: UInt8(truncatingIfNeeded: tag.hashValue))
     }
 
     /// Paths under `root` that share an st_ino without being hard links of one file (a directory and a
