@@ -8,6 +8,12 @@ public enum FilesystemProbe {
         return Ext.probe(region) ?? XFS.probe(region) ?? Btrfs.probe(region) ?? Squashfs.probe(region)
             ?? EROFS.probe(region) ?? Swap.probe(region) ?? FAT.probe(region)
     }
+
+    /// Looks at `partition` of `image`, in whatever ranges of the image it lies.
+    public static func probe(_ image: some ByteSource, partition: Partition) -> FilesystemInfo? {
+        partition.isContiguous ? probe(image, offset: partition.startByte, length: partition.sizeBytes)
+            : probe(PartitionBytes(image, partition), offset: 0, length: partition.sizeBytes)
+    }
 }
 
 /// A window onto a source: reads outside it, or failing reads, return nil.

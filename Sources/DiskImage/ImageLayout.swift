@@ -30,7 +30,7 @@ public enum ImageLayout {
                                 partitionNumber: Int? = nil) throws(DiskImageError) -> RootPartition {
         let table = try PartitionTable.read(source)
         var inputs = RootChoice.Inputs(table: table) { p in
-            FilesystemProbe.probe(source, offset: p.startByte, length: p.sizeBytes)
+            FilesystemProbe.probe(source, partition: p)
         }
         inputs.override = partitionNumber
         return try RootChoice.choose(inputs).root

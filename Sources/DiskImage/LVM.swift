@@ -1,10 +1,9 @@
-/// A logical volume of the image, and where its bytes are when it is one run of the image (a linear LV,
-/// or one whose linear segments follow each other on one PV): what a loop device with offset and size
-/// limit can serve. Otherwise the reason it cannot be served (ENOTSUP for striped, thin, raid, snapshot...).
+/// A logical volume of the image and where its bytes are when it is linear (one range per run of its
+/// segments on disk). Otherwise the reason it cannot be served (ENOTSUP for striped, thin, raid, snapshot...).
 public struct LogicalVolume: Sendable, Equatable {
     public let group: String
     public let name: String
-    /// A partition-like region: number 1000 + the volume's index among the image's volumes, startByte in
+    /// A partition-like region: number 1000 + the volume's index among the image's volumes, its ranges in
     /// the image, typeName "LVM2 logical volume VG/LV".
     public let mapping: Result<Partition, LVMError>
 
@@ -55,9 +54,8 @@ public enum LVM {
             for lv in group.volumes {
                 let number = firstVolumeNumber + result.count
                 let mapping = Result { () throws(LVMError) -> Partition in
-                    let (offset, size) = try group.region(of: lv, pvPartitions: located)
-                    return Partition(number: number, startByte: offset, sizeBytes: size,
-                                     typeName: "LVM2 logical volume \(group.name)/\(lv.name)")
+                    Partition(number: number, ranges: try group.ranges(of: lv, pvPartitions: located),
+                              typeName: "LVM2 logical volume \(group.name)/\(lv.name)")
                 }
                 result.append(LogicalVolume(group: group.name, name: lv.name, mapping: mapping))
             }

@@ -1,6 +1,6 @@
 import Glibc
 
-/// What can be wrong with an image's LVM2 metadata, or why a logical volume cannot be served as one region.
+/// What can be wrong with an image's LVM2 metadata, or why a logical volume cannot be served.
 public enum LVMError: Error, Sendable, Equatable, CustomStringConvertible {
     case labelChecksum(sector: Int, stored: UInt32, computed: UInt32)
     case pvHeader(String)
@@ -17,12 +17,11 @@ public enum LVMError: Error, Sendable, Equatable, CustomStringConvertible {
     case segmentsOverlap(first: String, second: String)
     case segmentGap(volume: String, detail: String)
     case unsupportedSegment(volume: String, type: String)
-    case notContiguous(volume: String, segments: Int)
 
     /// ENOTSUP for well-formed volumes imgsandbox cannot serve (yet); EINVAL for malformed metadata.
     public var errno: Int32 {
         switch self {
-        case .unsupportedSegment, .notContiguous: return ENOTSUP
+        case .unsupportedSegment: return ENOTSUP
         default: return EINVAL
         }
     }
@@ -49,8 +48,6 @@ public enum LVMError: Error, Sendable, Equatable, CustomStringConvertible {
         case .segmentGap(let volume, let detail): return "logical volume \(volume): \(detail)"
         case .unsupportedSegment(let volume, let type):
             return "logical volume \(volume) is \(type), not linear: not supported (only linear volumes are)"
-        case .notContiguous(let volume, let segments):
-            return "logical volume \(volume) has \(segments) segments that are not contiguous on disk: not supported (a volume is served as one range of the image)"
         }
     }
 }

@@ -113,11 +113,12 @@ struct LVMVolumeGroup {
         }
     }
 
-    /// Byte offset in the image and size of `volume` when it is one run of one PV partition.
-    func region(of volume: Volume, pvPartitions: [String: Partition]) throws(LVMError) -> (UInt64, UInt64) {
+    /// Where `volume`'s bytes lie in the image, in LV order: one range per run of consecutive extents (segments
+    /// that follow each other on disk are merged). Every segment lies inside its PV's extents and partition.
+    func ranges(of volume: Volume, pvPartitions: [String: Partition]) throws(LVMError) -> [ByteRange] {
         let full = "\(name)/\(volume.name)"
         guard !volume.segments.isEmpty else { throw .segmentGap(volume: full, detail: "has no segments") }
-        var start: UInt64?, end: UInt64 = 0, nextExtent: UInt64 = 0
+        var ranges: [ByteRange] = [], nextExtent: UInt64 = 0, total: UInt64 = 0
         for s in volume.segments {
             guard s.type == "striped" else { throw .unsupportedSegment(volume: full, type: s.type) }
             guard s.stripeCount == 1, s.stripes.count == 1 else {
@@ -141,15 +142,19 @@ struct LVMVolumeGroup {
                   first <= partition.sizeBytes, length <= partition.sizeBytes - first else {
                 throw .segmentOutOfRange(volume: full, detail: "extents \(extent)+\(s.extentCount) lie beyond partition \(partition.number)")
             }
-            let at = partition.startByte + first
-            if start == nil {
-                start = at
-            } else if at != end {
-                throw .notContiguous(volume: full, segments: volume.segments.count)
+            // Partitions may overlap in a hostile table: the volume's total is checked, not assumed.
+            guard let sum = checkedSum(total, length) else {
+                throw .segmentOutOfRange(volume: full, detail: "its segments add up to more than 2^64 bytes")
             }
-            end = at + length
+            total = sum
+            let at = partition.startByte + first
+            if let last = ranges.last, last.offset + last.length == at {
+                ranges[ranges.count - 1] = ByteRange(offset: last.offset, length: last.length + length)
+            } else {
+                ranges.append(ByteRange(offset: at, length: length))
+            }
         }
-        return (start!, end - start!)
+        return ranges
     }
 
     private static func string(_ section: LVMValue, _ key: String, in path: String) throws(LVMError) -> String {

@@ -4,10 +4,25 @@ public enum PartitionScheme: String, Sendable {
     case none
 }
 
+/// Bytes `offset..<offset+length` of the image.
+public struct ByteRange: Sendable, Hashable {
+    public let offset: UInt64
+    public let length: UInt64
+    public init(offset: UInt64, length: UInt64) {
+        self.offset = offset
+        self.length = length
+    }
+}
+
 public struct Partition: Sendable, Equatable {
     /// As Linux numbers them: MBR primaries 1-4, logicals 5+; GPT entry index + 1; 0 for a whole-disk fs.
     public let number: Int
-    public let startByte: UInt64
+    /// Where the partition's bytes lie in the image, in order: one range, except for an LVM logical volume
+    /// whose linear segments are not one run of its PV (one range per run).
+    public let ranges: [ByteRange]
+    /// The first range's start: where the partition's first byte is.
+    public var startByte: UInt64 { ranges[0].offset }
+    /// All ranges together.
     public let sizeBytes: UInt64
     /// Human readable, e.g. "Linux (0x83)", "W95 FAT32 LBA (0x0c)", "Linux filesystem (GPT)".
     public let typeName: String
@@ -21,14 +36,31 @@ public struct Partition: Sendable, Equatable {
 
     public init(number: Int, startByte: UInt64, sizeBytes: UInt64, typeName: String,
                 mbrType: UInt8? = nil, gptTypeGUID: String? = nil, gptName: String? = nil, partUUID: String? = nil) {
+        self.init(number: number, ranges: [ByteRange(offset: startByte, length: sizeBytes)], typeName: typeName,
+                  mbrType: mbrType, gptTypeGUID: gptTypeGUID, gptName: gptName, partUUID: partUUID)
+    }
+
+    /// `ranges` must not be empty and their lengths must not overflow together (LVMVolumeGroup checks both).
+    public init(number: Int, ranges: [ByteRange], typeName: String,
+                mbrType: UInt8? = nil, gptTypeGUID: String? = nil, gptName: String? = nil, partUUID: String? = nil) {
+        precondition(!ranges.isEmpty, "a partition of no ranges")
         self.number = number
-        self.startByte = startByte
-        self.sizeBytes = sizeBytes
+        self.ranges = ranges
+        sizeBytes = ranges.reduce(0) { $0 + $1.length }
         self.typeName = typeName
         self.mbrType = mbrType
         self.gptTypeGUID = gptTypeGUID
         self.gptName = gptName
         self.partUUID = partUUID
+    }
+
+    /// One range of the image: what a loop device with offset and size limit (or one pread) can serve.
+    /// Everything that reads or writes the partition by startByte and sizeBytes must check this first.
+    public var isContiguous: Bool { ranges.count == 1 }
+
+    /// Why a consumer that can only use one range refuses this partition (one log line), nil when it is one.
+    public func notContiguousReason(_ what: String) -> String? {
+        isContiguous ? nil : "\(what): \(typeName) lies in \(ranges.count) separate ranges of the image: not supported here"
     }
 
     /// An MBR extended partition: a container of logical partitions, not a filesystem.

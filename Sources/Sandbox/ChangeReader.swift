@@ -84,6 +84,7 @@ public struct ChangeReader: Sendable {
         guard fd >= 0 else { throw .stepFailed(step: "open \(imagePath)", underlying: SystemError("open", imagePath, errno: errno)) }
         defer { close(fd) }
         let partition = fat.mount.partition
+        if let reason = partition.notContiguousReason("compare \(fat.mount.mountPoint)") { throw .unsupported(reason) }
         do throws(FATError) {
             let pristine = try FATVolume(device: FileRegionDevice(fd: fd, offset: partition.startByte, size: partition.sizeBytes,
                                                                   writable: false), readOnly: true)

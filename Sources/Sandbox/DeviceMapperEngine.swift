@@ -25,7 +25,7 @@ public struct DeviceMapperEngine: SandboxEngine {
         self.deviceMapper = deviceMapper
         self.zram = zram
         self.allocator = ZramAllocator(zram: zram, ledger: zramLedger)
-        readOnlyFilesystems = OverlayEngine(names: names, zram: zram, zramLedger: zramLedger)
+        readOnlyFilesystems = OverlayEngine(names: names, zram: zram, zramLedger: zramLedger, deviceMapper: deviceMapper)
     }
 
     final class ImageAttachment: EngineAttachment {
@@ -79,17 +79,21 @@ public struct DeviceMapperEngine: SandboxEngine {
             let partition = request.root.partition
             // Only the partition's bytes: a loop device over the whole image would show the host's kernel (with
             // loop's max_part set) and udev the image's partitions, and lvm2's rules would activate a PV among them.
+            // A partition in several ranges (a split LV): the loop device spans them, base joins them.
+            let span = partition.isContiguous ? partition.ranges[0] : SplitPartitionDevice.span(partition)
             let loop = try step("attach loop device") {
-                try LoopDevice.attach(file: request.path, offset: partition.startByte, sizeLimit: partition.sizeBytes,
+                try LoopDevice.attach(file: request.path, offset: span.offset, sizeLimit: span.length,
                                       readOnly: true, autoclear: true, label: names.loopLabel(image: request.name))
             }
             teardown.push("detach \(loop.path)") { try loop.detach() }
             let partitionSectors = partition.sizeBytes / 512
             let growSectors = request.settings.effectiveGrow / 512
-            let table = [
-                DMTarget.linear(start: 0, length: partitionSectors, device: loop.deviceNumber, offset: 0),
-                DMTarget.zero(start: partitionSectors, length: growSectors),
-            ].filter { $0.length > 0 }
+            let ranges = partition.isContiguous
+                ? [DMTarget.linear(start: 0, length: partitionSectors, device: loop.deviceNumber, offset: 0)]
+                : try step("map \(partition.typeName)") {
+                    try SplitPartitionDevice.table(partition, span: span, loop: loop.deviceNumber)
+                }
+            let table = (ranges + [DMTarget.zero(start: partitionSectors, length: growSectors)]).filter { $0.length > 0 }
             let name = names.baseDevice(image: request.serial)
             let base = try step("create dm \(name)") {
                 try deviceMapper.create(name: name, uuid: InstanceNames.dmUUID(name, request.name),

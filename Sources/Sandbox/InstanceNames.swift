@@ -1,6 +1,7 @@
 /// The one owner of the names a serve instance gives what it makes. Kernel objects carry its pid:
 /// - the FUSE mount: fsname `imgsandbox-PID`, type `fuse.imgsandbox`
-/// - dm devices: `imgsandbox-PID-iN-base` (image N), `imgsandbox-PID-sN` (sandbox N), `imgsandbox-PID-sN-cow`
+/// - dm devices: `imgsandbox-PID-iN-base` (image N), `imgsandbox-PID-sN` (sandbox N), `imgsandbox-PID-sN-cow`,
+///   `imgsandbox-PID-rN-base` (read-only view N of a partition in several ranges)
 /// - loop devices: lo_file_name `imgsandbox-PID:IMAGE` (and `imgsandbox-PID:sN-cow IMAGE/SANDBOX`)
 /// and its records and hidden mounts live in its run directory RUNROOT/PID (RUNROOT is /run/imgsandbox).
 /// The engines build these names and the crash sweep parses them here, so the two cannot drift apart.
@@ -31,6 +32,8 @@ public struct InstanceNames: Sendable, Hashable {
     public var fsName: String { "\(Self.prefix)-\(pid)" }
     /// The read-only base device of image `serial` (dm engine).
     public func baseDevice(image serial: UInt64) -> String { "\(fsName)-i\(serial)-base" }
+    /// Read-only view `serial` of a partition in several ranges of its image (dm engine; removed like a base).
+    public func readOnlyDevice(view serial: UInt64) -> String { "\(fsName)-r\(serial)-base" }
     /// The snapshot of sandbox `serial` (dm engine).
     public func snapshotDevice(sandbox serial: UInt64) -> String { "\(fsName)-s\(serial)" }
     /// The growable COW store of sandbox `serial` (dm engine, --cow-max).

@@ -13,10 +13,12 @@ public struct OverlayEngine: SandboxEngine {
     private let names: InstanceNames
     private let zram: Zram
     private let allocator: ZramAllocator
-    public let readOnlyLoops = ReadOnlyLoops()
+    public let readOnlyLoops: ReadOnlyLoops
 
     /// `zramLedger`: where the zram devices it adds are recorded for a sweep after a crash (nil: nowhere).
-    public init(names: InstanceNames, zram: Zram = Zram(), zramLedger: String? = nil) {
+    /// `deviceMapper`: the dm engine's, which lets its read-only views join a partition in several ranges.
+    public init(names: InstanceNames, zram: Zram = Zram(), zramLedger: String? = nil, deviceMapper: DeviceMapper? = nil) {
+        readOnlyLoops = ReadOnlyLoops(deviceMapper: deviceMapper, names: names)
         self.names = names
         self.zram = zram
         self.allocator = ZramAllocator(zram: zram, ledger: zramLedger)

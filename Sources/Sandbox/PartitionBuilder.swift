@@ -19,7 +19,7 @@ struct PartitionBuilder {
         let plan = PartitionMounts.resolve(
             fstab: text.map { Fstab.parse($0) }, table: root.table, root: root.partition, volumes: volumes,
             rootSubvolume: root.subvolume, slot: root.slot,
-            probe: { p in source.flatMap { FilesystemProbe.probe($0, offset: p.startByte, length: p.sizeBytes) } },
+            probe: { p in source.flatMap { FilesystemProbe.probe($0, partition: p) } },
             isEmptyDirectory: { RootFiles.isEmptyDirectory(rootMount, $0) })
         for skipped in plan.skipped where skipped.reason != "swap" {
             logger.debug("image \(imageName): fstab entry \"\(skipped.entry)\" not shown: \(skipped.reason)")
@@ -38,6 +38,7 @@ struct PartitionBuilder {
     /// A FAT volume straight on the image's bytes, read-only (pristine).
     func pristineFAT(_ mount: PartitionMount, imageFD: Int32) throws -> FATVolume {
         let p = mount.partition
+        if let reason = p.notContiguousReason("FAT partition \(mount.mountPoint)") { throw SandboxError.unsupported(reason) }
         let base = FileRegionDevice(fd: imageFD, offset: p.startByte, size: p.sizeBytes, writable: false)
         return try fatVolume(mount) { () throws(FATError) in try FATVolume(device: base, readOnly: true) }
     }
@@ -46,6 +47,7 @@ struct PartitionBuilder {
     /// `limit` bytes): the image is only read.
     func sandboxFAT(_ mount: PartitionMount, imageFD: Int32, storeFD: Int32, limit: UInt64) throws -> (FATVolume, COWOverlay) {
         let p = mount.partition
+        if let reason = p.notContiguousReason("FAT partition \(mount.mountPoint)") { throw SandboxError.unsupported(reason) }
         let base = FileRegionDevice(fd: imageFD, offset: p.startByte, size: p.sizeBytes, writable: false)
         let overlay = COWOverlay(base: base, store: FileBlockStore(fd: storeFD, blockSize: Self.cowBlock),
                                  blockSize: Self.cowBlock, limitBytes: limit)

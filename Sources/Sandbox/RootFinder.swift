@@ -20,7 +20,7 @@ struct RootFinder {
         let source = try FileByteSource(path: path)
         let table = try PartitionTable.read(source)
         for notice in table.notices { logger.notice("image \(imageName): \(notice)") }
-        let probe = { (p: Partition) in FilesystemProbe.probe(source, offset: p.startByte, length: p.sizeBytes) }
+        let probe = { (p: Partition) in FilesystemProbe.probe(source, partition: p) }
         var inputs = RootChoice.Inputs(table: table, probe: probe)
         inputs.override = override
         if override == nil || override! >= LVM.firstVolumeNumber {

@@ -96,6 +96,7 @@ public final class SaveJob {
 
     private func run() throws(SandboxError) -> SaveResult {
         defer { cleanUp() }
+        try refuseSplitPartitions()
         try createOutput()
         try copyImage()
         freezeSandbox()
@@ -118,6 +119,15 @@ public final class SaveJob {
             for failure in stack.runAll() { logger.error("save cleanup: \(failure)") }
         }
         if made, !kept { unlink(partial) }
+    }
+
+    /// Copy, grow, shrink and replay address a partition as one range of the output: a logical volume in
+    /// several ranges is refused before anything is written.
+    private func refuseSplitPartitions() throws(SandboxError) {
+        let partitions = [root.partition] + sandbox.linux.map(\.mount.partition) + sandbox.fats.map(\.mount.partition)
+        for p in partitions {
+            if let reason = p.notContiguousReason("save") { throw .unsupported(reason) }
+        }
     }
 
     private func createOutput() throws(SandboxError) {

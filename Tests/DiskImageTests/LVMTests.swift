@@ -111,8 +111,12 @@ struct LVMTests {
         // data: extent 2 -> PV start + pe_start (1 MiB) + 2 * 4 MiB.
         #expect(volumes[1].region == Partition(number: LVM.firstVolumeNumber + 1, startByte: Self.pvStart + (1 << 20) + (8 << 20),
                                                sizeBytes: 4 << 20, typeName: "LVM2 logical volume testvg/data"))
-        #expect(volumes[0].mapping == .failure(.notContiguous(volume: "testvg/root", segments: 2)))
-        #expect(LVMError.notContiguous(volume: "", segments: 2).errno == ENOTSUP)
+        // root: extents 0-1, then extent 3 (after data): two ranges, in LV order, 8 MiB + 4 MiB.
+        let pe0 = Self.pvStart + (1 << 20)
+        #expect(volumes[0].region?.ranges == [ByteRange(offset: pe0, length: 8 << 20), ByteRange(offset: pe0 + (12 << 20), length: 4 << 20)])
+        #expect(volumes[0].region?.sizeBytes == 12 << 20)
+        #expect(volumes[0].region?.isContiguous == false)
+        #expect(volumes[1].region?.isContiguous == true)
     }
 
     @Test func contiguousSegmentsMakeOneRegion() {
@@ -172,8 +176,8 @@ struct LVMTests {
         #expect(missing.volumes.first?.mapping == .failure(.segmentOutOfRange(volume: "testvg/a", detail: "names pv7, which the volume group does not list")))
     }
 
-    /// Linear volumes of several segments (issue 25 item 3): each segment is checked on its own, the whole
-    /// volume must be contiguous on its PV to be one region; anything else is a reason, never a wrong region.
+    /// Linear volumes of several segments (issue 25 item 6): each segment is checked on its own; runs that
+    /// follow each other on disk are one range; anything malformed is a reason, never a wrong range.
     @Test func multiSegmentVolumes() {
         func mapping(_ lvs: String, extents: Int = 15) -> Result<Partition, LVMError>? {
             Self.volumes(Self.withMetadata(Self.metadata(extentCount: extents, volumes: lvs))).volumes.first?.mapping
@@ -182,8 +186,13 @@ struct LVMTests {
         let reordered = mapping(Self.linear("a", [(2, 3, 5), (0, 2, 3)]))
         #expect(reordered.flatMap { try? $0.get() }?.startByte == Self.pvStart + (1 << 20) + 3 * (4 << 20))
         #expect(reordered.flatMap { try? $0.get() }?.sizeBytes == 5 * (4 << 20))
-        // In LV order but not on disk (PE 5-6, then PE 0-2): ENOTSUP with the reason, not one region of 5 extents.
-        #expect(mapping(Self.linear("a", [(0, 2, 5), (2, 3, 0)])) == .failure(.notContiguous(volume: "testvg/a", segments: 2)))
+        // In LV order but not on disk (PE 5-6, then PE 0-2): two ranges in LV order, never one of the span.
+        let pe0 = Self.pvStart + (1 << 20), extent: UInt64 = 4 << 20
+        #expect(mapping(Self.linear("a", [(0, 2, 5), (2, 3, 0)])).flatMap { try? $0.get() }?.ranges
+                == [ByteRange(offset: pe0 + 5 * extent, length: 2 * extent), ByteRange(offset: pe0, length: 3 * extent)])
+        // Three segments, the first two one run on disk: merged into one range.
+        #expect(mapping(Self.linear("a", [(0, 1, 7), (1, 1, 8), (2, 2, 1)])).flatMap { try? $0.get() }?.ranges
+                == [ByteRange(offset: pe0 + 7 * extent, length: 2 * extent), ByteRange(offset: pe0 + extent, length: 2 * extent)])
         // Three segments whose middle one skips extents of the LV.
         #expect(mapping(Self.linear("a", [(0, 1, 0), (1, 1, 1), (5, 1, 2)]))
                 == .failure(.segmentGap(volume: "testvg/a", detail: "segment at extent 5, expected 2")))

@@ -141,10 +141,12 @@ import Testing
     @Test func everyBuiltNameParsesBackToItsInstance() {
         let names = InstanceNames(pid: 4321, runRoot: Self.runRoot)
         #expect(InstanceNames.owner(fsName: names.fsName) == 4321)
-        for dm in [names.baseDevice(image: 7), names.snapshotDevice(sandbox: 8), names.cowDevice(sandbox: 8)] {
+        for dm in [names.baseDevice(image: 7), names.snapshotDevice(sandbox: 8), names.cowDevice(sandbox: 8),
+                   names.readOnlyDevice(view: 9)] {
             #expect(InstanceNames.owner(dmName: dm) == 4321, "\(dm)")
         }
         #expect(InstanceNames.DeviceRole(dmName: names.baseDevice(image: 7)) == .base)
+        #expect(InstanceNames.DeviceRole(dmName: names.readOnlyDevice(view: 9)) == .base)
         #expect(InstanceNames.DeviceRole(dmName: names.cowDevice(sandbox: 8)) == .cowStore)
         #expect(InstanceNames.DeviceRole(dmName: names.snapshotDevice(sandbox: 8)) == .snapshot)
         #expect(InstanceNames.owner(loopLabel: names.loopLabel(image: "pi")) == 4321)
