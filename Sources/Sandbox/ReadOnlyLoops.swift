@@ -30,6 +30,9 @@ public final class ReadOnlyLoops: Sendable {
         if let deviceMapper, let names { joiner = (deviceMapper, names) } else { joiner = nil }
     }
 
+    /// Whether a partition in several ranges gets a device (device-mapper is there) or ENOTSUP.
+    var joinsRanges: Bool { joiner != nil }
+
     /// The device over `partition` of `file`; `teardown` gets its release (detached when its last user lets
     /// go), so push it before the mount that uses it.
     func acquire(file: String, partition: Partition, label: String, teardown: Teardown) throws(SystemError) -> String {

@@ -141,6 +141,8 @@ private final class PeekCache {
 
     private func make(_ p: Partition) -> PartitionLook? {
         guard let finder, let peek = finder.peek, let info = probe(p), RootChoice.canBeRoot(info) else { return nil }
+        // Without device-mapper a partition in several ranges is never served: mkdir says why, once.
+        guard p.isContiguous || peek.loops.joinsRanges else { return nil }
         do throws(SandboxError) {
             var look = try peek.look(p, info) { mount in
                 PartitionLook(kernelRoots: finder.bootRoots(MountedBootFiles(root: mount), partition: p.number),

@@ -46,6 +46,7 @@ struct SplitPartitionTests {
     /// The overlay engine's loops (no device-mapper) refuse before attaching anything: never the span's bytes.
     @Test func withoutDeviceMapperItIsENOTSUP() {
         let loops = ReadOnlyLoops()
+        #expect(!loops.joinsRanges)
         let teardown = Teardown()
         do {
             _ = try loops.acquire(file: "/nonexistent/image.img", partition: Self.split, label: "test", teardown: teardown)
