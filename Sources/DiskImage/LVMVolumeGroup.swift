@@ -142,7 +142,7 @@ struct LVMVolumeGroup {
                   first <= partition.sizeBytes, length <= partition.sizeBytes - first else {
                 throw .segmentOutOfRange(volume: full, detail: "extents \(extent)+\(s.extentCount) lie beyond partition \(partition.number)")
             }
-            // Partitions may overlap in a hostile table: the volume's total is checked, not assumed.
+            // Bounded by the image when no extents are shared; checked all the same (Partition adds them up).
             guard let sum = checkedSum(total, length) else {
                 throw .segmentOutOfRange(volume: full, detail: "its segments add up to more than 2^64 bytes")
             }
