@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 import Testing
 @testable import DiskImage
 
@@ -211,6 +212,39 @@ struct LVMTests {
                 == .failure(.segmentGap(volume: "testvg/a", detail: "a segment has no extents")))
     }
 
+    /// Random linear volumes (any segment order, gaps, overlaps, out of range): every volume that maps has
+    /// ranges inside the PV's extents, sharing no byte with any other range of the group, adding up to its
+    /// extents; everything else is a reason. Never a trap.
+    @Test func randomSegmentsMapOnlyToTheirOwnExtents() {
+        var rng = SplitMix64(seed: 25)
+        let extent: UInt64 = 4 << 20, pe0 = Self.pvStart + (1 << 20), peCount = 15
+        for _ in 0..<500 {
+            var lvs = "", extents: [String: Int] = [:]
+            for v in 0..<Int(rng.next() % 3 + 1) {
+                var segments: [(Int, Int, Int)] = [], next = 0
+                for _ in 0..<Int(rng.next() % 4 + 1) {
+                    let count = Int(rng.next() % 4)  // 0: a segment of no extents
+                    let start = rng.next() % 8 == 0 ? next + 1 : next  // now and then a gap
+                    segments.append((start, count, Int(rng.next() % UInt64(peCount + 2))))
+                    next = start + count
+                }
+                lvs += Self.linear("v\(v)", segments.shuffled(using: &rng))
+                extents["testvg/v\(v)"] = next
+            }
+            let (volumes, _) = Self.volumes(Self.withMetadata(Self.metadata(extentCount: peCount, volumes: lvs)))
+            var used: [ByteRange] = []
+            for volume in volumes {
+                guard let region = volume.region else { continue }
+                #expect(region.sizeBytes == UInt64(extents[volume.fullName] ?? -1) * extent, "\(lvs)")
+                for r in region.ranges {
+                    #expect(r.length > 0 && r.offset >= pe0 && r.offset + r.length <= pe0 + UInt64(peCount) * extent, "\(lvs)")
+                    #expect(!used.contains { $0.offset < r.offset + r.length && r.offset < $0.offset + $0.length }, "\(lvs)")
+                    used.append(r)
+                }
+            }
+        }
+    }
+
     @Test func badChecksums() {
         var label = Self.fixture
         label[512 + 100] ^= 1
@@ -254,3 +288,4 @@ struct LVMTests {
         #expect(volumes.isEmpty && problems.isEmpty)
     }
 }
+
