@@ -80,7 +80,9 @@ public struct DeviceMapperEngine: SandboxEngine {
             // Only the partition's bytes: a loop device over the whole image would show the host's kernel (with
             // loop's max_part set) and udev the image's partitions, and lvm2's rules would activate a PV among them.
             // A partition in several ranges (a split LV): the loop device spans them, base joins them.
-            let span = partition.isContiguous ? partition.ranges[0] : SplitPartitionDevice.span(partition)
+            let span = try step("map \(partition.typeName)") {
+                partition.isContiguous ? partition.ranges[0] : try SplitPartitionDevice.span(partition)
+            }
             let loop = try step("attach loop device") {
                 try LoopDevice.attach(file: request.path, offset: span.offset, sizeLimit: span.length,
                                       readOnly: true, autoclear: true, label: names.loopLabel(image: request.name))

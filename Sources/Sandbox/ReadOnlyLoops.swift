@@ -59,7 +59,7 @@ public final class ReadOnlyLoops: Sendable {
             throw SystemError("serve \(partition.typeName), which lies in \(partition.ranges.count) separate ranges of the image, without device-mapper:",
                               file, errno: ENOTSUP)
         }
-        let span = SplitPartitionDevice.span(partition)
+        let span = try SplitPartitionDevice.span(partition)
         let loop = try LoopDevice.attach(file: file, offset: span.offset, sizeLimit: span.length,
                                          readOnly: true, autoclear: true, label: label)
         do throws(SystemError) {
@@ -85,7 +85,12 @@ public final class ReadOnlyLoops: Sendable {
             return known.device
         }
         guard let last else { return }
-        if let joined = last.joined, let joiner { try joiner.deviceMapper.remove(name: joined.name) }
+        // The loop device goes even when the dm device does not (autoclear: then when the dm device goes).
+        var failure: (any Error)?
+        if let joined = last.joined, let joiner {
+            do { try joiner.deviceMapper.remove(name: joined.name) } catch { failure = error }
+        }
         try last.loop.detach()
+        if let failure { throw failure }
     }
 }

@@ -8,9 +8,14 @@ import LinuxBlock
 /// loop device alone shows the span, never the partition.
 enum SplitPartitionDevice {
     /// The image bytes the loop device covers: every range, and what lies between them.
-    static func span(_ partition: Partition) -> ByteRange {
-        let first = partition.ranges.map(\.offset).min() ?? 0
-        let end = partition.ranges.map { $0.offset + $0.length }.max() ?? 0
+    static func span(_ partition: Partition) throws(SystemError) -> ByteRange {
+        var first = UInt64.max, end: UInt64 = 0
+        for range in partition.ranges {
+            let (rangeEnd, overflow) = range.offset.addingReportingOverflow(range.length)
+            guard !overflow else { throw SystemError("map \(partition.typeName)", "bytes \(range.offset)+\(range.length)", errno: EINVAL) }
+            first = min(first, range.offset)
+            end = max(end, rangeEnd)
+        }
         return ByteRange(offset: first, length: end - first)
     }
 

@@ -16,7 +16,7 @@ struct SplitPartitionTests {
     static let loop = DeviceNumber(major: 7, minor: 3)
 
     @Test func oneLinearLinePerRangeOverTheSpan() throws {
-        let span = SplitPartitionDevice.span(Self.split)
+        let span = try SplitPartitionDevice.span(Self.split)
         #expect(span == ByteRange(offset: 2 * Self.mib, length: 128 * Self.mib))
         let table = try SplitPartitionDevice.table(Self.split, span: span, loop: Self.loop)
         let s = Self.sectorsPerMiB
@@ -29,7 +29,7 @@ struct SplitPartitionTests {
     @Test func rangesOutOfDiskOrder() throws {
         let p = Partition(number: 1001, ranges: [ByteRange(offset: 20 * Self.mib, length: Self.mib), ByteRange(offset: 4 * Self.mib, length: 3 * Self.mib)],
                           typeName: "LVM2 logical volume vg/a")
-        let span = SplitPartitionDevice.span(p)
+        let span = try SplitPartitionDevice.span(p)
         #expect(span == ByteRange(offset: 4 * Self.mib, length: 17 * Self.mib))
         let s = Self.sectorsPerMiB
         let expected: [DMTarget] = [.linear(start: 0, length: s, device: Self.loop, offset: 16 * s),
@@ -40,7 +40,14 @@ struct SplitPartitionTests {
     @Test func aRangeOfPartSectorsIsRefused() {
         let p = Partition(number: 1001, ranges: [ByteRange(offset: 0, length: 1024), ByteRange(offset: 4096, length: 100)],
                           typeName: "LVM2 logical volume vg/a")
-        #expect(throws: SystemError.self) { try SplitPartitionDevice.table(p, span: SplitPartitionDevice.span(p), loop: Self.loop) }
+        #expect(throws: SystemError.self) { try SplitPartitionDevice.table(p, span: try SplitPartitionDevice.span(p), loop: Self.loop) }
+    }
+
+    /// A range whose end is past 2^64 is an error, never a trap (a Swift trap in mkdir kills the mount).
+    @Test func aRangeEndingPastTwoToTheSixtyFourIsRefused() {
+        let p = Partition(number: 1001, ranges: [ByteRange(offset: 0, length: 512), ByteRange(offset: UInt64.max - 511, length: 1024)],
+                          typeName: "LVM2 logical volume vg/a")
+        #expect(throws: SystemError.self) { try SplitPartitionDevice.span(p) }
     }
 
     /// The overlay engine's loops (no device-mapper) refuse before attaching anything: never the span's bytes.
