@@ -179,6 +179,58 @@ struct LVMRootSuite {
         #expect(fixture.stop() == 0)
     }
 
+    /// testvg over two PVs (partitions 2 and 3); testvg/data, at /srv in fstab, is the first PV's last 16 MiB
+    /// and the second's first 24 MiB, a PV header between them. On dm: a partition of the sandbox like any
+    /// other, base joined by a linear table; a 28 MiB file reaches into the second PV: its checksum proves
+    /// the mapping, in the sandbox and in pristine/.
+    @Test(.enabled(if: Environment.engine == "dm", "needs device-mapper to join the runs"))
+    func dataVolumeAcrossTwoPhysicalVolumes() throws {
+        let fixture = try ServeFixture(images: [("two", "lvm-two-pv", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        let sandbox = fixture.sandbox("two", "s")
+        #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.readFile("\(sandbox)/which-partition") == "lv root\n")
+        #expect(FileChecks.readFile("\(sandbox)/srv/which-partition") == "lv data\n")
+        let check = try run(["sh", "-c", "cd '\(sandbox)/srv' && sha256sum -c pv-filler.sha256"], allowFailure: true)
+        #expect(check.status == 0, "the file across both PVs reads wrong: \(check.output)")
+        try FileChecks.writeFile("\(sandbox)/srv/written", "in the data volume's COW")
+        let diff = try ChangeFixture.diff(sandbox).output
+        #expect(diff.contains("added /srv/written"), "\(diff)")
+        #expect(!diff.contains("pv-filler"), "the pristine copy reads the runs wrong: \(diff)")
+        let pristine = "\(fixture.mountpoint)/two/pristine/srv"
+        let pristineCheck = try run(["sh", "-c", "cd '\(pristine)' && sha256sum -c pv-filler.sha256"], allowFailure: true)
+        #expect(pristineCheck.status == 0, "pristine/srv reads the runs wrong: \(pristineCheck.output)")
+        #expect(FileChecks.stat("\(pristine)/written") == nil)
+        #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+    }
+
+    /// The same image without device-mapper: the root (one range) is served, /srv (two ranges) is left out
+    /// of the sandbox and of pristine/ with a line saying why; diff and rmdir work, nothing is left.
+    @Test(.enabled(if: Environment.engine == "overlay", "the dm engine serves it"))
+    func dataVolumeAcrossTwoPhysicalVolumesIsLeftOutWithoutDeviceMapper() throws {
+        let fixture = try ServeFixture(images: [("two", "lvm-two-pv", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        let sandbox = fixture.sandbox("two", "s")
+        #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        #expect(FileChecks.readFile("\(sandbox)/which-partition") == "lv root\n")
+        #expect(FileChecks.stat("\(sandbox)/srv/which-partition") == nil)
+        let reason = "LVM2 logical volume testvg/data, which lies in 2 separate ranges of the image, without device-mapper"
+        #expect(fixture.waitForLog { $0.contains("sandbox two/s: partition") && $0.contains("at /srv not shown") && $0.contains(reason) },
+                "\(fixture.log.suffix(5))")
+        #expect(FileChecks.stat("\(fixture.mountpoint)/two/pristine/which-partition") != nil)
+        #expect(FileChecks.stat("\(fixture.mountpoint)/two/pristine/srv/which-partition") == nil)
+        #expect(fixture.waitForLog { $0.contains("two/pristine: partition") && $0.contains("at /srv not shown") && $0.contains(reason) },
+                "\(fixture.log.suffix(5))")
+        try FileChecks.writeFile("\(sandbox)/written", "stays in the sandbox")
+        let diff = try ChangeFixture.diff(sandbox).output
+        #expect(diff.contains("added /written") && !diff.contains("/srv"), "\(diff)")
+        #expect(rmdir(sandbox) == 0)
+        #expect(fixture.stop() == 0)
+    }
+
     @Test func rootOnALogicalVolume() throws {
         let fixture = try ServeFixture(images: [("fedora-like", "lvm-root", [])])
         defer { fixture.close() }
