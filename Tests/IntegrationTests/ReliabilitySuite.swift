@@ -70,6 +70,38 @@ struct ReliabilitySuite {
         neighbour?.expectKept(log: fixture.log, starts: 2)
     }
 
+    /// A root LV in two runs (lvm-split) on dm: base and the sandbox's snapshot over a linear table of two
+    /// lines, pristine/ over its own `-rN-base` device. SIGKILLed with both in use, the next serve sweeps
+    /// them all (and the loop devices under them).
+    @Test(.enabled(if: Environment.engine == "dm", "a volume in several runs is served by the dm engine only"))
+    func sigkillWithASplitVolumeInUseThenServeAgainSweepsItsDevices() throws {
+        let fixture = try ServeFixture(images: [("split", "lvm-split", [])])
+        defer { fixture.close() }
+        try fixture.start()
+        let sandbox = fixture.sandbox("split", "a")
+        #expect(mkdir(sandbox, 0o755) == 0, "mkdir: \(String(cString: strerror(errno)))")
+        try FileChecks.writeFile("\(sandbox)/note", "a")
+        // An open file keeps pristine/'s devices (they go when the view is idle).
+        let held = open("\(fixture.mountpoint)/split/pristine/which-partition", O_RDONLY | O_CLOEXEC)
+        #expect(held >= 0, "open in pristine/: \(String(cString: strerror(errno)))")
+        let dead = try #require(fixture.pid)
+        let devices = Residue.dmDevices(of: dead)
+        let isView = { (name: String) in name.hasPrefix(InstanceNames(pid: dead).fsName + "-r") && name.hasSuffix("-base") }
+        #expect(devices.contains(where: isView) && devices.contains { $0.contains("-i") && $0.hasSuffix("-base") },
+                "pristine/'s joined view and the image's base: \(devices)")
+
+        #expect(fixture.stop(with: SIGKILL) == SIGKILL)
+        if held >= 0 { close(held) }
+        #expect(Residue.dmDevices(of: dead).contains(where: isView), "SIGKILL leaves the view's device")
+
+        try fixture.start()
+        #expect(Self.leftovers(of: dead).isEmpty, "still there after the sweep: \(Self.leftovers(of: dead)); sweep: \(fixture.log.filter { $0.contains("swe") })")
+        let residue = Residue.find(work: fixture.work, instance: dead).filter { $0 != "mount \(fixture.mountpoint)" }
+        #expect(residue.isEmpty, "left behind by the dead instance: \(residue)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.sandbox("split", "")).isEmpty)
+        #expect(fixture.stop() == 0)
+    }
+
     /// Defect: right after a SIGKILL the daemon is a zombie until its parent reaps it (init reaps late), and
     /// the sweep took the zombie for alive: it left the dead FUSE mount, and serve failed with "MNT is not a
     /// directory" (ENOTCONN). Here the parent never reaps until the test ends.
