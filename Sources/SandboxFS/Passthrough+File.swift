@@ -157,7 +157,7 @@ extension SandboxFileSystem {
     func passFallocate(fh: UInt64, mode: Int32, offset: off_t, length: off_t) throws -> Reply {
         let file = try requireFile(fh)
         return try file.lease.with { fd in
-            try withUserShare(node: file.node, bytes: Int(clamping: length), "file handle \(fh)", fd: fd) {
+            _ = try withUserShare(node: file.node, bytes: Int(clamping: length), "file handle \(fh)", fd: fd) {
                 try systemCall("fallocate", "file handle \(fh)") { clinux_fallocate(fd, mode, Int64(offset), Int64(length)) }
             }
             return .ok

@@ -1,4 +1,3 @@
-import CLinux
 import DiskImage
 import Glibc
 import LinuxBlock

@@ -128,8 +128,8 @@ extension ConformanceChecks {
                 close(fd)
                 return o
             }
-            "mmap-data".withCString { memcpy(map + 100, $0, 9) }
-            "page-two".withCString { memcpy(map + 5000, $0, 8) }
+            _ = "mmap-data".withCString { memcpy(map + 100, $0, 9) }
+            _ = "page-two".withCString { memcpy(map + 5000, $0, 8) }
             o.note("read before msync: " + Posix.pread(reader, 9, 100) + " " + Posix.pread(reader, 8, 5000))
             o.call("msync", msync(map, 8192, MS_SYNC))
             o.call("pwrite", Posix.pwrite(fd, "WRITE", 200))
@@ -142,7 +142,7 @@ extension ConformanceChecks {
             close(again)
             let lower = Glibc.open("\(root)/lower.bin", O_RDWR)
             if let lmap = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, lower, 0), lmap != Posix.mapFailed {
-                "LOWER".withCString { memcpy(lmap, $0, 5) }
+                _ = "LOWER".withCString { memcpy(lmap, $0, 5) }
                 o.call("msync lower", msync(lmap, 4096, MS_SYNC))
                 munmap(lmap, 4096)
             } else {

@@ -20,8 +20,8 @@ extension ConformanceChecks {
             chown("\(root)/grp", 0, 1000)
             Posix.writeFile("\(root)/exec", "#!/bin/sh\n", mode: 0o755)
             Posix.writeFile("\(root)/suid", "suid", mode: 0o6777)
-            Posix.setxattr("\(root)/ro", "trusted.t", Array("t".utf8))
-            Posix.setxattr("\(root)/ro", "user.u", Array("u".utf8))
+            _ = Posix.setxattr("\(root)/ro", "trusted.t", Array("t".utf8))
+            _ = Posix.setxattr("\(root)/ro", "user.u", Array("u".utf8))
             o.merge(Posix.asUser(1000, 1000, in: root) {
                 var u = Outcome()
                 func openClose(_ label: String, _ path: String, _ flags: Int32, _ mode: mode_t = 0o644) {

@@ -12,7 +12,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: root) }
         let files = ["raspios.qcow2", "raspios.zip", "raspios.img.xz", "raspios.img.gz", "raspios.img", "fedora.raw.xz",
                      "yocto.wic.bz2", "haos.qcow2.xz", "haos.vmdk.zip", "cloud.tar.xz", "notes.txt", ".hidden.img", "x.zip.xz"]
-        for file in files { FileManager.default.createFile(atPath: root + "/" + file, contents: Data([1])) }
+        for file in files { #expect(FileManager.default.createFile(atPath: root + "/" + file, contents: Data([1]))) }
         #expect(symlink(root + "/fedora.raw.xz", root + "/linked.raw.xz") == 0)
         #expect(symlink("/nonexistent", root + "/dangling.img") == 0)
         let scan = ImageDirectory.scan(root)
