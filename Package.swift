@@ -65,6 +65,8 @@ let package = Package(
         ]),
         // What the test targets share: one seeded generator, errno helpers.
         .target(name: "TestSupport", path: "Tests/TestSupport"),   // no dependencies: every test target may use it
+        // A seeded random sequence of every mutating file operation through a mount (the change journal's tests).
+        .target(name: "RandomMutations", dependencies: ["CLinux", "TestSupport"], path: "Tests/RandomMutations"),
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "TestSupport"],
                     exclude: ["Fixtures"]),   // read by path (LVMTests, Tools/fuzz-parsers), not a bundle resource
         .testTarget(name: "FATFSTests", dependencies: ["FATFS", "TestSupport"]),
@@ -74,9 +76,9 @@ let package = Package(
         .testTarget(name: "SandboxRunTests", dependencies: ["SandboxRun", "Sandbox", "SyscallFilter"]),
         .testTarget(name: "ImageCacheTests", dependencies: ["ImageCache", "TestSupport"]),
         .testTarget(name: "SandboxSaveTests", dependencies: ["SandboxSave", "DiskImage", "LinuxBlock", "TestSupport"]),
-        .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox", "SandboxDiff", "TestSupport"]),
+        .testTarget(name: "SandboxFSTests", dependencies: ["SandboxFS", "Sandbox", "SandboxDiff", "RandomMutations", "TestSupport"]),
         // Drives the built imgsandbox binary as a user would; needs root and /dev/fuse, else skipped.
-        .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "Sandbox", "TestSupport"],
+        .testTarget(name: "IntegrationTests", dependencies: ["LinuxBlock", "RandomMutations", "Sandbox", "SandboxDiff", "SandboxFS", "TestSupport"],
                     exclude: ["Probes"]),   // built or copied into test images by RunConfinementSuite
     ]
 )
