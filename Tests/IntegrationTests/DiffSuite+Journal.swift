@@ -18,8 +18,17 @@ extension DiffSuite {
         let mutating = FuseOperation.allCases.filter { $0.treeChange != nil }
         #expect(mutating.filter { !covered.contains($0.name) }.isEmpty, "mutating operations the sequence never sends")
 
+        // The image's own xattrs and hard link: only a change to what the image holds can show a step the
+        // journal missed (a path a step made, or changed before, is journaled already).
+        let extra = NSTemporaryDirectory() + "/imgsandbox-journal-extra-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: extra) }
+        try run(["sh", "-c", """
+            set -e; mkdir -p "$1/a/b" "$1/c"; cd "$1"
+            for f in a/f1 a/f2 a/f3 a/b/g1 a/b/g2 c/h1 c/h2; do echo "$f" > $f; setfattr -n user.x -v "$f" $f; done
+            ln a/f1 c/f1-hard; setfattr -n user.y -v 1 a
+            """, "sh", extra])
         // An ext4 root and nothing else (a FAT partition is compared by FATDiff, not by walking its view).
-        let fixture = try ServeFixture(images: [("w", "whole-ext4", [])])
+        let fixture = try ServeFixture(images: [("w", "whole-ext4", ["--extra", extra, "--size", "64M"])])
         defer { fixture.close() }
         try fixture.start()
         let sandbox = fixture.sandbox("w", "j"), pristine = fixture.mountpoint + "/w/pristine"
