@@ -18,13 +18,14 @@ extension DiffSuite {
         let mutating = FuseOperation.allCases.filter { $0.treeChange != nil }
         #expect(mutating.filter { !covered.contains($0.name) }.isEmpty, "mutating operations the sequence never sends")
 
-        // The image's own xattrs and hard link: only a change to what the image holds can show a step the
-        // journal missed (a path a step made, or changed before, is journaled already).
+        // The image's own files, xattrs, hard link and empty directories, enough for the first round's
+        // untouched step of every kind: only a change to what no step journaled before can show a step the
+        // journal missed.
         let extra = NSTemporaryDirectory() + "/imgsandbox-journal-extra-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: extra) }
         try run(["sh", "-c", """
-            set -e; mkdir -p "$1/a/b" "$1/c"; cd "$1"
-            for f in a/f1 a/f2 a/f3 a/b/g1 a/b/g2 c/h1 c/h2; do echo "$f" > $f; setfattr -n user.x -v "$f" $f; done
+            set -e; mkdir -p "$1/a/b" "$1/c" "$1/d/e1" "$1/a/e2"; cd "$1"
+            for d in a a/b c d; do for i in 1 2 3 4 5 6; do echo "$d $i" > $d/f$i; setfattr -n user.x -v $i $d/f$i; done; done
             ln a/f1 c/f1-hard; setfattr -n user.y -v 1 a
             """, "sh", extra])
         // An ext4 root and nothing else (a FAT partition is compared by FATDiff, not by walking its view).
@@ -44,24 +45,27 @@ extension DiffSuite {
         if tmpfile >= 0 { close(tmpfile) }
 
         let random = Dice(seed: seed)
-        var done: [RandomStep: Int] = [:]
+        var done: [RandomStep: Int] = [:], untouched: Set<RandomStep> = []
         var index = 0
-        // Every kind once per round, in a seeded order: the first round meets mostly the image's own
-        // entries, each compared right after its step, before a later step journals its path for another
-        // reason. The image's tree is small, so a step's choices come from a few dozen entries.
-        for _ in 0..<3 {
+        // Every kind once per round, in a seeded order. The first round changes only what no step before
+        // touched (the image's own entries and xattrs, new names), so every kind's change is compared before
+        // any other record can cover it: a kind the journal misses fails there, whatever the seed.
+        for round in 0..<3 {
             for step in random.shuffled(RandomStep.allCases) {
                 // Up to four tries (a random rename may pick a directory below itself): a failure changes nothing.
-                if try (0..<4).contains(where: { _ in step.perform(in: sandbox, try TreeShape(reading: sandbox), random) }) {
+                if try (0..<4).contains(where: { _ in
+                    step.perform(in: sandbox, try TreeShape(reading: sandbox), random, untouchedOnly: round == 0)
+                }) {
                     done[step, default: 0] += 1
+                    if round == 0 { untouched.insert(step) }
                 }
                 let full = try TreeDiff.full(sandbox: sandbox, pristine: pristine).map(\.line)
                 let answer = try ChangeFixture.diff(sandbox, json: true)
                 try #require(answer.status == 0, "\(answer.output)")
                 let listed = try JSONDecoder().decode([Change].self, from: Data(answer.output.utf8)).map(\.line)
                 try #require(listed == full, """
-                    seed \(seed), step \(index) (\(step)): diff only: \(listed.filter { !full.contains($0) }), \
-                    full comparison only: \(full.filter { !listed.contains($0) })
+                    seed \(seed), step \(index) (\(step)\(round == 0 ? ", untouched" : "")): diff only: \
+                    \(listed.filter { !full.contains($0) }), full comparison only: \(full.filter { !listed.contains($0) })
                     """)
                 index += 1
             }
@@ -71,6 +75,8 @@ extension DiffSuite {
         #expect(!fixture.log.contains { $0.contains("but the table says") }, "\(fixture.log.filter { $0.contains("table") })")
         let unsupported: Set<RandomStep> = tmpfile >= 0 ? [] : [.tmpfileLinked]
         #expect(RandomStep.allCases.filter { done[$0] == nil && !unsupported.contains($0) }.isEmpty, "kinds that never succeeded: \(done)")
+        let neverUntouched = RandomStep.allCases.filter { !untouched.contains($0) && !unsupported.contains($0) }
+        #expect(neverUntouched.isEmpty, "kinds that found nothing untouched: \(neverUntouched)")
         close(pristineFD)
         pristineHeld = false
         #expect(rmdir(sandbox) == 0)
