@@ -64,16 +64,6 @@ static inline int cfuse_uring_api(void) {
 #endif
 }
 
-/// Whether the kernel offered FUSE over io_uring at init (3.18's FUSE_CAP_OVER_IO_URING; 0 on older headers).
-static inline int cfuse_conn_offers_uring(const struct fuse_conn_info *conn) {
-#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 18)
-    return (conn->capable & FUSE_CAP_OVER_IO_URING) != 0;
-#else
-    (void)conn;
-    return 0;
-#endif
-}
-
 /// Whether this libfuse has the passthrough API (the kernel must still offer it at init).
 static inline int cfuse_passthrough_api(void) { return CFUSE_HAS_PASSTHROUGH; }
 

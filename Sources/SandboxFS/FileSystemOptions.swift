@@ -40,9 +40,10 @@ public struct FileSystemOptions: Sendable {
     /// FUSE_CAP_READDIRPLUS_AUTO: the kernel chooses readdirplus only for a directory's first chunk or after
     /// lookups; off, every listing carries the entries' attributes (no LOOKUP per entry for find or du).
     public var readdirplusAuto = false
-    /// FUSE over io_uring (libfuse 3.18 built with liburing: Tools/libfuse --uring; a kernel with
-    /// CONFIG_FUSE_IO_URING). serve turns the kernel's machine-wide `fuse.enable_uring` on when it is off.
-    public var ioUring = false
+    /// FUSE over io_uring where libfuse (3.18 built with liburing: Tools/libfuse) and the kernel
+    /// (CONFIG_FUSE_IO_URING) have it: serve turns the kernel's machine-wide `fuse.enable_uring` on when it is
+    /// off and it is root; otherwise /dev/fuse. Each round trip costs less (docs/PERFORMANCE.md).
+    public var ioUring = true
     /// Kernel writeback cache: write() returns once pages are dirty in the FUSE page cache (Tools/bench/run fuse knob).
     public var writebackCache = false
     /// How long (seconds) rmdir of a sandbox waits for the releases of handles in it before EBUSY: the kernel

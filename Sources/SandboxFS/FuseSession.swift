@@ -67,7 +67,7 @@ extension SandboxFileSystem {
         fuse_session_exit(session)
         // 3.18's fuse_session_exit wakes the loop itself. Older ones only set a flag the loop checks after
         // its next request, which a statfs of the mountpoint from a helper thread delivers.
-        guard cfuse_uring_api() == 0, let mountpoint else { return }
+        guard !Self.libfuseHasUring, let mountpoint else { return }
         DispatchQueue.global().async {
             var buf = statvfs()
             _ = statvfs(mountpoint, &buf)
@@ -135,9 +135,6 @@ extension SandboxFileSystem {
         let path: DataPath = passthrough ? .passthrough : options.splice ? .splice : .copy
         negotiatedDataPath.withLock { $0 = path }
         logger.info("data path \(path.rawValue)\(passthrough ? "" : Self.noPassthroughReason(conn, options))")
-        if options.ioUring {
-            logger.info("io_uring: the kernel \(cfuse_conn_offers_uring(conn) != 0 ? "offers" : "does not offer") FUSE over io_uring")
-        }
         // 1 MiB requests; libfuse derives max_pages from max_write when the kernel supports it.
         conn.pointee.max_write = 1 << 20
         logger.debug("fuse init", metadata: [
@@ -154,29 +151,47 @@ extension SandboxFileSystem {
         return " (the kernel offers no FUSE passthrough; it came with 6.9)"
     }
 
-    /// Whether serve can ask for FUSE over io_uring: this libfuse knows it and the kernel's `fuse.enable_uring`
-    /// is on, or was off and is turned on here (machine-wide, so logged; it stays on for later mounts).
+    /// This libfuse is 3.18+ (its io_uring works only when built with liburing, as Tools/libfuse builds it).
+    static let libfuseHasUring = cfuse_uring_api() != 0
+
+    /// Whether serve can ask for FUSE over io_uring: this libfuse has it and the kernel's `fuse.enable_uring`
+    /// is on, or was off and is turned on here (root only). One log line says what was chosen and why (libfuse
+    /// logs it if its ring setup then fails and it falls back to /dev/fuse).
+    /// The parameter is machine-wide and stays on at exit: the kernel checks it at every ring command, so
+    /// turning it off would break another daemon's (or another serve's) running io_uring mount, and while on
+    /// it changes nothing for daemons that do not ask for io_uring.
     private func enableKernelUring() -> Bool {
-        guard cfuse_uring_api() != 0 else {
-            logger.info("io_uring: this libfuse has none (3.18 built with liburing has: Tools/libfuse --uring)")
+        guard Self.libfuseHasUring else {
+            logger.info("io_uring: not used (this libfuse has none; Tools/libfuse builds 3.18 with liburing): /dev/fuse")
             return false
         }
         let parameter = "/sys/module/fuse/parameters/enable_uring"
-        let fd = open(parameter, O_RDWR | O_CLOEXEC)
+        let fd = open(parameter, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            logger.info("io_uring: the kernel has no \(parameter) (CONFIG_FUSE_IO_URING, 6.14+): not used")
+            logger.info("io_uring: not used (the kernel has no \(parameter): CONFIG_FUSE_IO_URING, 6.14+): /dev/fuse")
             return false
         }
-        defer { close(fd) }
         var current: UInt8 = 0
-        guard read(fd, &current, 1) == 1 else { return false }
-        if current == UInt8(ascii: "Y") { return true }
-        var on = UInt8(ascii: "Y")
-        guard pwrite(fd, &on, 1, 0) == 1 else {
-            logger.info("io_uring: cannot turn on \(parameter): \(String(cString: strerror(errno))): not used")
+        let got = read(fd, &current, 1)
+        close(fd)
+        guard got == 1 else {
+            logger.info("io_uring: not used (cannot read \(parameter)): /dev/fuse")
             return false
         }
-        logger.notice("io_uring: turned on the kernel's fuse.enable_uring (machine-wide) for FUSE over io_uring")
+        if current == UInt8(ascii: "Y") {
+            logger.info("io_uring: asked for (the kernel's fuse.enable_uring is on)")
+            return true
+        }
+        let writable = open(parameter, O_WRONLY | O_CLOEXEC)
+        var on = UInt8(ascii: "Y")
+        guard writable >= 0, write(writable, &on, 1) == 1 else {
+            let reason = String(cString: strerror(errno))
+            if writable >= 0 { close(writable) }
+            logger.info("io_uring: not used (the kernel's fuse.enable_uring is off and cannot be turned on: \(reason)): /dev/fuse")
+            return false
+        }
+        close(writable)
+        logger.notice("io_uring: asked for (turned on the kernel's fuse.enable_uring, machine-wide; it stays on)")
         return true
     }
 
