@@ -59,8 +59,22 @@ extension SandboxFSTests {
         prepared.signal()
         try #require(mkdirDone.wait(timeout: .now() + 30) == .success, "the mkdir never returned")
         #expect(mkdirResult.withLock { $0 } == 0)
-        var st = stat()
-        #expect(lstat(sandbox, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR)
+        // The mkdir's reply came from another thread, which has ended since. Over io_uring the ring entry it
+        // sent that reply on must still take this CPU's next requests (not cancel them: ECANCELED).
+        let failures = Mutex<[String]>([])
+        let checked = DispatchSemaphore(value: 0)
+        Self.startThread(onCPU: cpu) {
+            for round in 0..<20 {
+                var buffer = statvfs(), st = stat()
+                if statvfs(mountpoint, &buffer) != 0 { failures.withLock { $0.append("statfs \(round): errno \(errno)") } }
+                if lstat(sandbox, &st) != 0 || (st.st_mode & S_IFMT) != S_IFDIR {
+                    failures.withLock { $0.append("lstat \(round): errno \(errno)") }
+                }
+            }
+            checked.signal()
+        }
+        try #require(checked.wait(timeout: .now() + 30) == .success, "requests after the mkdir never returned")
+        #expect(failures.withLock { $0 } == [])
     }
 
     private static func startThread(onCPU cpu: Int?, _ body: @escaping @Sendable () -> Void) {
