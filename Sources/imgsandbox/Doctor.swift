@@ -80,7 +80,7 @@ struct Doctor: ParsableCommand {
         let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let kernel: Bool? = kernelConfig(release).map { $0.contains("CONFIG_FUSE_PASSTHROUGH=y") }
         guard DataPath.libfuseHasPassthrough else {
-            return "info    data path: splice (\(libfuse) has no passthrough API; Tools/libfuse builds 3.17)"
+            return "info    data path: splice (\(libfuse) has no passthrough API; Tools/libfuse builds 3.18)"
         }
         switch kernel {
         case true?: return "info    data path: passthrough (\(libfuse), kernel \(release) has CONFIG_FUSE_PASSTHROUGH)"
