@@ -15,17 +15,17 @@ public final class FdLease: Sendable {
         var owned: FileDescriptor?
         var users = 0
         var retired = false
-        /// retireAndWait callers, signalled once the fd is closed.
-        var waiters: [DispatchSemaphore] = []
+        /// Run once the fd is closed (outside the lock): retireAndWait's wake-ups, retire(whenClosed:)'s work.
+        var onClose: [@Sendable () -> Void] = []
         var closed = false
 
-        /// Closes once retired and unused; returns the waiters to wake.
-        mutating func closeIfIdle() -> [DispatchSemaphore] {
+        /// Closes once retired and unused; returns what is to run now that it is closed.
+        mutating func closeIfIdle() -> [@Sendable () -> Void] {
             guard retired, users == 0, !closed else { return [] }
             owned = nil
             closed = true
-            defer { waiters = [] }
-            return waiters
+            defer { onClose = [] }
+            return onClose
         }
     }
 
@@ -53,7 +53,7 @@ public final class FdLease: Sendable {
             state.users -= 1
             return state.closeIfIdle()
         }
-        woken.forEach { $0.signal() }
+        woken.forEach { $0() }
     }
 
     /// No new users; closes now if idle, else when the last user releases.
@@ -62,19 +62,25 @@ public final class FdLease: Sendable {
             state.retired = true
             return state.closeIfIdle()
         }
-        woken.forEach { $0.signal() }
+        woken.forEach { $0() }
+    }
+
+    /// Retires and runs `closed` once the fd is closed: at once if idle, else on the thread of the last
+    /// user's `release`. For a caller that must not block until then (a FUSE queue thread).
+    public func retire(whenClosed closed: @escaping @Sendable () -> Void) {
+        let ready = state.withLock { state -> [@Sendable () -> Void] in
+            state.retired = true
+            guard !state.closed else { return [closed] }
+            state.onClose.append(closed)
+            return state.closeIfIdle()
+        }
+        ready.forEach { $0() }
     }
 
     /// Retires and blocks until the fd is closed. Only for teardown, where users are short requests.
     public func retireAndWait() {
         let closed = DispatchSemaphore(value: 0)
-        let woken = state.withLock { state in
-            state.retired = true
-            var woken = state.closeIfIdle()
-            if state.closed { woken.append(closed) } else { state.waiters.append(closed) }
-            return woken
-        }
-        woken.forEach { $0.signal() }
+        retire(whenClosed: { closed.signal() })
         closed.wait()
     }
 }

@@ -97,9 +97,11 @@ extension SandboxFileSystem {
         try systemCall("fchmod", object) { fchmod(fd, mode & ~drop) }
     }
 
-    /// Forgets a file or directory handle. Its sandbox counts it as open until its fd is closed, which waits
-    /// for requests still using it (a read whose reply the kernel already has, so it sent RELEASE): an rmdir
-    /// that sees the count drop to 0 finds nothing of it left on the hidden mount.
+    /// Forgets a file or directory handle. Its sandbox counts it as open until its fd is closed, which happens
+    /// once requests still using it are done (a read whose reply the kernel already has, so it sent RELEASE):
+    /// an rmdir that sees the count drop to 0 finds nothing of it left on the hidden mount. A file's RELEASE
+    /// does not wait for that: over io_uring it runs on its CPU queue's only thread, which it would stall, and
+    /// a request holding the fd that came in on that queue behind it would never run (rmdir hung so).
     func release(fh: UInt64) {
         guard let handle = registry.removeHandle(fh) else { return }
         userWriters.remove(fh: fh)
@@ -107,9 +109,12 @@ extension SandboxFileSystem {
         let serial: UInt64
         switch handle {
         case .file(let file):
-            file.lease.retireAndWait()
-            if let node = file.modeNode { backings.release(node: node, closeID: closeBacking) }
-            serial = file.serial
+            let node = file.modeNode
+            file.lease.retire(whenClosed: { [self] in
+                if let node { backings.release(node: node, closeID: closeBacking) }
+                registry.closed(in: file.serial)
+            })
+            return
         case .directory(let dir):
             dir.close() // takes the stream lock: waits for a readdir in flight
             serial = dir.serial

@@ -78,4 +78,24 @@ import Testing
         let closed = closedOnReturn.load(ordering: .sequentiallyConsistent)
         #expect(closed, "retireAndWait returned with the fd closed")
     }
+
+    /// retire(whenClosed:) returns at once; its work runs once the fd is closed, by the last release, and
+    /// at once when the lease is idle or already closed.
+    @Test func retireWhenClosedRunsItsWorkOnceTheFdIsClosed() throws {
+        let (file, inode, directory) = try Self.scratch()
+        defer { TestSupport.removeTree(directory) }
+        let lease = FdLease(try FileDescriptor.open(file, O_RDONLY))
+        let held = try #require(lease.acquire())
+        let closedWhenRun = Mutex<[Bool]>([])
+        lease.retire(whenClosed: { closedWhenRun.withLock { $0.append(!Self.names(held, inode)) } })
+        #expect(closedWhenRun.withLock { $0 } == [], "ran while a user still held the fd")
+        lease.release()
+        #expect(closedWhenRun.withLock { $0 } == [true], "the last release closes the fd, then runs the work")
+        lease.retire(whenClosed: { closedWhenRun.withLock { $0.append(true) } })
+        #expect(closedWhenRun.withLock { $0 } == [true, true], "already closed: runs at once")
+        let idle = FdLease(try FileDescriptor.open(file, O_RDONLY))
+        let ranIdle = Mutex(false)
+        idle.retire(whenClosed: { ranIdle.withLock { $0 = true } })
+        #expect(ranIdle.withLock { $0 }, "idle: closes and runs at once")
+    }
 }
