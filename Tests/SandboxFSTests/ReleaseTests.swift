@@ -46,14 +46,33 @@ extension SandboxFSTests {
         defer { if !released.isSet { lease.release() } }
         let removed = DispatchSemaphore(value: 0)
         onHandleRemoved.set { removed.signal() }
-        close(fd)
-        // The daemon has the RELEASE (the handle is gone from its table) before rmdir is sent.
-        try #require(removed.wait(timeout: .now() + 30) == .success, "no RELEASE after close(2)")
         onRmdirWaits.set {
             released.set()
             lease.release() // the request in flight ends while rmdir waits
         }
-        #expect(errnoOf(rmdir(s)) == 0)
+        // close(2) and rmdir from one CPU: over io_uring the RELEASE and the RMDIR go to that CPU's queue, whose
+        // one thread runs them in turn; a RELEASE that waited there for the fd held the rmdir up behind it.
+        let outcome = Mutex("not run")
+        let done = DispatchSemaphore(value: 0)
+        Self.startThread(onCPU: 0) {
+            defer { done.signal() }
+            close(fd)
+            // The daemon has the RELEASE (the handle is gone from its table) before rmdir is sent.
+            guard removed.wait(timeout: .now() + 30) == .success else {
+                outcome.withLock { $0 = "no RELEASE after close(2)" }
+                return
+            }
+            let code = errnoOf(rmdir(s))
+            outcome.withLock { $0 = code == 0 ? "removed" : "rmdir: errno \(code)" }
+        }
+        // rmdir returns as soon as the fd is let go; 40 s is only the bound of a failure.
+        if done.wait(timeout: .now() + 40) == .timedOut {
+            Issue.record("rmdir never reached its wait: held up behind the RELEASE")
+            released.set()
+            lease.release()
+            done.wait()
+        }
+        #expect(outcome.withLock { $0 } == "removed")
         #expect(released.isSet, "rmdir did not wait for the released file's fd")
         #expect(!MountedFS.isMounted(ref.mountPath))
         #expect(m.provider.sandboxNames(image: "alpha") == [])

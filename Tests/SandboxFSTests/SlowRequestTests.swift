@@ -77,7 +77,7 @@ extension SandboxFSTests {
         #expect(failures.withLock { $0 } == [])
     }
 
-    private static func startThread(onCPU cpu: Int?, _ body: @escaping @Sendable () -> Void) {
+    static func startThread(onCPU cpu: Int?, _ body: @escaping @Sendable () -> Void) {
         Thread {
             if let cpu {
                 // sched_setaffinity is a _GNU_SOURCE call Glibc's module does not declare.
