@@ -1,4 +1,4 @@
-"""What the Python benchmarks (Tools/bench/fuse, requests, dpkg) share: the machine-wide test lock, waiting
+"""What the Python benchmarks (Tools/bench/fuse, requests, dpkg, stall) share: the machine-wide test lock, waiting
 for a mount, and the daemon's FUSE request counts."""
 import collections
 import fcntl
