@@ -32,7 +32,8 @@ extension SandboxFileSystem {
         case .virtualDirectory(let entries)?:
             return .bytes(virtualReaddir(req, entries, size: size, offset: offset, plus: plus))
         case .directory(let dir)?:
-            return .bytes(try passReaddir(req, dir, size: size, offset: offset, plus: plus))
+            return .bytes(try plus ? passReaddirPlus(req, dir, size: size, offset: offset)
+                                   : passReaddir(req, dir, size: size, offset: offset))
         case .fat(let fat)?:
             return .bytes(try fatReaddir(req, fat, size: size, offset: offset, plus: plus))
         case .file?, nil:
@@ -40,68 +41,35 @@ extension SandboxFileSystem {
         }
     }
 
-    private static func seek(_ dir: OpaquePointer, _ offset: Int64) {
-        if offset == 0 { rewinddir(dir) } else { seekdir(dir, Int(offset)) }
-    }
-
-    private func passReaddir(_ req: fuse_req_t, _ handle: DirHandle, size: Int, offset: off_t, plus: Bool) throws -> [UInt8] {
+    private func passReaddir(_ req: fuse_req_t, _ handle: DirHandle, size: Int, offset: off_t) throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: max(size, 0))
         var used = 0
-        let serial = handle.serial
         try handle.withStream { dir, stream in
             if Int64(offset) != stream.offset {
-                Self.seek(dir, Int64(offset))
+                Self.seekStream(dir, Int64(offset))
                 stream.offset = Int64(offset)
             }
-            let dirFD = dirfd(dir)
             try buffer.withUnsafeMutableBytes { raw in
                 guard let base = raw.baseAddress else { return }
                 while true {
                     errno = 0
                     guard let entry = SwiftGlibc.readdir(dir) else {
                         let saved = errno
-                        if saved != 0 && used == 0 { throw SystemError("readdir", "sandbox \(serial)", errno: saved) }
+                        if saved != 0 && used == 0 { throw SystemError("readdir", "sandbox \(handle.serial)", errno: saved) }
                         break
                     }
                     let next = Int64(entry.pointee.d_off)
-                    let type = UInt32(entry.pointee.d_type)
-                    let rawIno = UInt64(entry.pointee.d_ino)
-                    let remaining = size - used
+                    var st = stat()
+                    st.st_ino = numericCast(fuseInode(UInt64(entry.pointee.d_ino), dev: handle.dev, serial: handle.serial))
+                    st.st_mode = UInt32(entry.pointee.d_type) << 12
                     let out = base.advanced(by: used).assumingMemoryBound(to: CChar.self)
-                    let (needed, addedNode): (Int, UInt64?) = withUnsafePointer(to: &entry.pointee.d_name) { namePointer in
+                    let needed = withUnsafePointer(to: &entry.pointee.d_name) { namePointer in
                         namePointer.withMemoryRebound(to: CChar.self, capacity: 256) { name in
-                            let isDot = strcmp(name, ".") == 0 || strcmp(name, "..") == 0
-                            var st = stat()
-                            st.st_ino = numericCast(fuseInode(rawIno, dev: handle.dev, serial: serial))
-                            st.st_mode = type << 12
-                            guard plus else {
-                                return (fuse_add_direntry(req, out, remaining, name, &st, off_t(next)), nil)
-                            }
-                            var e = fuse_entry_param()
-                            var node: UInt64?
-                            if isDot {
-                                e.attr = st
-                            } else {
-                                // Every readdirplus entry but . and .. counts as a lookup.
-                                let fd = openat(dirFD, name, clinux_O_PATH | O_NOFOLLOW | O_CLOEXEC)
-                                guard fd >= 0 else { return (0, nil) } // vanished meanwhile: skip it
-                                defer { close(fd) }
-                                if let child = try? register(fd: fd, serial: serial, mountID: handle.mountID) {
-                                    node = child.id
-                                    e.ino = child.id
-                                    e.attr = child.attr
-                                    e.attr_timeout = options.passthroughTimeout
-                                    e.entry_timeout = options.passthroughTimeout
-                                } else {
-                                    e.attr = st // e.g. a submount: listed, but the kernel must look it up
-                                }
-                            }
-                            return (fuse_add_direntry_plus(req, out, remaining, name, &e, off_t(next)), node)
+                            fuse_add_direntry(req, out, size - used, name, &st, off_t(next))
                         }
                     }
-                    if needed > remaining {
-                        if let addedNode { forget(addedNode, 1) }
-                        Self.seek(dir, stream.offset) // the entry goes into the next buffer
+                    if needed > size - used {
+                        Self.seekStream(dir, stream.offset) // the entry goes into the next buffer
                         break
                     }
                     used += needed

@@ -206,6 +206,62 @@ extension SandboxFSTests {
         }
     }
 
+    /// A readdirplus registers its entries on helper threads and sizes the reply before it has them: every
+    /// entry of a directory the kernel has never seen (names of every length, so the records straddle its
+    /// buffers in every way; every type) must come back once, with the attributes and the inode number of
+    /// the entry it names, as lstat on the hidden mount gives them.
+    @Test func readdirplusListsEveryEntryWithItsAttributes() throws {
+        try withSandbox { m, s, backing in
+            let dir = backing + "/listed"
+            try #require(mkdir(dir, 0o755) == 0)
+            var expected: [String: stat] = [:]
+            for index in 0..<1_500 {
+                let length = 1 + index % 255
+                let stem = "\(index)-"
+                let name = stem + String(repeating: "x", count: max(length - stem.count, 0))
+                let path = dir + "/" + name
+                switch index % 4 {
+                case 0: try String(repeating: "d", count: index).write(toFile: path, atomically: false, encoding: .utf8)
+                case 1: try #require(mkdir(path, 0o700) == 0)
+                case 2: try #require(symlink("target-\(index)", path) == 0)
+                default: try #require(mkfifo(path, 0o640) == 0)
+                }
+                expected[name] = try #require(lstatOf(path))
+            }
+            let readdirplusBefore = m.fs.requestCounts.snapshot["readdirplus"] ?? 0
+            let stream = try #require(opendir(s + "/listed"))
+            var seen: [String: (type: UInt8, ino: UInt64)] = [:]
+            var repeated = 0
+            while let entry = readdir(stream) {
+                let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                    $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+                }
+                if name == "." || name == ".." { continue }
+                if seen[name] != nil { repeated += 1 }
+                seen[name] = (entry.pointee.d_type, UInt64(entry.pointee.d_ino))
+            }
+            closedir(stream)
+            #expect(repeated == 0)
+            #expect(Set(seen.keys) == Set(expected.keys))
+            #expect((m.fs.requestCounts.snapshot["readdirplus"] ?? 0) > readdirplusBefore + 1, "several readdirplus replies")
+            let lookupsBefore = m.fs.requestCounts.snapshot["lookup"] ?? 0
+            var mismatches: [String] = []
+            for (name, want) in expected.sorted(by: { $0.key < $1.key }) {
+                guard let got = lstatOf(s + "/listed/" + name), let listed = seen[name] else {
+                    mismatches.append("\(name.prefix(12)): missing")
+                    continue
+                }
+                if got.st_mode != want.st_mode || got.st_size != want.st_size || got.st_nlink != want.st_nlink
+                    || UInt32(listed.type) != (want.st_mode & UInt32(S_IFMT)) >> 12 || UInt64(got.st_ino) != listed.ino {
+                    mismatches.append("\(name.prefix(12)): mode \(got.st_mode) size \(got.st_size) d_type \(listed.type)")
+                }
+            }
+            #expect(mismatches.isEmpty, "\(mismatches.prefix(5))")
+            // Each lstat found the entry the listing registered: no LOOKUP reached the daemon.
+            #expect((m.fs.requestCounts.snapshot["lookup"] ?? 0) == lookupsBefore)
+        }
+    }
+
     @Test func bigTreeStaysWithinFdBudget() throws {
         try withSandbox { m, s, backing in
             // 100,000 files in 100 directories, made directly in the backing directory.

@@ -1,0 +1,162 @@
+import CFuse
+import CLinux
+import Dispatch
+import Glibc
+import LinuxBlock
+import Synchronization
+
+/// A readdirplus of a passthrough directory in three steps: read the entries whose records fit the kernel's
+/// buffer, register them (each is a lookup the kernel counts), then write the reply. Registering is a
+/// lookup on the hidden mount, which in a directory not in the kernel's caches reads and sets up every
+/// inode: the caller waits for all of them and the lookups of one directory can run side by side, so they
+/// are shared with helper threads (a cold `du -s` or `find` is bound by that CPU time).
+extension SandboxFileSystem {
+    func passReaddirPlus(_ req: fuse_req_t, _ handle: DirHandle, size: Int, offset: off_t) throws -> [UInt8] {
+        try handle.withStream { dir, stream in
+            if Int64(offset) != stream.offset {
+                Self.seekStream(dir, Int64(offset))
+                stream.offset = Int64(offset)
+            }
+            let batch = try ReaddirBatch.read(req, dir, &stream, size: size, serial: handle.serial)
+            let resolved = resolve(batch, dirFD: dirfd(dir), handle: handle)
+            return write(req, batch, resolved, handle: handle, size: size)
+        }
+    }
+
+    static func seekStream(_ dir: OpaquePointer, _ offset: Int64) {
+        if offset == 0 { rewinddir(dir) } else { seekdir(dir, Int(offset)) }
+    }
+
+    /// Registers every entry but . and .., on this thread and as many helpers as the batch is worth.
+    private func resolve(_ batch: ReaddirBatch, dirFD: Int32, handle: DirHandle) -> [ResolvedEntry] {
+        let count = batch.entries.count
+        var resolved = [ResolvedEntry](repeating: .plain, count: count)
+        resolved.withUnsafeMutableBufferPointer { out in
+            batch.names.withUnsafeBufferPointer { names in
+                let shared = ResolveBuffers(out: out, names: names.baseAddress!)
+                let next = Atomic<Int>(0)
+                // Each index is taken from `next` by exactly one thread, which alone writes its result.
+                let work = { @Sendable in
+                    while true {
+                        let i = next.add(1, ordering: .relaxed).oldValue
+                        guard i < count else { return }
+                        shared.out[i] = self.resolveEntry(shared.names + batch.entries[i].nameAt, dirFD: dirFD, handle: handle)
+                    }
+                }
+                let helpers = min(ReaddirLookupHelpers.count, count / ReaddirLookupHelpers.entriesPerThread)
+                guard helpers > 0 else { return work() }
+                let group = DispatchGroup()
+                for _ in 0..<helpers { ReaddirLookupHelpers.queue.async(group: group, execute: work) }
+                work()
+                group.wait()
+            }
+        }
+        return resolved
+    }
+
+    private func resolveEntry(_ name: UnsafePointer<CChar>, dirFD: Int32, handle: DirHandle) -> ResolvedEntry {
+        if strcmp(name, ".") == 0 || strcmp(name, "..") == 0 { return .plain }
+        let fd = openat(dirFD, name, clinux_O_PATH | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return .vanished }
+        defer { close(fd) }
+        // Not registrable (e.g. a submount): listed, and the kernel looks it up when it needs it.
+        guard let node = try? register(fd: fd, serial: handle.serial, mountID: handle.mountID) else { return .plain }
+        return .node(id: node.id, attr: node.attr)
+    }
+
+    private func write(_ req: fuse_req_t, _ batch: ReaddirBatch, _ resolved: [ResolvedEntry], handle: DirHandle,
+                       size: Int) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: max(size, 0))
+        var used = 0
+        buffer.withUnsafeMutableBytes { raw in
+            batch.names.withUnsafeBufferPointer { names in
+                for (i, entry) in batch.entries.enumerated() {
+                    var e = fuse_entry_param()
+                    switch resolved[i] {
+                    case .vanished:
+                        continue
+                    case .node(let id, let attr):
+                        e.ino = id
+                        e.attr = attr
+                        e.attr_timeout = options.passthroughTimeout
+                        e.entry_timeout = options.passthroughTimeout
+                    case .plain:
+                        e.attr.st_ino = numericCast(fuseInode(entry.ino, dev: handle.dev, serial: handle.serial))
+                        e.attr.st_mode = entry.type << 12
+                    }
+                    let out = raw.baseAddress!.advanced(by: used).assumingMemoryBound(to: CChar.self)
+                    // The batch was sized with these same records, so each fits.
+                    used += fuse_add_direntry_plus(req, out, size - used, names.baseAddress! + entry.nameAt, &e,
+                                                   off_t(entry.next))
+                }
+            }
+        }
+        return Array(buffer.prefix(used))
+    }
+}
+
+/// What a readdirplus entry became: a registered node, an entry listed without one (. and .., or one that
+/// cannot be registered), or one that vanished since the stream read it (left out).
+private enum ResolvedEntry: Sendable {
+    case node(id: UInt64, attr: stat)
+    case plain
+    case vanished
+}
+
+/// Directory entries read for one readdirplus reply, before they are registered.
+private struct ReaddirBatch: Sendable {
+    /// The names back to back, each NUL-terminated.
+    var names: [CChar] = []
+    var entries: [(nameAt: Int, next: Int64, type: UInt32, ino: UInt64)] = []
+
+    /// The entries from the stream's position whose records fit in `size` bytes; the stream is left at the
+    /// first that does not.
+    static func read(_ req: fuse_req_t, _ dir: OpaquePointer, _ stream: inout DirHandle.Stream, size: Int,
+                     serial: UInt64) throws -> ReaddirBatch {
+        var batch = ReaddirBatch()
+        var used = 0
+        while true {
+            errno = 0
+            guard let entry = SwiftGlibc.readdir(dir) else {
+                let saved = errno
+                if saved != 0 && batch.entries.isEmpty { throw SystemError("readdir", "sandbox \(serial)", errno: saved) }
+                return batch
+            }
+            let nameAt = batch.names.count
+            withUnsafePointer(to: &entry.pointee.d_name) { namePointer in
+                namePointer.withMemoryRebound(to: CChar.self, capacity: 256) { name in
+                    batch.names.append(contentsOf: UnsafeBufferPointer(start: name, count: strlen(name) + 1))
+                }
+            }
+            // With no buffer, fuse_add_direntry_plus only sizes the record (it depends on the name alone).
+            var unused = fuse_entry_param()
+            let needed = batch.names.withUnsafeBufferPointer {
+                fuse_add_direntry_plus(req, nil, 0, $0.baseAddress! + nameAt, &unused, 0)
+            }
+            if used + needed > size {
+                batch.names.removeSubrange(nameAt...)
+                SandboxFileSystem.seekStream(dir, stream.offset) // the entry goes into the next buffer
+                return batch
+            }
+            used += needed
+            let next = Int64(entry.pointee.d_off)
+            batch.entries.append((nameAt, next, UInt32(entry.pointee.d_type), UInt64(entry.pointee.d_ino)))
+            stream.offset = next
+        }
+    }
+}
+
+/// The buffers resolve's threads share; each thread writes only the indices it took.
+private struct ResolveBuffers: @unchecked Sendable {
+    let out: UnsafeMutableBufferPointer<ResolvedEntry>
+    let names: UnsafePointer<CChar>
+}
+
+/// Threads that help a readdirplus with its lookups: one fewer than the CPUs (the request's own thread is
+/// the other), at most three, each only for a share of at least `entriesPerThread` entries (below that,
+/// waking a helper costs more than it saves).
+private enum ReaddirLookupHelpers {
+    static let queue = DispatchQueue(label: "readdirplus lookups", attributes: .concurrent)
+    static let count = max(0, min(3, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) - 1))
+    static let entriesPerThread = 8
+}
