@@ -19,7 +19,7 @@ extension SandboxFileSystem {
             }
             let batch = try ReaddirBatch.read(req, dir, &stream, size: size, serial: handle.serial)
             let resolved = resolve(batch, dirFD: dirfd(dir), handle: handle)
-            return write(req, batch, resolved, handle: handle, size: size)
+            return write(req, batch, resolved, handle: handle)
         }
     }
 
@@ -64,11 +64,14 @@ extension SandboxFileSystem {
         return .node(id: node.id, attr: node.attr)
     }
 
-    private func write(_ req: fuse_req_t, _ batch: ReaddirBatch, _ resolved: [ResolvedEntry], handle: DirHandle,
-                       size: Int) -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: max(size, 0))
-        var used = 0
-        buffer.withUnsafeMutableBytes { raw in
+    private func write(_ req: fuse_req_t, _ batch: ReaddirBatch, _ resolved: [ResolvedEntry], handle: DirHandle) -> [UInt8] {
+        // The records of the entries kept, sized as the batch was: the reply is exactly that long.
+        let length = batch.entries.indices.reduce(0) { sum, i in
+            if case .vanished = resolved[i] { return sum }
+            return sum + batch.entries[i].recordSize
+        }
+        return [UInt8](unsafeUninitializedCapacity: length) { raw, initialized in
+            var used = 0
             batch.names.withUnsafeBufferPointer { names in
                 for (i, entry) in batch.entries.enumerated() {
                     var e = fuse_entry_param()
@@ -84,14 +87,13 @@ extension SandboxFileSystem {
                         e.attr.st_ino = numericCast(fuseInode(entry.ino, dev: handle.dev, serial: handle.serial))
                         e.attr.st_mode = entry.type << 12
                     }
-                    let out = raw.baseAddress!.advanced(by: used).assumingMemoryBound(to: CChar.self)
-                    // The batch was sized with these same records, so each fits.
-                    used += fuse_add_direntry_plus(req, out, size - used, names.baseAddress! + entry.nameAt, &e,
+                    let out = UnsafeMutableRawPointer(raw.baseAddress!).advanced(by: used).assumingMemoryBound(to: CChar.self)
+                    used += fuse_add_direntry_plus(req, out, length - used, names.baseAddress! + entry.nameAt, &e,
                                                    off_t(entry.next))
                 }
             }
+            initialized = used
         }
-        return Array(buffer.prefix(used))
     }
 }
 
@@ -107,7 +109,7 @@ private enum ResolvedEntry: Sendable {
 private struct ReaddirBatch: Sendable {
     /// The names back to back, each NUL-terminated.
     var names: [CChar] = []
-    var entries: [(nameAt: Int, next: Int64, type: UInt32, ino: UInt64)] = []
+    var entries: [(nameAt: Int, recordSize: Int, next: Int64, type: UInt32, ino: UInt64)] = []
 
     /// The entries from the stream's position whose records fit in `size` bytes; the stream is left at the
     /// first that does not.
@@ -140,7 +142,7 @@ private struct ReaddirBatch: Sendable {
             }
             used += needed
             let next = Int64(entry.pointee.d_off)
-            batch.entries.append((nameAt, next, UInt32(entry.pointee.d_type), UInt64(entry.pointee.d_ino)))
+            batch.entries.append((nameAt, needed, next, UInt32(entry.pointee.d_type), UInt64(entry.pointee.d_ino)))
             stream.offset = next
         }
     }
