@@ -87,7 +87,8 @@ extension SandboxFileSystem {
                         e.attr.st_ino = numericCast(fuseInode(entry.ino, dev: handle.dev, serial: handle.serial))
                         e.attr.st_mode = entry.type << 12
                     }
-                    let out = UnsafeMutableRawPointer(raw.baseAddress!).advanced(by: used).assumingMemoryBound(to: CChar.self)
+                    guard let base = raw.baseAddress, entry.recordSize <= length - used else { break } // sized above
+                    let out = UnsafeMutableRawPointer(base).advanced(by: used).assumingMemoryBound(to: CChar.self)
                     used += fuse_add_direntry_plus(req, out, length - used, names.baseAddress! + entry.nameAt, &e,
                                                    off_t(entry.next))
                 }
