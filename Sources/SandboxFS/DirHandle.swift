@@ -37,6 +37,36 @@ final class DirHandle: Sendable {
         }
     }
 
+    /// withStream, the stream first moved to `offset` (a position given to the kernel) when it is elsewhere.
+    func withStream<R>(at offset: off_t, _ body: (OpaquePointer, inout Stream) throws -> R) throws -> R {
+        try withStream { dir, s in
+            if Int64(offset) != s.offset {
+                Self.seek(dir, Int64(offset))
+                s.offset = Int64(offset)
+            }
+            return try body(dir, &s)
+        }
+    }
+
+    /// The stream's next entry, nil at its end. A read error is thrown only for the first entry of a reply
+    /// (`first`); later, the reply ends there and the kernel's next readdir meets it.
+    func next(_ dir: OpaquePointer, first: Bool) throws -> UnsafeMutablePointer<dirent>? {
+        errno = 0
+        if let entry = SwiftGlibc.readdir(dir) { return entry }
+        let saved = errno
+        if saved != 0 && first { throw SystemError("readdir", "sandbox \(serial)", errno: saved) }
+        return nil
+    }
+
+    /// Moves the stream back to where the kernel last left off: the entry just read goes into the next reply.
+    static func unread(_ dir: OpaquePointer, _ stream: Stream) {
+        seek(dir, stream.offset)
+    }
+
+    private static func seek(_ dir: OpaquePointer, _ offset: Int64) {
+        if offset == 0 { rewinddir(dir) } else { seekdir(dir, Int(offset)) }
+    }
+
     func close() {
         stream.withLock { s in
             if let dir = s.dir { closedir(dir) }

@@ -44,20 +44,10 @@ extension SandboxFileSystem {
     private func passReaddir(_ req: fuse_req_t, _ handle: DirHandle, size: Int, offset: off_t) throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: max(size, 0))
         var used = 0
-        try handle.withStream { dir, stream in
-            if Int64(offset) != stream.offset {
-                Self.seekStream(dir, Int64(offset))
-                stream.offset = Int64(offset)
-            }
+        try handle.withStream(at: offset) { dir, stream in
             try buffer.withUnsafeMutableBytes { raw in
                 guard let base = raw.baseAddress else { return }
-                while true {
-                    errno = 0
-                    guard let entry = SwiftGlibc.readdir(dir) else {
-                        let saved = errno
-                        if saved != 0 && used == 0 { throw SystemError("readdir", "sandbox \(handle.serial)", errno: saved) }
-                        break
-                    }
+                while let entry = try handle.next(dir, first: used == 0) {
                     let next = Int64(entry.pointee.d_off)
                     var st = stat()
                     st.st_ino = numericCast(fuseInode(UInt64(entry.pointee.d_ino), dev: handle.dev, serial: handle.serial))
@@ -69,7 +59,7 @@ extension SandboxFileSystem {
                         }
                     }
                     if needed > size - used {
-                        Self.seekStream(dir, stream.offset) // the entry goes into the next buffer
+                        DirHandle.unread(dir, stream)
                         break
                     }
                     used += needed

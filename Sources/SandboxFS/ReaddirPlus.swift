@@ -12,19 +12,11 @@ import Synchronization
 /// are shared with helper threads (a cold `du -s` or `find` is bound by that CPU time).
 extension SandboxFileSystem {
     func passReaddirPlus(_ req: fuse_req_t, _ handle: DirHandle, size: Int, offset: off_t) throws -> [UInt8] {
-        try handle.withStream { dir, stream in
-            if Int64(offset) != stream.offset {
-                Self.seekStream(dir, Int64(offset))
-                stream.offset = Int64(offset)
-            }
-            let batch = try ReaddirBatch.read(req, dir, &stream, size: size, serial: handle.serial)
+        try handle.withStream(at: offset) { dir, stream in
+            let batch = try ReaddirBatch.read(req, handle, dir, &stream, size: size)
             let resolved = resolve(batch, dirFD: dirfd(dir), handle: handle)
             return write(req, batch, resolved, handle: handle)
         }
-    }
-
-    static func seekStream(_ dir: OpaquePointer, _ offset: Int64) {
-        if offset == 0 { rewinddir(dir) } else { seekdir(dir, Int(offset)) }
     }
 
     /// Registers every entry but . and .., on this thread and as many helpers as the batch is worth.
@@ -114,17 +106,11 @@ private struct ReaddirBatch: Sendable {
 
     /// The entries from the stream's position whose records fit in `size` bytes; the stream is left at the
     /// first that does not.
-    static func read(_ req: fuse_req_t, _ dir: OpaquePointer, _ stream: inout DirHandle.Stream, size: Int,
-                     serial: UInt64) throws -> ReaddirBatch {
+    static func read(_ req: fuse_req_t, _ handle: DirHandle, _ dir: OpaquePointer, _ stream: inout DirHandle.Stream,
+                     size: Int) throws -> ReaddirBatch {
         var batch = ReaddirBatch()
         var used = 0
-        while true {
-            errno = 0
-            guard let entry = SwiftGlibc.readdir(dir) else {
-                let saved = errno
-                if saved != 0 && batch.entries.isEmpty { throw SystemError("readdir", "sandbox \(serial)", errno: saved) }
-                return batch
-            }
+        while let entry = try handle.next(dir, first: batch.entries.isEmpty) {
             let nameAt = batch.names.count
             withUnsafePointer(to: &entry.pointee.d_name) { namePointer in
                 namePointer.withMemoryRebound(to: CChar.self, capacity: 256) { name in
@@ -138,7 +124,7 @@ private struct ReaddirBatch: Sendable {
             }
             if used + needed > size {
                 batch.names.removeSubrange(nameAt...)
-                SandboxFileSystem.seekStream(dir, stream.offset) // the entry goes into the next buffer
+                DirHandle.unread(dir, stream)
                 return batch
             }
             used += needed
@@ -146,6 +132,7 @@ private struct ReaddirBatch: Sendable {
             batch.entries.append((nameAt, needed, next, UInt32(entry.pointee.d_type), UInt64(entry.pointee.d_ino)))
             stream.offset = next
         }
+        return batch
     }
 }
 
